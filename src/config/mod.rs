@@ -1,0 +1,8 @@
+//! Configuration: TOML text → validated `Config` (`load`), with every problem reported as
+//! `FILE:LINE:COL: message` (what `ringway check` prints).
+
+mod load;
+mod types;
+
+pub use load::{load, load_str, Problem};
+pub use types::*;

@@ -1,0 +1,82 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Ringway: a thread-per-core io_uring reverse proxy for WebSockets and HTTP/1.1.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = "config/ringway.toml")]
+    config: PathBuf,
+    /// Log level or filter (error, warn, info, debug, trace; or an EnvFilter such as
+    /// "ringway=debug"). Default: $RUST_LOG, else info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration: print every problem as FILE:LINE:COL: message.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = cli
+        .log_level
+        .as_deref()
+        .map(EnvFilter::try_new)
+        .unwrap_or_else(|| {
+            EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))
+        });
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ringway: bad log level: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let file = cli.config.display().to_string();
+    let config = match ringway::config::load(&cli.config) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{file}:{}:{}: {}", p.line, p.col, p.message);
+            }
+            eprintln!("{file}: {} problem(s)", problems.len());
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(Command::Check) = cli.command {
+        let routes: usize = config
+            .vhosts
+            .iter()
+            .map(|v| v.websockets.len() + v.contexts.len())
+            .sum();
+        println!(
+            "{file}: ok ({} cores, {} listeners, {} backends, {} vhosts, {routes} routes)",
+            config.runtime.cores,
+            config.listeners.len(),
+            config.backends.len(),
+            config.vhosts.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match ringway::runtime::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

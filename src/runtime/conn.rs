@@ -1,0 +1,292 @@
+//! One client connection: read a head, route it, act, repeat (keep-alive, pipelining in order).
+//!
+//! The head is parsed once, when its blank line has arrived (`io::head_end` finds it without
+//! parsing); `plan` turns the borrowed request into an owned `Action`, then the head's bytes
+//! are consumed and the action runs. Anything after the head stays in the read buffer: the
+//! next pipelined request, or the early bytes of a WebSocket client.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::io::AsyncWriteExt;
+use glommio::net::TcpStream;
+use tracing::{debug, info};
+
+use super::io::{head_end, ReadBuf, ReadError};
+use super::{echo, pool, static_serve, wsproxy, Shard};
+use crate::config::{Handler, WebSocketRoute};
+use crate::http::forward::{self, ForwardInfo};
+use crate::http::head::{self, empty_headers, Body, HeadError, Request};
+use crate::http::response;
+use crate::static_files;
+use crate::ws;
+
+/// Where a request goes, decided while the head is borrowed; owns everything it needs.
+pub enum Action<'s> {
+    Error {
+        status: u16,
+        close: bool,
+    },
+    Static(static_files::StaticResponse, bool),
+    EchoUpgrade {
+        accept: [u8; 28],
+    },
+    WsProxy {
+        route: &'s WebSocketRoute,
+        key: [u8; 24],
+        head: Vec<u8>,
+    },
+}
+
+/// What the connection does after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub listener: usize,
+    pub rb: ReadBuf,
+}
+
+pub async fn serve(shard: Rc<Shard>, client: Client) {
+    let mut client = client;
+    let accepted = Instant::now();
+    let mut first = true;
+    loop {
+        match read_head(&shard, &mut client, first, accepted).await {
+            Ok(Some(end)) => {
+                if handle(&shard, &mut client, end).await == Next::Close {
+                    break;
+                }
+                first = false;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let close_with = e.status();
+                if let Some(status) = close_with {
+                    info!(core = shard.id, peer = %client.peer, status, "bad request head");
+                    let mut out = pool::take_vec();
+                    response::write_error(&mut out, status, &[], true);
+                    let _ = client.stream.write_all(&out).await;
+                    pool::give_vec(out);
+                }
+                break;
+            }
+        }
+    }
+    let _ = client.stream.close().await;
+}
+
+/// Why reading a head ended without one.
+enum HeadFail {
+    Head(HeadError),
+    /// `timeouts.header` passed with part of a head received.
+    TimedOut,
+    /// Silent close: EOF, idle keep-alive, or a connection that never sent a byte.
+    Quiet,
+}
+
+impl HeadFail {
+    fn status(&self) -> Option<u16> {
+        match self {
+            HeadFail::Head(e) => Some(e.status()),
+            HeadFail::TimedOut => Some(408),
+            HeadFail::Quiet => None,
+        }
+    }
+}
+
+/// Reads until a complete head is buffered; returns its end. `Ok(None)`: peer closed cleanly.
+async fn read_head(
+    shard: &Shard,
+    c: &mut Client,
+    first: bool,
+    accepted: Instant,
+) -> Result<Option<usize>, HeadFail> {
+    let t = &shard.config.timeouts;
+    let limit = shard.config.limits.max_header_bytes + 1;
+    // First request: `header` runs from accept. Later ones: `keepalive` while idle, then
+    // `header` from the first byte of the next request.
+    let mut deadline = if first {
+        Some(accepted + t.header)
+    } else {
+        None
+    };
+    let mut scanned = 0;
+    loop {
+        if !c.rb.is_empty() {
+            deadline.get_or_insert_with(|| Instant::now() + t.header);
+            if let Some(end) = head_end(c.rb.data(), scanned) {
+                return Ok(Some(end));
+            }
+            scanned = c.rb.len();
+            head::check_request_line(c.rb.data()).map_err(HeadFail::Head)?;
+            if c.rb.len() > shard.config.limits.max_header_bytes {
+                return Err(HeadFail::Head(HeadError::TooLarge));
+            }
+        }
+        let wait_until = deadline.unwrap_or_else(|| Instant::now() + t.keepalive);
+        match c.rb.fill_until(&mut c.stream, limit, wait_until).await {
+            Ok(0) if c.rb.is_empty() => return Ok(None),
+            Ok(0) => return Err(HeadFail::Quiet),
+            Ok(_) => {}
+            Err(ReadError::TimedOut) if c.rb.is_empty() => return Err(HeadFail::Quiet),
+            Err(ReadError::TimedOut) => return Err(HeadFail::TimedOut),
+            Err(ReadError::Io) => return Err(HeadFail::Quiet),
+        }
+    }
+}
+
+/// Handles one request whose head ends at `end` in the read buffer.
+async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
+    let (action, head_len, body, keep_alive) = {
+        let mut headers = empty_headers();
+        let max = shard.config.limits.max_header_bytes;
+        match head::parse_request(&c.rb.data()[..end], &mut headers, max) {
+            Ok(Some(req)) => {
+                let action = plan(shard, c, &req);
+                (action, req.head_len, req.body, req.keep_alive)
+            }
+            Ok(None) => (
+                Action::Error {
+                    status: 400,
+                    close: true,
+                },
+                end,
+                Body::None,
+                false,
+            ),
+            Err(e) => {
+                info!(core = shard.id, peer = %c.peer, status = e.status(), error = ?e, "bad request");
+                (
+                    Action::Error {
+                        status: e.status(),
+                        close: true,
+                    },
+                    end,
+                    Body::None,
+                    false,
+                )
+            }
+        }
+    };
+    c.rb.consume(head_len);
+    // Ringway's own handlers take no request bodies; rather than read and discard one, answer
+    // and close, so no body byte is ever taken for a request.
+    let close = !keep_alive || body != Body::None;
+    match action {
+        Action::Error { status, close: c2 } => respond_error(c, status, close || c2).await,
+        Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
+        Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
+        Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
+    }
+}
+
+pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
+    let mut out = pool::take_vec();
+    let extra: &[(&str, &[u8])] = match status {
+        426 => &[("Sec-WebSocket-Version", b"13"), ("Upgrade", b"websocket")],
+        _ => &[],
+    };
+    response::write_error(&mut out, status, extra, close);
+    let ok = c.stream.write_all(&out).await.is_ok();
+    pool::give_vec(out);
+    if close || !ok {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// Routing decisions (sans-IO apart from the static file open).
+fn plan<'s>(shard: &'s Shard, c: &Client, req: &Request<'_, '_>) -> Action<'s> {
+    let Some(vhost) = shard.routes.vhost(c.listener, req.host) else {
+        return Action::Error {
+            status: 404,
+            close: false,
+        };
+    };
+    let path = req.path();
+    let route = vhost.route(path);
+    let upgrade = ws::classify(req);
+    if let (Some(ws_route), ws::Upgrade::WebSocket { .. } | ws::Upgrade::Invalid { .. }) =
+        (route.websocket, upgrade)
+    {
+        return plan_ws_proxy(shard, c, req, ws_route, upgrade);
+    }
+    match route.context.map(|ctx| &ctx.handler) {
+        Some(Handler::Echo) => match upgrade {
+            ws::Upgrade::WebSocket { key } => Action::EchoUpgrade {
+                accept: ws::accept_key(key),
+            },
+            ws::Upgrade::Invalid { status, .. } => Action::Error {
+                status,
+                close: true,
+            },
+            // A plain request to a WebSocket-only endpoint.
+            ws::Upgrade::None => Action::Error {
+                status: 426,
+                close: false,
+            },
+        },
+        Some(Handler::Proxy { .. }) => Action::Error {
+            status: 501,
+            close: false,
+        },
+        Some(Handler::Static) | None => {
+            let ims = req.header("if-modified-since");
+            let resp = static_files::serve(
+                &vhost.doc_root,
+                req.method.as_bytes(),
+                req.target.as_bytes(),
+                ims,
+            );
+            Action::Static(resp, req.method == "HEAD")
+        }
+    }
+}
+
+fn plan_ws_proxy<'s>(
+    shard: &'s Shard,
+    c: &Client,
+    req: &Request<'_, '_>,
+    route: &'s WebSocketRoute,
+    upgrade: ws::Upgrade<'_>,
+) -> Action<'s> {
+    match upgrade {
+        ws::Upgrade::WebSocket { key } => {
+            let mut k = [0u8; 24];
+            k.copy_from_slice(key);
+            let mut head = pool::take_vec();
+            let info = ForwardInfo {
+                client_ip: c.peer.ip(),
+                proto: "http",
+            };
+            forward::write_request_head(&mut head, req, &info, forward::Upgrade::WebSocket);
+            Action::WsProxy {
+                route,
+                key: k,
+                head,
+            }
+        }
+        ws::Upgrade::Invalid { status, reason } => {
+            info!(core = shard.id, peer = %c.peer, status, reason, "websocket upgrade refused");
+            Action::Error {
+                status,
+                close: true,
+            }
+        }
+        ws::Upgrade::None => {
+            debug!("unreachable: plain request planned as websocket");
+            Action::Error {
+                status: 500,
+                close: true,
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The built-in WebSocket echo endpoint (`handler = "echo"`): answers the handshake itself and
+//! echoes every data frame back unmasked, streaming payloads through the connection's read
+//! buffer (unmasked in place), so messages of any size cost no extra memory.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::io::AsyncWriteExt;
+use tracing::debug;
+
+use super::conn::{Client, Next};
+use super::io::ReadError;
+use super::Shard;
+use crate::ws::{opcode, unmask, FrameError, FrameHeader};
+
+/// Read buffer ceiling while echoing; payloads stream through it.
+const ECHO_BUF_BYTES: usize = 16 * 1024;
+
+pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
+    let mut head = Vec::with_capacity(160);
+    head.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    head.extend_from_slice(accept);
+    head.extend_from_slice(b"\r\n\r\n");
+    if c.stream.write_all(&head).await.is_err() {
+        return Next::Close;
+    }
+    match echo_frames(shard, c).await {
+        Ok(()) => {}
+        Err(EchoEnd::Protocol) => {
+            // Close 1002 (protocol error), then end.
+            let _ = c.stream.write_all(&[0x88, 0x02, 0x03, 0xEA]).await;
+        }
+        Err(EchoEnd::Gone) => {}
+    }
+    debug!(core = shard.id, peer = %c.peer, "echo session ended");
+    Next::Close
+}
+
+enum EchoEnd {
+    Protocol,
+    Gone,
+}
+
+impl From<FrameError> for EchoEnd {
+    fn from(_: FrameError) -> Self {
+        EchoEnd::Protocol
+    }
+}
+
+/// Makes sure at least one more byte is buffered, within `timeouts.tunnel_idle`.
+async fn more(shard: &Shard, c: &mut Client) -> Result<(), EchoEnd> {
+    let deadline = Instant::now() + shard.config.timeouts.tunnel_idle;
+    match c
+        .rb
+        .fill_until(&mut c.stream, ECHO_BUF_BYTES, deadline)
+        .await
+    {
+        Ok(0) | Err(ReadError::TimedOut | ReadError::Io) => Err(EchoEnd::Gone),
+        Ok(_) => Ok(()),
+    }
+}
+
+async fn echo_frames(shard: &Shard, c: &mut Client) -> Result<(), EchoEnd> {
+    loop {
+        let header = loop {
+            if let Some(h) = FrameHeader::parse(c.rb.data())? {
+                break h;
+            }
+            more(shard, c).await?;
+        };
+        let Some(mask) = header.mask else {
+            // Clients must mask (RFC 6455 §5.1).
+            return Err(EchoEnd::Protocol);
+        };
+        c.rb.consume(header.header_len);
+        if header.is_control() {
+            if control_frame(shard, c, header, mask).await? {
+                return Ok(());
+            }
+            continue;
+        }
+        let mut out = [0u8; 14];
+        let n =
+            FrameHeader::write_unmasked(&mut out, header.fin, header.opcode, header.payload_len);
+        c.stream
+            .write_all(&out[..n])
+            .await
+            .map_err(|_| EchoEnd::Gone)?;
+        let mut done = 0u64;
+        while done < header.payload_len {
+            if c.rb.is_empty() {
+                more(shard, c).await?;
+            }
+            let take = (header.payload_len - done).min(c.rb.len() as u64) as usize;
+            unmask(&mut c.rb.data_mut()[..take], mask, done);
+            c.stream
+                .write_all(&c.rb.data()[..take])
+                .await
+                .map_err(|_| EchoEnd::Gone)?;
+            c.rb.consume(take);
+            done += take as u64;
+        }
+    }
+}
+
+/// Handles ping/pong/close; returns true when the session is over.
+async fn control_frame(
+    shard: &Shard,
+    c: &mut Client,
+    header: FrameHeader,
+    mask: [u8; 4],
+) -> Result<bool, EchoEnd> {
+    // Control payloads are at most 125 bytes (checked by the parser).
+    let len = header.payload_len as usize;
+    while c.rb.len() < len {
+        more(shard, c).await?;
+    }
+    let mut payload = [0u8; 125];
+    payload[..len].copy_from_slice(&c.rb.data()[..len]);
+    c.rb.consume(len);
+    unmask(&mut payload[..len], mask, 0);
+    let reply = match header.opcode {
+        opcode::PING => opcode::PONG,
+        opcode::CLOSE => opcode::CLOSE,
+        _ => return Ok(false),
+    };
+    let mut out = [0u8; 14 + 125];
+    let n = FrameHeader::write_unmasked(
+        out[..14].as_mut().try_into().map_err(|_| EchoEnd::Gone)?,
+        true,
+        reply,
+        len as u64,
+    );
+    out[n..n + len].copy_from_slice(&payload[..len]);
+    c.stream
+        .write_all(&out[..n + len])
+        .await
+        .map_err(|_| EchoEnd::Gone)?;
+    Ok(reply == opcode::CLOSE)
+}

@@ -1,0 +1,155 @@
+//! Small I/O helpers: the connection's read buffer and deadline-bounded reads.
+//! (glommio's `set_read_timeout` is not used: a dropped read leaves its timer armed.)
+
+use std::io;
+use std::time::Instant;
+
+use futures_lite::future;
+use futures_lite::io::{AsyncRead, AsyncReadExt};
+
+/// A connection's read buffer: bytes `[start, end)` are received and not yet consumed. It grows
+/// on demand up to a limit (the head limit while reading heads).
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// First allocation for a connection's read buffer; most request heads fit.
+pub const READ_BUF_BYTES_INITIAL: usize = 4096;
+
+#[derive(Debug)]
+pub enum ReadError {
+    TimedOut,
+    Io,
+}
+
+impl ReadBuf {
+    pub fn new() -> ReadBuf {
+        ReadBuf {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n.min(self.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Frees the buffer (e.g. once a tunnel takes over) if nothing is pending.
+    pub fn release(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Reads once into free space, growing the buffer up to `limit` bytes of pending data.
+    /// Returns the bytes read; 0 means EOF, or that `limit` bytes are already pending.
+    pub async fn fill<S: AsyncRead + Unpin>(
+        &mut self,
+        s: &mut S,
+        limit: usize,
+    ) -> io::Result<usize> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < limit {
+                let grown = (self.buf.len() * 2).clamp(READ_BUF_BYTES_INITIAL, limit);
+                self.buf.resize(grown, 0);
+            } else {
+                return Ok(0);
+            }
+        }
+        let n = s.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// `fill` bounded by a deadline.
+    pub async fn fill_until<S: AsyncRead + Unpin>(
+        &mut self,
+        s: &mut S,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<usize, ReadError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ReadError::TimedOut);
+        }
+        let read = async { Some(self.fill(s, limit).await) };
+        let timer = async {
+            glommio::timer::sleep(remaining).await;
+            None
+        };
+        match future::or(read, timer).await {
+            Some(Ok(n)) => Ok(n),
+            Some(Err(_)) => Err(ReadError::Io),
+            None => Err(ReadError::TimedOut),
+        }
+    }
+}
+
+impl Default for ReadBuf {
+    fn default() -> Self {
+        ReadBuf::new()
+    }
+}
+
+/// Index just past the blank line that ends a head in `buf`, if there is one. `from` lets a
+/// caller skip bytes already scanned. Accepts CRLF and bare LF line ends, as httparse does.
+pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.saturating_sub(3);
+    while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + p;
+        match buf.get(nl + 1..) {
+            Some([b'\n', ..]) => return Some(nl + 2),
+            Some([b'\r', b'\n', ..]) => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end;
+
+    #[test]
+    fn head_end_forms() {
+        assert_eq!(
+            head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nxx", 0),
+            Some(27)
+        );
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nxx", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for from in 0..full.len() {
+            assert_eq!(head_end(full, from), Some(full.len()), "from {from}");
+        }
+    }
+}

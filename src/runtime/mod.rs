@@ -1,0 +1,206 @@
+//! The glommio layer: one pinned `LocalExecutor` per configured core ("shard"), each with its
+//! own `SO_REUSEPORT` listener per listen address, its own routes, buffer pool and connection
+//! cap. Connections live and die on the shard that accepted them; shards share nothing mutable.
+
+mod conn;
+mod echo;
+mod io;
+pub mod pool;
+mod relay;
+mod static_serve;
+pub mod tunnel;
+mod upstream;
+mod wsproxy;
+
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::sync::Semaphore;
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::route::Routes;
+
+/// io_uring registered memory per shard. glommio's default (10 MiB) exceeds a common
+/// RLIMIT_MEMLOCK of 8 MiB for two shards; network shards do not use registered buffers.
+const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// Everything one core owns.
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub routes: Routes,
+    /// Connection slots; an accept loop waits for a slot before accepting.
+    slots: Rc<Semaphore>,
+}
+
+/// Starts every shard and blocks until they exit. Returns an error if any shard fails to start
+/// (a listener that cannot bind, an executor that cannot be created).
+pub fn run(config: Config) -> Result<(), String> {
+    let config = Arc::new(config);
+    let cpus = allowed_cpus();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut handles = Vec::new();
+    for id in 0..config.runtime.cores {
+        let cpu = config.runtime.pin.then(|| cpus[id % cpus.len()]);
+        let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+        let config = config.clone();
+        let ready = ready_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("ringway-core-{id}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move { shard_main(id, cpu, config, ready).await })
+            .map_err(|e| format!("core {id}: cannot start executor: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..config.runtime.cores {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a core exited during start-up".into()),
+        }
+    }
+    info!(cores = config.runtime.cores, "ringway ready");
+    for h in handles {
+        if let Err(e) = h.join() {
+            return Err(format!("core exited: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// CPUs this process may run on (its affinity mask), in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, and sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
+            == 0;
+    let cpus: Vec<usize> = if ok {
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `cpu` is below CPU_SETSIZE.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
+    }
+}
+
+fn max_connections(config: &Config, id: usize) -> usize {
+    config
+        .runtime
+        .core_overrides
+        .iter()
+        .find(|o| o.id == id)
+        .and_then(|o| o.max_connections)
+        .unwrap_or(config.runtime.max_connections)
+}
+
+async fn shard_main(
+    id: usize,
+    cpu: Option<usize>,
+    config: Arc<Config>,
+    ready: mpsc::Sender<Result<usize, String>>,
+) {
+    let mut listeners = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        match TcpListener::bind(l.address) {
+            Ok(listener) => listeners.push((i, listener)),
+            Err(e) => {
+                let msg = format!(
+                    "core {id}: cannot bind listener {} on {}: {e}",
+                    l.name, l.address
+                );
+                error!("{msg}");
+                let _ = ready.send(Err(msg));
+                return;
+            }
+        }
+    }
+    let mut routes = Routes::compile(&config);
+    for v in &mut routes.vhosts {
+        // The loader checked that doc_root exists; canonical form makes containment checks exact.
+        if let Ok(root) = crate::static_files::canonical_root(&v.doc_root) {
+            v.doc_root = root;
+        }
+    }
+    let max_conns = max_connections(&config, id);
+    let shard = Rc::new(Shard {
+        id,
+        config: config.clone(),
+        routes,
+        slots: Rc::new(Semaphore::new(max_conns as u64)),
+    });
+    let bound: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| format!("{}@{}", l.name, l.address))
+        .collect();
+    info!(
+        "core={id} cpu={} listeners={} max_connections={max_conns}",
+        cpu.map_or("any".to_string(), |c| c.to_string()),
+        bound.join(",")
+    );
+    let _ = ready.send(Ok(id));
+    let tasks: Vec<_> = listeners
+        .into_iter()
+        .map(|(i, l)| glommio::spawn_local(accept_loop(shard.clone(), i, l)))
+        .collect();
+    for t in tasks {
+        t.await;
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener_index: usize, listener: TcpListener) {
+    let mut warned_full = false;
+    loop {
+        // Wait for a free slot first: at the cap, connections queue in the kernel's backlog.
+        if shard.slots.available() == 0 && !warned_full {
+            warn!(core = shard.id, "max_connections reached; pausing accepts");
+            warned_full = true;
+        }
+        let Ok(permit) = shard.slots.acquire_static_permit(1).await else {
+            return;
+        };
+        if shard.slots.available() > 0 {
+            warned_full = false;
+        }
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
+                warn!(core = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::debug!("core={} accepted peer={peer}", shard.id);
+        let client = conn::Client {
+            stream,
+            peer,
+            listener: listener_index,
+            rb: io::ReadBuf::new(),
+        };
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            conn::serve(shard, client).await;
+            drop(permit);
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,70 @@
+//! Per-core buffer pool. Buffers are borrowed only while bytes are in flight and returned as
+//! soon as they drain, so an idle connection or tunnel holds no buffer at all, and the data path
+//! allocates nothing per message once the pool is warm.
+
+use std::cell::RefCell;
+
+/// One buffer: large enough that a 64 KiB WebSocket message moves in 4 reads, small enough that
+/// 10,000 busy tunnels cost 160 MiB at worst.
+pub const BUF_BYTES: usize = 16 * 1024;
+/// Buffers kept for reuse per core; beyond this, returned buffers are freed.
+const POOLED_BUFS_MAX: usize = 4096;
+
+thread_local! {
+    static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes a `BUF_BYTES` buffer from this core's pool (allocating only when the pool is empty).
+pub fn take() -> Box<[u8]> {
+    FREE.with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; BUF_BYTES].into_boxed_slice())
+}
+
+/// Returns a buffer taken with `take`.
+pub fn give(buf: Box<[u8]>) {
+    debug_assert_eq!(buf.len(), BUF_BYTES);
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < POOLED_BUFS_MAX {
+            f.push(buf);
+        }
+    });
+}
+
+thread_local! {
+    static FREE_VECS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty `Vec` for building heads, reused per core.
+pub fn take_vec() -> Vec<u8> {
+    FREE_VECS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(1024))
+}
+
+pub fn give_vec(mut v: Vec<u8>) {
+    // Keep only modest buffers so one huge head does not pin memory forever.
+    if v.capacity() <= 64 * 1024 {
+        v.clear();
+        FREE_VECS.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < 256 {
+                f.push(v);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn buffers_are_reused() {
+        let a = super::take();
+        let ptr = a.as_ptr();
+        super::give(a);
+        let b = super::take();
+        assert_eq!(b.as_ptr(), ptr);
+        assert_eq!(b.len(), super::BUF_BYTES);
+        super::give(b);
+    }
+}

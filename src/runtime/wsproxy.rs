@@ -1,0 +1,151 @@
+//! WebSocket proxying: connect, forward the head, verify the backend's `101`, then tunnel.
+//!
+//! Nothing the client sent after its request head reaches the backend unless the backend
+//! completed the handshake correctly (`ws::check_backend_101`); any other answer is relayed
+//! (or turned into a 502) and the client connection is closed.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::future;
+use futures_lite::io::AsyncWriteExt;
+use tracing::{debug, info, warn};
+
+use super::conn::{respond_error, Client, Next};
+use super::io::{ReadBuf, ReadError};
+use super::tunnel::Tunnel;
+use super::upstream::{connect, Upstream};
+use super::{pool, relay, Shard};
+use crate::config::WebSocketRoute;
+use crate::http::head::{empty_headers, parse_response};
+use crate::ws;
+
+pub async fn run(
+    shard: &Rc<Shard>,
+    c: &mut Client,
+    route: &WebSocketRoute,
+    key: &[u8; 24],
+    head: Vec<u8>,
+) -> Next {
+    let backend = connect_any(shard, c, route).await;
+    let mut backend = match backend {
+        Ok(b) => b,
+        Err(status) => {
+            pool::give_vec(head);
+            return respond_error(c, status, true).await;
+        }
+    };
+    let sent = backend.write_all(&head).await;
+    pool::give_vec(head);
+    if let Err(e) = sent {
+        warn!(core = shard.id, backend = %route.target_name, error = %e, "backend write failed");
+        return respond_error(c, 502, true).await;
+    }
+    let mut brb = ReadBuf::new();
+    let resp_end = match read_response_head(shard, &mut backend, &mut brb).await {
+        Ok(end) => end,
+        Err(status) => {
+            warn!(core = shard.id, backend = %route.target_name, status, "no valid response head from backend");
+            return respond_error(c, status, true).await;
+        }
+    };
+    let verdict = {
+        let mut headers = empty_headers();
+        let max = shard.config.limits.max_header_bytes;
+        match parse_response(&brb.data()[..resp_end], &mut headers, max) {
+            Ok(Some(resp)) if resp.code == 101 => ws::check_backend_101(&resp, key).map(|()| 101),
+            Ok(Some(resp)) => Ok(resp.code),
+            _ => Err("malformed backend response head"),
+        }
+    };
+    match verdict {
+        Ok(101) => tunnel(shard, c, backend, brb).await,
+        Ok(code) => {
+            info!(core = shard.id, backend = %route.target_name, code, "backend refused the upgrade; relayed, no tunnel");
+            relay::response(shard, c, &mut backend, &mut brb, resp_end, "GET").await;
+            Next::Close
+        }
+        Err(reason) => {
+            warn!(core = shard.id, backend = %route.target_name, reason, "bad backend handshake; 502, no tunnel");
+            respond_error(c, 502, true).await
+        }
+    }
+}
+
+/// Tries the route's servers in order; the first that accepts wins.
+async fn connect_any(shard: &Shard, c: &Client, route: &WebSocketRoute) -> Result<Upstream, u16> {
+    let mut status = 502;
+    for server in &route.servers {
+        match connect(server, shard.config.timeouts.connect).await {
+            Ok(b) => return Ok(b),
+            Err(e) => {
+                warn!(core = shard.id, peer = %c.peer, backend = %route.target_name, server = %server, error = %e, "backend connect failed");
+                status = e.status();
+            }
+        }
+    }
+    Err(status)
+}
+
+/// Reads the backend's response head; `Err` is the status to answer the client with.
+async fn read_response_head(
+    shard: &Shard,
+    b: &mut Upstream,
+    brb: &mut ReadBuf,
+) -> Result<usize, u16> {
+    let limit = shard.config.limits.max_header_bytes + 1;
+    let deadline = Instant::now() + shard.config.timeouts.header;
+    loop {
+        if let Some(end) = super::io::head_end(brb.data(), 0) {
+            return Ok(end);
+        }
+        if brb.len() >= limit {
+            return Err(502);
+        }
+        match brb.fill_until(b, limit, deadline).await {
+            Ok(0) | Err(ReadError::Io) => return Err(502),
+            Ok(_) => {}
+            Err(ReadError::TimedOut) => return Err(504),
+        }
+    }
+}
+
+/// After a verified 101: the backend's head and early bytes go to the client, the client's
+/// early bytes to the backend, then bytes flow both ways until both sides close or idle out.
+async fn tunnel(shard: &Rc<Shard>, c: &mut Client, mut backend: Upstream, brb: ReadBuf) -> Next {
+    if c.stream.write_all(brb.data()).await.is_err() {
+        return Next::Close;
+    }
+    drop(brb);
+    if !c.rb.is_empty() && backend.write_all(c.rb.data()).await.is_err() {
+        return Next::Close;
+    }
+    c.rb.consume(c.rb.len());
+    c.rb.release();
+    let idle = shard.config.timeouts.tunnel_idle;
+    let activity = Cell::new(Instant::now());
+    let result = {
+        let mut t = std::pin::pin!(Tunnel::new(&mut c.stream, &mut backend, &activity));
+        loop {
+            let deadline = activity.get() + idle;
+            let timer = async {
+                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                None
+            };
+            match future::or(async { Some(t.as_mut().await) }, timer).await {
+                Some(r) => break r.map_err(|e| e.to_string()),
+                None if activity.get() + idle <= Instant::now() => break Err("idle timeout".into()),
+                None => continue,
+            }
+        }
+    };
+    match result {
+        Ok(m) => {
+            debug!(core = shard.id, peer = %c.peer, up = m.a_to_b, down = m.b_to_a, "tunnel closed")
+        }
+        Err(e) => debug!(core = shard.id, peer = %c.peer, error = %e, "tunnel ended"),
+    }
+    let _ = backend.close().await;
+    Next::Close
+}
