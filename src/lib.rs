@@ -4,6 +4,7 @@
 //! `ws` (handshake checks, frames), `route` (vhosts and URIs), `static_files`, `config`.
 //! `runtime` is the thin glommio layer that moves bytes between sockets.
 
+pub mod balance;
 pub mod config;
 pub mod http;
 pub mod route;

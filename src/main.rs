@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             "{file}: ok ({} cores, {} listeners, {} backends, {} vhosts, {routes} routes)",
             config.runtime.cores,
             config.listeners.len(),
-            config.backends.len(),
+            config.backends.iter().filter(|b| !b.implicit).count(),
             config.vhosts.len()
         );
         return ExitCode::SUCCESS;

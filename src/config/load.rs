@@ -6,6 +6,7 @@
 //! adding a key to the language is one `s.opt(...)` / `s.req(...)` line: unknown-key detection
 //! and the "valid keys" list follow from the lookups.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -15,12 +16,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::{
-    Backend, Config, ContextRoute, CoreOverride, Handler, Limits, Listener, Runtime, Timeouts,
-    VHost, WebSocketRoute, CONNECTIONS_PER_CORE_MAX_DEFAULT, CONNECT_TIMEOUT_DEFAULT,
-    HEADER_BYTES_MAX_DEFAULT, HEADER_TIMEOUT_DEFAULT, KEEPALIVE_TIMEOUT_DEFAULT,
-    TUNNEL_IDLE_TIMEOUT_DEFAULT,
-};
+use super::*;
 use crate::route::UriMatch;
 use crate::upstream::Address;
 
@@ -94,16 +90,21 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
     let refs = Refs {
         listeners: &listener_names,
         backends: &backend_names,
-        servers: backends
+        index: backends
             .iter()
-            .map(|b| (b.name.as_str(), &b.servers))
+            .enumerate()
+            .map(|(i, b)| (b.name.clone(), i))
             .collect(),
+        implicit: RefCell::new(Vec::new()),
+        declared: backends.len(),
     };
     let vhosts = s
         .get("vhost")
         .map(|v| vhosts(v, &refs, base_dir, p))
         .unwrap_or_default();
     s.finish(p);
+    let mut backends = backends;
+    backends.extend(refs.implicit.into_inner());
     Config {
         runtime,
         timeouts,
@@ -201,6 +202,8 @@ fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         keepalive: KEEPALIVE_TIMEOUT_DEFAULT,
         connect: CONNECT_TIMEOUT_DEFAULT,
         tunnel_idle: TUNNEL_IDLE_TIMEOUT_DEFAULT,
+        upstream_read: UPSTREAM_READ_TIMEOUT_DEFAULT,
+        upstream_keepalive: UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[timeouts]", p)) else {
         return t;
@@ -209,6 +212,12 @@ fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
     t.keepalive = s.opt("keepalive", p, duration).unwrap_or(t.keepalive);
     t.connect = s.opt("connect", p, duration).unwrap_or(t.connect);
     t.tunnel_idle = s.opt("tunnel_idle", p, duration).unwrap_or(t.tunnel_idle);
+    t.upstream_read = s
+        .opt("upstream_read", p, duration)
+        .unwrap_or(t.upstream_read);
+    t.upstream_keepalive = s
+        .opt("upstream_keepalive", p, duration)
+        .unwrap_or(t.upstream_keepalive);
     s.finish(p);
     t
 }
@@ -265,41 +274,128 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
 fn backends(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Backend>, Names) {
     let mut names = Names::new("backend");
     let mut out = Vec::new();
-    for mut s in v.map(|v| tables(v, "[[backend]]", p)).unwrap_or_default() {
-        let name = s.req("name", p, string);
-        let servers = s.req("servers", p, |v, what, p| list(v, what, true, p, server));
-        s.finish(p);
-        // Record the name even when the servers are wrong, so references to it resolve.
-        let Some(name) = name else { continue };
-        names.add(&name, p);
-        if let Some(servers) = servers {
-            out.push(Backend {
-                name: name.v.to_string(),
-                servers,
-            });
+    for s in v.map(|v| tables(v, "[[backend]]", p)).unwrap_or_default() {
+        if let Some(b) = backend(s, &mut names, p) {
+            out.push(b);
         }
     }
     (out, names)
 }
 
+fn backend(mut s: Section<'_, '_>, names: &mut Names, p: &mut Problems) -> Option<Backend> {
+    let name = s.req("name", p, string);
+    let servers = s.req("servers", p, |v, what, p| list(v, what, true, p, server));
+    let balance = s.opt("balance", p, balance);
+    let small = |v: &Val<'_>, what: &str, p: &mut Problems| count(v, what, 0..=100, p);
+    let retries = s.opt("retries", p, small);
+    let max_fails = s.opt("max_fails", p, |v, what, p| count(v, what, 1..=1000, p));
+    let fail_window = s.opt("fail_window", p, duration);
+    let fail_timeout = s.opt("fail_timeout", p, duration);
+    let health = s.opt("health", p, health);
+    let keepalive = s.opt("keepalive_per_server", p, |v, what, p| {
+        count(v, what, 0..=100_000, p)
+    });
+    s.finish(p);
+    // Record the name even when the servers are wrong, so references to it resolve.
+    let name = name?;
+    names.add(&name, p);
+    let mut b = Backend::single(Address::Unix("/".into()), name.v.to_string());
+    b.servers = servers?;
+    b.implicit = false;
+    b.retries = retries.map_or(RETRIES_DEFAULT, |n| n as u32);
+    b.balance = balance.unwrap_or(Balance::RoundRobin);
+    b.max_fails = max_fails.map_or(b.max_fails, |n| n as u32);
+    b.fail_window = fail_window.unwrap_or(b.fail_window);
+    b.fail_timeout = fail_timeout.unwrap_or(b.fail_timeout);
+    b.health = health;
+    b.keepalive_per_server = keepalive.unwrap_or(b.keepalive_per_server);
+    Some(b)
+}
+
+fn balance(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Balance> {
+    let s = string(v, what, p)?;
+    match s.v {
+        "round_robin" => Some(Balance::RoundRobin),
+        "least_conn" => Some(Balance::LeastConn),
+        "ip_hash" => Some(Balance::IpHash),
+        "random_two" => Some(Balance::RandomTwo),
+        other => {
+            let msg = format!(
+                "unknown balance {other:?}: expected \"round_robin\", \"least_conn\", \"ip_hash\" or \"random_two\""
+            );
+            p.add(s.at, msg);
+            None
+        }
+    }
+}
+
+/// `health = { interval = "2s", timeout = "1s", rise = 2, fall = 3, http_path = "/healthz" }`.
+fn health(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Health> {
+    let mut s = Section::of(v, "\"health\"", p)?;
+    let _ = what;
+    let interval = s.opt("interval", p, duration);
+    let timeout = s.opt("timeout", p, duration);
+    let times = |v: &Val<'_>, what: &str, p: &mut Problems| count(v, what, 1..=100, p);
+    let rise = s.opt("rise", p, times);
+    let fall = s.opt("fall", p, times);
+    let path = s.opt("http_path", p, string);
+    s.finish(p);
+    let http_path = match path {
+        Some(path) if !path.v.starts_with('/') => {
+            p.add(
+                path.at,
+                format!("\"http_path\" must start with '/', found {:?}", path.v),
+            );
+            return None;
+        }
+        Some(path) => Some(path.v.to_string()),
+        None => None,
+    };
+    Some(Health {
+        interval: interval.unwrap_or(Duration::from_secs(2)),
+        timeout: timeout.unwrap_or(Duration::from_secs(1)),
+        rise: rise.map_or(2, |n| n as u32),
+        fall: fall.map_or(3, |n| n as u32),
+        http_path,
+    })
+}
+
 /// One `servers` entry: `"127.0.0.1:9001"` or `{ address = "127.0.0.1:9001", weight = 3 }`.
-fn server(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Address> {
+fn server(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Server> {
     if !matches!(v.get_ref(), DeValue::Table(_)) {
-        return address(v, what, p);
+        return address(v, what, p).map(|address| Server { address, weight: 1 });
     }
     let mut s = Section::of(v, "a \"servers\" entry", p)?;
     let address = s.req("address", p, address);
-    // Validated now, used by the load-balancing issue.
-    let _weight = s.opt("weight", p, |v, what, p| count(v, what, WEIGHT_RANGE, p));
+    let weight = s.opt("weight", p, |v, what, p| count(v, what, WEIGHT_RANGE, p));
     s.finish(p);
-    address
+    Some(Server {
+        address: address?,
+        weight: weight.map_or(1, |w| w as u32),
+    })
 }
 
 /// Names that `[[vhost]]` entries may refer to.
 struct Refs<'a> {
     listeners: &'a Names,
     backends: &'a Names,
-    servers: HashMap<&'a str, &'a Vec<Address>>,
+    /// Declared backend name → index in `Config::backends`.
+    index: HashMap<String, usize>,
+    /// One-server backends made for `address = ...` entries, indexed after the declared ones.
+    implicit: RefCell<Vec<Backend>>,
+    declared: usize,
+}
+
+impl Refs<'_> {
+    /// The backend index for an `address = ...` route, sharing one per distinct address.
+    fn implicit_backend(&self, address: Address, text: &str) -> usize {
+        let mut implicit = self.implicit.borrow_mut();
+        if let Some(i) = implicit.iter().position(|b| b.name == text) {
+            return self.declared + i;
+        }
+        implicit.push(Backend::single(address, text.to_string()));
+        self.declared + implicit.len() - 1
+    }
 }
 
 fn vhosts(v: &Val<'_>, refs: &Refs<'_>, base_dir: &Path, p: &mut Problems) -> Vec<VHost> {
@@ -373,15 +469,15 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
     let backend = s.get("backend");
     let address_value = s.get("address");
     s.finish(p);
-    let (servers, target_name) = match (backend, address_value) {
+    let backend = match (backend, address_value) {
         (Some(b), None) => {
             let name = reference(b, "\"backend\"", refs.backends, p)?;
-            let servers = refs.servers.get(name.as_str())?;
-            (servers.to_vec(), name)
+            *refs.index.get(&name)?
         }
         (None, Some(a)) => {
             let text = string(a, "\"address\"", p)?.v.to_string();
-            (vec![address(a, "\"address\"", p)?], text)
+            let address = address(a, "\"address\"", p)?;
+            refs.implicit_backend(address, &text)
         }
         _ => {
             let msg = "a [[vhost.websocket]] entry needs exactly one of \"backend\" or \"address\"";
@@ -389,11 +485,7 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
             return None;
         }
     };
-    Some(WebSocketRoute {
-        uri: uri?,
-        servers,
-        target_name,
-    })
+    Some(WebSocketRoute { uri: uri?, backend })
 }
 
 fn context(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Option<ContextRoute> {
@@ -401,12 +493,14 @@ fn context(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Option<
     let uri = s.req("uri", p, uri);
     let handler_name = s.req("handler", p, string);
     let backend = s.get("backend");
+    let host = s.opt("host", p, string).map(|h| h.v.to_string());
     s.finish(p);
     let handler = handler(handler_name?, backend, at, refs, p);
-    Some(ContextRoute {
-        uri: uri?,
-        handler: handler?,
-    })
+    let handler = match handler? {
+        Handler::Proxy { backend, .. } => Handler::Proxy { backend, host },
+        other => other,
+    };
+    Some(ContextRoute { uri: uri?, handler })
 }
 
 fn handler(
@@ -425,7 +519,11 @@ fn handler(
                 return None;
             };
             let backend = reference(b, "\"backend\"", refs.backends, p)?;
-            return Some(Handler::Proxy { backend });
+            let backend = *refs.index.get(&backend)?;
+            return Some(Handler::Proxy {
+                backend,
+                host: None,
+            });
         }
         other => {
             let msg =
@@ -1041,12 +1139,12 @@ mod tests {
             ("v6", "[::1]:8081".parse().unwrap()),
         ];
         assert_eq!(listeners, want);
-        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends.len(), 3, "two declared, one implicit");
         assert_eq!(c.backends[0].name, "chat");
         let chat: Vec<String> = c.backends[0]
             .servers
             .iter()
-            .map(|a| a.to_string())
+            .map(|s| s.address.to_string())
             .collect();
         assert_eq!(
             chat,
@@ -1055,9 +1153,11 @@ mod tests {
         let api: Vec<String> = c.backends[1]
             .servers
             .iter()
-            .map(|a| a.to_string())
+            .map(|s| format!("{}*{}", s.address, s.weight))
             .collect();
-        assert_eq!(api, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        assert_eq!(api, ["127.0.0.1:7000*3", "127.0.0.1:7001*1"]);
+        assert_eq!(c.backends[0].balance, Balance::RoundRobin);
+        assert_eq!(c.backends[0].retries, RETRIES_DEFAULT);
     }
 
     #[test]
@@ -1072,14 +1172,22 @@ mod tests {
         assert!(v.doc_root.is_absolute());
         assert_eq!(v.websockets.len(), 2);
         assert_eq!(v.websockets[0].uri.as_text(), "/chat/");
-        assert_eq!(v.websockets[0].target_name, "chat");
-        assert_eq!(v.websockets[0].servers, c.backends[0].servers);
+        assert_eq!(c.backends[v.websockets[0].backend].name, "chat");
         assert_eq!(v.websockets[1].uri.as_text(), "exp:^/room/[0-9]+$");
         assert!(v.websockets[1].uri.matches("/room/7"));
-        assert_eq!(v.websockets[1].target_name, "127.0.0.1:9100");
+        // An `address` entry gets an implicit one-server backend after the declared ones.
+        let implicit = &c.backends[v.websockets[1].backend];
+        assert_eq!(v.websockets[1].backend, 2);
         assert_eq!(
-            v.websockets[1].servers,
-            [Address::parse("127.0.0.1:9100").unwrap()]
+            (implicit.name.as_str(), implicit.implicit),
+            ("127.0.0.1:9100", true)
+        );
+        assert_eq!(
+            implicit.servers,
+            [Server {
+                address: Address::parse("127.0.0.1:9100").unwrap(),
+                weight: 1
+            }]
         );
         let contexts: Vec<_> = v
             .contexts
@@ -1087,7 +1195,8 @@ mod tests {
             .map(|c| (c.uri.as_text(), c.handler.clone()))
             .collect();
         let api = Handler::Proxy {
-            backend: "api".into(),
+            backend: 1,
+            host: None,
         };
         assert_eq!(
             contexts,
@@ -1135,14 +1244,76 @@ mod tests {
     }
 
     #[test]
+    fn backend_pool_keys() {
+        let (c, _dir) = ok(&with(&[
+            "[timeouts]",
+            "upstream_read = \"2s\"",
+            "upstream_keepalive = \"3s\"",
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "balance = \"ip_hash\"",
+            "retries = 0",
+            "max_fails = 5",
+            "fail_window = \"20s\"",
+            "fail_timeout = \"1m\"",
+            "keepalive_per_server = 8",
+            "health = { interval = \"500ms\", timeout = \"200ms\", rise = 1, fall = 2, http_path = \"/healthz\" }",
+        ]));
+        let b = &c.backends[0];
+        assert_eq!((b.balance, b.retries, b.max_fails), (Balance::IpHash, 0, 5));
+        assert_eq!(
+            (b.fail_window, b.fail_timeout),
+            (Duration::from_secs(20), Duration::from_secs(60))
+        );
+        assert_eq!(b.keepalive_per_server, 8);
+        assert_eq!(
+            (c.timeouts.upstream_read, c.timeouts.upstream_keepalive),
+            (Duration::from_secs(2), Duration::from_secs(3))
+        );
+        let h = Health {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(200),
+            rise: 1,
+            fall: 2,
+            http_path: Some("/healthz".into()),
+        };
+        assert_eq!(b.health, Some(h));
+        let ps = problems(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "balance = \"fastest\"",
+            "health = { interval = \"2x\", http_path = \"healthz\" }",
+        ]));
+        let msgs: Vec<&str> = ps.iter().map(|p| p.2.as_str()).collect();
+        assert!(
+            msgs[0].starts_with("unknown balance \"fastest\""),
+            "{msgs:?}"
+        );
+        assert!(msgs[1].starts_with("invalid duration \"2x\""), "{msgs:?}");
+        assert!(
+            msgs[2].starts_with("\"http_path\" must start with '/'"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
     fn inline_table_servers() {
         let (c, _dir) = ok(&with(&[
             "[[backend]]",
             "name = \"b\"",
             "servers = [{ address = \"[::1]:1\" }, { address = \"uds:///x.sock\", weight = 1000 }]",
         ]));
-        assert_eq!(c.backends[0].servers[0], Address::parse("[::1]:1").unwrap());
-        assert_eq!(c.backends[0].servers[1], Address::Unix("/x.sock".into()));
+        assert_eq!(
+            c.backends[0].servers[0].address,
+            Address::parse("[::1]:1").unwrap()
+        );
+        assert_eq!(
+            c.backends[0].servers[1].address,
+            Address::Unix("/x.sock".into())
+        );
+        assert_eq!(c.backends[0].servers[1].weight, 1000);
         // Columns:     1         2         3         4         5
         //     12345678901234567890123456789012345678901234567890123456
         let ps = problems(&with(&[

@@ -17,6 +17,15 @@ pub const TUNNEL_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3600);
 pub const HEADER_BYTES_MAX_DEFAULT: usize = 32 * 1024;
 /// Per-core connection cap when a `[[runtime.core]]` entry does not set one.
 pub const CONNECTIONS_PER_CORE_MAX_DEFAULT: usize = 50_000;
+pub const UPSTREAM_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+pub const UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Further attempts on other servers after a failed one.
+pub const RETRIES_DEFAULT: u32 = 2;
+pub const MAX_FAILS_DEFAULT: u32 = 3;
+pub const FAIL_WINDOW_DEFAULT: Duration = Duration::from_secs(10);
+pub const FAIL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Idle keep-alive connections kept per server per core.
+pub const KEEPALIVE_PER_SERVER_DEFAULT: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +59,11 @@ pub struct Timeouts {
     pub keepalive: Duration,
     pub connect: Duration,
     pub tunnel_idle: Duration,
+    /// No response head from an HTTP backend within this → 504. Between body reads, a stream
+    /// with data flowing is never cut; only a silence this long ends it.
+    pub upstream_read: Duration,
+    /// Idle pooled backend connections are closed after this.
+    pub upstream_keepalive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -66,7 +80,68 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub name: String,
-    pub servers: Vec<Address>,
+    pub servers: Vec<Server>,
+    pub balance: Balance,
+    /// Further attempts, each on a different server, after a failed one.
+    pub retries: u32,
+    /// Failed attempts within `fail_window` (on one core) that take a server out...
+    pub max_fails: u32,
+    pub fail_window: Duration,
+    /// ...for this long.
+    pub fail_timeout: Duration,
+    pub health: Option<Health>,
+    pub keepalive_per_server: usize,
+    /// Made by the loader for a `[[vhost.websocket]] address = "..."` entry.
+    pub implicit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub address: Address,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    RoundRobin,
+    /// Fewest active connections on this core, relative to weight.
+    LeastConn,
+    /// Sticky by client IP (rendezvous hashing: a server's clients move only when it is down).
+    IpHash,
+    /// Power of two random choices by active connections.
+    RandomTwo,
+}
+
+/// Active health checks, run by one core and published to all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes to mark a down server up.
+    pub rise: u32,
+    /// Consecutive failures to mark an up server down.
+    pub fall: u32,
+    /// `GET` this path and expect 2xx/3xx; `None` = TCP connect check.
+    pub http_path: Option<String>,
+}
+
+impl Backend {
+    /// A one-server pool with default settings (for `address = ...` routes).
+    pub fn single(address: Address, name: String) -> Backend {
+        Backend {
+            name,
+            servers: vec![Server { address, weight: 1 }],
+            balance: Balance::RoundRobin,
+            retries: 0,
+            max_fails: MAX_FAILS_DEFAULT,
+            fail_window: FAIL_WINDOW_DEFAULT,
+            fail_timeout: FAIL_TIMEOUT_DEFAULT,
+            health: None,
+            keepalive_per_server: KEEPALIVE_PER_SERVER_DEFAULT,
+            implicit: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,10 +160,8 @@ pub struct VHost {
 #[derive(Debug, Clone)]
 pub struct WebSocketRoute {
     pub uri: UriMatch,
-    /// Servers to try in order (a backend's servers, or the single `address`).
-    pub servers: Vec<Address>,
-    /// Backend name for logs (`address` entries use the address text).
-    pub target_name: String,
+    /// Index into `Config::backends` (an `address` entry has an implicit backend).
+    pub backend: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -101,8 +174,9 @@ pub struct ContextRoute {
 pub enum Handler {
     Static,
     Echo,
-    /// HTTP reverse proxy to a backend (name). Answered 501 until the backend-pools issue.
+    /// HTTP reverse proxy to `Config::backends[backend]`, optionally with a fixed `Host`.
     Proxy {
-        backend: String,
+        backend: usize,
+        host: Option<String>,
     },
 }

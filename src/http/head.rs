@@ -242,6 +242,9 @@ fn keep_alive(headers: &[Header<'_>], minor_version: u8) -> bool {
 #[derive(Debug)]
 pub struct Response<'h, 'b> {
     pub code: u16,
+    pub reason: &'b str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
     pub headers: &'h [Header<'b>],
     pub head_len: usize,
 }
@@ -252,6 +255,11 @@ impl<'b> Response<'_, 'b> {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
+    }
+
+    /// The backend lets this connection carry another request after this response.
+    pub fn keep_alive(&self) -> bool {
+        keep_alive(self.headers, self.minor_version)
     }
 
     /// RFC 9112 §6.3 body length of a response to a request with `method`.
@@ -285,6 +293,8 @@ pub fn parse_response<'h, 'b>(
     let code = resp.code.ok_or(HeadError::Malformed)?;
     Ok(Some(Response {
         code,
+        reason: resp.reason.unwrap_or(""),
+        minor_version: resp.version.unwrap_or(0),
         headers: resp.headers,
         head_len,
     }))

@@ -14,6 +14,7 @@ use glommio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::io::{head_end, ReadBuf, ReadError};
+use super::proxy::{self, ProxyPlan};
 use super::{echo, pool, static_serve, wsproxy, Shard};
 use crate::config::{Handler, WebSocketRoute};
 use crate::http::forward::{self, ForwardInfo};
@@ -37,6 +38,7 @@ pub enum Action<'s> {
         key: [u8; 24],
         head: Vec<u8>,
     },
+    Proxy(ProxyPlan),
 }
 
 /// What the connection does after an exchange.
@@ -178,12 +180,13 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
     c.rb.consume(head_len);
     // Ringway's own handlers take no request bodies; rather than read and discard one, answer
     // and close, so no body byte is ever taken for a request.
-    let close = !keep_alive || body != Body::None;
+    let close = !keep_alive || (body != Body::None && !matches!(action, Action::Proxy(_)));
     match action {
         Action::Error { status, close: c2 } => respond_error(c, status, close || c2).await,
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
+        Action::Proxy(plan) => proxy::run(shard, c, plan).await,
     }
 }
 
@@ -234,10 +237,9 @@ fn plan<'s>(shard: &'s Shard, c: &Client, req: &Request<'_, '_>) -> Action<'s> {
                 close: false,
             },
         },
-        Some(Handler::Proxy { .. }) => Action::Error {
-            status: 501,
-            close: false,
-        },
+        Some(Handler::Proxy { backend, host }) => {
+            Action::Proxy(plan_proxy(c, req, *backend, host.as_deref()))
+        }
         Some(Handler::Static) | None => {
             let ims = req.header("if-modified-since");
             let resp = static_files::serve(
@@ -266,8 +268,11 @@ fn plan_ws_proxy<'s>(
             let info = ForwardInfo {
                 client_ip: c.peer.ip(),
                 proto: "http",
+                upgrade: forward::Upgrade::WebSocket,
+                host_override: None,
+                chunked: false,
             };
-            forward::write_request_head(&mut head, req, &info, forward::Upgrade::WebSocket);
+            forward::write_request_head(&mut head, req, &info);
             Action::WsProxy {
                 route,
                 key: k,
@@ -288,5 +293,34 @@ fn plan_ws_proxy<'s>(
                 close: true,
             }
         }
+    }
+}
+
+fn plan_proxy(c: &Client, req: &Request<'_, '_>, backend: usize, host: Option<&str>) -> ProxyPlan {
+    let mut head = pool::take_vec();
+    let info = ForwardInfo {
+        client_ip: c.peer.ip(),
+        proto: "http",
+        upgrade: forward::Upgrade::None,
+        host_override: host,
+        chunked: req.body == Body::Chunked,
+    };
+    forward::write_request_head(&mut head, req, &info);
+    let expect_continue = req
+        .header("expect")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+    ProxyPlan {
+        backend,
+        head,
+        method_head: req.method == "HEAD",
+        idempotent: matches!(
+            req.method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        ),
+        body: req.body,
+        expect_continue: expect_continue && req.minor_version == 1,
+        client_keep_alive: req.keep_alive,
+        client_host: req.host.map(<[u8]>::to_vec),
+        host_override: host.map(str::to_string),
     }
 }

@@ -2,10 +2,12 @@
 //! own `SO_REUSEPORT` listener per listen address, its own routes, buffer pool and connection
 //! cap. Connections live and die on the shard that accepted them; shards share nothing mutable.
 
+mod backends;
 mod conn;
 mod echo;
 mod io;
 pub mod pool;
+mod proxy;
 mod relay;
 mod static_serve;
 pub mod tunnel;
@@ -34,6 +36,7 @@ pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
     pub routes: Routes,
+    pub backends: backends::Backends,
     /// Connection slots; an accept loop waits for a slot before accepting.
     slots: Rc<Semaphore>,
 }
@@ -42,6 +45,7 @@ pub struct Shard {
 /// (a listener that cannot bind, an executor that cannot be created).
 pub fn run(config: Config) -> Result<(), String> {
     let config = Arc::new(config);
+    let health = Arc::new(backends::HealthTable::new(&config));
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut handles = Vec::new();
@@ -49,11 +53,12 @@ pub fn run(config: Config) -> Result<(), String> {
         let cpu = config.runtime.pin.then(|| cpus[id % cpus.len()]);
         let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
         let config = config.clone();
+        let health = health.clone();
         let ready = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("ringway-core-{id}"))
             .io_memory(IO_MEMORY_BYTES)
-            .spawn(move || async move { shard_main(id, cpu, config, ready).await })
+            .spawn(move || async move { shard_main(id, cpu, config, health, ready).await })
             .map_err(|e| format!("core {id}: cannot start executor: {e}"))?;
         handles.push(handle);
     }
@@ -111,6 +116,7 @@ async fn shard_main(
     id: usize,
     cpu: Option<usize>,
     config: Arc<Config>,
+    health: Arc<backends::HealthTable>,
     ready: mpsc::Sender<Result<usize, String>>,
 ) {
     let mut listeners = Vec::new();
@@ -140,8 +146,21 @@ async fn shard_main(
         id,
         config: config.clone(),
         routes,
+        backends: backends::Backends::new(config.clone(), health.clone(), 0x5EED ^ id as u64),
         slots: Rc::new(Semaphore::new(max_conns as u64)),
     });
+    // Core 0 runs the active health checks for everyone (they publish through atomics).
+    if id == 0 {
+        glommio::spawn_local(backends::run_checks(config.clone(), health)).detach();
+    }
+    let sweeper = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(backends::SWEEP_INTERVAL).await;
+            sweeper.backends.sweep_idle();
+        }
+    })
+    .detach();
     let bound: Vec<String> = config
         .listeners
         .iter()

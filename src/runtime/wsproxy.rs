@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::conn::{respond_error, Client, Next};
 use super::io::{ReadBuf, ReadError};
 use super::tunnel::Tunnel;
-use super::upstream::{connect, Upstream};
+use super::upstream::Upstream;
 use super::{pool, relay, Shard};
 use crate::config::WebSocketRoute;
 use crate::http::head::{empty_headers, parse_response};
@@ -28,25 +28,44 @@ pub async fn run(
     key: &[u8; 24],
     head: Vec<u8>,
 ) -> Next {
-    let backend = connect_any(shard, c, route).await;
-    let mut backend = match backend {
-        Ok(b) => b,
-        Err(status) => {
+    let backends = &shard.backends;
+    let name = backends.name(route.backend);
+    // WebSocket connections are long-lived and never pooled: always a fresh connect.
+    let mut lease = match backends
+        .acquire(route.backend, c.peer.ip(), &mut Vec::new(), false)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(core = shard.id, peer = %c.peer, backend = %name, status = e.status(), "no backend server for upgrade");
             pool::give_vec(head);
-            return respond_error(c, status, true).await;
+            return respond_error(c, e.status(), true).await;
         }
     };
+    let next = handshake(shard, c, &mut lease.conn, name, key, head).await;
+    backends.release(lease, false);
+    next
+}
+
+async fn handshake(
+    shard: &Rc<Shard>,
+    c: &mut Client,
+    backend: &mut Upstream,
+    name: &str,
+    key: &[u8; 24],
+    head: Vec<u8>,
+) -> Next {
     let sent = backend.write_all(&head).await;
     pool::give_vec(head);
     if let Err(e) = sent {
-        warn!(core = shard.id, backend = %route.target_name, error = %e, "backend write failed");
+        warn!(core = shard.id, backend = %name, error = %e, "backend write failed");
         return respond_error(c, 502, true).await;
     }
     let mut brb = ReadBuf::new();
-    let resp_end = match read_response_head(shard, &mut backend, &mut brb).await {
+    let resp_end = match read_response_head(shard, backend, &mut brb).await {
         Ok(end) => end,
         Err(status) => {
-            warn!(core = shard.id, backend = %route.target_name, status, "no valid response head from backend");
+            warn!(core = shard.id, backend = %name, status, "no valid response head from backend");
             return respond_error(c, status, true).await;
         }
     };
@@ -62,30 +81,15 @@ pub async fn run(
     match verdict {
         Ok(101) => tunnel(shard, c, backend, brb).await,
         Ok(code) => {
-            info!(core = shard.id, backend = %route.target_name, code, "backend refused the upgrade; relayed, no tunnel");
-            relay::response(shard, c, &mut backend, &mut brb, resp_end, "GET").await;
+            info!(core = shard.id, backend = %name, code, "backend refused the upgrade; relayed, no tunnel");
+            relay::response(shard, c, backend, &mut brb, resp_end, "GET").await;
             Next::Close
         }
         Err(reason) => {
-            warn!(core = shard.id, backend = %route.target_name, reason, "bad backend handshake; 502, no tunnel");
+            warn!(core = shard.id, backend = %name, reason, "bad backend handshake; 502, no tunnel");
             respond_error(c, 502, true).await
         }
     }
-}
-
-/// Tries the route's servers in order; the first that accepts wins.
-async fn connect_any(shard: &Shard, c: &Client, route: &WebSocketRoute) -> Result<Upstream, u16> {
-    let mut status = 502;
-    for server in &route.servers {
-        match connect(server, shard.config.timeouts.connect).await {
-            Ok(b) => return Ok(b),
-            Err(e) => {
-                warn!(core = shard.id, peer = %c.peer, backend = %route.target_name, server = %server, error = %e, "backend connect failed");
-                status = e.status();
-            }
-        }
-    }
-    Err(status)
 }
 
 /// Reads the backend's response head; `Err` is the status to answer the client with.
@@ -113,7 +117,7 @@ async fn read_response_head(
 
 /// After a verified 101: the backend's head and early bytes go to the client, the client's
 /// early bytes to the backend, then bytes flow both ways until both sides close or idle out.
-async fn tunnel(shard: &Rc<Shard>, c: &mut Client, mut backend: Upstream, brb: ReadBuf) -> Next {
+async fn tunnel(shard: &Rc<Shard>, c: &mut Client, backend: &mut Upstream, brb: ReadBuf) -> Next {
     if c.stream.write_all(brb.data()).await.is_err() {
         return Next::Close;
     }
@@ -126,7 +130,7 @@ async fn tunnel(shard: &Rc<Shard>, c: &mut Client, mut backend: Upstream, brb: R
     let idle = shard.config.timeouts.tunnel_idle;
     let activity = Cell::new(Instant::now());
     let result = {
-        let mut t = std::pin::pin!(Tunnel::new(&mut c.stream, &mut backend, &activity));
+        let mut t = std::pin::pin!(Tunnel::new(&mut c.stream, backend, &activity));
         loop {
             let deadline = activity.get() + idle;
             let timer = async {

@@ -1,0 +1,364 @@
+//! Server selection and passive health for one backend on one core, sans-IO: time is passed
+//! in, randomness comes from a seeded generator, health from a caller's predicate.
+//!
+//! - `round_robin`: smooth weighted round robin (nginx's algorithm: every pick adds each
+//!   server's weight to its current score, takes the highest, subtracts the total).
+//! - `least_conn`: fewest active connections relative to weight; ties go round robin.
+//! - `ip_hash`: weighted rendezvous hashing of the client IP, so a client keeps its server while
+//!   it is up, and only the clients of a server that goes down move.
+//! - `random_two`: two random available servers, the one with fewer active connections wins.
+//!
+//! Passive health: `max_fails` failed attempts within `fail_window` take a server out for
+//! `fail_timeout`.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::{Backend, Balance};
+
+#[derive(Debug, Clone, Default)]
+struct ServerState {
+    weight: i64,
+    current: i64,
+    active: u32,
+    fails: u32,
+    window_start: Option<Instant>,
+    down_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    balance: Balance,
+    max_fails: u32,
+    fail_window: Duration,
+    fail_timeout: Duration,
+    servers: Vec<ServerState>,
+    rng: u64,
+}
+
+impl Pool {
+    pub fn new(backend: &Backend, seed: u64) -> Pool {
+        Pool {
+            balance: backend.balance,
+            max_fails: backend.max_fails,
+            fail_window: backend.fail_window,
+            fail_timeout: backend.fail_timeout,
+            servers: backend
+                .servers
+                .iter()
+                .map(|s| ServerState {
+                    weight: i64::from(s.weight.max(1)),
+                    ..ServerState::default()
+                })
+                .collect(),
+            rng: seed | 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    pub fn active(&self, i: usize) -> u32 {
+        self.servers[i].active
+    }
+
+    /// Whether passive health lets server `i` take requests at `now`.
+    pub fn passively_up(&self, i: usize, now: Instant) -> bool {
+        self.servers[i].down_until.is_none_or(|t| now >= t)
+    }
+
+    /// Picks a server that is not in `tried`, is up by `healthy` (active checks) and not taken
+    /// out by passive health. `None`: no server can take the request.
+    pub fn pick(
+        &mut self,
+        client: IpAddr,
+        tried: &[usize],
+        healthy: impl Fn(usize) -> bool,
+        now: Instant,
+    ) -> Option<usize> {
+        let ok = |p: &Pool, i: usize| !tried.contains(&i) && healthy(i) && p.passively_up(i, now);
+        match self.balance {
+            Balance::RoundRobin => self.round_robin(|p, i| ok(p, i)),
+            Balance::LeastConn => self.least_conn(|p, i| ok(p, i)),
+            Balance::IpHash => self.ip_hash(client, |p, i| ok(p, i)),
+            Balance::RandomTwo => self.random_two(|p, i| ok(p, i)),
+        }
+    }
+
+    fn round_robin(&mut self, ok: impl Fn(&Pool, usize) -> bool) -> Option<usize> {
+        let mut total = 0;
+        let mut best: Option<usize> = None;
+        for i in 0..self.servers.len() {
+            if !ok(self, i) {
+                continue;
+            }
+            let s = &mut self.servers[i];
+            s.current += s.weight;
+            total += s.weight;
+            let current = s.current;
+            if best.is_none_or(|b| current > self.servers[b].current) {
+                best = Some(i);
+            }
+        }
+        let b = best?;
+        self.servers[b].current -= total;
+        Some(b)
+    }
+
+    fn least_conn(&mut self, ok: impl Fn(&Pool, usize) -> bool) -> Option<usize> {
+        // Compare active/weight without division: a.active * b.weight < b.active * a.weight.
+        let load = |s: &ServerState, o: &ServerState| {
+            (i64::from(s.active) * o.weight).cmp(&(i64::from(o.active) * s.weight))
+        };
+        let mut best: Option<usize> = None;
+        for i in 0..self.servers.len() {
+            if !ok(self, i) {
+                continue;
+            }
+            let better = best.is_none_or(|b| load(&self.servers[i], &self.servers[b]).is_lt());
+            if better {
+                best = Some(i);
+            }
+        }
+        let least = best?;
+        // Among the equally least loaded, rotate with round robin so ties spread.
+        let tie = |p: &Pool, i: usize| ok(p, i) && load(&p.servers[i], &p.servers[least]).is_eq();
+        self.round_robin(tie)
+    }
+
+    fn ip_hash(&mut self, client: IpAddr, ok: impl Fn(&Pool, usize) -> bool) -> Option<usize> {
+        let key = match client {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let mut best: Option<(usize, f64)> = None;
+        for i in 0..self.servers.len() {
+            if !ok(self, i) {
+                continue;
+            }
+            // Weighted rendezvous: score = -w / ln(u), u uniform in (0, 1) from hash(key, i).
+            let h =
+                mix(key as u64 ^ mix((key >> 64) as u64 ^ (i as u64).wrapping_mul(0x9E37_79B9)));
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let score = -(self.servers[i].weight as f64) / u.ln();
+            if best.is_none_or(|(_, s)| score > s) {
+                best = Some((i, score));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn random_two(&mut self, ok: impl Fn(&Pool, usize) -> bool) -> Option<usize> {
+        let candidates = (0..self.servers.len()).filter(|&i| ok(self, i)).count();
+        let nth = |p: &Pool, n: usize| (0..p.servers.len()).filter(|&i| ok(p, i)).nth(n);
+        if candidates == 0 {
+            return None;
+        }
+        let (ra, rb) = (self.next_random(), self.next_random());
+        let a = nth(self, (ra % candidates as u64) as usize)?;
+        let b = nth(self, (rb % candidates as u64) as usize)?;
+        let (sa, sb) = (&self.servers[a], &self.servers[b]);
+        let a_lighter = i64::from(sa.active) * sb.weight <= i64::from(sb.active) * sa.weight;
+        Some(if a_lighter { a } else { b })
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: fast, and plenty for picking servers.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A connection to server `i` opened / closed (for least_conn and random_two).
+    pub fn begin(&mut self, i: usize) {
+        self.servers[i].active += 1;
+    }
+
+    pub fn end(&mut self, i: usize) {
+        let s = &mut self.servers[i];
+        s.active = s.active.saturating_sub(1);
+    }
+
+    /// A failed attempt on server `i`. Returns true when this takes the server out.
+    pub fn failed(&mut self, i: usize, now: Instant) -> bool {
+        let (max_fails, window, timeout) = (self.max_fails, self.fail_window, self.fail_timeout);
+        let s = &mut self.servers[i];
+        if s.window_start
+            .is_none_or(|t| now.duration_since(t) > window)
+        {
+            s.window_start = Some(now);
+            s.fails = 0;
+        }
+        s.fails += 1;
+        if s.fails >= max_fails {
+            s.fails = 0;
+            s.window_start = None;
+            s.down_until = Some(now + timeout);
+            return true;
+        }
+        false
+    }
+
+    /// A successful exchange with server `i`: its failure count starts over.
+    pub fn succeeded(&mut self, i: usize) {
+        let s = &mut self.servers[i];
+        s.fails = 0;
+        s.window_start = None;
+    }
+}
+
+/// SplitMix64 finaliser: a good 64-bit mixer.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Server;
+    use crate::upstream::Address;
+
+    fn backend(weights: &[u32], balance: Balance) -> Backend {
+        let mut b = Backend::single(Address::Unix("/x".into()), "b".into());
+        b.servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Server {
+                address: Address::parse(&format!("127.0.0.1:{}", 9000 + i)).unwrap(),
+                weight,
+            })
+            .collect();
+        b.balance = balance;
+        b
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn weighted_round_robin_is_exact_and_smooth() {
+        let mut p = Pool::new(&backend(&[5, 1, 1], Balance::RoundRobin), 1);
+        let now = Instant::now();
+        let picks: Vec<usize> = (0..7)
+            .map(|_| p.pick(IP, &[], |_| true, now).unwrap())
+            .collect();
+        // nginx's documented sequence for weights 5,1,1.
+        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
+        let mut counts = [0; 3];
+        for _ in 0..700 {
+            counts[p.pick(IP, &[], |_| true, now).unwrap()] += 1;
+        }
+        assert_eq!(counts, [500, 100, 100]);
+    }
+
+    #[test]
+    fn unavailable_servers_are_skipped() {
+        let mut p = Pool::new(&backend(&[1, 1, 1], Balance::RoundRobin), 1);
+        let now = Instant::now();
+        for _ in 0..10 {
+            let i = p.pick(IP, &[0], |i| i != 2, now).unwrap();
+            assert_eq!(i, 1);
+        }
+        assert_eq!(p.pick(IP, &[0, 1], |i| i != 2, now), None);
+    }
+
+    #[test]
+    fn least_conn_prefers_the_idle_server() {
+        let mut p = Pool::new(&backend(&[1, 1], Balance::LeastConn), 1);
+        let now = Instant::now();
+        p.begin(0);
+        p.begin(0);
+        p.begin(1);
+        for _ in 0..5 {
+            assert_eq!(p.pick(IP, &[], |_| true, now), Some(1));
+        }
+        p.end(0);
+        p.end(0);
+        assert_eq!(p.pick(IP, &[], |_| true, now), Some(0));
+        // Ties alternate.
+        let mut q = Pool::new(&backend(&[1, 1], Balance::LeastConn), 1);
+        let a = q.pick(IP, &[], |_| true, now).unwrap();
+        let b = q.pick(IP, &[], |_| true, now).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn ip_hash_is_sticky_and_moves_only_the_dead_servers_clients() {
+        let mut p = Pool::new(&backend(&[1, 1, 1, 1], Balance::IpHash), 1);
+        let now = Instant::now();
+        let ips: Vec<IpAddr> = (1..=200u8)
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::new(10, 0, i, 7)))
+            .collect();
+        let before: Vec<usize> = ips
+            .iter()
+            .map(|&ip| p.pick(ip, &[], |_| true, now).unwrap())
+            .collect();
+        let again: Vec<usize> = ips
+            .iter()
+            .map(|&ip| p.pick(ip, &[], |_| true, now).unwrap())
+            .collect();
+        assert_eq!(before, again);
+        let mut used = [0; 4];
+        before.iter().for_each(|&i| used[i] += 1);
+        assert!(used.iter().all(|&n| n > 20), "spread: {used:?}");
+        let after: Vec<usize> = ips
+            .iter()
+            .map(|&ip| p.pick(ip, &[], |i| i != 2, now).unwrap())
+            .collect();
+        for (b, a) in before.iter().zip(&after) {
+            if *b == 2 {
+                assert_ne!(*a, 2);
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn random_two_prefers_the_lighter() {
+        let mut p = Pool::new(&backend(&[1, 1], Balance::RandomTwo), 7);
+        let now = Instant::now();
+        for _ in 0..50 {
+            p.begin(0);
+        }
+        let picks: Vec<usize> = (0..100)
+            .map(|_| p.pick(IP, &[], |_| true, now).unwrap())
+            .collect();
+        // Server 0 wins only when both draws land on it (about a quarter).
+        let zeros = picks.iter().filter(|&&i| i == 0).count();
+        assert!(zeros < 45, "{zeros}");
+        assert!(picks.contains(&1));
+    }
+
+    #[test]
+    fn passive_health_takes_out_and_brings_back() {
+        let mut p = Pool::new(&backend(&[1, 1], Balance::RoundRobin), 1);
+        let t0 = Instant::now();
+        assert!(!p.failed(0, t0));
+        assert!(!p.failed(0, t0 + Duration::from_secs(1)));
+        assert!(p.failed(0, t0 + Duration::from_secs(2)));
+        let t = t0 + Duration::from_secs(3);
+        for _ in 0..4 {
+            assert_eq!(p.pick(IP, &[], |_| true, t), Some(1));
+        }
+        let back = t0 + Duration::from_secs(12);
+        assert!(p.passively_up(0, back));
+        // Failures spread wider than the window never add up.
+        let mut q = Pool::new(&backend(&[1], Balance::RoundRobin), 1);
+        for k in 0..10 {
+            assert!(!q.failed(0, t0 + Duration::from_secs(11 * k)));
+        }
+        // A success resets the count.
+        q.failed(0, back);
+        q.failed(0, back);
+        q.succeeded(0);
+        assert!(!q.failed(0, back));
+    }
+}

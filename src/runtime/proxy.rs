@@ -1,0 +1,306 @@
+//! The HTTP reverse proxy context (`handler = "proxy"`): one request/response exchange with a
+//! pooled backend connection, both bodies streamed as they come (SSE and long-poll reach the
+//! client event by event), with retries on other servers only while that is safe.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use super::backends::Lease;
+use super::conn::{respond_error, Client, Next};
+use super::io::{head_end, ReadBuf, ReadError};
+use super::{pool, Shard};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::forward::{write_response_head, ResponseRewrite};
+use crate::http::head::{empty_headers, parse_response, Body};
+
+/// Everything the exchange needs, owned (taken from the request head before it is consumed).
+pub struct ProxyPlan {
+    pub backend: usize,
+    /// The forwarded request head.
+    pub head: Vec<u8>,
+    pub method_head: bool,
+    /// GET, HEAD, OPTIONS, PUT, DELETE, TRACE (RFC 9110 §9.2.2): may be retried elsewhere.
+    pub idempotent: bool,
+    pub body: Body,
+    pub expect_continue: bool,
+    pub client_keep_alive: bool,
+    /// The client's Host (for Location rewriting), copied out of the read buffer.
+    pub client_host: Option<Vec<u8>>,
+    pub host_override: Option<String>,
+}
+
+/// How an exchange failed.
+enum Fail {
+    /// Nothing reached the client. `retry_ok`: the backend may simply be gone (reset, EOF before
+    /// any response byte) and the request can go elsewhere; `status` is for the client otherwise.
+    Backend { status: u16, stale: bool },
+    /// The response started, or the client went away: the connection just ends.
+    Abort,
+}
+
+pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan) -> Next {
+    let backends = &shard.backends;
+    let b = &shard.config.backends[plan.backend];
+    let mut tried = Vec::new();
+    let mut body_sent = false;
+    let mut continue_sent = false;
+    let next = loop {
+        let mut lease = match backends
+            .acquire(plan.backend, c.peer.ip(), &mut tried, true)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(core = shard.id, backend = %b.name, status = e.status(), "no backend server for request");
+                break respond_error(
+                    c,
+                    e.status(),
+                    !plan.client_keep_alive || plan.body != Body::None,
+                )
+                .await;
+            }
+        };
+        let mut result = exchange(
+            shard,
+            c,
+            &mut lease,
+            &plan,
+            &mut body_sent,
+            &mut continue_sent,
+        )
+        .await;
+        // A pooled connection the backend had closed: discard it, retry once on a fresh one.
+        if let Err(Fail::Backend { stale: true, .. }) = result {
+            if lease.reused && !body_sent {
+                debug!(core = shard.id, backend = %b.name, "stale pooled connection; reconnecting");
+                if backends.reconnect(&mut lease).await.is_ok() {
+                    result = exchange(
+                        shard,
+                        c,
+                        &mut lease,
+                        &plan,
+                        &mut body_sent,
+                        &mut continue_sent,
+                    )
+                    .await;
+                }
+            }
+        }
+        match result {
+            Ok((reusable, next)) => {
+                backends.succeeded(lease.backend, lease.server);
+                backends.release(lease, reusable);
+                break next;
+            }
+            Err(Fail::Abort) => {
+                backends.release(lease, false);
+                break Next::Close;
+            }
+            Err(Fail::Backend { status, .. }) => {
+                warn!(core = shard.id, backend = %b.name, server = %b.servers[lease.server].address, status, "backend exchange failed");
+                backends.failed(lease.backend, lease.server);
+                backends.release(lease, false);
+                let retry = plan.idempotent && !body_sent && tried.len() <= b.retries as usize;
+                if !retry {
+                    break respond_error(c, status, true).await;
+                }
+            }
+        }
+    };
+    pool::give_vec(std::mem::take(&mut plan.head));
+    next
+}
+
+/// One attempt. `Ok((backend connection reusable, what the client connection does next))`.
+async fn exchange(
+    shard: &Shard,
+    c: &mut Client,
+    lease: &mut Lease,
+    plan: &ProxyPlan,
+    body_sent: &mut bool,
+    continue_sent: &mut bool,
+) -> Result<(bool, Next), Fail> {
+    let stale = lease.reused;
+    if lease.conn.write_all(&plan.head).await.is_err() {
+        return Err(Fail::Backend { status: 502, stale });
+    }
+    if plan.body != Body::None {
+        if plan.expect_continue && !*continue_sent {
+            *continue_sent = true;
+            c.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| Fail::Abort)?;
+        }
+        *body_sent = true;
+        request_body(shard, c, lease, plan.body).await?;
+    }
+    let mut brb = ReadBuf::new();
+    let end = response_head(shard, lease, &mut brb, stale).await?;
+    let (out, body, backend_keep_alive) = {
+        let mut headers = empty_headers();
+        let max = shard.config.limits.max_header_bytes;
+        let resp = match parse_response(&brb.data()[..end], &mut headers, max) {
+            Ok(Some(r)) => r,
+            _ => {
+                return Err(Fail::Backend {
+                    status: 502,
+                    stale: false,
+                })
+            }
+        };
+        let method = if plan.method_head { "HEAD" } else { "GET" };
+        let body = resp.body(method).map_err(|_| Fail::Backend {
+            status: 502,
+            stale: false,
+        })?;
+        let close = !plan.client_keep_alive || body == Body::UntilClose;
+        let server = &shard.config.backends[lease.backend].servers[lease.server];
+        let authority = server.address.to_string();
+        let rw = ResponseRewrite {
+            backend_authorities: [Some(authority.as_str()), plan.host_override.as_deref()],
+            client_host: plan.client_host.as_deref(),
+            client_scheme: "http",
+            close,
+        };
+        let mut out = pool::take_vec();
+        write_response_head(&mut out, &resp, body, &rw);
+        (out, body, resp.keep_alive())
+    };
+    brb.consume(end);
+    let sent = c.stream.write_all(&out).await;
+    pool::give_vec(out);
+    sent.map_err(|_| Fail::Abort)?;
+    let timeout = shard.config.timeouts.upstream_read;
+    stream_body(&mut lease.conn, &mut c.stream, &mut brb, body, timeout)
+        .await
+        .map_err(|e| {
+            debug!(core = shard.id, error = e, "response body cut short");
+            Fail::Abort
+        })?;
+    let reusable = backend_keep_alive && body != Body::UntilClose && brb.is_empty();
+    let next = if plan.client_keep_alive && body != Body::UntilClose {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    };
+    Ok((reusable, next))
+}
+
+/// Streams the request body (already-buffered bytes first) to the backend.
+async fn request_body(
+    shard: &Shard,
+    c: &mut Client,
+    lease: &mut Lease,
+    body: Body,
+) -> Result<(), Fail> {
+    let timeout = shard.config.timeouts.header;
+    let mut rb = std::mem::take(&mut c.rb);
+    let r = stream_body(&mut c.stream, &mut lease.conn, &mut rb, body, timeout).await;
+    c.rb = rb;
+    r.map_err(|e| {
+        debug!(core = shard.id, error = e, "request body not forwarded");
+        // The body may be half-sent: the request cannot be retried or answered cleanly.
+        Fail::Backend {
+            status: 502,
+            stale: false,
+        }
+    })
+}
+
+/// Reads the backend's response head, skipping interim 1xx responses (other than 101).
+async fn response_head(
+    shard: &Shard,
+    lease: &mut Lease,
+    brb: &mut ReadBuf,
+    stale: bool,
+) -> Result<usize, Fail> {
+    let limit = shard.config.limits.max_header_bytes + 1;
+    let deadline = Instant::now() + shard.config.timeouts.upstream_read;
+    loop {
+        if let Some(end) = head_end(brb.data(), 0) {
+            let interim =
+                brb.data().starts_with(b"HTTP/1.1 1") && !brb.data().starts_with(b"HTTP/1.1 101");
+            if !interim {
+                return Ok(end);
+            }
+            brb.consume(end);
+            continue;
+        }
+        if brb.len() >= limit {
+            return Err(Fail::Backend {
+                status: 502,
+                stale: false,
+            });
+        }
+        match brb.fill_until(&mut lease.conn, limit, deadline).await {
+            Ok(0) | Err(ReadError::Io) => {
+                let nothing = brb.is_empty();
+                return Err(Fail::Backend {
+                    status: 502,
+                    stale: stale && nothing,
+                });
+            }
+            Ok(_) => {}
+            Err(ReadError::TimedOut) => {
+                return Err(Fail::Backend {
+                    status: 504,
+                    stale: false,
+                })
+            }
+        }
+    }
+}
+
+/// Copies a body framed as `body` from `src` (bytes in `buf` first) to `dst`, writing each read
+/// as it arrives. Chunked bodies pass through unchanged and are validated; `idle` bounds each
+/// wait for more bytes.
+pub async fn stream_body<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    buf: &mut ReadBuf,
+    body: Body,
+    idle: Duration,
+) -> Result<(), &'static str>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut left = match body {
+        Body::None => return Ok(()),
+        Body::Length(n) => n,
+        Body::Chunked | Body::UntilClose => u64::MAX,
+    };
+    let mut chunked = (body == Body::Chunked).then(ChunkedDecoder::default);
+    loop {
+        if buf.is_empty() {
+            match buf
+                .fill_until(src, pool::BUF_BYTES, Instant::now() + idle)
+                .await
+            {
+                Ok(0) if body == Body::UntilClose => return Ok(()),
+                Ok(0) => return Err("peer closed mid-body"),
+                Ok(_) => {}
+                Err(ReadError::TimedOut) => return Err("body read timed out"),
+                Err(ReadError::Io) => return Err("body read failed"),
+            }
+        }
+        let mut take = (buf.len() as u64).min(left) as usize;
+        if let Some(d) = chunked.as_mut() {
+            take = d
+                .feed(&buf.data()[..take])
+                .map_err(|_| "bad chunked framing")?;
+        }
+        dst.write_all(&buf.data()[..take])
+            .await
+            .map_err(|_| "body write failed")?;
+        buf.consume(take);
+        left -= take as u64;
+        if left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {
+            return Ok(());
+        }
+    }
+}
