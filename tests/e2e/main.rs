@@ -1,0 +1,11 @@
+//! Black-box end-to-end tests: the real `ringway` binary, real sockets, backends and clients
+//! started by the tests. Each test runs its own ringway on its own port.
+
+mod backend;
+mod harness;
+
+mod bad_input;
+mod cli;
+mod routing;
+mod static_files;
+mod ws_proxy;
