@@ -10,5 +10,6 @@ pub mod http;
 pub mod route;
 pub mod runtime;
 pub mod static_files;
+pub mod tls;
 pub mod upstream;
 pub mod ws;

@@ -66,7 +66,7 @@ impl UriMatch {
 }
 
 /// Host-to-vhost table of one listener.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct HostTable {
     exact: AHashMap<String, usize>,
     /// `("example.com", vhost)` for `*.example.com`, longest suffix first.

@@ -246,6 +246,7 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
     for mut s in v.map(|v| tables(v, "[[listener]]", p)).unwrap_or_default() {
         let name = s.req("name", p, string);
         let address = s.req("address", p, socket_addr);
+        let tls = s.opt("tls", p, boolean).unwrap_or(false);
         s.finish(p);
         // Record the name even when the address is wrong, so references to it resolve.
         let Some(name) = name else { continue };
@@ -261,6 +262,7 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
         out.push(Listener {
             name: name.v.to_string(),
             address: address.v,
+            tls,
         });
     }
     // A wrongly typed `listener` was reported already; an absent or empty one is reported here.
@@ -424,6 +426,7 @@ fn vhost(
         list(v, what, false, p, listener_ref)
     });
     let doc_root = doc_root(s.get("doc_root"), base_dir, p);
+    let tls = s.opt("tls", p, |v, what, p| vhost_tls(v, what, base_dir, p));
     let websockets = s.get("websocket");
     let contexts = s.get("context");
     s.finish(p);
@@ -442,7 +445,71 @@ fn vhost(
         doc_root,
         websockets,
         contexts,
+        tls,
     })
+}
+
+/// `[vhost.tls]`: `cert` and `key` files (checked to exist), and optional `[vhost.tls.ocsp]`.
+fn vhost_tls(v: &Val<'_>, what: &str, base_dir: &Path, p: &mut Problems) -> Option<VHostTls> {
+    let _ = what;
+    let mut s = Section::of(v, "[vhost.tls]", p)?;
+    let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let cert = s.req("cert", p, file);
+    let key = s.req("key", p, file);
+    let ocsp = s.opt("ocsp", p, |v, _, p| ocsp(v, base_dir, p)).flatten();
+    s.finish(p);
+    Some(VHostTls {
+        cert: cert?,
+        key: key?,
+        ocsp,
+    })
+}
+
+/// `[vhost.tls.ocsp]`; `None` when `enabled = false`.
+fn ocsp(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<Option<Ocsp>> {
+    let mut s = Section::of(v, "[vhost.tls.ocsp]", p)?;
+    let enabled = s.opt("enabled", p, boolean).unwrap_or(true);
+    let responder = s.opt("responder", p, string).and_then(|r| {
+        if r.v.starts_with("http://") {
+            Some(r.v.to_string())
+        } else {
+            p.add(
+                r.at,
+                format!("\"responder\" must be an http:// URL, found {:?}", r.v),
+            );
+            None
+        }
+    });
+    let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let ca_file = s.opt("ca_file", p, file);
+    let cache_dir = s
+        .opt("cache_dir", p, string)
+        .map(|d| absolute(base_dir.join(d.v)));
+    let retry_min = s
+        .opt("retry_min", p, duration)
+        .unwrap_or(Duration::from_secs(60));
+    let retry_max = s
+        .opt("retry_max", p, duration)
+        .unwrap_or(Duration::from_secs(3600));
+    s.finish(p);
+    Some(enabled.then_some(Ocsp {
+        responder,
+        ca_file,
+        cache_dir,
+        retry_min,
+        retry_max: retry_max.max(retry_min),
+    }))
+}
+
+/// A path (relative to the config file) that must name an existing file.
+fn existing_file(v: &Val<'_>, what: &str, base_dir: &Path, p: &mut Problems) -> Option<PathBuf> {
+    let s = string(v, what, p)?;
+    let path = absolute(base_dir.join(s.v));
+    if !path.is_file() {
+        p.add(s.at, format!("{} is not a readable file", path.display()));
+        return None;
+    }
+    Some(path)
 }
 
 /// `doc_root`, joined to `base_dir`; default `base_dir/www`. A path that exists but is not a

@@ -75,6 +75,8 @@ pub struct Limits {
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
+    /// Terminate TLS here; certificates come from the vhosts' `[vhost.tls]`, chosen by SNI.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +157,29 @@ pub struct VHost {
     pub doc_root: PathBuf,
     pub websockets: Vec<WebSocketRoute>,
     pub contexts: Vec<ContextRoute>,
+    pub tls: Option<VHostTls>,
+}
+
+/// `[vhost.tls]`: the certificate for this vhost's names on TLS listeners.
+#[derive(Debug, Clone)]
+pub struct VHostTls {
+    /// PEM: leaf first, then the chain.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ocsp: Option<Ocsp>,
+}
+
+/// `[vhost.tls.ocsp]`: stapling for this vhost's certificate.
+#[derive(Debug, Clone)]
+pub struct Ocsp {
+    /// `http://` responder URL; default: the certificate's AIA OCSP URL.
+    pub responder: Option<String>,
+    /// Trust anchor for responses; default: the issuer from the certificate chain.
+    pub ca_file: Option<PathBuf>,
+    /// Good responses are kept here and reloaded at start-up while still valid.
+    pub cache_dir: Option<PathBuf>,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -428,8 +428,10 @@ mod tests {
             .unwrap();
         assert_eq!(r.body("GET"), Ok(Body::UntilClose));
         let mut h = empty_headers();
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", &mut h, MAX)
-            .unwrap()
-            .is_none());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", &mut h, MAX)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -81,11 +81,14 @@ impl OcspError {
     }
 }
 
-/// Seconds since the Unix epoch, for messages (no date formatting dependency).
-pub(crate) fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+/// `t` as an RFC 3339 UTC date for messages (Unix seconds when out of range).
+fn fmt_time(t: SystemTime) -> String {
+    match der::DateTime::from_system_time(t) {
+        Ok(d) => d.to_string(),
+        Err(_) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => format!("unix time {}", d.as_secs()),
+            Err(e) => format!("unix time -{}", e.duration().as_secs()),
+        },
     }
 }
 
@@ -105,8 +108,8 @@ impl fmt::Display for OcspError {
                 revocation_time,
                 reason,
             } => {
-                let t = unix_secs(*revocation_time);
-                write!(f, "certificate revoked at unix time {t}")?;
+                let t = fmt_time(*revocation_time);
+                write!(f, "certificate revoked at {t}")?;
                 match reason {
                     Some(r) => write!(f, " (reason: {r})"),
                     None => Ok(()),
@@ -115,14 +118,12 @@ impl fmt::Display for OcspError {
             Self::UnknownStatus => f.write_str("OCSP responder does not know this certificate"),
             Self::NotYetValid { this_update } => write!(
                 f,
-                "OCSP response not yet valid: thisUpdate (unix {}) is more than 5 minutes ahead",
-                unix_secs(*this_update)
+                "OCSP response not yet valid: thisUpdate {} is more than 5 minutes ahead",
+                fmt_time(*this_update)
             ),
-            Self::Expired { expired_at } => write!(
-                f,
-                "OCSP response expired at unix time {}",
-                unix_secs(*expired_at)
-            ),
+            Self::Expired { expired_at } => {
+                write!(f, "OCSP response expired at {}", fmt_time(*expired_at))
+            }
             Self::BadSignature(m) => write!(f, "OCSP response signature invalid: {m}"),
             Self::UnauthorizedSigner(m) => write!(f, "OCSP response signer not authorized: {m}"),
         }

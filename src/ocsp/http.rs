@@ -24,15 +24,18 @@ struct Url<'u> {
     port: u16,
     /// Value for the Host header (brackets kept, port only when not 80).
     authority: String,
-    /// Path and query; `/` when empty.
-    path: &'u str,
+    /// Path and query, starting with `/`.
+    path: String,
 }
 
 fn url_err(url: &str, why: &str) -> OcspError {
     OcspError::Url(format!("{url:?}: {why}"))
 }
 
-fn split_host_port<'u>(url: &str, hostport: &'u str) -> Result<(&'u str, Option<&'u str>), OcspError> {
+fn split_host_port<'u>(
+    url: &str,
+    hostport: &'u str,
+) -> Result<(&'u str, Option<&'u str>), OcspError> {
     if let Some(rest) = hostport.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
@@ -54,7 +57,10 @@ fn split_host_port<'u>(url: &str, hostport: &'u str) -> Result<(&'u str, Option<
 
 fn parse_url(url: &str) -> Result<Url<'_>, OcspError> {
     if url.bytes().any(|b| b <= b' ' || b == 0x7f || !b.is_ascii()) {
-        return Err(url_err(url, "contains spaces, control or non-ASCII characters"));
+        return Err(url_err(
+            url,
+            "contains spaces, control or non-ASCII characters",
+        ));
     }
     let scheme_end = url.find("://").ok_or_else(|| url_err(url, "no scheme"))?;
     let scheme = &url[..scheme_end];
@@ -88,7 +94,10 @@ fn parse_url(url: &str) -> Result<Url<'_>, OcspError> {
         80 => bracketed,
         p => format!("{bracketed}:{p}"),
     };
-    let path = if path.is_empty() { "/" } else { path };
+    let path = match path.strip_prefix('/') {
+        Some(_) => path.to_owned(),
+        None => format!("/{path}"),
+    };
     Ok(Url {
         host,
         port,
@@ -128,7 +137,9 @@ fn http_err(msg: impl Into<String>) -> OcspError {
 /// Transfer-Encoding, else takes everything after the headers.
 pub fn parse_http_response(bytes: &[u8]) -> Result<Vec<u8>, OcspError> {
     if bytes.len() > MAX_HTTP_RESPONSE {
-        return Err(http_err(format!("response larger than {MAX_HTTP_RESPONSE} bytes")));
+        return Err(http_err(format!(
+            "response larger than {MAX_HTTP_RESPONSE} bytes"
+        )));
     }
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
@@ -184,7 +195,9 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, OcspError> {
         }
         let data = &rest[skip..];
         let size = usize::try_from(size).map_err(|_| http_err("chunk too large"))?;
-        let chunk = data.get(..size).ok_or_else(|| http_err("chunked body truncated"))?;
+        let chunk = data
+            .get(..size)
+            .ok_or_else(|| http_err("chunked body truncated"))?;
         body.extend_from_slice(chunk);
         rest = data
             .get(size..)
@@ -266,7 +279,10 @@ mod tests {
                   Content-Length: 3\r\n\r\nabcEXTRA";
         assert_eq!(parse_http_response(r).unwrap(), b"abc");
         let short = b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nabc";
-        assert!(matches!(parse_http_response(short), Err(OcspError::Http(_))));
+        assert!(matches!(
+            parse_http_response(short),
+            Err(OcspError::Http(_))
+        ));
         let bad = b"HTTP/1.0 200 OK\r\nContent-Length: x\r\n\r\nabc";
         assert!(matches!(parse_http_response(bad), Err(OcspError::Http(_))));
     }

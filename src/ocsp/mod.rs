@@ -65,6 +65,8 @@ mod schedule;
 mod sig;
 mod verify;
 
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

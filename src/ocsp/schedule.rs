@@ -110,7 +110,10 @@ mod tests {
     fn refresh_at_half_window_without_jitter() {
         let s = staple(at(T0), Some(at(T0) + 10 * HOUR));
         assert_eq!(sched().next_refresh(&s, at(T0), 0.0), at(T0) + 5 * HOUR);
-        assert_eq!(sched().next_refresh(&s, at(T0), f64::NAN), at(T0) + 5 * HOUR);
+        assert_eq!(
+            sched().next_refresh(&s, at(T0), f64::NAN),
+            at(T0) + 5 * HOUR
+        );
     }
 
     #[test]

@@ -96,13 +96,18 @@ fn unix_time(now: SystemTime) -> UnixTime {
     UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
-/// Checks that `responder_der` may sign OCSP responses for `issuer_der`: issued
-/// (and signed) by the issuer, valid at `now`, with the id-kp-OCSPSigning EKU.
+/// Checks that `responder_der` may sign OCSP responses for `issuer_der`: signed
+/// by the issuer's key, valid at `now`, not a CA, with the id-kp-OCSPSigning EKU.
 pub(crate) fn check_delegate(
     responder_der: &[u8],
     issuer_der: &[u8],
     now: SystemTime,
 ) -> Result<(), String> {
+    let raw = RawSigned::parse(responder_der).map_err(|e| format!("responder cert: {e}"))?;
+    let signed = raw.signed_data()?;
+    if verify_by_cert(issuer_der, &signed).is_err() {
+        return Err("responder certificate is not issued by the certificate's issuer".into());
+    }
     let issuer = CertificateDer::from(issuer_der);
     let anchors =
         [webpki::anchor_from_trusted_cert(&issuer).map_err(|e| format!("issuer cert: {e}"))?];
@@ -119,9 +124,6 @@ pub(crate) fn check_delegate(
     );
     match result {
         Ok(_) => Ok(()),
-        Err(webpki::Error::UnknownIssuer) => {
-            Err("responder certificate is not issued by the certificate's issuer".into())
-        }
         Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
             Err("responder certificate lacks the OCSP-signing extended key usage".into())
         }

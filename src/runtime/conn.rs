@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::stream::ClientStream;
 use futures_lite::io::AsyncWriteExt;
-use glommio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::io::{head_end, ReadBuf, ReadError};
@@ -49,10 +49,21 @@ pub enum Next {
 }
 
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     pub peer: SocketAddr,
     pub listener: usize,
     pub rb: ReadBuf,
+}
+
+impl Client {
+    /// The scheme the client used, for `X-Forwarded-Proto` and `Forwarded`.
+    pub fn proto(&self) -> &'static str {
+        if self.stream.is_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 pub async fn serve(shard: Rc<Shard>, client: Client) {
@@ -209,8 +220,10 @@ pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
 /// Routing decisions (sans-IO apart from the static file open).
 fn plan<'s>(shard: &'s Shard, c: &Client, req: &Request<'_, '_>) -> Action<'s> {
     let Some(vhost) = shard.routes.vhost(c.listener, req.host) else {
+        // Over TLS the connection was set up for another name (RFC 9110 §15.5.20).
+        let status = if c.stream.is_tls() { 421 } else { 404 };
         return Action::Error {
-            status: 404,
+            status,
             close: false,
         };
     };
@@ -267,7 +280,7 @@ fn plan_ws_proxy<'s>(
             let mut head = pool::take_vec();
             let info = ForwardInfo {
                 client_ip: c.peer.ip(),
-                proto: "http",
+                proto: c.proto(),
                 upgrade: forward::Upgrade::WebSocket,
                 host_override: None,
                 chunked: false,
@@ -300,7 +313,7 @@ fn plan_proxy(c: &Client, req: &Request<'_, '_>, backend: usize, host: Option<&s
     let mut head = pool::take_vec();
     let info = ForwardInfo {
         client_ip: c.peer.ip(),
-        proto: "http",
+        proto: c.proto(),
         upgrade: forward::Upgrade::None,
         host_override: host,
         chunked: req.body == Body::Chunked,

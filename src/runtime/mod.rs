@@ -10,6 +10,7 @@ pub mod pool;
 mod proxy;
 mod relay;
 mod static_serve;
+mod stream;
 pub mod tunnel;
 mod upstream;
 mod wsproxy;
@@ -19,7 +20,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
@@ -37,6 +38,8 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub routes: Routes,
     pub backends: backends::Backends,
+    /// Per listener: its TLS config, if it terminates TLS.
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// Connection slots; an accept loop waits for a slot before accepting.
     slots: Rc<Semaphore>,
 }
@@ -46,6 +49,7 @@ pub struct Shard {
 pub fn run(config: Config) -> Result<(), String> {
     let config = Arc::new(config);
     let health = Arc::new(backends::HealthTable::new(&config));
+    let slots = Arc::new(crate::tls::load_slots(&config)?);
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut handles = Vec::new();
@@ -54,11 +58,12 @@ pub fn run(config: Config) -> Result<(), String> {
         let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
         let config = config.clone();
         let health = health.clone();
+        let slots = slots.clone();
         let ready = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("ringway-core-{id}"))
             .io_memory(IO_MEMORY_BYTES)
-            .spawn(move || async move { shard_main(id, cpu, config, health, ready).await })
+            .spawn(move || async move { shard_main(id, cpu, config, health, slots, ready).await })
             .map_err(|e| format!("core {id}: cannot start executor: {e}"))?;
         handles.push(handle);
     }
@@ -117,6 +122,7 @@ async fn shard_main(
     cpu: Option<usize>,
     config: Arc<Config>,
     health: Arc<backends::HealthTable>,
+    slots: Arc<Vec<Option<Arc<crate::tls::CertSlot>>>>,
     ready: mpsc::Sender<Result<usize, String>>,
 ) {
     let mut listeners = Vec::new();
@@ -142,10 +148,26 @@ async fn shard_main(
         }
     }
     let max_conns = max_connections(&config, id);
+    // One rustls config per TLS listener per core: session caches stay core-local.
+    let mut tls = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let built = l
+            .tls
+            .then(|| crate::tls::server_config(routes.hosts_by_listener[i].clone(), slots.to_vec()))
+            .transpose();
+        match built {
+            Ok(t) => tls.push(t),
+            Err(e) => {
+                let _ = ready.send(Err(format!("core {id}: TLS on listener {}: {e}", l.name)));
+                return;
+            }
+        }
+    }
     let shard = Rc::new(Shard {
         id,
         config: config.clone(),
         routes,
+        tls,
         backends: backends::Backends::new(config.clone(), health.clone(), 0x5EED ^ id as u64),
         slots: Rc::new(Semaphore::new(max_conns as u64)),
     });
@@ -209,17 +231,49 @@ async fn accept_loop(shard: Rc<Shard>, listener_index: usize, listener: TcpListe
         };
         let _ = stream.set_nodelay(true);
         tracing::debug!("core={} accepted peer={peer}", shard.id);
-        let client = conn::Client {
-            stream,
-            peer,
-            listener: listener_index,
-            rb: io::ReadBuf::new(),
-        };
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            conn::serve(shard, client).await;
+            let stream = match shard.tls[listener_index].clone() {
+                None => Some(stream::ClientStream::Plain(stream)),
+                Some(tls) => handshake(&shard, tls, stream, peer).await,
+            };
+            if let Some(stream) = stream {
+                let client = conn::Client {
+                    stream,
+                    peer,
+                    listener: listener_index,
+                    rb: io::ReadBuf::new(),
+                };
+                conn::serve(shard, client).await;
+            }
             drop(permit);
         })
         .detach();
+    }
+}
+
+/// Completes a TLS handshake within `timeouts.header`; a failure closes this connection only,
+/// with one log line.
+async fn handshake(
+    shard: &Shard,
+    tls: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<stream::ClientStream> {
+    let accept = async { Some(futures_rustls::TlsAcceptor::from(tls).accept(tcp).await) };
+    let timer = async {
+        glommio::timer::sleep(shard.config.timeouts.header).await;
+        None
+    };
+    match futures_lite::future::or(accept, timer).await {
+        Some(Ok(s)) => Some(stream::ClientStream::Tls(Box::new(s))),
+        Some(Err(e)) => {
+            info!(core = shard.id, peer = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        None => {
+            info!(core = shard.id, peer = %peer, "TLS handshake timed out");
+            None
+        }
     }
 }

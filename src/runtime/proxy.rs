@@ -163,7 +163,7 @@ async fn exchange(
         let rw = ResponseRewrite {
             backend_authorities: [Some(authority.as_str()), plan.host_override.as_deref()],
             client_host: plan.client_host.as_deref(),
-            client_scheme: "http",
+            client_scheme: c.proto(),
             close,
         };
         let mut out = pool::take_vec();

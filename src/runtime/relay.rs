@@ -35,7 +35,7 @@ pub async fn response<B: AsyncRead + Unpin>(
         let rw = ResponseRewrite {
             backend_authorities: [None, None],
             client_host: None,
-            client_scheme: "http",
+            client_scheme: c.proto(),
             close: true,
         };
         write_response_head(&mut out, &resp, body, &rw);

@@ -1,0 +1,120 @@
+//! TLS termination: certificates, and the SNI resolver that picks one per handshake.
+//!
+//! Each `[vhost.tls]` certificate lives in a `CertSlot`: an `ArcSwap<CertifiedKey>` that the
+//! OCSP core replaces when it has a new staple (or must drop an expired one). Serving cores
+//! only `load` it during a handshake: lock-free, never blocking.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::ring;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Config;
+use crate::route::HostTable;
+
+/// One vhost's certificate and its current staple.
+#[derive(Debug)]
+pub struct CertSlot {
+    pub vhost: String,
+    /// The key as served now; `ocsp` holds the staple, if any.
+    pub current: ArcSwap<CertifiedKey>,
+}
+
+impl CertSlot {
+    /// DER of the leaf certificate.
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.current.load().cert[0].clone()
+    }
+
+    /// DER of the leaf's issuer from the chain, if the chain has one.
+    pub fn chain_issuer(&self) -> Option<CertificateDer<'static>> {
+        self.current.load().cert.get(1).cloned()
+    }
+
+    /// Serves `staple` (DER OCSPResponse) from now on; `None` stops stapling.
+    pub fn set_staple(&self, staple: Option<Vec<u8>>) {
+        let now = self.current.load_full();
+        let mut next = CertifiedKey::new(now.cert.clone(), now.key.clone());
+        next.ocsp = staple;
+        self.current.store(Arc::new(next));
+    }
+
+    pub fn staple(&self) -> Option<Vec<u8>> {
+        self.current.load().ocsp.clone()
+    }
+}
+
+/// Loads a PEM chain (leaf first) and a PEM private key.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate found", cert.display()));
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let signing = ring::default_provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match()
+        .map_err(|e| format!("{} does not match {}: {e}", key.display(), cert.display()))?;
+    Ok(ck)
+}
+
+/// Loads every vhost's certificate; indexed like `Config::vhosts` (`None` for plain vhosts).
+pub fn load_slots(config: &Config) -> Result<Vec<Option<Arc<CertSlot>>>, String> {
+    config
+        .vhosts
+        .iter()
+        .map(|v| {
+            v.tls
+                .as_ref()
+                .map(|t| {
+                    let ck = load_certified_key(&t.cert, &t.key)?;
+                    Ok(Arc::new(CertSlot {
+                        vhost: v.name.clone(),
+                        current: ArcSwap::from_pointee(ck),
+                    }))
+                })
+                .transpose()
+        })
+        .collect()
+}
+
+/// Chooses the certificate by SNI with the vhost rules (exact, wildcard, `*`); no SNI → `*`.
+#[derive(Debug)]
+struct SniResolver {
+    hosts: HostTable,
+    slots: Vec<Option<Arc<CertSlot>>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let vhost = self.hosts.lookup(hello.server_name().map(str::as_bytes))?;
+        let slot = self.slots.get(vhost)?.as_ref()?;
+        Some(slot.current.load_full())
+    }
+}
+
+/// A server config for one TLS listener. Built per core, so session caches are not shared.
+pub fn server_config(
+    hosts: HostTable,
+    slots: Vec<Option<Arc<CertSlot>>>,
+) -> Result<Arc<ServerConfig>, String> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { hosts, slots }));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
