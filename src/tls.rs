@@ -118,3 +118,42 @@ pub fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// How to reach a `tls://` backend: its verifier config and the name to verify.
+#[derive(Clone)]
+pub struct Connector {
+    pub config: Arc<rustls::ClientConfig>,
+    /// `server_name`, or the server's IP (verified against IP SANs, no SNI sent).
+    pub name: Option<rustls_pki_types::ServerName<'static>>,
+}
+
+/// A client config trusting only the certificates in `ca_file` (PEM). Built per core.
+pub fn connector(tls: &crate::config::BackendTls) -> Result<Connector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&tls.ca_file)
+        .map_err(|e| format!("{}: {e}", tls.ca_file.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", tls.ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", tls.ca_file.display()))?;
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = match &tls.server_name {
+        Some(n) => Some(
+            rustls_pki_types::ServerName::try_from(n.clone())
+                .map_err(|e| format!("server_name {n:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Connector {
+        config: Arc::new(config),
+        name,
+    })
+}

@@ -4,11 +4,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// A backend server address: `IP:port`, `[IPv6]:port` or `uds:///absolute/path`.
+/// A backend server address: `IP:port`, `[IPv6]:port`, `uds:///absolute/path`, or
+/// `tls://IP:port` (TLS to the backend, verified against the backend's `tls.ca_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    Tls(SocketAddr),
 }
 
 impl Address {
@@ -21,8 +23,15 @@ impl Address {
             }
             return Ok(Address::Unix(PathBuf::from(path)));
         }
+        if let Some(rest) = text.strip_prefix("tls://") {
+            return rest.parse::<SocketAddr>().map(Address::Tls).map_err(|_| {
+                format!("invalid address {text:?}: expected tls://IP:port or tls://[IPv6]:port")
+            });
+        }
         text.parse::<SocketAddr>().map(Address::Tcp).map_err(|_| {
-            format!("invalid address {text:?}: expected IP:port, [IPv6]:port or uds:///path")
+            format!(
+                "invalid address {text:?}: expected IP:port, [IPv6]:port, uds:///path or tls://IP:port"
+            )
         })
     }
 }
@@ -32,6 +41,7 @@ impl fmt::Display for Address {
         match self {
             Address::Tcp(a) => write!(f, "{a}"),
             Address::Unix(p) => write!(f, "uds://{}", p.display()),
+            Address::Tls(a) => write!(f, "tls://{a}"),
         }
     }
 }
@@ -58,5 +68,9 @@ mod tests {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Address::parse("[::1]:9").unwrap().to_string(), "[::1]:9");
+        let tls = Address::parse("tls://127.0.0.1:9443").unwrap();
+        assert_eq!(tls, Address::Tls("127.0.0.1:9443".parse().unwrap()));
+        assert_eq!(tls.to_string(), "tls://127.0.0.1:9443");
+        assert!(Address::parse("tls://example.com:443").is_err());
     }
 }

@@ -86,7 +86,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
     let timeouts = timeouts(s.get("timeouts"), p);
     let limits = limits(s.get("limits"), p);
     let (listeners, listener_names) = listeners(s.get("listener"), p);
-    let (backends, backend_names) = backends(s.get("backend"), p);
+    let (backends, backend_names) = backends(s.get("backend"), base_dir, p);
     let refs = Refs {
         listeners: &listener_names,
         backends: &backend_names,
@@ -273,18 +273,23 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
     (out, names)
 }
 
-fn backends(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Backend>, Names) {
+fn backends(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) -> (Vec<Backend>, Names) {
     let mut names = Names::new("backend");
     let mut out = Vec::new();
     for s in v.map(|v| tables(v, "[[backend]]", p)).unwrap_or_default() {
-        if let Some(b) = backend(s, &mut names, p) {
+        if let Some(b) = backend(s, &mut names, base_dir, p) {
             out.push(b);
         }
     }
     (out, names)
 }
 
-fn backend(mut s: Section<'_, '_>, names: &mut Names, p: &mut Problems) -> Option<Backend> {
+fn backend(
+    mut s: Section<'_, '_>,
+    names: &mut Names,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Backend> {
     let name = s.req("name", p, string);
     let servers = s.req("servers", p, |v, what, p| list(v, what, true, p, server));
     let balance = s.opt("balance", p, balance);
@@ -297,7 +302,19 @@ fn backend(mut s: Section<'_, '_>, names: &mut Names, p: &mut Problems) -> Optio
     let keepalive = s.opt("keepalive_per_server", p, |v, what, p| {
         count(v, what, 0..=100_000, p)
     });
+    let tls_given = s.get("tls").is_some();
+    let tls = s.opt("tls", p, |v, _, p| backend_tls(v, base_dir, p));
+    let at = s.at;
     s.finish(p);
+    let needs_tls = servers
+        .as_ref()
+        .is_some_and(|ss: &Vec<Server>| ss.iter().any(|s| matches!(s.address, Address::Tls(_))));
+    if needs_tls && !tls_given {
+        p.add(
+            at,
+            "tls:// servers need tls = { ca_file = \"...\" } in their [[backend]]",
+        );
+    }
     // Record the name even when the servers are wrong, so references to it resolve.
     let name = name?;
     names.add(&name, p);
@@ -311,7 +328,21 @@ fn backend(mut s: Section<'_, '_>, names: &mut Names, p: &mut Problems) -> Optio
     b.fail_timeout = fail_timeout.unwrap_or(b.fail_timeout);
     b.health = health;
     b.keepalive_per_server = keepalive.unwrap_or(b.keepalive_per_server);
+    b.tls = tls;
     Some(b)
+}
+
+/// `tls = { ca_file = "...", server_name = "..." }` of a backend.
+fn backend_tls(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<BackendTls> {
+    let mut s = Section::of(v, "\"tls\"", p)?;
+    let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let ca_file = s.req("ca_file", p, file);
+    let server_name = s.opt("server_name", p, string).map(|n| n.v.to_string());
+    s.finish(p);
+    Some(BackendTls {
+        ca_file: ca_file?,
+        server_name,
+    })
 }
 
 fn balance(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Balance> {

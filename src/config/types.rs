@@ -95,6 +95,15 @@ pub struct Backend {
     pub keepalive_per_server: usize,
     /// Made by the loader for a `[[vhost.websocket]] address = "..."` entry.
     pub implicit: bool,
+    /// `tls = { ca_file = "...", server_name = "..." }`, for `tls://` servers.
+    pub tls: Option<BackendTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    pub ca_file: PathBuf,
+    /// Name to verify (and send as SNI); `None`: the server's IP, matched against IP SANs.
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +151,7 @@ impl Backend {
             health: None,
             keepalive_per_server: KEEPALIVE_PER_SERVER_DEFAULT,
             implicit: true,
+            tls: None,
         }
     }
 }

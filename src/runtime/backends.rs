@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::upstream::{connect, Upstream};
 use crate::balance::Pool;
 use crate::config::{Backend, Config, Health};
+use crate::tls::Connector;
 
 /// Up/down per server per backend, written by the health-checking core only.
 pub struct HealthTable {
@@ -54,6 +55,8 @@ pub struct Backends {
     config: Arc<Config>,
     health: Arc<HealthTable>,
     pools: Vec<RefCell<Pool>>,
+    /// Per backend: how to reach its `tls://` servers.
+    connectors: Vec<Option<Connector>>,
     /// Idle keep-alive connections, per backend, per server.
     idle: Vec<Vec<IdleList>>,
 }
@@ -77,7 +80,12 @@ impl NoServer {
 }
 
 impl Backends {
-    pub fn new(config: Arc<Config>, health: Arc<HealthTable>, seed: u64) -> Backends {
+    pub fn new(
+        config: Arc<Config>,
+        health: Arc<HealthTable>,
+        seed: u64,
+    ) -> Result<Backends, String> {
+        let connectors = connectors(&config)?;
         let pools = config
             .backends
             .iter()
@@ -89,12 +97,17 @@ impl Backends {
             .iter()
             .map(|b| b.servers.iter().map(|_| RefCell::new(Vec::new())).collect())
             .collect();
-        Backends {
+        Ok(Backends {
             config,
             health,
             pools,
+            connectors,
             idle,
-        }
+        })
+    }
+
+    fn connector(&self, backend: usize) -> Option<&Connector> {
+        self.connectors[backend].as_ref()
     }
 
     pub fn name(&self, backend: usize) -> &str {
@@ -135,7 +148,14 @@ impl Backends {
                     });
                 }
             }
-            match connect(&b.servers[server].address, self.config.timeouts.connect).await {
+            let tls = self.connector(backend);
+            match connect(
+                &b.servers[server].address,
+                self.config.timeouts.connect,
+                tls,
+            )
+            .await
+            {
                 Ok(conn) => {
                     self.pools[backend].borrow_mut().begin(server);
                     return Ok(Lease {
@@ -161,6 +181,7 @@ impl Backends {
         match connect(
             &b.servers[lease.server].address,
             self.config.timeouts.connect,
+            self.connector(lease.backend),
         )
         .await
         {
@@ -241,26 +262,53 @@ fn still_open(conn: &Upstream) -> bool {
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
+/// One TLS connector per backend with `tls` settings.
+fn connectors(config: &Config) -> Result<Vec<Option<Connector>>, String> {
+    config
+        .backends
+        .iter()
+        .map(|b| {
+            b.tls
+                .as_ref()
+                .map(|t| crate::tls::connector(t).map_err(|e| format!("backend {}: {e}", b.name)))
+                .transpose()
+        })
+        .collect()
+}
+
 /// Runs active health checks for every backend that has them (on the health core).
 pub async fn run_checks(config: Arc<Config>, health: Arc<HealthTable>) {
+    let Ok(connectors) = connectors(&config) else {
+        return;
+    };
     let tasks: Vec<_> = config
         .backends
         .iter()
         .enumerate()
         .filter_map(|(bi, b)| b.health.clone().map(|h| (bi, b, h)))
         .flat_map(|(bi, b, h)| (0..b.servers.len()).map(move |si| (bi, si, b.clone(), h.clone())))
-        .map(|(bi, si, b, h)| glommio::spawn_local(check_server(health.clone(), bi, si, b, h)))
+        .map(|(bi, si, b, h)| {
+            let tls = connectors[bi].clone();
+            glommio::spawn_local(check_server(health.clone(), bi, si, b, h, tls))
+        })
         .collect();
     for t in tasks {
         t.await;
     }
 }
 
-async fn check_server(health: Arc<HealthTable>, bi: usize, si: usize, b: Backend, h: Health) {
+async fn check_server(
+    health: Arc<HealthTable>,
+    bi: usize,
+    si: usize,
+    b: Backend,
+    h: Health,
+    tls: Option<Connector>,
+) {
     let address = &b.servers[si].address;
     let (mut ok_run, mut fail_run) = (0u32, 0u32);
     loop {
-        let ok = future::or(probe(address, &h), async {
+        let ok = future::or(probe(address, &h, tls.as_ref()), async {
             glommio::timer::sleep(h.timeout).await;
             false
         })
@@ -285,8 +333,8 @@ async fn check_server(health: Arc<HealthTable>, bi: usize, si: usize, b: Backend
 }
 
 /// One probe: TCP connect, and with `http_path` a GET answered 2xx or 3xx.
-async fn probe(address: &crate::upstream::Address, h: &Health) -> bool {
-    let Ok(mut conn) = connect(address, h.timeout).await else {
+async fn probe(address: &crate::upstream::Address, h: &Health, tls: Option<&Connector>) -> bool {
+    let Ok(mut conn) = connect(address, h.timeout, tls).await else {
         return false;
     };
     let Some(path) = &h.http_path else {

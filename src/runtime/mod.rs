@@ -163,12 +163,20 @@ async fn shard_main(
             }
         }
     }
+    let backends = match backends::Backends::new(config.clone(), health.clone(), 0x5EED ^ id as u64)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(format!("core {id}: {e}")));
+            return;
+        }
+    };
     let shard = Rc::new(Shard {
         id,
         config: config.clone(),
         routes,
         tls,
-        backends: backends::Backends::new(config.clone(), health.clone(), 0x5EED ^ id as u64),
+        backends,
         slots: Rc::new(Semaphore::new(max_conns as u64)),
     });
     // Core 0 runs the active health checks for everyone (they publish through atomics).

@@ -9,12 +9,16 @@ use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpStream, UnixStream};
 
+use rustls_pki_types::ServerName;
+
+use crate::tls::Connector;
 use crate::upstream::Address;
 
 /// A connected backend stream.
 pub enum Upstream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// Why a connect failed; decides between 502 and 504.
@@ -42,23 +46,39 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-pub async fn connect(address: &Address, timeout: Duration) -> Result<Upstream, ConnectError> {
+/// Connects to a server within `timeout` (for `tls://`, the TLS handshake included; a
+/// certificate that does not verify is a failure: 502).
+pub async fn connect(
+    address: &Address,
+    timeout: Duration,
+    tls: Option<&Connector>,
+) -> Result<Upstream, ConnectError> {
     match address {
-        Address::Tcp(addr) => match TcpStream::connect_timeout(*addr, timeout).await {
-            Ok(s) => {
-                // Small WebSocket messages must not wait for Nagle.
-                let _ = s.set_nodelay(true);
-                Ok(Upstream::Tcp(s))
-            }
-            Err(e) => {
-                let e = io::Error::from(e);
-                if e.kind() == io::ErrorKind::TimedOut {
-                    Err(ConnectError::TimedOut)
-                } else {
-                    Err(ConnectError::Failed(e))
-                }
-            }
-        },
+        Address::Tls(addr) => {
+            let Some(tls) = tls else {
+                return Err(ConnectError::Failed(io::Error::other(
+                    "no TLS settings for tls:// server",
+                )));
+            };
+            let handshake = async {
+                let tcp = connect_tcp(*addr, timeout).await?;
+                let name = tls
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+                futures_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map(|s| Upstream::Tls(Box::new(s)))
+                    .map_err(ConnectError::Failed)
+            };
+            let timer = async {
+                glommio::timer::sleep(timeout).await;
+                Err(ConnectError::TimedOut)
+            };
+            future::or(handshake, timer).await
+        }
+        Address::Tcp(addr) => connect_tcp(*addr, timeout).await.map(Upstream::Tcp),
         Address::Unix(path) => {
             let connect = async { Some(UnixStream::connect(path).await) };
             let timer = async {
@@ -74,6 +94,27 @@ pub async fn connect(address: &Address, timeout: Duration) -> Result<Upstream, C
     }
 }
 
+async fn connect_tcp(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    match TcpStream::connect_timeout(addr, timeout).await {
+        Ok(s) => {
+            // Small WebSocket messages must not wait for Nagle.
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Err(e) => {
+            let e = io::Error::from(e);
+            if e.kind() == io::ErrorKind::TimedOut {
+                Err(ConnectError::TimedOut)
+            } else {
+                Err(ConnectError::Failed(e))
+            }
+        }
+    }
+}
+
 impl AsyncRead for Upstream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -83,6 +124,7 @@ impl AsyncRead for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Upstream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -96,6 +138,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Upstream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -103,6 +146,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Upstream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -110,6 +154,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_close(cx),
             Upstream::Unix(s) => Pin::new(s).poll_close(cx),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }
