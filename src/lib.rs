@@ -7,6 +7,7 @@
 pub mod balance;
 pub mod config;
 pub mod http;
+pub mod ocsp;
 pub mod route;
 pub mod runtime;
 pub mod static_files;

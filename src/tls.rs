@@ -157,3 +157,12 @@ pub fn connector(tls: &crate::config::BackendTls) -> Result<Connector, String> {
         name,
     })
 }
+
+/// The first certificate of a PEM file (an OCSP `ca_file`).
+pub fn first_cert(path: &Path) -> Result<CertificateDer<'static>, String> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .next()
+        .ok_or_else(|| format!("{}: no certificate found", path.display()))?
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

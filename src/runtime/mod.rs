@@ -6,6 +6,7 @@ mod backends;
 mod conn;
 mod echo;
 mod io;
+mod ocsp_core;
 pub mod pool;
 mod proxy;
 mod relay;
@@ -50,6 +51,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let config = Arc::new(config);
     let health = Arc::new(backends::HealthTable::new(&config));
     let slots = Arc::new(crate::tls::load_slots(&config)?);
+    // Staples first: listeners open only after the first OCSP fetches (or their time-out).
+    ocsp_core::start(&config, &slots)?;
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut handles = Vec::new();
