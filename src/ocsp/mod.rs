@@ -56,6 +56,11 @@
 //!   Ed25519, RSA PKCS#1 (SHA-256/384/512, 2048–8192 bits) and RSA-PSS. A response
 //!   signed with SHA-1 is rejected as [`OcspError::BadSignature`].
 //! - No nonce is sent (responders cache responses; a nonce defeats that).
+//! - The issuer must be an X.509 v3 certificate that rustls-webpki parses.
+//!
+//! # Tests
+//! The unit tests build PKIs with rcgen and get their responses from the real
+//! `openssl ocsp` responder (the `openssl` CLI must be on PATH; CI installs it).
 
 mod cert;
 mod error;

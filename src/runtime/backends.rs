@@ -57,6 +57,8 @@ pub struct Backends {
     pools: Vec<RefCell<Pool>>,
     /// Per backend: how to reach its `tls://` servers.
     connectors: Vec<Option<Connector>>,
+    /// Per backend, per server: `IP:port` as a backend writes it in `Location`.
+    authorities: Vec<Vec<String>>,
     /// Idle keep-alive connections, per backend, per server.
     idle: Vec<Vec<IdleList>>,
 }
@@ -97,13 +99,24 @@ impl Backends {
             .iter()
             .map(|b| b.servers.iter().map(|_| RefCell::new(Vec::new())).collect())
             .collect();
+        let authorities = config
+            .backends
+            .iter()
+            .map(|b| b.servers.iter().map(|s| authority(&s.address)).collect())
+            .collect();
         Ok(Backends {
             config,
             health,
             pools,
             connectors,
+            authorities,
             idle,
         })
+    }
+
+    /// How server `server` of `backend` names itself (`127.0.0.1:9001`, `[::1]:9002`).
+    pub fn authority(&self, backend: usize, server: usize) -> &str {
+        &self.authorities[backend][server]
     }
 
     fn connector(&self, backend: usize) -> Option<&Connector> {
@@ -260,6 +273,15 @@ fn still_open(conn: &Upstream) -> bool {
     };
     // -1 with EAGAIN: open and quiet (the only good answer). 0: EOF. >0: unsolicited bytes.
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
+fn authority(address: &crate::upstream::Address) -> String {
+    use crate::upstream::Address;
+    match address {
+        Address::Tcp(a) | Address::Tls(a) => a.to_string(),
+        // A Unix-socket backend has no authority a client could be sent to.
+        Address::Unix(_) => String::new(),
+    }
 }
 
 /// One TLS connector per backend with `tls` settings.

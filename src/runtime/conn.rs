@@ -14,7 +14,7 @@ use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
 use super::io::{head_end, ReadBuf, ReadError};
-use super::proxy::{self, ProxyPlan};
+use super::proxy::{self, HostCopy, ProxyPlan};
 use super::{echo, pool, static_serve, wsproxy, Shard};
 use crate::config::{Handler, WebSocketRoute};
 use crate::http::forward::{self, ForwardInfo};
@@ -38,7 +38,7 @@ pub enum Action<'s> {
         key: [u8; 24],
         head: Vec<u8>,
     },
-    Proxy(ProxyPlan),
+    Proxy(ProxyPlan<'s>),
 }
 
 /// What the connection does after an exchange.
@@ -309,7 +309,12 @@ fn plan_ws_proxy<'s>(
     }
 }
 
-fn plan_proxy(c: &Client, req: &Request<'_, '_>, backend: usize, host: Option<&str>) -> ProxyPlan {
+fn plan_proxy<'s>(
+    c: &Client,
+    req: &Request<'_, '_>,
+    backend: usize,
+    host: Option<&'s str>,
+) -> ProxyPlan<'s> {
     let mut head = pool::take_vec();
     let info = ForwardInfo {
         client_ip: c.peer.ip(),
@@ -333,7 +338,7 @@ fn plan_proxy(c: &Client, req: &Request<'_, '_>, backend: usize, host: Option<&s
         body: req.body,
         expect_continue: expect_continue && req.minor_version == 1,
         client_keep_alive: req.keep_alive,
-        client_host: req.host.map(<[u8]>::to_vec),
-        host_override: host.map(str::to_string),
+        client_host: req.host.and_then(HostCopy::new),
+        host_override: host,
     }
 }

@@ -33,6 +33,21 @@ impl ReadBuf {
         }
     }
 
+    /// A read buffer over a reused `Vec` (its capacity is kept; see `pool::take_vec`).
+    pub fn from_vec(mut buf: Vec<u8>) -> ReadBuf {
+        buf.clear();
+        ReadBuf {
+            buf,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The underlying `Vec`, to return to the pool.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.buf
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }

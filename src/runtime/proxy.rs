@@ -16,8 +16,28 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::forward::{write_response_head, ResponseRewrite};
 use crate::http::head::{empty_headers, parse_response, Body};
 
-/// Everything the exchange needs, owned (taken from the request head before it is consumed).
-pub struct ProxyPlan {
+/// The client's `Host`, copied out of the read buffer without allocating (longer values are
+/// not kept: `Location` is then left alone).
+pub struct HostCopy {
+    buf: [u8; 255],
+    len: u8,
+}
+
+impl HostCopy {
+    pub fn new(host: &[u8]) -> Option<HostCopy> {
+        let len = u8::try_from(host.len()).ok()?;
+        let mut buf = [0u8; 255];
+        buf[..host.len()].copy_from_slice(host);
+        Some(HostCopy { buf, len })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// Everything the exchange needs, taken from the request head before it is consumed.
+pub struct ProxyPlan<'s> {
     pub backend: usize,
     /// The forwarded request head.
     pub head: Vec<u8>,
@@ -28,8 +48,8 @@ pub struct ProxyPlan {
     pub expect_continue: bool,
     pub client_keep_alive: bool,
     /// The client's Host (for Location rewriting), copied out of the read buffer.
-    pub client_host: Option<Vec<u8>>,
-    pub host_override: Option<String>,
+    pub client_host: Option<HostCopy>,
+    pub host_override: Option<&'s str>,
 }
 
 /// How an exchange failed.
@@ -37,16 +57,21 @@ enum Fail {
     /// Nothing reached the client. `retry_ok`: the backend may simply be gone (reset, EOF before
     /// any response byte) and the request can go elsewhere; `status` is for the client otherwise.
     Backend { status: u16, stale: bool },
+    /// The client's request body is malformed (bad chunk framing): answer this status and
+    /// close; the backend is not to blame.
+    Client(u16),
     /// The response started, or the client went away: the connection just ends.
     Abort,
 }
 
-pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan) -> Next {
+pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> Next {
     let backends = &shard.backends;
     let b = &shard.config.backends[plan.backend];
     let mut tried = Vec::new();
     let mut body_sent = false;
     let mut continue_sent = false;
+    // The status of the last failed attempt: what the client gets when no server is left.
+    let mut last_status = None;
     let next = loop {
         let mut lease = match backends
             .acquire(plan.backend, c.peer.ip(), &mut tried, true)
@@ -54,10 +79,11 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan) -> Next
         {
             Ok(l) => l,
             Err(e) => {
-                warn!(core = shard.id, backend = %b.name, status = e.status(), "no backend server for request");
+                let status = last_status.unwrap_or(e.status());
+                warn!(core = shard.id, backend = %b.name, status, "no backend server for request");
                 break respond_error(
                     c,
-                    e.status(),
+                    status,
                     !plan.client_keep_alive || plan.body != Body::None,
                 )
                 .await;
@@ -99,10 +125,15 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan) -> Next
                 backends.release(lease, false);
                 break Next::Close;
             }
+            Err(Fail::Client(status)) => {
+                backends.release(lease, false);
+                break respond_error(c, status, true).await;
+            }
             Err(Fail::Backend { status, .. }) => {
                 warn!(core = shard.id, backend = %b.name, server = %b.servers[lease.server].address, status, "backend exchange failed");
                 backends.failed(lease.backend, lease.server);
                 backends.release(lease, false);
+                last_status = Some(status);
                 let retry = plan.idempotent && !body_sent && tried.len() <= b.retries as usize;
                 if !retry {
                     break respond_error(c, status, true).await;
@@ -119,7 +150,7 @@ async fn exchange(
     shard: &Shard,
     c: &mut Client,
     lease: &mut Lease,
-    plan: &ProxyPlan,
+    plan: &ProxyPlan<'_>,
     body_sent: &mut bool,
     continue_sent: &mut bool,
 ) -> Result<(bool, Next), Fail> {
@@ -138,8 +169,22 @@ async fn exchange(
         *body_sent = true;
         request_body(shard, c, lease, plan.body).await?;
     }
-    let mut brb = ReadBuf::new();
-    let end = response_head(shard, lease, &mut brb, stale).await?;
+    let mut brb = ReadBuf::from_vec(pool::take_vec());
+    let result = respond(shard, c, lease, plan, &mut brb, stale).await;
+    pool::give_vec(brb.into_vec());
+    result
+}
+
+/// Reads the backend's response, writes it to the client, streams its body.
+async fn respond(
+    shard: &Shard,
+    c: &mut Client,
+    lease: &mut Lease,
+    plan: &ProxyPlan<'_>,
+    brb: &mut ReadBuf,
+    stale: bool,
+) -> Result<(bool, Next), Fail> {
+    let end = response_head(shard, lease, brb, stale).await?;
     let (out, body, backend_keep_alive) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
@@ -158,11 +203,13 @@ async fn exchange(
             stale: false,
         })?;
         let close = !plan.client_keep_alive || body == Body::UntilClose;
-        let server = &shard.config.backends[lease.backend].servers[lease.server];
-        let authority = server.address.to_string();
         let rw = ResponseRewrite {
-            backend_authorities: [Some(authority.as_str()), plan.host_override.as_deref()],
-            client_host: plan.client_host.as_deref(),
+            backend_authorities: [
+                Some(shard.backends.authority(lease.backend, lease.server))
+                    .filter(|a| !a.is_empty()),
+                plan.host_override,
+            ],
+            client_host: plan.client_host.as_ref().map(HostCopy::as_bytes),
             client_scheme: c.proto(),
             close,
         };
@@ -175,10 +222,10 @@ async fn exchange(
     pool::give_vec(out);
     sent.map_err(|_| Fail::Abort)?;
     let timeout = shard.config.timeouts.upstream_read;
-    stream_body(&mut lease.conn, &mut c.stream, &mut brb, body, timeout)
+    stream_body(&mut lease.conn, &mut c.stream, brb, body, timeout)
         .await
         .map_err(|e| {
-            debug!(core = shard.id, error = e, "response body cut short");
+            debug!(core = shard.id, error = %e, "response body cut short");
             Fail::Abort
         })?;
     let reusable = backend_keep_alive && body != Body::UntilClose && brb.is_empty();
@@ -202,11 +249,16 @@ async fn request_body(
     let r = stream_body(&mut c.stream, &mut lease.conn, &mut rb, body, timeout).await;
     c.rb = rb;
     r.map_err(|e| {
-        debug!(core = shard.id, error = e, "request body not forwarded");
-        // The body may be half-sent: the request cannot be retried or answered cleanly.
-        Fail::Backend {
-            status: 502,
-            stale: false,
+        debug!(core = shard.id, error = %e, "request body not forwarded");
+        match e {
+            // Smuggling defence: a bad chunk size is the client's fault.
+            BodyError::Framing => Fail::Client(400),
+            BodyError::PeerClosed | BodyError::ReadTimedOut | BodyError::Read => Fail::Abort,
+            // The body may be half-sent: the request cannot be retried.
+            BodyError::Write => Fail::Backend {
+                status: 502,
+                stale: false,
+            },
         }
     })
 }
@@ -255,6 +307,32 @@ async fn response_head(
     }
 }
 
+/// Why a streamed body stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Bad chunked framing from the sender.
+    Framing,
+    /// The sender closed before the body ended.
+    PeerClosed,
+    /// No bytes for longer than the idle limit.
+    ReadTimedOut,
+    Read,
+    /// The receiver is gone.
+    Write,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BodyError::Framing => "bad chunked framing",
+            BodyError::PeerClosed => "peer closed mid-body",
+            BodyError::ReadTimedOut => "body read timed out",
+            BodyError::Read => "body read failed",
+            BodyError::Write => "body write failed",
+        })
+    }
+}
+
 /// Copies a body framed as `body` from `src` (bytes in `buf` first) to `dst`, writing each read
 /// as it arrives. Chunked bodies pass through unchanged and are validated; `idle` bounds each
 /// wait for more bytes.
@@ -264,13 +342,13 @@ pub async fn stream_body<R, W>(
     buf: &mut ReadBuf,
     body: Body,
     idle: Duration,
-) -> Result<(), &'static str>
+) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut left = match body {
-        Body::None => return Ok(()),
+        Body::None | Body::Length(0) => return Ok(()),
         Body::Length(n) => n,
         Body::Chunked | Body::UntilClose => u64::MAX,
     };
@@ -282,21 +360,21 @@ where
                 .await
             {
                 Ok(0) if body == Body::UntilClose => return Ok(()),
-                Ok(0) => return Err("peer closed mid-body"),
+                Ok(0) => return Err(BodyError::PeerClosed),
                 Ok(_) => {}
-                Err(ReadError::TimedOut) => return Err("body read timed out"),
-                Err(ReadError::Io) => return Err("body read failed"),
+                Err(ReadError::TimedOut) => return Err(BodyError::ReadTimedOut),
+                Err(ReadError::Io) => return Err(BodyError::Read),
             }
         }
         let mut take = (buf.len() as u64).min(left) as usize;
         if let Some(d) = chunked.as_mut() {
             take = d
                 .feed(&buf.data()[..take])
-                .map_err(|_| "bad chunked framing")?;
+                .map_err(|_| BodyError::Framing)?;
         }
         dst.write_all(&buf.data()[..take])
             .await
-            .map_err(|_| "body write failed")?;
+            .map_err(|_| BodyError::Write)?;
         buf.consume(take);
         left -= take as u64;
         if left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {

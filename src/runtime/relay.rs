@@ -47,7 +47,7 @@ pub async fn response<B: AsyncRead + Unpin>(
     if ok {
         let idle = shard.config.timeouts.upstream_read;
         if let Err(e) = stream_body(backend, &mut c.stream, brb, body, idle).await {
-            debug!(core = shard.id, error = e, "relayed body cut short");
+            debug!(core = shard.id, error = %e, "relayed body cut short");
         }
     }
 }

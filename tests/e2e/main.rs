@@ -3,9 +3,11 @@
 
 mod backend;
 mod harness;
+mod http_backends;
 
 mod bad_input;
 mod cli;
+mod http_proxy;
 mod routing;
 mod static_files;
 mod ws_proxy;
