@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Profiles Ringway under the WebSocket echo load (64 connections x 64 B by default):
+#   perf/profile.sh [--seconds N] [--conns C] [--size S] [--out DIR] [--callgrind]
+# Layout as in bench/compare.sh: bench-backend and the load generator on CPU 0, Ringway
+# (cores = 1) on CPU 1. Writes into DIR (default perf/out):
+#   report.txt      perf report --stdio (top symbols, self time), from perf record -g
+#   stat.txt        perf stat of the Ringway process during the load (software counters; hardware
+#                   counters where the machine exposes them)
+#   per-message.txt CPU time of the Ringway process per echoed message (utime+stime / messages)
+#   flame.svg       if inferno-flamegraph is on PATH (cargo install inferno)
+# With --callgrind: runs Ringway under valgrind --tool=callgrind instead and reports
+# instructions per message (deterministic; counters zeroed after warm-up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=10 conns=64 size=64 out=perf/out callgrind=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) seconds=$2; shift 2 ;;
+        --conns) conns=$2; shift 2 ;;
+        --size) size=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --callgrind) callgrind=1; shift ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$out"
+cargo build --release -q -p ringway -p ringway-bench
+bin=target/release
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+backend_port=$(free_port) proxy_port=$(free_port)
+taskset -c 0 "$bin/bench-backend" --listen "127.0.0.1:$backend_port" >/dev/null 2>&1 & pids+=($!)
+wait_port "$backend_port"
+cfg="$out/ringway.toml"
+cat > "$cfg" <<TOML
+[runtime]
+cores = 1
+pin = false
+[[listener]]
+name = "main"
+address = "127.0.0.1:$proxy_port"
+[[vhost]]
+name = "bench"
+domains = ["*"]
+[[vhost.websocket]]
+uri = "/ws"
+address = "127.0.0.1:$backend_port"
+TOML
+
+if [ "$callgrind" = 1 ]; then
+    command -v valgrind >/dev/null || { echo "valgrind is needed for --callgrind" >&2; exit 1; }
+    taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
+        "$bin/ringway" --config "$cfg" --log-level warn 2>"$out/valgrind.log" & pids+=($!)
+    wait_port "$proxy_port"
+    "$bin/ringway-bench" echo --url "ws://127.0.0.1:$proxy_port/ws" --conns "$conns" --size "$size" --duration 2s >/dev/null
+    callgrind_control --zero "${pids[-1]}" >/dev/null
+    result=$(taskset -c 0 "$bin/ringway-bench" echo --url "ws://127.0.0.1:$proxy_port/ws" --conns "$conns" \
+        --size "$size" --duration "${seconds}s" --warmup 0s --json)
+    callgrind_control --dump "${pids[-1]}" >/dev/null
+    sleep 1
+    messages=$(echo "$result" | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
+    ir=$(for f in "$out"/callgrind.out*; do callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}'; done | sort -n | tail -1)
+    python3 - "$ir" "$messages" <<'PY' | tee "$out/instructions-per-message.txt"
+import sys
+ir, msgs = int(sys.argv[1]), int(sys.argv[2])
+print(f"instructions (Ir, Ringway process, user space) {ir} over {msgs} echoed messages: {ir / max(msgs, 1):.0f} per message")
+PY
+    exit 0
+fi
+
+taskset -c 1 "$bin/ringway" --config "$cfg" --log-level warn & pids+=($!)
+rw=${pids[-1]}
+wait_port "$proxy_port"
+"$bin/ringway-bench" echo --url "ws://127.0.0.1:$proxy_port/ws" --conns "$conns" --size "$size" --duration 2s >/dev/null
+cpu() { awk '{print $14 + $15}' "/proc/$rw/stat"; }
+ticks=$(getconf CLK_TCK)
+before=$(cpu)
+perf record -F 999 -g -p "$rw" -o "$out/perf.data" -- sleep "$seconds" >/dev/null 2>&1 &
+rec=$!
+perf stat -p "$rw" -o "$out/stat.txt" -- sleep "$seconds" >/dev/null 2>&1 &
+st=$!
+result=$(taskset -c 0 "$bin/ringway-bench" echo --url "ws://127.0.0.1:$proxy_port/ws" --conns "$conns" \
+    --size "$size" --duration "${seconds}s" --warmup 0s --json)
+after=$(cpu)
+wait "$rec" "$st" || true
+echo "$result" > "$out/echo.json"
+python3 - "$before" "$after" "$ticks" "$result" <<'PY' | tee "$out/per-message.txt"
+import json, sys
+before, after, ticks = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+r = json.loads(sys.argv[4])
+cpu_s = (after - before) / ticks
+msgs = r["messages"]
+print(f"echo {r['conns']} conns x {r['size']} B: {r['msgs_per_s']:.0f} msg/s, p99 {r['p99_us']} us; "
+      f"Ringway CPU {cpu_s:.2f} s over {msgs} messages = {cpu_s * 1e6 / max(msgs, 1):.2f} us per message")
+PY
+perf report -i "$out/perf.data" --stdio --no-children --percent-limit 0.5 2>/dev/null | head -120 > "$out/report.txt" || true
+if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+    perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph > "$out/flame.svg"
+fi
+echo "wrote $out/{report.txt,stat.txt,per-message.txt}"
