@@ -4,10 +4,13 @@
 mod backend;
 mod harness;
 mod http_backends;
+mod pki;
 
 mod bad_input;
 mod cli;
 mod http_proxy;
+mod ocsp;
 mod routing;
 mod static_files;
+mod tls;
 mod ws_proxy;
