@@ -1,0 +1,207 @@
+//! Small libc wrappers: the fd limit, bound non-blocking connects, CPU time, signals.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Raises the RLIMIT_NOFILE soft limit to the hard limit. Returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 0;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        }
+        rl.rlim_cur
+    }
+}
+
+/// Starts a non-blocking TCP connect to `dst`, optionally from source address `src` (bound with
+/// IP_BIND_ADDRESS_NO_PORT so the port is chosen at connect time, per destination). TCP_NODELAY
+/// is set. The connect completes (or fails) asynchronously: wait for writability.
+pub fn connect_nonblocking(
+    dst: SocketAddr,
+    src: Option<Ipv4Addr>,
+) -> io::Result<mio::net::TcpStream> {
+    let domain = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    unsafe {
+        let fd = libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // From here the fd is owned by `stream`, which closes it on any error return.
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let optlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const _ as *const _,
+            optlen,
+        );
+        if let Some(ip) = src {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const _,
+                optlen,
+            );
+            let sa = sockaddr_in(SocketAddr::new(ip.into(), 0));
+            if libc::bind(
+                fd,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let rc = match dst {
+            SocketAddr::V4(_) => {
+                let sa = sockaddr_in(dst);
+                libc::connect(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(v6) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = v6.port().to_be();
+                sa.sin6_addr.s6_addr = v6.ip().octets();
+                sa.sin6_scope_id = v6.scope_id();
+                libc::connect(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        Ok(mio::net::TcpStream::from_std(stream))
+    }
+}
+
+fn sockaddr_in(a: SocketAddr) -> libc::sockaddr_in {
+    let SocketAddr::V4(v4) = a else {
+        panic!("IPv4 address expected")
+    };
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = v4.port().to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+    sa
+}
+
+/// User + system CPU seconds this process has used.
+pub fn cpu_seconds() -> f64 {
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+}
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Makes SIGINT, SIGTERM and SIGUSR1 count up instead of killing the process: the first asks
+/// for a graceful stop (`stop_requested`), a second for an immediate exit (`abort_requested`).
+pub fn install_stop_signals() {
+    unsafe {
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+            libc::signal(s, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// True once one of the signals above arrived.
+pub fn stop_requested() -> bool {
+    SIGNALS.load(Ordering::Relaxed) >= 1
+}
+
+/// True once two of them arrived.
+pub fn abort_requested() -> bool {
+    SIGNALS.load(Ordering::Relaxed) >= 2
+}
+
+/// A non-blocking listener with SO_REUSEADDR and a deep accept queue (`backlog`, capped by
+/// net.core.somaxconn). std and mio use 128, which overflows when thousands of clients connect
+/// at once (dropped SYNs then cost a 1 s retransmit).
+pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    unsafe {
+        let fd = libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let l = std::net::TcpListener::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const _,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let rc = match addr {
+            SocketAddr::V4(_) => {
+                let sa = sockaddr_in(addr);
+                libc::bind(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(v6) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = v6.port().to_be();
+                sa.sin6_addr.s6_addr = v6.ip().octets();
+                sa.sin6_scope_id = v6.scope_id();
+                libc::bind(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if rc != 0 || libc::listen(fd, backlog) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(mio::net::TcpListener::from_std(l))
+    }
+}
