@@ -426,13 +426,14 @@ mod tests {
         assert_eq!(parse_header(&big).unwrap().unwrap().len, 1);
     }
 
+    /// (opcode, fin, payload) of each data frame.
+    type Frames = Vec<(u8, bool, Vec<u8>)>;
+    /// (opcode, payload) of each control frame.
+    type Controls = Vec<(u8, Vec<u8>)>;
+
     /// Collects decoder events into owned values.
-    fn decode_all(
-        dec: &mut Decoder,
-        wire: &[u8],
-        step: usize,
-    ) -> (Vec<(u8, bool, Vec<u8>)>, Vec<(u8, Vec<u8>)>) {
-        let mut frames: Vec<(u8, bool, Vec<u8>)> = Vec::new();
+    fn decode_all(dec: &mut Decoder, wire: &[u8], step: usize) -> (Frames, Controls) {
+        let mut frames: Frames = Vec::new();
         let mut controls = Vec::new();
         let mut buf = wire.to_vec();
         for chunk in buf.chunks_mut(step) {

@@ -506,10 +506,7 @@ impl Gen {
     /// new edge), unless `to_eof`, when only EOF or EAGAIN ends it.
     fn read(&mut self, i: usize, to_eof: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            let Some(s) = self.conns[i].stream.as_mut() else {
-                break;
-            };
+        while let Some(s) = self.conns[i].stream.as_mut() {
             match s.read(&mut scratch) {
                 Ok(0) => {
                     self.on_eof(i);

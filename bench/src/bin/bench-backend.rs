@@ -163,10 +163,7 @@ impl Server {
     /// Reads until drained: a short read ends it (later data raises a new edge) unless `to_eof`.
     fn read(&mut self, i: usize, to_eof: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            let Some(c) = self.conns[i].as_mut() else {
-                break;
-            };
+        while let Some(c) = self.conns[i].as_mut() {
             if c.eof || c.close_after {
                 break;
             }
