@@ -5,6 +5,7 @@
 mod backends;
 mod conn;
 mod echo;
+mod idle;
 mod io;
 mod ocsp_core;
 pub mod pool;
@@ -186,6 +187,7 @@ async fn shard_main(
     if id == 0 {
         glommio::spawn_local(backends::run_checks(config.clone(), health)).detach();
     }
+    glommio::spawn_local(idle::sweeper()).detach();
     let sweeper = shard.clone();
     glommio::spawn_local(async move {
         loop {

@@ -6,15 +6,14 @@
 //! direction whose source reaches EOF shuts down the write side of its destination (half-close)
 //! and the tunnel ends when both directions have.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
+use super::idle::Watch;
 use super::pool;
 
 /// Reads per direction per poll before yielding, so one busy tunnel cannot starve a core.
@@ -35,7 +34,7 @@ pub struct Tunnel<'a, A, B> {
     b: &'a mut B,
     a_to_b: Half,
     b_to_a: Half,
-    activity: &'a Cell<Instant>,
+    watch: &'a Watch,
 }
 
 /// Bytes moved each way when a tunnel ends.
@@ -46,13 +45,13 @@ pub struct Moved {
 }
 
 impl<'a, A, B> Tunnel<'a, A, B> {
-    pub fn new(a: &'a mut A, b: &'a mut B, activity: &'a Cell<Instant>) -> Self {
+    pub fn new(a: &'a mut A, b: &'a mut B, watch: &'a Watch) -> Self {
         Tunnel {
             a,
             b,
             a_to_b: Half::default(),
             b_to_a: Half::default(),
-            activity,
+            watch,
         }
     }
 
@@ -79,7 +78,7 @@ fn poll_half<R, W>(
     src: &mut R,
     dst: &mut W,
     half: &mut Half,
-    activity: &Cell<Instant>,
+    watch: &Watch,
 ) -> Poll<io::Result<()>>
 where
     R: AsyncRead + Unpin,
@@ -122,7 +121,7 @@ where
                 half.pos = 0;
                 half.len = n;
                 half.bytes += n as u64;
-                activity.set(Instant::now());
+                watch.touch();
             }
             Poll::Ready(Err(e)) => {
                 pool::give(buf);
@@ -147,11 +146,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let ab = poll_half(cx, this.a, this.b, &mut this.a_to_b, this.activity);
+        if this.watch.expired() {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        this.watch.register(cx);
+        let ab = poll_half(cx, this.a, this.b, &mut this.a_to_b, this.watch);
         if let Poll::Ready(Err(e)) = ab {
             return Poll::Ready(Err(e));
         }
-        let ba = poll_half(cx, this.b, this.a, &mut this.b_to_a, this.activity);
+        let ba = poll_half(cx, this.b, this.a, &mut this.b_to_a, this.watch);
         if let Poll::Ready(Err(e)) = ba {
             return Poll::Ready(Err(e));
         }

@@ -4,11 +4,9 @@
 //! completed the handshake correctly (`ws::check_backend_101`); any other answer is relayed
 //! (or turned into a 502) and the client connection is closed.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
-use futures_lite::future;
 use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
@@ -127,23 +125,11 @@ async fn tunnel(shard: &Rc<Shard>, c: &mut Client, backend: &mut Upstream, brb: 
     }
     c.rb.consume(c.rb.len());
     c.rb.release();
-    let idle = shard.config.timeouts.tunnel_idle;
-    let activity = Cell::new(Instant::now());
-    let result = {
-        let mut t = std::pin::pin!(Tunnel::new(&mut c.stream, backend, &activity));
-        loop {
-            let deadline = activity.get() + idle;
-            let timer = async {
-                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-                None
-            };
-            match future::or(async { Some(t.as_mut().await) }, timer).await {
-                Some(r) => break r.map_err(|e| e.to_string()),
-                None if activity.get() + idle <= Instant::now() => break Err("idle timeout".into()),
-                None => continue,
-            }
-        }
-    };
+    // Idle timeout from the per-core sweeper: no timer is polled per message.
+    let watch = super::idle::watch(shard.config.timeouts.tunnel_idle);
+    let result = Tunnel::new(&mut c.stream, backend, &watch)
+        .await
+        .map_err(|e| e.to_string());
     match result {
         Ok(m) => {
             debug!(core = shard.id, peer = %c.peer, up = m.a_to_b, down = m.b_to_a, "tunnel closed")
