@@ -4,11 +4,12 @@
 
 use std::cell::RefCell;
 
-/// One buffer: large enough that a 64 KiB WebSocket message moves in 4 reads, small enough that
-/// 10,000 busy tunnels cost 160 MiB at worst.
-pub const BUF_BYTES: usize = 16 * 1024;
-/// Buffers kept for reuse per core; beyond this, returned buffers are freed.
-const POOLED_BUFS_MAX: usize = 4096;
+/// One buffer: a 64 KiB WebSocket message moves in one read and one write (16 KiB buffers
+/// took four of each and halved bulk throughput). A buffer is held only while its bytes are in
+/// flight, so idle tunnels cost nothing; a tunnel blocked on a slow reader holds one.
+pub const BUF_BYTES: usize = 64 * 1024;
+/// Buffers kept for reuse per core (64 MiB); beyond this, returned buffers are freed.
+const POOLED_BUFS_MAX: usize = 1024;
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
@@ -31,6 +32,20 @@ pub fn give(buf: Box<[u8]>) {
     });
 }
 
+/// The per-core scratch buffer the tunnels read into (as large as a bulk read can use; the
+/// bare epoll forwarder uses the same size).
+pub const SCRATCH_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice());
+}
+
+/// Runs `f` with this core's scratch buffer. `f` must not yield: the buffer is shared by every
+/// task of the core, so it may hold bytes only within one synchronous step.
+pub fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
 thread_local! {
     static FREE_VECS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
@@ -43,8 +58,8 @@ pub fn take_vec() -> Vec<u8> {
 }
 
 pub fn give_vec(mut v: Vec<u8>) {
-    // Keep only modest buffers so one huge head does not pin memory forever.
-    if v.capacity() <= 64 * 1024 {
+    // Keep only modest buffers so one huge head or spill does not pin memory forever.
+    if v.capacity() <= SCRATCH_BYTES {
         v.clear();
         FREE_VECS.with(|f| {
             let mut f = f.borrow_mut();

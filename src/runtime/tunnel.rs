@@ -1,10 +1,11 @@
 //! Bidirectional byte forwarding between two streams, after a verified WebSocket handshake.
 //!
-//! One future drives both directions. A direction borrows a pool buffer only when its source
-//! has data; if the read would block, the buffer goes straight back (glommio's `poll_read`
-//! arms a readiness poll and does not keep the slice), so idle tunnels hold no buffers. A
-//! direction whose source reaches EOF shuts down the write side of its destination (half-close)
-//! and the tunnel ends when both directions have.
+//! One future drives both directions. Within one poll, a direction reads into the core's
+//! scratch buffer and writes the bytes straight on (glommio's `poll_read` does not keep the
+//! slice when it returns `Pending`, so one buffer serves every tunnel of the core). Only bytes
+//! the destination does not take at once are copied into a spill buffer, held until drained:
+//! idle tunnels hold no buffers. A direction whose source reaches EOF shuts down the write side
+//! of its destination (half-close); the tunnel ends when both directions have.
 
 use std::future::Future;
 use std::io;
@@ -19,11 +20,12 @@ use super::pool;
 /// Reads per direction per poll before yielding, so one busy tunnel cannot starve a core.
 const TURNS_PER_POLL_MAX: usize = 16;
 
+/// One direction. `spill` holds bytes read but not yet written (only while the destination
+/// pushes back); otherwise a direction holds no memory at all.
 #[derive(Default)]
 struct Half {
-    buf: Option<Box<[u8]>>,
+    spill: Option<Vec<u8>>,
     pos: usize,
-    len: usize,
     eof: bool,
     done: bool,
     bytes: u64,
@@ -66,8 +68,8 @@ impl<'a, A, B> Tunnel<'a, A, B> {
 impl<A, B> Drop for Tunnel<'_, A, B> {
     fn drop(&mut self) {
         for half in [&mut self.a_to_b, &mut self.b_to_a] {
-            if let Some(buf) = half.buf.take() {
-                pool::give(buf);
+            if let Some(spill) = half.spill.take() {
+                pool::give_vec(spill);
             }
         }
     }
@@ -88,18 +90,17 @@ where
         if half.done {
             return Poll::Ready(Ok(()));
         }
-        if let Some(buf) = &half.buf {
-            if half.pos < half.len {
-                match Pin::new(&mut *dst).poll_write(cx, &buf[half.pos..half.len]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => half.pos += n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                }
+        if let Some(spill) = &half.spill {
+            match write_some(cx, dst, &spill[half.pos..]) {
+                Poll::Ready(Ok(n)) => half.pos += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            if half.pos < spill.len() {
                 continue;
             }
-            if let Some(buf) = half.buf.take() {
-                pool::give(buf);
+            if let Some(spill) = half.spill.take() {
+                pool::give_vec(spill);
             }
         }
         if half.eof {
@@ -110,31 +111,66 @@ where
             }
             continue;
         }
-        let mut buf = pool::take();
-        match Pin::new(&mut *src).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(0)) => {
-                pool::give(buf);
-                half.eof = true;
-            }
-            Poll::Ready(Ok(n)) => {
-                half.buf = Some(buf);
-                half.pos = 0;
-                half.len = n;
-                half.bytes += n as u64;
-                watch.touch();
-            }
-            Poll::Ready(Err(e)) => {
-                pool::give(buf);
-                return Poll::Ready(Err(e));
-            }
-            Poll::Pending => {
-                pool::give(buf);
-                return Poll::Pending;
-            }
+        match pool::with_scratch(|buf| read_then_write(cx, src, dst, buf, half)) {
+            Poll::Ready(Ok(true)) => watch.touch(),
+            Poll::Ready(Ok(false)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
         }
     }
     cx.waker().wake_by_ref();
     Poll::Pending
+}
+
+/// Reads into the core's scratch buffer and writes what it got straight on; what the destination
+/// does not take now is copied into a spill buffer. `Ok(true)`: bytes moved.
+fn read_then_write<R, W>(
+    cx: &mut Context<'_>,
+    src: &mut R,
+    dst: &mut W,
+    buf: &mut [u8],
+    half: &mut Half,
+) -> Poll<io::Result<bool>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let n = match Pin::new(&mut *src).poll_read(cx, buf) {
+        Poll::Ready(Ok(0)) => {
+            half.eof = true;
+            return Poll::Ready(Ok(false));
+        }
+        Poll::Ready(Ok(n)) => n,
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Pending => return Poll::Pending,
+    };
+    half.bytes += n as u64;
+    let mut sent = 0;
+    while sent < n {
+        match write_some(cx, dst, &buf[sent..n]) {
+            Poll::Ready(Ok(k)) => sent += k,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => break,
+        }
+    }
+    if sent < n {
+        let mut spill = pool::take_vec();
+        spill.extend_from_slice(&buf[sent..n]);
+        half.spill = Some(spill);
+        half.pos = 0;
+    }
+    Poll::Ready(Ok(true))
+}
+
+fn write_some<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    dst: &mut W,
+    bytes: &[u8],
+) -> Poll<io::Result<usize>> {
+    match Pin::new(dst).poll_write(cx, bytes) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+        other => other,
+    }
 }
 
 impl<A, B> Future for Tunnel<'_, A, B>
