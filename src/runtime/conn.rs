@@ -13,6 +13,7 @@ use super::stream::ClientStream;
 use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
+use super::backends::Lease;
 use super::io::{head_end, ReadBuf, ReadError};
 use super::proxy::{self, HostCopy, ProxyPlan};
 use super::{echo, pool, static_serve, wsproxy, Shard};
@@ -45,10 +46,19 @@ pub enum Action<'s> {
 }
 
 /// What the connection does after an exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     KeepAlive,
     Close,
+    /// A verified WebSocket upgrade: the connection becomes a tunnel to this backend lease.
+    Tunnel(Lease),
+}
+
+/// A connection handed over to a tunnel: it runs in a task of its own, so a tunnel holds only
+/// what tunnelling needs (not the larger state of the HTTP connection task).
+pub struct TunnelJob {
+    pub stream: ClientStream,
+    pub peer: SocketAddr,
+    pub lease: Lease,
 }
 
 pub struct Client {
@@ -69,18 +79,24 @@ impl Client {
     }
 }
 
-pub async fn serve(shard: Rc<Shard>, client: Client) {
+/// Serves a connection until it closes or becomes a tunnel (returned, for its own task).
+pub async fn serve(shard: Rc<Shard>, client: Client) -> Option<TunnelJob> {
     let mut client = client;
     let accepted = Instant::now();
     let mut first = true;
     loop {
         match read_head(&shard, &mut client, first, accepted).await {
-            Ok(Some(end)) => {
-                if handle(&shard, &mut client, end).await == Next::Close {
-                    break;
+            Ok(Some(end)) => match handle(&shard, &mut client, end).await {
+                Next::KeepAlive => first = false,
+                Next::Close => break,
+                Next::Tunnel(lease) => {
+                    return Some(TunnelJob {
+                        stream: client.stream,
+                        peer: client.peer,
+                        lease,
+                    })
                 }
-                first = false;
-            }
+            },
             Ok(None) => break,
             Err(e) => {
                 let close_with = e.status();
@@ -96,6 +112,7 @@ pub async fn serve(shard: Rc<Shard>, client: Client) {
         }
     }
     let _ = client.stream.close().await;
+    None
 }
 
 /// Why reading a head ended without one.

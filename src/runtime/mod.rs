@@ -257,7 +257,11 @@ async fn accept_loop(shard: Rc<Shard>, listener_index: usize, listener: TcpListe
                     listener: listener_index,
                     rb: io::ReadBuf::new(),
                 };
-                conn::serve(shard, client).await;
+                if let Some(job) = conn::serve(shard.clone(), client).await {
+                    // The tunnel gets a small task of its own; this larger one ends here.
+                    glommio::spawn_local(wsproxy::run_tunnel(shard, job, permit)).detach();
+                    return;
+                }
             }
             drop(permit);
         })

@@ -8,9 +8,10 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::io::AsyncWriteExt;
+use glommio::sync::StaticPermit;
 use tracing::{debug, info, warn};
 
-use super::conn::{respond_error, Client, Next};
+use super::conn::{respond_error, Client, Next, TunnelJob};
 use super::io::{ReadBuf, ReadError};
 use super::tunnel::Tunnel;
 use super::upstream::Upstream;
@@ -40,9 +41,21 @@ pub async fn run(
             return respond_error(c, e.status(), true).await;
         }
     };
-    let next = handshake(shard, c, &mut lease.conn, name, key, head).await;
-    backends.release(lease, false);
-    next
+    match handshake(shard, c, &mut lease.conn, name, key, head).await {
+        Handshake::Done => Next::Tunnel(lease),
+        Handshake::Failed(next) => {
+            backends.release(lease, false);
+            next
+        }
+    }
+}
+
+/// How a handshake with the backend ended.
+enum Handshake {
+    /// Verified 101, early bytes exchanged: tunnel from here.
+    Done,
+    /// No tunnel; the client connection continues as this says.
+    Failed(Next),
 }
 
 async fn handshake(
@@ -52,19 +65,19 @@ async fn handshake(
     name: &str,
     key: &[u8; 24],
     head: Vec<u8>,
-) -> Next {
+) -> Handshake {
     let sent = backend.write_all(&head).await;
     pool::give_vec(head);
     if let Err(e) = sent {
         warn!(core = shard.id, backend = %name, error = %e, "backend write failed");
-        return respond_error(c, 502, true).await;
+        return Handshake::Failed(respond_error(c, 502, true).await);
     }
     let mut brb = ReadBuf::new();
     let resp_end = match read_response_head(shard, backend, &mut brb).await {
         Ok(end) => end,
         Err(status) => {
             warn!(core = shard.id, backend = %name, status, "no valid response head from backend");
-            return respond_error(c, status, true).await;
+            return Handshake::Failed(respond_error(c, status, true).await);
         }
     };
     let verdict = {
@@ -77,15 +90,15 @@ async fn handshake(
         }
     };
     match verdict {
-        Ok(101) => tunnel(shard, c, backend, brb).await,
+        Ok(101) => early_bytes(c, backend, brb).await,
         Ok(code) => {
             info!(core = shard.id, backend = %name, code, "backend refused the upgrade; relayed, no tunnel");
             relay::response(shard, c, backend, &mut brb, resp_end, "GET").await;
-            Next::Close
+            Handshake::Failed(Next::Close)
         }
         Err(reason) => {
             warn!(core = shard.id, backend = %name, reason, "bad backend handshake; 502, no tunnel");
-            respond_error(c, 502, true).await
+            Handshake::Failed(respond_error(c, 502, true).await)
         }
     }
 }
@@ -114,28 +127,45 @@ async fn read_response_head(
 }
 
 /// After a verified 101: the backend's head and early bytes go to the client, the client's
-/// early bytes to the backend, then bytes flow both ways until both sides close or idle out.
-async fn tunnel(shard: &Rc<Shard>, c: &mut Client, backend: &mut Upstream, brb: ReadBuf) -> Next {
+/// early bytes to the backend. The tunnel itself runs in its own task (`run_tunnel`).
+async fn early_bytes(c: &mut Client, backend: &mut Upstream, brb: ReadBuf) -> Handshake {
     if c.stream.write_all(brb.data()).await.is_err() {
-        return Next::Close;
+        return Handshake::Failed(Next::Close);
     }
     drop(brb);
     if !c.rb.is_empty() && backend.write_all(c.rb.data()).await.is_err() {
-        return Next::Close;
+        return Handshake::Failed(Next::Close);
     }
     c.rb.consume(c.rb.len());
     c.rb.release();
-    // Idle timeout from the per-core sweeper: no timer is polled per message.
-    let watch = super::idle::watch(shard.config.timeouts.tunnel_idle);
-    let result = Tunnel::new(&mut c.stream, backend, &watch)
-        .await
-        .map_err(|e| e.to_string());
-    match result {
-        Ok(m) => {
-            debug!(core = shard.id, peer = %c.peer, up = m.a_to_b, down = m.b_to_a, "tunnel closed")
+    Handshake::Done
+}
+
+/// Bytes flow both ways until both sides close or the tunnel idles out. Spawned as its own
+/// task (holding the connection's slot, `permit`), so an idle tunnel costs only this future.
+///
+/// A plain `fn` returning an `async move` block: an `async fn` would copy its arguments into
+/// locals and keep both copies in the future, doubling what every idle tunnel holds (measured:
+/// 816 bytes as an `async fn`, 488 like this).
+#[allow(clippy::manual_async_fn)]
+pub fn run_tunnel(
+    shard: Rc<Shard>,
+    mut job: TunnelJob,
+    permit: StaticPermit,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        // Idle timeout from the per-core sweeper: no timer is polled per message.
+        let watch = super::idle::watch(shard.config.timeouts.tunnel_idle);
+        let result = Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch).await;
+        match result {
+            Ok(m) => {
+                debug!(core = shard.id, peer = %job.peer, up = m.a_to_b, down = m.b_to_a, "tunnel closed")
+            }
+            Err(e) => debug!(core = shard.id, peer = %job.peer, error = %e, "tunnel ended"),
         }
-        Err(e) => debug!(core = shard.id, peer = %c.peer, error = %e, "tunnel ended"),
+        let _ = job.lease.conn.close().await;
+        let _ = job.stream.close().await;
+        shard.backends.release(job.lease, false);
+        drop(permit);
     }
-    let _ = backend.close().await;
-    Next::Close
 }
