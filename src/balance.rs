@@ -213,6 +213,37 @@ impl Pool {
     }
 }
 
+/// The servers one request has tried, without allocating: attempts are bounded by
+/// `retries + 1`, and more than `TRIED_INLINE` of them are simply not remembered (a server may
+/// then be tried twice, which is harmless).
+#[derive(Debug, Default, Clone)]
+pub struct Tried {
+    servers: [usize; TRIED_INLINE],
+    len: usize,
+    attempts: usize,
+}
+
+const TRIED_INLINE: usize = 8;
+
+impl Tried {
+    pub fn push(&mut self, server: usize) {
+        if self.len < TRIED_INLINE {
+            self.servers[self.len] = server;
+            self.len += 1;
+        }
+        self.attempts += 1;
+    }
+
+    pub fn as_slice(&self) -> &[usize] {
+        &self.servers[..self.len]
+    }
+
+    /// Attempts made so far (including ones no longer remembered).
+    pub fn attempts(&self) -> usize {
+        self.attempts
+    }
+}
+
 /// SplitMix64 finaliser: a good 64-bit mixer.
 fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -335,6 +366,16 @@ mod tests {
         let zeros = picks.iter().filter(|&&i| i == 0).count();
         assert!(zeros < 45, "{zeros}");
         assert!(picks.contains(&1));
+    }
+
+    #[test]
+    fn tried_keeps_the_first_servers_and_counts_every_attempt() {
+        let mut t = Tried::default();
+        for i in 0..10 {
+            t.push(i);
+        }
+        assert_eq!(t.as_slice(), &[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(t.attempts(), 10);
     }
 
     #[test]

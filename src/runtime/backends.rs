@@ -14,7 +14,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::upstream::{connect, Upstream};
-use crate::balance::Pool;
+use crate::balance::{Pool, Tried};
 use crate::config::{Backend, Config, Health};
 use crate::tls::Connector;
 
@@ -135,16 +135,16 @@ impl Backends {
         &self,
         backend: usize,
         client: IpAddr,
-        tried: &mut Vec<usize>,
+        tried: &mut Tried,
         pooled: bool,
     ) -> Result<Lease, NoServer> {
         let b = &self.config.backends[backend];
         let mut status = None;
-        while tried.len() <= b.retries as usize {
+        while tried.attempts() <= b.retries as usize {
             let now = Instant::now();
             let picked = self.pools[backend].borrow_mut().pick(
                 client,
-                tried,
+                tried.as_slice(),
                 |s| self.health.is_up(backend, s),
                 now,
             );

@@ -7,13 +7,13 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
 
 use super::stream::ClientStream;
 use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
 use super::backends::Lease;
+use super::idle::Watch;
 use super::io::{head_end, ReadBuf, ReadError};
 use super::proxy::{self, HostCopy, ProxyPlan};
 use super::{echo, pool, static_serve, wsproxy, Shard};
@@ -66,6 +66,8 @@ pub struct Client {
     pub peer: SocketAddr,
     pub listener: usize,
     pub rb: ReadBuf,
+    /// The connection's timeouts (header, keep-alive, upstream read), swept per core.
+    pub watch: Rc<Watch>,
 }
 
 impl Client {
@@ -82,10 +84,9 @@ impl Client {
 /// Serves a connection until it closes or becomes a tunnel (returned, for its own task).
 pub async fn serve(shard: Rc<Shard>, client: Client) -> Option<TunnelJob> {
     let mut client = client;
-    let accepted = Instant::now();
     let mut first = true;
     loop {
-        match read_head(&shard, &mut client, first, accepted).await {
+        match read_head(&shard, &mut client, first).await {
             Ok(Some(end)) => match handle(&shard, &mut client, end).await {
                 Next::KeepAlive => first = false,
                 Next::Close => break,
@@ -135,25 +136,22 @@ impl HeadFail {
 }
 
 /// Reads until a complete head is buffered; returns its end. `Ok(None)`: peer closed cleanly.
-async fn read_head(
-    shard: &Shard,
-    c: &mut Client,
-    first: bool,
-    accepted: Instant,
-) -> Result<Option<usize>, HeadFail> {
+async fn read_head(shard: &Shard, c: &mut Client, first: bool) -> Result<Option<usize>, HeadFail> {
     let t = &shard.config.timeouts;
     let limit = shard.config.limits.max_header_bytes + 1;
-    // First request: `header` runs from accept. Later ones: `keepalive` while idle, then
-    // `header` from the first byte of the next request.
-    let mut deadline = if first {
-        Some(accepted + t.header)
-    } else {
-        None
-    };
+    // First request: `header` runs from accept (the watch was started then). Later ones:
+    // `keepalive` while idle, then `header` from the first byte of the next request.
+    let mut header_running = first;
+    if !first {
+        c.watch.restart(t.keepalive);
+    }
     let mut scanned = 0;
     loop {
         if !c.rb.is_empty() {
-            deadline.get_or_insert_with(|| Instant::now() + t.header);
+            if !header_running {
+                header_running = true;
+                c.watch.restart(t.header);
+            }
             if let Some(end) = head_end(c.rb.data(), scanned) {
                 return Ok(Some(end));
             }
@@ -163,8 +161,7 @@ async fn read_head(
                 return Err(HeadFail::Head(HeadError::TooLarge));
             }
         }
-        let wait_until = deadline.unwrap_or_else(|| Instant::now() + t.keepalive);
-        match c.rb.fill_until(&mut c.stream, limit, wait_until).await {
+        match c.rb.fill_watched(&mut c.stream, limit, &c.watch).await {
             Ok(0) if c.rb.is_empty() => return Ok(None),
             Ok(0) => return Err(HeadFail::Quiet),
             Ok(_) => {}

@@ -3,7 +3,6 @@
 //! buffer (unmasked in place), so messages of any size cost no extra memory.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use futures_lite::io::AsyncWriteExt;
 use tracing::debug;
@@ -26,7 +25,9 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
     if c.stream.write_all(&head).await.is_err() {
         return Next::Close;
     }
-    match echo_frames(shard, c).await {
+    // The session ends after `tunnel_idle` without a byte from the client.
+    c.watch.restart(shard.config.timeouts.tunnel_idle);
+    match echo_frames(c).await {
         Ok(()) => {}
         Err(EchoEnd::Protocol) => {
             // Close 1002 (protocol error), then end.
@@ -49,26 +50,29 @@ impl From<FrameError> for EchoEnd {
     }
 }
 
-/// Makes sure at least one more byte is buffered, within `timeouts.tunnel_idle`.
-async fn more(shard: &Shard, c: &mut Client) -> Result<(), EchoEnd> {
-    let deadline = Instant::now() + shard.config.timeouts.tunnel_idle;
+/// Makes sure at least one more byte is buffered; the session ends after `tunnel_idle` of
+/// silence (the connection's watch, restarted when the session began).
+async fn more(c: &mut Client) -> Result<(), EchoEnd> {
     match c
         .rb
-        .fill_until(&mut c.stream, ECHO_BUF_BYTES, deadline)
+        .fill_watched(&mut c.stream, ECHO_BUF_BYTES, &c.watch)
         .await
     {
         Ok(0) | Err(ReadError::TimedOut | ReadError::Io) => Err(EchoEnd::Gone),
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            c.watch.touch();
+            Ok(())
+        }
     }
 }
 
-async fn echo_frames(shard: &Shard, c: &mut Client) -> Result<(), EchoEnd> {
+async fn echo_frames(c: &mut Client) -> Result<(), EchoEnd> {
     loop {
         let header = loop {
             if let Some(h) = FrameHeader::parse(c.rb.data())? {
                 break h;
             }
-            more(shard, c).await?;
+            more(c).await?;
         };
         let Some(mask) = header.mask else {
             // Clients must mask (RFC 6455 §5.1).
@@ -76,7 +80,7 @@ async fn echo_frames(shard: &Shard, c: &mut Client) -> Result<(), EchoEnd> {
         };
         c.rb.consume(header.header_len);
         if header.is_control() {
-            if control_frame(shard, c, header, mask).await? {
+            if control_frame(c, header, mask).await? {
                 return Ok(());
             }
             continue;
@@ -91,7 +95,7 @@ async fn echo_frames(shard: &Shard, c: &mut Client) -> Result<(), EchoEnd> {
         let mut done = 0u64;
         while done < header.payload_len {
             if c.rb.is_empty() {
-                more(shard, c).await?;
+                more(c).await?;
             }
             let take = (header.payload_len - done).min(c.rb.len() as u64) as usize;
             unmask(&mut c.rb.data_mut()[..take], mask, done);
@@ -107,7 +111,6 @@ async fn echo_frames(shard: &Shard, c: &mut Client) -> Result<(), EchoEnd> {
 
 /// Handles ping/pong/close; returns true when the session is over.
 async fn control_frame(
-    shard: &Shard,
     c: &mut Client,
     header: FrameHeader,
     mask: [u8; 4],
@@ -115,7 +118,7 @@ async fn control_frame(
     // Control payloads are at most 125 bytes (checked by the parser).
     let len = header.payload_len as usize;
     while c.rb.len() < len {
-        more(shard, c).await?;
+        more(c).await?;
     }
     let mut payload = [0u8; 125];
     payload[..len].copy_from_slice(&c.rb.data()[..len]);

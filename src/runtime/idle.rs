@@ -1,11 +1,13 @@
-//! Idle timeouts without a timer per connection on the data path.
+//! Timeouts without a timer per read on the data path.
 //!
 //! glommio's `Timer` re-registers itself (a `BTreeMap` remove and insert, plus a clock read)
 //! every time it is polled, and a future racing a timer polls it on every wake-up: once per
 //! forwarded message in a tunnel. Instead, each tunnel holds a `Watch` and only bumps an
 //! activity counter when bytes move. One sweeper task per core visits every live watch each
 //! `SWEEP_INTERVAL`; a watch whose counter has not moved for its limit is marked expired and its
-//! task woken. Precision is one interval, which is plenty for idle timeouts of seconds to hours.
+//! task woken. A watch that is never touched is a deadline (`restart` starts it again): HTTP
+//! connections use one for the header, keep-alive and upstream-read timeouts. A timeout fires
+//! between its limit and one interval later, never early.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -16,7 +18,10 @@ use std::time::Duration;
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct Watch {
-    limit: Duration,
+    limit: Cell<Duration>,
+    /// Restarted since the last sweep: that sweep does not count (so expiry is never early).
+    fresh: Cell<bool>,
+    registered: Cell<bool>,
     activity: Cell<u64>,
     seen: Cell<u64>,
     idle_for: Cell<Duration>,
@@ -34,6 +39,18 @@ impl Watch {
         self.expired.get()
     }
 
+    /// Starts the clock again with a new limit (and re-arms an expired watch).
+    pub fn restart(self: &Rc<Self>, limit: Duration) {
+        self.limit.set(limit);
+        self.idle_for.set(Duration::ZERO);
+        self.seen.set(self.activity.get());
+        self.fresh.set(true);
+        self.expired.set(false);
+        if !self.registered.replace(true) {
+            WATCHES.with(|ws| ws.borrow_mut().push(Rc::downgrade(self)));
+        }
+    }
+
     /// Remembers the task to wake on expiry (a pointer comparison when it is unchanged).
     pub fn register(&self, cx: &Context<'_>) {
         let mut w = self.waker.borrow_mut();
@@ -44,6 +61,9 @@ impl Watch {
 
     /// Sweeper side: returns false once the watch has expired (and wakes its task).
     fn sweep(&self, interval: Duration) -> bool {
+        if self.fresh.replace(false) {
+            return true;
+        }
         let now = self.activity.get();
         if now != self.seen.get() {
             self.seen.set(now);
@@ -52,10 +72,11 @@ impl Watch {
         }
         let idle = self.idle_for.get() + interval;
         self.idle_for.set(idle);
-        if idle < self.limit {
+        if idle < self.limit.get() {
             return true;
         }
         self.expired.set(true);
+        self.registered.set(false);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
@@ -70,7 +91,9 @@ thread_local! {
 /// A watch that expires after `limit` without `touch`. Dropping it unregisters it (lazily).
 pub fn watch(limit: Duration) -> Rc<Watch> {
     let w = Rc::new(Watch {
-        limit,
+        limit: Cell::new(limit),
+        fresh: Cell::new(true),
+        registered: Cell::new(true),
         activity: Cell::new(0),
         seen: Cell::new(0),
         idle_for: Cell::new(Duration::ZERO),
@@ -127,7 +150,8 @@ mod tests {
             sweep_once(step);
             assert!(!w.expired());
         }
-        // Four idle sweeps of 250 ms = 1 s: expired on the fourth, not before.
+        // The sweep that saw the last touch reset the count; four idle sweeps of 250 ms = 1 s:
+        // expired on the fourth, not before.
         for i in 0..3 {
             sweep_once(step);
             assert!(!w.expired(), "expired early at idle sweep {i}");
@@ -135,6 +159,17 @@ mod tests {
         sweep_once(step);
         assert!(w.expired());
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        // Restarting re-arms it, with the new limit, as a deadline. The first sweep after a
+        // restart does not count (the restart may have come just before it), so 500 ms expires
+        // on the third sweep: 500 to 750 ms after the restart, never before.
+        w.restart(Duration::from_millis(500));
+        assert!(!w.expired());
+        for _ in 0..2 {
+            sweep_once(step);
+        }
+        assert!(!w.expired(), "skipped sweep + 250 ms < 500 ms");
+        sweep_once(step);
+        assert!(w.expired());
         // Expired and dropped watches leave the registry.
         drop(w);
         sweep_once(step);

@@ -2,10 +2,13 @@
 //! (glommio's `set_read_timeout` is not used: a dropped read leaves its timer armed.)
 
 use std::io;
-use std::time::Instant;
 
-use futures_lite::future;
+use std::future::Future;
+use std::task::Poll;
+
 use futures_lite::io::{AsyncRead, AsyncReadExt};
+
+use super::idle::Watch;
 
 /// A connection's read buffer: bytes `[start, end)` are received and not yet consumed. It grows
 /// on demand up to a limit (the head limit while reading heads).
@@ -104,27 +107,22 @@ impl ReadBuf {
         Ok(n)
     }
 
-    /// `fill` bounded by a deadline.
-    pub async fn fill_until<S: AsyncRead + Unpin>(
+    /// `fill`, ended by `watch` expiring (see `idle`): no timer per read.
+    pub async fn fill_watched<S: AsyncRead + Unpin>(
         &mut self,
         s: &mut S,
         limit: usize,
-        deadline: Instant,
+        watch: &Watch,
     ) -> Result<usize, ReadError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(ReadError::TimedOut);
-        }
-        let read = async { Some(self.fill(s, limit).await) };
-        let timer = async {
-            glommio::timer::sleep(remaining).await;
-            None
-        };
-        match future::or(read, timer).await {
-            Some(Ok(n)) => Ok(n),
-            Some(Err(_)) => Err(ReadError::Io),
-            None => Err(ReadError::TimedOut),
-        }
+        let mut fill = std::pin::pin!(self.fill(s, limit));
+        std::future::poll_fn(|cx| {
+            if watch.expired() {
+                return Poll::Ready(Err(ReadError::TimedOut));
+            }
+            watch.register(cx);
+            fill.as_mut().poll(cx).map_err(|_| ReadError::Io)
+        })
+        .await
     }
 }
 

@@ -256,6 +256,8 @@ async fn accept_loop(shard: Rc<Shard>, listener_index: usize, listener: TcpListe
                     peer,
                     listener: listener_index,
                     rb: io::ReadBuf::new(),
+                    // The first head must arrive within `header` of the accept.
+                    watch: idle::watch(shard.config.timeouts.header),
                 };
                 if let Some(job) = conn::serve(shard.clone(), client).await {
                     // The tunnel gets a small task of its own; this larger one ends here.

@@ -3,15 +3,17 @@
 //! client event by event), with retries on other servers only while that is safe.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use super::backends::Lease;
 use super::conn::{respond_error, Client, Next};
+use super::idle::Watch;
 use super::io::{head_end, ReadBuf, ReadError};
 use super::{pool, Shard};
+use crate::balance::Tried;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::forward::{write_response_head, ResponseRewrite};
 use crate::http::head::{empty_headers, parse_response, Body};
@@ -67,7 +69,7 @@ enum Fail {
 pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> Next {
     let backends = &shard.backends;
     let b = &shard.config.backends[plan.backend];
-    let mut tried = Vec::new();
+    let mut tried = Tried::default();
     let mut body_sent = false;
     let mut continue_sent = false;
     // The status of the last failed attempt: what the client gets when no server is left.
@@ -134,7 +136,7 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
                 backends.failed(lease.backend, lease.server);
                 backends.release(lease, false);
                 last_status = Some(status);
-                let retry = plan.idempotent && !body_sent && tried.len() <= b.retries as usize;
+                let retry = plan.idempotent && !body_sent && tried.attempts() <= b.retries as usize;
                 if !retry {
                     break respond_error(c, status, true).await;
                 }
@@ -184,7 +186,7 @@ async fn respond(
     brb: &mut ReadBuf,
     stale: bool,
 ) -> Result<(bool, Next), Fail> {
-    let end = response_head(shard, lease, brb, stale).await?;
+    let end = response_head(shard, lease, brb, &c.watch, stale).await?;
     let (out, body, backend_keep_alive) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
@@ -222,7 +224,7 @@ async fn respond(
     pool::give_vec(out);
     sent.map_err(|_| Fail::Abort)?;
     let timeout = shard.config.timeouts.upstream_read;
-    stream_body(&mut lease.conn, &mut c.stream, brb, body, timeout)
+    stream_body(&mut lease.conn, &mut c.stream, brb, body, &c.watch, timeout)
         .await
         .map_err(|e| {
             debug!(core = shard.id, error = %e, "response body cut short");
@@ -246,7 +248,15 @@ async fn request_body(
 ) -> Result<(), Fail> {
     let timeout = shard.config.timeouts.header;
     let mut rb = std::mem::take(&mut c.rb);
-    let r = stream_body(&mut c.stream, &mut lease.conn, &mut rb, body, timeout).await;
+    let r = stream_body(
+        &mut c.stream,
+        &mut lease.conn,
+        &mut rb,
+        body,
+        &c.watch,
+        timeout,
+    )
+    .await;
     c.rb = rb;
     r.map_err(|e| {
         debug!(core = shard.id, error = %e, "request body not forwarded");
@@ -268,10 +278,11 @@ async fn response_head(
     shard: &Shard,
     lease: &mut Lease,
     brb: &mut ReadBuf,
+    watch: &Rc<Watch>,
     stale: bool,
 ) -> Result<usize, Fail> {
     let limit = shard.config.limits.max_header_bytes + 1;
-    let deadline = Instant::now() + shard.config.timeouts.upstream_read;
+    watch.restart(shard.config.timeouts.upstream_read);
     loop {
         if let Some(end) = head_end(brb.data(), 0) {
             let interim =
@@ -288,7 +299,7 @@ async fn response_head(
                 stale: false,
             });
         }
-        match brb.fill_until(&mut lease.conn, limit, deadline).await {
+        match brb.fill_watched(&mut lease.conn, limit, watch).await {
             Ok(0) | Err(ReadError::Io) => {
                 let nothing = brb.is_empty();
                 return Err(Fail::Backend {
@@ -335,12 +346,13 @@ impl std::fmt::Display for BodyError {
 
 /// Copies a body framed as `body` from `src` (bytes in `buf` first) to `dst`, writing each read
 /// as it arrives. Chunked bodies pass through unchanged and are validated; `idle` bounds each
-/// wait for more bytes.
+/// silence (through `watch`: data flowing is never cut).
 pub async fn stream_body<R, W>(
     src: &mut R,
     dst: &mut W,
     buf: &mut ReadBuf,
     body: Body,
+    watch: &Rc<Watch>,
     idle: Duration,
 ) -> Result<(), BodyError>
 where
@@ -353,15 +365,13 @@ where
         Body::Chunked | Body::UntilClose => u64::MAX,
     };
     let mut chunked = (body == Body::Chunked).then(ChunkedDecoder::default);
+    watch.restart(idle);
     loop {
         if buf.is_empty() {
-            match buf
-                .fill_until(src, pool::BUF_BYTES, Instant::now() + idle)
-                .await
-            {
+            match buf.fill_watched(src, pool::BUF_BYTES, watch).await {
                 Ok(0) if body == Body::UntilClose => return Ok(()),
                 Ok(0) => return Err(BodyError::PeerClosed),
-                Ok(_) => {}
+                Ok(_) => watch.touch(),
                 Err(ReadError::TimedOut) => return Err(BodyError::ReadTimedOut),
                 Err(ReadError::Io) => return Err(BodyError::Read),
             }

@@ -46,7 +46,7 @@ pub async fn response<B: AsyncRead + Unpin>(
     pool::give_vec(out);
     if ok {
         let idle = shard.config.timeouts.upstream_read;
-        if let Err(e) = stream_body(backend, &mut c.stream, brb, body, idle).await {
+        if let Err(e) = stream_body(backend, &mut c.stream, brb, body, &c.watch, idle).await {
             debug!(core = shard.id, error = %e, "relayed body cut short");
         }
     }

@@ -5,7 +5,6 @@
 //! (or turned into a 502) and the client connection is closed.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use futures_lite::io::AsyncWriteExt;
 use glommio::sync::StaticPermit;
@@ -16,6 +15,7 @@ use super::io::{ReadBuf, ReadError};
 use super::tunnel::Tunnel;
 use super::upstream::Upstream;
 use super::{pool, relay, Shard};
+use crate::balance::Tried;
 use crate::config::WebSocketRoute;
 use crate::http::head::{empty_headers, parse_response};
 use crate::ws;
@@ -31,7 +31,7 @@ pub async fn run(
     let name = backends.name(route.backend);
     // WebSocket connections are long-lived and never pooled: always a fresh connect.
     let mut lease = match backends
-        .acquire(route.backend, c.peer.ip(), &mut Vec::new(), false)
+        .acquire(route.backend, c.peer.ip(), &mut Tried::default(), false)
         .await
     {
         Ok(l) => l,
@@ -73,7 +73,7 @@ async fn handshake(
         return Handshake::Failed(respond_error(c, 502, true).await);
     }
     let mut brb = ReadBuf::new();
-    let resp_end = match read_response_head(shard, backend, &mut brb).await {
+    let resp_end = match read_response_head(shard, backend, &mut brb, &c.watch).await {
         Ok(end) => end,
         Err(status) => {
             warn!(core = shard.id, backend = %name, status, "no valid response head from backend");
@@ -108,9 +108,10 @@ async fn read_response_head(
     shard: &Shard,
     b: &mut Upstream,
     brb: &mut ReadBuf,
+    watch: &Rc<super::idle::Watch>,
 ) -> Result<usize, u16> {
     let limit = shard.config.limits.max_header_bytes + 1;
-    let deadline = Instant::now() + shard.config.timeouts.header;
+    watch.restart(shard.config.timeouts.header);
     loop {
         if let Some(end) = super::io::head_end(brb.data(), 0) {
             return Ok(end);
@@ -118,7 +119,7 @@ async fn read_response_head(
         if brb.len() >= limit {
             return Err(502);
         }
-        match brb.fill_until(b, limit, deadline).await {
+        match brb.fill_watched(b, limit, watch).await {
             Ok(0) | Err(ReadError::Io) => return Err(502),
             Ok(_) => {}
             Err(ReadError::TimedOut) => return Err(504),
