@@ -405,3 +405,55 @@ fn garbage_on_the_tls_port_disturbs_nothing() {
     let r = https_get(port, "a.example", "/", &opts);
     assert_eq!(r.status, 200, "{r}");
 }
+
+/// `tls://` backends: the front Ringway (plain listener) proxies to a second Ringway that
+/// terminates TLS. The backend's certificate must verify against the route's `ca_file` for its
+/// `server_name`; without a name it is checked against the server's IP (the certificate has only
+/// a DNS SAN, so that fails), and a CA that did not issue it fails too: both are 502.
+#[test]
+fn tls_backends_are_verified() {
+    let backend_dir = site();
+    write_file(
+        backend_dir.path(),
+        "www/secure/index.html",
+        "served over tls\n",
+    );
+    let pki = Pki::new(backend_dir.path());
+    let a = pki.leaf("a", 0x2001, &LeafOpts::dns(&["a.example"]));
+    let other = Pki::new_named(backend_dir.path(), "other", "Other CA");
+    let cfg = tls_base(1) + &vhost("a", &["a.example", "*"], &a.chain_file(), &a.key_file()).toml();
+    let backend = Ringway::builder(cfg).dir(backend_dir).start();
+
+    let server = format!("tls://127.0.0.1:{}", backend.port());
+    let ca = pki.ca_path().display().to_string();
+    let other_ca = other.ca_path().display().to_string();
+    let front = Ringway::builder(format!(
+        "[runtime]\ncores = 1\npin = false\n[[listener]]\nname = \"m\"\naddress = \"127.0.0.1:@PORT@\"\n\
+         [[backend]]\nname = \"good\"\nservers = [{server:?}]\ntls = {{ ca_file = {ca:?}, server_name = \"a.example\" }}\n\
+         [[backend]]\nname = \"byip\"\nservers = [{server:?}]\nretries = 0\ntls = {{ ca_file = {ca:?} }}\n\
+         [[backend]]\nname = \"wrongca\"\nservers = [{server:?}]\nretries = 0\ntls = {{ ca_file = {other_ca:?}, server_name = \"a.example\" }}\n\
+         [[vhost]]\nname = \"v\"\ndomains = [\"*\"]\n\
+         [[vhost.context]]\nuri = \"/secure/\"\nhandler = \"proxy\"\nbackend = \"good\"\n\
+         [[vhost.context]]\nuri = \"/byip/\"\nhandler = \"proxy\"\nbackend = \"byip\"\n\
+         [[vhost.context]]\nuri = \"/wrongca/\"\nhandler = \"proxy\"\nbackend = \"wrongca\"\n"
+    ))
+    .start();
+
+    let r = crate::harness::request(
+        front.port(),
+        "GET /secure/ HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body_text(), "served over tls\n");
+    for path in ["/byip/", "/wrongca/"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n");
+        let r = crate::harness::request(front.port(), raw);
+        assert_eq!(r.status, 502, "{path}: {r}");
+        assert!(!r.body_text().contains("served over tls"), "{path}: {r}");
+    }
+    let log = front.log();
+    assert!(
+        log.contains("certificate") || log.contains("Certificate"),
+        "the verification failure is logged: {log}"
+    );
+}
