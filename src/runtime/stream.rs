@@ -1,10 +1,5 @@
 //! A client connection's byte stream: plain TCP, or TLS over TCP (rustls via futures-rustls).
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
@@ -19,43 +14,54 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+/// Implements `AsyncRead` and `AsyncWrite` for an enum of streams by delegating to the variant
+/// in hand (boxed variants too: futures-io implements the traits for `Box<T>`).
+macro_rules! delegate_stream_io {
+    ($ty:ident { $($variant:ident),+ $(,)? }) => {
+        impl futures_lite::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => futures_lite::io::AsyncRead::poll_read(std::pin::Pin::new(s), cx, buf),)+
+                }
+            }
         }
-    }
+
+        impl futures_lite::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => futures_lite::io::AsyncWrite::poll_write(std::pin::Pin::new(s), cx, buf),)+
+                }
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => futures_lite::io::AsyncWrite::poll_flush(std::pin::Pin::new(s), cx),)+
+                }
+            }
+
+            /// Plain sockets: shutdown(SHUT_WR). TLS: close_notify, then the TCP write side.
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => futures_lite::io::AsyncWrite::poll_close(std::pin::Pin::new(s), cx),)+
+                }
+            }
+        }
+    };
 }
+pub(crate) use delegate_stream_io;
 
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    /// Plain: shutdown(SHUT_WR). TLS: close_notify, then shutdown of the TCP write side.
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_close(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
-    }
-}
+delegate_stream_io!(ClientStream { Plain, Tls });

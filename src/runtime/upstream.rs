@@ -1,12 +1,9 @@
 //! Connecting to backends (TCP or Unix socket) with `timeouts.connect`.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::future;
-use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpStream, UnixStream};
 
 use rustls_pki_types::ServerName;
@@ -115,46 +112,4 @@ async fn connect_tcp(
     }
 }
 
-impl AsyncRead for Upstream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Upstream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upstream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Upstream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Upstream::Unix(s) => Pin::new(s).poll_flush(cx),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_close(cx),
-            Upstream::Unix(s) => Pin::new(s).poll_close(cx),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
-    }
-}
+super::stream::delegate_stream_io!(Upstream { Tcp, Unix, Tls });
