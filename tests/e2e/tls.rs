@@ -457,3 +457,48 @@ fn tls_backends_are_verified() {
         "the verification failure is logged: {log}"
     );
 }
+
+/// The HTTP proxy context over TLS: requests and bodies reach an HTTP backend, which sees
+/// `X-Forwarded-Proto: https` and `Forwarded: ...;proto=https`, on a kept-alive TLS connection.
+#[test]
+fn https_requests_reach_an_http_proxy_backend() {
+    let api = crate::http_backends::HttpBackend::named("api");
+    let dir = site();
+    let pki = Pki::new(dir.path());
+    let a = pki.leaf("a", 0x3001, &LeafOpts::dns(&["a.example"]));
+    let cfg = tls_base(1)
+        + &format!(
+            "\n[[backend]]\nname = \"api\"\nservers = [{:?}]\n",
+            api.config_addr
+        )
+        + &vhost("a", &["a.example", "*"], &a.chain_file(), &a.key_file()).toml()
+        + "\n[[vhost.context]]\nuri = \"/api/\"\nhandler = \"proxy\"\nbackend = \"api\"\n";
+    let rw = Ringway::builder(cfg).dir(dir).start();
+    let opts = TlsOpts::verify(&pki.ca_path());
+
+    let (mut s, _) = tls(rw.port(), "a.example", &opts);
+    let r = https_request(&mut s, b"GET /api/x HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body_text(), "api");
+    let r = https_request(
+        &mut s,
+        b"POST /api/up HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r}");
+
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(
+        reqs[0].get("x-forwarded-proto"),
+        Some("https"),
+        "{:?}",
+        reqs[0].headers
+    );
+    let forwarded = reqs[0].get("forwarded").unwrap_or_default();
+    assert!(
+        forwarded.contains("proto=https"),
+        "Forwarded: {forwarded:?}"
+    );
+    assert_eq!(reqs[1].body, b"hello");
+}
