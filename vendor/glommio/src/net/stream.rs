@@ -221,15 +221,19 @@ pub(crate) struct NonBufferedStream<S> {
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
+    /// Ringway patch: `recv` may find data (see `poll_read`).
+    rx_ready: bool,
+    /// Ringway patch: a CQE reported a hang-up or an error: every read tries `recv`.
+    rx_hup: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
-        let reactor = self.reactor.upgrade().unwrap();
-        let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        // Ringway patch: the first read tries `recv`; the readiness poll is armed only when
+        // a read has to wait (see `poll_read`).
+        self.rx_ready = true;
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -253,6 +257,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Ok(sz)
     }
 
+    /// Ringway patch: reads wait on one multishot, edge-triggered readiness poll that stays
+    /// armed for the stream's life, instead of a new one-shot poll (a `Source` allocation, an
+    /// SQE and a kernel wait-queue arm/disarm) after every partial read. Each CQE means "new
+    /// data (or a hang-up) arrived since the last CQE". A read that returns less than the buffer
+    /// drained the socket at that moment, so the next arrival posts a CQE; a full read, EOF or
+    /// an error leaves `rx_ready` set and the next call tries `recv` first.
     pub(crate) fn poll_read(
         &mut self,
         cx: &Context<'_>,
@@ -261,35 +271,45 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
-
-        if no_pending_poll {
-            if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
-                self.read_timeout.cancel_timer(reactor);
-                let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if let Some(src) = self.source_rx.as_ref() {
+            if let Some(res) = src.take_result() {
+                self.rx_ready = true;
+                // Edge-triggered: a hang-up or an error reported together with data stays
+                // pending after a partial read, and no further CQE will say so.
+                let sticky = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as usize;
+                if matches!(res, Ok(mask) if mask & sticky != 0) {
+                    self.rx_hup = true;
                 }
-                return Poll::Ready(Ok(result));
+            }
+            if !src.is_live() {
+                // The kernel ended the multishot request (an error or a CQ overflow).
+                self.source_rx = None;
+                self.rx_ready = true;
+            }
+        }
+
+        if self.rx_ready {
+            match super::yolo_recv(self.stream.as_raw_fd(), buf) {
+                Some(result) => {
+                    self.read_timeout.cancel_timer(reactor);
+                    let result = poll_err!(result);
+                    if result > 0 && result < buf.len() && !self.rx_hup {
+                        self.rx_ready = false;
+                        if self.source_rx.is_none() {
+                            self.source_rx =
+                                Some(reactor.poll_read_ready_multi(self.stream.as_raw_fd()));
+                        }
+                    }
+                    return Poll::Ready(Ok(result));
+                }
+                None => self.rx_ready = false,
             }
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if self.source_rx.is_none() {
+            self.source_rx = Some(reactor.poll_read_ready_multi(self.stream.as_raw_fd()));
         }
 
         let source = self.source_rx.as_ref().unwrap();
@@ -366,6 +386,8 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_ready: true,
+            rx_hup: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -224,6 +224,18 @@ impl Source {
         })
     }
 
+    /// Ringway patch: takes a multishot request's latest completion, if one arrived since the
+    /// last call, so that the next one can be told apart.
+    pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
+        self.inner.borrow_mut().wakers.result.take()
+    }
+
+    /// Ringway patch: whether the request is still queued or in the kernel. A multishot request
+    /// that the kernel ended (a CQE without IORING_CQE_F_MORE) is not.
+    pub(crate) fn is_live(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner
