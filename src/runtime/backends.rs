@@ -261,6 +261,12 @@ impl Backends {
 /// error) at once, and is dropped instead of being handed out.
 fn still_open(conn: &Upstream) -> bool {
     let Upstream::Tcp(s) = conn else { return true };
+    // Its readiness poll has reported nothing since the response was read to the end: the probe
+    // would find it quiet too (a FIN whose completion the reactor has not reaped yet is caught
+    // as a stale connection by the exchange, and retried).
+    if s.is_read_quiet() {
+        return true;
+    }
     let mut byte = [0u8; 1];
     // SAFETY: the fd is open for the lifetime of `s`, and the buffer is valid for 1 byte.
     let n = unsafe {

@@ -166,3 +166,32 @@ mod tests {
         }
     }
 }
+
+/// Writes `head` then `body` with as few system calls as the stream allows: one `sendmsg` for
+/// both on a plain socket (a proxied response's rewritten head and the first body bytes that
+/// arrived with it), continuing after short writes.
+pub async fn write_all_two<W: futures_lite::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    mut head: &[u8],
+    mut body: &[u8],
+) -> io::Result<()> {
+    use futures_lite::io::AsyncWriteExt;
+    while !head.is_empty() {
+        let bufs = [io::IoSlice::new(head), io::IoSlice::new(body)];
+        let n = std::future::poll_fn(|cx| {
+            futures_lite::io::AsyncWrite::poll_write_vectored(
+                std::pin::Pin::new(&mut *w),
+                cx,
+                &bufs,
+            )
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        body = &body[n - from_head..];
+    }
+    w.write_all(body).await
+}

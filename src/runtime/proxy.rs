@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::backends::Lease;
 use super::conn::{respond_error, Client, Next};
 use super::idle::Watch;
-use super::io::{head_end, ReadBuf, ReadError};
+use super::io::{head_end, write_all_two, ReadBuf, ReadError};
 use super::{pool, Shard};
 use crate::balance::Tried;
 use crate::http::chunked::ChunkedDecoder;
@@ -220,16 +220,34 @@ async fn respond(
         (out, body, resp.keep_alive())
     };
     brb.consume(end);
-    let sent = c.stream.write_all(&out).await;
-    pool::give_vec(out);
-    sent.map_err(|_| Fail::Abort)?;
     let timeout = shard.config.timeouts.upstream_read;
-    stream_body(&mut lease.conn, &mut c.stream, brb, body, &c.watch, timeout)
-        .await
-        .map_err(|e| {
-            debug!(core = shard.id, error = %e, "response body cut short");
+    // The head goes out with the first body bytes (one send when they came in one read).
+    let mut head: &[u8] = &out;
+    let streamed = stream_body(
+        &mut lease.conn,
+        &mut c.stream,
+        brb,
+        body,
+        &c.watch,
+        timeout,
+        &mut head,
+    )
+    .await;
+    let head_sent = head.is_empty();
+    pool::give_vec(out);
+    streamed.map_err(|e| {
+        debug!(core = shard.id, error = %e, "response body cut short");
+        // Bad framing in the bytes that came with the head: nothing reached the client yet,
+        // so it gets a 502 like any other malformed response.
+        if e == BodyError::Framing && !head_sent {
+            Fail::Backend {
+                status: 502,
+                stale: false,
+            }
+        } else {
             Fail::Abort
-        })?;
+        }
+    })?;
     let reusable = backend_keep_alive && body != Body::UntilClose && brb.is_empty();
     let next = if plan.client_keep_alive && body != Body::UntilClose {
         Next::KeepAlive
@@ -255,6 +273,7 @@ async fn request_body(
         body,
         &c.watch,
         timeout,
+        &mut &[][..],
     )
     .await;
     c.rb = rb;
@@ -346,7 +365,8 @@ impl std::fmt::Display for BodyError {
 
 /// Copies a body framed as `body` from `src` (bytes in `buf` first) to `dst`, writing each read
 /// as it arrives. Chunked bodies pass through unchanged and are validated; `idle` bounds each
-/// silence (through `watch`: data flowing is never cut).
+/// silence (through `watch`: data flowing is never cut). `head` (may be empty) is written first,
+/// together with the first body bytes (one vectored write); it is left empty once written.
 pub async fn stream_body<R, W>(
     src: &mut R,
     dst: &mut W,
@@ -354,16 +374,26 @@ pub async fn stream_body<R, W>(
     body: Body,
     watch: &Rc<Watch>,
     idle: Duration,
+    head: &mut &[u8],
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut left = match body {
-        Body::None | Body::Length(0) => return Ok(()),
+        Body::None | Body::Length(0) => {
+            dst.write_all(*head).await.map_err(|_| BodyError::Write)?;
+            *head = &[];
+            return Ok(());
+        }
         Body::Length(n) => n,
         Body::Chunked | Body::UntilClose => u64::MAX,
     };
+    // Nothing buffered yet: the head goes out now rather than wait for the body's first read.
+    if buf.is_empty() && !head.is_empty() {
+        dst.write_all(*head).await.map_err(|_| BodyError::Write)?;
+        *head = &[];
+    }
     let mut chunked = (body == Body::Chunked).then(ChunkedDecoder::default);
     watch.restart(idle);
     loop {
@@ -382,9 +412,10 @@ where
                 .feed(&buf.data()[..take])
                 .map_err(|_| BodyError::Framing)?;
         }
-        dst.write_all(&buf.data()[..take])
+        write_all_two(dst, *head, &buf.data()[..take])
             .await
             .map_err(|_| BodyError::Write)?;
+        *head = &[];
         buf.consume(take);
         left -= take as u64;
         if left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {

@@ -1,7 +1,7 @@
 //! Relaying a backend's HTTP response to the client as a normal response, then closing the
 //! connection (used when a backend refuses a WebSocket upgrade).
 
-use futures_lite::io::{AsyncRead, AsyncWriteExt};
+use futures_lite::io::AsyncRead;
 use tracing::debug;
 
 use super::conn::Client;
@@ -42,12 +42,19 @@ pub async fn response<B: AsyncRead + Unpin>(
         body
     };
     brb.consume(head_end);
-    let ok = c.stream.write_all(&out).await.is_ok();
+    let idle = shard.config.timeouts.upstream_read;
+    let streamed = stream_body(
+        backend,
+        &mut c.stream,
+        brb,
+        body,
+        &c.watch,
+        idle,
+        &mut &out[..],
+    )
+    .await;
     pool::give_vec(out);
-    if ok {
-        let idle = shard.config.timeouts.upstream_read;
-        if let Err(e) = stream_body(backend, &mut c.stream, brb, body, &c.watch, idle).await {
-            debug!(core = shard.id, error = %e, "relayed body cut short");
-        }
+    if let Err(e) = streamed {
+        debug!(core = shard.id, error = %e, "relayed body cut short");
     }
 }

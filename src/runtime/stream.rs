@@ -41,6 +41,16 @@ macro_rules! delegate_stream_io {
                 }
             }
 
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(s) => futures_lite::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(s), cx, bufs),)+
+                }
+            }
+
             fn poll_flush(
                 self: std::pin::Pin<&mut Self>,
                 cx: &mut std::task::Context<'_>,

@@ -1042,10 +1042,34 @@ fn backend_response_framing_faults_give_502() {
 }
 
 #[test]
-fn backend_bad_chunk_size_mid_body_cuts_the_client_connection() {
+fn backend_bad_chunk_size_with_the_head_gives_502() {
+    // The whole response arrives in one write: the bad chunk size is seen before anything
+    // reached the client, which gets a 502 (a malformed backend response) and no body bytes.
     let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nsmuggled\r\n0\r\n\r\n";
     let be = RawBackend::start(Reply::Raw(raw.to_vec()), After::Record);
     let rw = start(pool_config(1, &[], &[srv(&be.config_addr())], ""));
+    let mut c = rw.conn();
+    c.send(Req::get("/chunks", HOST).bytes());
+    let r = c.try_response(WAIT, false).unwrap();
+    assert_eq!(r.status, 502, "{r}");
+    assert!(
+        !r.to_string().contains("smuggled"),
+        "bad bytes passed on: {r}"
+    );
+}
+
+#[test]
+fn backend_bad_chunk_size_mid_body_cuts_the_client_connection() {
+    // The head and a good chunk go out first; the bad chunk size comes later, after the
+    // response started: the client connection is cut, and the body must not look complete.
+    let be = HttpBackend::with_handler("badchunk", |_, _, w| {
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+        let _ = w.flush();
+        thread::sleep(Duration::from_millis(300));
+        let _ = w.write_all(b"zz\r\nsmuggled\r\n0\r\n\r\n");
+        Then::KeepAlive
+    });
+    let rw = start(pool_config(1, &[], &[srv(&be.config_addr)], ""));
     let mut c = rw.conn();
     c.send(Req::get("/chunks", HOST).bytes());
     let h = c.try_head(WAIT).unwrap();
@@ -1054,6 +1078,10 @@ fn backend_bad_chunk_size_mid_body_cuts_the_client_connection() {
         .read_until_closed(WAIT)
         .unwrap_or_else(|e| panic!("the client connection must be cut: {e}"));
     let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.contains("hello"),
+        "the good chunk was not passed on: {text:?}"
+    );
     assert!(
         !text.contains("zz") && !text.contains("smuggled"),
         "bad bytes passed on: {text:?}"

@@ -319,11 +319,41 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     }
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |fd| super::yolo_send(fd, buf))
+    }
+
+    /// Ringway patch: one `sendmsg` for several buffers.
+    pub(crate) fn poll_write_vectored(
+        &mut self,
+        cx: &Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |fd| super::yolo_sendv(fd, bufs))
+    }
+
+    /// Ringway patch: whether no data, hang-up or error has been reported on the stream since a
+    /// read drained it: its readiness poll is armed and has posted nothing since. A pooled
+    /// keep-alive connection that is quiet needs no `MSG_PEEK` probe before reuse (completions
+    /// the reactor has not reaped yet are not seen).
+    pub(crate) fn is_read_quiet(&self) -> bool {
+        !self.rx_ready
+            && !self.rx_hup
+            && self
+                .source_rx
+                .as_ref()
+                .is_some_and(|s| s.is_live() && !s.has_result())
+    }
+
+    fn poll_write_with(
+        &mut self,
+        cx: &Context<'_>,
+        send: impl FnOnce(RawFd) -> Option<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         // On the write path, we always start with calling `yolo_send`, because
         // it is very likely to success. It could be a waste if it already timed
         // out since the last `poll_write`, but it would not cost much more to
         // give it one last chance in this case.
-        if let Some(result) = super::yolo_send(self.stream.as_raw_fd(), buf) {
+        if let Some(result) = send(self.stream.as_raw_fd()) {
             let reactor = self.reactor.upgrade().unwrap();
             self.write_timeout.cancel_timer(reactor.as_ref());
             self.source_tx.take();
@@ -481,6 +511,20 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.stream.poll_write(cx, buf)
+    }
+
+    /// Ringway patch: see `NonBufferedStream::poll_write_vectored`.
+    pub(crate) fn poll_write_vectored(
+        &mut self,
+        cx: &Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_vectored(cx, bufs)
+    }
+
+    /// Ringway patch: see `NonBufferedStream::is_read_quiet`.
+    pub(crate) fn is_read_quiet(&self) -> bool {
+        self.stream.is_read_quiet()
     }
 
     pub(crate) fn poll_flush(&self, _cx: &Context<'_>) -> Poll<io::Result<()>> {

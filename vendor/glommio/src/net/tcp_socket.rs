@@ -652,6 +652,14 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// Ringway patch: whether nothing (data, hang-up, error) has been reported on the stream
+    /// since a read drained it, so that a pooled keep-alive connection can be reused without a
+    /// `MSG_PEEK` probe. False whenever that is not known (no read has waited yet, the last read
+    /// filled its buffer, or a completion is pending).
+    pub fn is_read_quiet(&self) -> bool {
+        self.stream.is_read_quiet()
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples
@@ -718,6 +726,15 @@ impl<B: RxBuf + Unpin> AsyncWrite for TcpStream<B> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    // Ringway patch: one sendmsg for several buffers.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
