@@ -574,3 +574,49 @@ fn h2c_upgrade_is_not_tunnelled() {
     assert_eq!(r.body_text(), "page under chat\n");
     assert_eq!(backend.accepted(), 0, "an h2c upgrade reached the backend");
 }
+
+#[test]
+fn backend_close_reaches_every_client_under_churn() {
+    // Regression test: an edge-triggered (multishot) readiness poll once lost the backend's FIN
+    // when it came right behind the Close frame, about once per thousand cycles at 32
+    // concurrent loops; the client then waited for a TCP close that never came. 16 loops × 80
+    // cycles: each must see the echo, the Close, and then the connection end.
+    use std::io::Read;
+    let echo = EchoBackend::tcp_v4();
+    let rw = Ringway::builder(ws_config(&echo.config_addr, &[]))
+        .dir(site())
+        .start();
+    let loops: Vec<_> = (0..16)
+        .map(|t| {
+            let port = rw.port();
+            let url = rw.ws_url(&format!("/chat/churn{t}"));
+            std::thread::spawn(move || -> Result<(), String> {
+                for i in 0..80 {
+                    let (mut ws, _) = ws_connect(port, url.as_str());
+                    ws.send(Message::text("x")).map_err(|e| e.to_string())?;
+                    if ws_next(&mut ws) != Message::text("x") {
+                        return Err(format!("loop {t} cycle {i}: wrong echo"));
+                    }
+                    ws_close(&mut ws);
+                    let s = ws.get_mut();
+                    s.set_read_timeout(Some(Duration::from_secs(3)))
+                        .map_err(|e| e.to_string())?;
+                    let mut b = [0u8; 16];
+                    match s.read(&mut b) {
+                        Ok(0) => {}
+                        Ok(n) => return Err(format!("loop {t} cycle {i}: {n} stray bytes")),
+                        Err(e) => {
+                            return Err(format!("loop {t} cycle {i}: no TCP close in 3 s: {e}"))
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let failures: Vec<String> = loops
+        .into_iter()
+        .filter_map(|h| h.join().expect("loop panicked").err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}

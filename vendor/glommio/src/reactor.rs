@@ -427,22 +427,18 @@ impl Reactor {
         source
     }
 
-    #[allow(dead_code)] // Ringway patch: streams use poll_read_ready_multi
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
         source
     }
 
-    /// Ringway patch: an edge-triggered multishot read-readiness poll that stays armed. It also
-    /// asks for POLLRDHUP so that a reader can tell a CQE that reported the peer's FIN (which
-    /// stays readable without any further edge) from one that reported data.
-    pub(crate) fn poll_read_ready_multi(&self, fd: RawFd) -> Source {
-        let source = self.new_source(fd, SourceType::PollAdd, None);
-        let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
-        self.sys
-            .poll_ready_multi(&source, common_flags() | read_flags() | rdhup);
-        source
+    /// Ringway patch: re-arms a completed read-readiness poll on the same `Source` (no new
+    /// allocation). The source must not be queued or in the kernel.
+    pub(crate) fn rearm_poll_read_ready(&self, source: &Source) {
+        debug_assert!(!source.is_live());
+        source.take_result();
+        self.sys.poll_ready(source, common_flags() | read_flags());
     }
 
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {

@@ -43,7 +43,8 @@ fn yolo_sendv(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> 
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
     hdr.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     hdr.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-    let n = unsafe { libc::sendmsg(fd, &hdr, libc::MSG_DONTWAIT) };
+    let hdr_ptr: *const libc::msghdr = &hdr;
+    let n = unsafe { libc::syscall(libc::SYS_sendmsg, fd, hdr_ptr, libc::MSG_DONTWAIT) };
     if n >= 0 {
         return Some(Ok(n as usize));
     }

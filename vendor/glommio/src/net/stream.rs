@@ -223,8 +223,6 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     /// Ringway patch: `recv` may find data (see `poll_read`).
     rx_ready: bool,
-    /// Ringway patch: a CQE reported a hang-up or an error: every read tries `recv`.
-    rx_hup: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -257,12 +255,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Ok(sz)
     }
 
-    /// Ringway patch: reads wait on one multishot, edge-triggered readiness poll that stays
-    /// armed for the stream's life, instead of a new one-shot poll (a `Source` allocation, an
-    /// SQE and a kernel wait-queue arm/disarm) after every partial read. Each CQE means "new
-    /// data (or a hang-up) arrived since the last CQE". A read that returns less than the buffer
-    /// drained the socket at that moment, so the next arrival posts a CQE; a full read, EOF or
-    /// an error leaves `rx_ready` set and the next call tries `recv` first.
+    /// Ringway patch: the stream keeps one readiness-poll `Source` for its whole life and
+    /// re-arms it (a one-shot POLL_ADD) instead of allocating a new 496-byte `Source` after every
+    /// partial read. `rx_ready` says `recv` may find data: set initially, after a full read, EOF
+    /// or an error, and when the poll completed. A one-shot poll checks readiness when it is
+    /// armed, so data or a FIN that arrived after the last `recv` is never missed. (A multishot,
+    /// edge-triggered poll was tried first and lost FIN events under connection churn.)
     pub(crate) fn poll_read(
         &mut self,
         cx: &Context<'_>,
@@ -271,19 +269,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
+        // Whether a poll is outstanding; a completed one makes `recv` worth trying.
+        let mut armed = false;
         if let Some(src) = self.source_rx.as_ref() {
-            if let Some(res) = src.take_result() {
-                self.rx_ready = true;
-                // Edge-triggered: a hang-up or an error reported together with data stays
-                // pending after a partial read, and no further CQE will say so.
-                let sticky = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as usize;
-                if matches!(res, Ok(mask) if mask & sticky != 0) {
-                    self.rx_hup = true;
-                }
-            }
-            if !src.is_live() {
-                // The kernel ended the multishot request (an error or a CQ overflow).
-                self.source_rx = None;
+            if src.is_live() {
+                armed = true;
+            } else if src.take_result().is_some() {
                 self.rx_ready = true;
             }
         }
@@ -293,11 +284,13 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 Some(result) => {
                     self.read_timeout.cancel_timer(reactor);
                     let result = poll_err!(result);
-                    if result > 0 && result < buf.len() && !self.rx_hup {
+                    // Start an early poll if the buffer is not fully filled: the socket was
+                    // drained, and the next `poll_read` then knows at once whether it is
+                    // readable again.
+                    if result > 0 && result < buf.len() {
                         self.rx_ready = false;
-                        if self.source_rx.is_none() {
-                            self.source_rx =
-                                Some(reactor.poll_read_ready_multi(self.stream.as_raw_fd()));
+                        if !armed {
+                            self.arm_rx(reactor);
                         }
                     }
                     return Poll::Ready(Ok(result));
@@ -308,14 +301,22 @@ impl<S: AsRawFd> NonBufferedStream<S> {
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if self.source_rx.is_none() {
-            self.source_rx = Some(reactor.poll_read_ready_multi(self.stream.as_raw_fd()));
+        if !armed {
+            self.arm_rx(reactor);
         }
 
         let source = self.source_rx.as_ref().unwrap();
         source.add_waiter_single(cx.waker());
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
         Poll::Pending
+    }
+
+    /// Ringway patch: arms the read-readiness poll, reusing the stream's `Source`.
+    fn arm_rx(&mut self, reactor: &Reactor) {
+        match self.source_rx.as_ref() {
+            Some(src) => reactor.rearm_poll_read_ready(src),
+            None => self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd())),
+        }
     }
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -332,16 +333,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     }
 
     /// Ringway patch: whether no data, hang-up or error has been reported on the stream since a
-    /// read drained it: its readiness poll is armed and has posted nothing since. A pooled
-    /// keep-alive connection that is quiet needs no `MSG_PEEK` probe before reuse (completions
-    /// the reactor has not reaped yet are not seen).
+    /// read drained it: its readiness poll, armed after that read, is still outstanding. A
+    /// pooled keep-alive connection that is quiet needs no `MSG_PEEK` probe before reuse
+    /// (completions the reactor has not reaped yet are not seen).
     pub(crate) fn is_read_quiet(&self) -> bool {
-        !self.rx_ready
-            && !self.rx_hup
-            && self
-                .source_rx
-                .as_ref()
-                .is_some_and(|s| s.is_live() && !s.has_result())
+        !self.rx_ready && self.source_rx.as_ref().is_some_and(|s| s.is_live())
     }
 
     fn poll_write_with(
@@ -417,7 +413,6 @@ where
             source_tx: None,
             source_rx: None,
             rx_ready: true,
-            rx_hup: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -230,11 +230,6 @@ impl Source {
         self.inner.borrow_mut().wakers.result.take()
     }
 
-    /// Ringway patch: whether a completion arrived that nobody took yet.
-    pub(crate) fn has_result(&self) -> bool {
-        self.inner.borrow().wakers.result.is_some()
-    }
-
     /// Ringway patch: whether the request is still queued or in the kernel. A multishot request
     /// that the kernel ended (a CQE without IORING_CQE_F_MORE) is not.
     pub(crate) fn is_live(&self) -> bool {

@@ -57,8 +57,6 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
-    /// Ringway patch: multishot poll.
-    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -276,9 +274,6 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
-            }
-            UringOpDescriptor::PollAddMulti(events) => {
-                sqe.prep_poll_add_multi(op.fd, events);
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -567,7 +562,13 @@ where
         let result = value.result();
 
         let mut woke = false;
-        if try_process(src.borrow()).is_none() {
+        if more {
+            // A multishot request's intermediate CQE: no statistics (they would cost a clock
+            // read per event), just the result and the wake-up.
+            let mut inner_source = src.borrow_mut();
+            inner_source.wakers.result = Some(transmute_error(result));
+            woke = inner_source.wakers.wake_waiters();
+        } else if try_process(src.borrow()).is_none() {
             let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = res;
@@ -1468,17 +1469,6 @@ impl Reactor {
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::Read(pos, size);
-        queue_request_into_ring(
-            &mut *self.ring_for_source(source),
-            source,
-            op,
-            &mut self.source_map.borrow_mut(),
-        );
-    }
-
-    /// Ringway patch: a multishot readiness poll, armed once (see `Source::take_result`).
-    pub(crate) fn poll_ready_multi(&self, source: &Source, flags: PollFlags) {
-        let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
