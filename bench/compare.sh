@@ -2,13 +2,16 @@
 # Compare Ringway with a blind forwarder, nginx and HAProxy on one machine (loopback only).
 #
 #   bench/compare.sh [--targets direct,bare,ringway,nginx,haproxy]
-#                    [--tests http,static,echo,bulk,idle,churn]
+#                    [--tests http,static,echo,bulk,idle,churn,https,wss-echo,wss-churn]
 #                    [--quick] [--duration SECS] [--idle-conns N] [--out FILE] [--keep]
+#
+# --tests also takes `tls` (= https,wss-echo,wss-churn) and `all`; aliases mix with names
+# (`--tests echo,tls`). The default is the plain tests only: TLS tests are opt-in.
 #
 # Layout: bench-backend pinned to CPU 0, the proxy to CPU 1 with one worker (nginx
 # worker_processes 1, HAProxy nbthread 1, Ringway cores = 1 / pin = false), the load generator
-# (ringway-bench, or wrk for plain HTTP) on CPU 0. Each (target, test) pair gets a freshly started
-# proxy, so CPU and memory figures do not carry over between tests.
+# (ringway-bench, or wrk for HTTP and HTTPS) on CPU 0. Each (target, test) pair gets a freshly
+# started proxy, so CPU and memory figures do not carry over between tests.
 #
 # Figures per target:
 #   http     wrk -t1 -c64 through the proxy's HTTP path (/api/ → backend's fixed 200)
@@ -21,15 +24,24 @@
 #   churn    32 loops of connect → handshake → one message → close: handshakes/s
 #   cpu      the proxy's own CPU time (utime+stime of all its processes and threads, from
 #            /proc/PID/stat) over the measured interval, per request / message / MB / handshake
-# Output: one Markdown table (values, and ratios against nginx in parentheses), printed and
-# written to --out; the raw JSON lines of every run go next to it (FILE.jsonl).
+#   TLS tests (ringway, nginx and HAProxy only; TLS 1.3, one throwaway ECDSA P-256 certificate
+#   for 127.0.0.1/localhost made with openssl in the run's temp dir, the same for all three):
+#   https      wrk -t1 -c64 over https (keep-alive) through the HTTP proxy path (/api/)
+#   wss-echo   as echo, over wss:// (ringway-bench with rustls, certificate verified)
+#   wss-churn  as churn, over wss://: every loop is a full TLS handshake (no resumption) +
+#              upgrade + one message + close: handshakes/s
+# Output: one Markdown table (values, and ratios against nginx in parentheses), a second one for
+# the TLS tests when any ran, printed and written to --out; the raw JSON lines of every run go
+# next to it (FILE.jsonl).
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL_TARGETS="direct,bare,ringway,nginx,haproxy"
-ALL_TESTS="http,static,echo,bulk,idle,churn"
+PLAIN_TESTS="http,static,echo,bulk,idle,churn"
+TLS_TESTS="https,wss-echo,wss-churn"
+ALL_TESTS="$PLAIN_TESTS,$TLS_TESTS"
 TARGETS=$ALL_TARGETS
-TESTS=$ALL_TESTS
+TESTS=$PLAIN_TESTS
 QUICK=0
 DURATION=""
 IDLE_CONNS=""
@@ -37,7 +49,7 @@ OUT=""
 KEEP=0
 PORT_BASE=19000
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,6 +70,17 @@ while [ $# -gt 0 ]; do
 done
 
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
+is_tls_test() { has "$TLS_TESTS" "$1"; }
+tls_capable() { case $1 in ringway|nginx|haproxy) return 0 ;; *) return 1 ;; esac; }
+
+# Aliases: tls, all.
+expanded=""
+for t in ${TESTS//,/ }; do
+  case $t in tls) t=$TLS_TESTS ;; all) t=$ALL_TESTS ;; esac
+  expanded="$expanded,$t"
+done
+TESTS=${expanded#,}
+any_tls_test() { local t; for t in ${TLS_TESTS//,/ }; do has "$TESTS" "$t" && return 0; done; return 1; }
 
 for t in ${TARGETS//,/ }; do
   case ",$ALL_TARGETS," in *",$t,"*) ;; *) echo "compare.sh: unknown target $t" >&2; exit 2 ;; esac
@@ -176,7 +199,8 @@ ensure_tool() {   # command, package candidates...
 }
 
 HAVE_WRK=1
-if has "$TESTS" http || has "$TESTS" static; then ensure_tool wrk wrk || HAVE_WRK=0; fi
+if has "$TESTS" http || has "$TESTS" static || has "$TESTS" https; then ensure_tool wrk wrk || HAVE_WRK=0; fi
+if any_tls_test; then ensure_tool openssl openssl || { log "openssl is required for the TLS tests"; exit 1; }; fi
 if has "$TARGETS" nginx; then ensure_tool nginx nginx-light nginx-core nginx || TARGETS=$(echo ",$TARGETS," | sed 's/,nginx,/,/; s/^,//; s/,$//'); fi
 if has "$TARGETS" haproxy; then ensure_tool haproxy haproxy || TARGETS=$(echo ",$TARGETS," | sed 's/,haproxy,/,/; s/^,//; s/,$//'); fi
 command -v taskset >/dev/null || { log "taskset (util-linux) is required"; exit 1; }
@@ -203,7 +227,41 @@ mkdir -p "$WWW/static" "$TMP/nginx/logs" "$TMP/nginx/tmp"
 printf 'hello, world\n' > "$WWW/static/hello.txt"
 chmod -R a+rX "$TMP"
 
-cat > "$TMP/ringway.toml" <<EOF
+# TLS tests: a throwaway CA and one ECDSA P-256 server certificate for localhost and 127.0.0.1,
+# used by all three proxies (HAProxy wants certificate and key in one file).
+TLS=$TMP/tls
+make_certs() {
+  mkdir -p "$TLS"
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -sha256 \
+      -keyout "$TLS/ca.key" -out "$TLS/ca.crt" -subj "/CN=ringway compare.sh throwaway CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$TLS/server.key" -out "$TLS/server.csr" -subj "/CN=localhost" &&
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" > "$TLS/server.ext" &&
+    openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+      -set_serial "0x$(openssl rand -hex 8)" -days 2 -sha256 -extfile "$TLS/server.ext" -out "$TLS/server.crt" &&
+    cat "$TLS/server.crt" "$TLS/server.key" > "$TLS/server.pem"
+  } >"$TMP/openssl.log" 2>&1 || { log "making the test certificate failed:"; cat "$TMP/openssl.log" >&2; exit 1; }
+}
+any_tls_test && make_certs
+
+# The same TLS 1.3 parameters for every proxy, in rustls's default order (Ringway has no
+# setting for them): suites AES-256-GCM, AES-128-GCM, ChaCha20; groups X25519, P-256, P-384;
+# ALPN http/1.1. Both clients (rustls in ringway-bench, OpenSSL in wrk) put AES-256-GCM and
+# X25519 first, so that is what every proxy negotiates; the run logs what it saw.
+TLS13_SUITES="TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
+
+ringway_conf() {   # tls (0|1)
+  local listener_tls="" vhost_tls=""
+  if [ "$1" = 1 ]; then
+    listener_tls="tls = true"
+    vhost_tls="[vhost.tls]
+cert = \"$TLS/server.crt\"
+key = \"$TLS/server.key\""
+  fi
+  cat <<EOF
 [runtime]
 cores = 1
 pin = false
@@ -212,6 +270,7 @@ tunnel_idle = "1h"
 [[listener]]
 name = "main"
 address = "127.0.0.1:$RINGWAY_PORT"
+$listener_tls
 [[backend]]
 name = "app"
 servers = ["127.0.0.1:$BACKEND_PORT"]
@@ -222,6 +281,7 @@ keepalive_per_server = 64
 name = "bench"
 domains = ["*"]
 doc_root = "$WWW"
+$vhost_tls
 [[vhost.websocket]]
 uri = "/ws"
 address = "127.0.0.1:$BACKEND_PORT"
@@ -233,12 +293,25 @@ backend = "app"
 uri = "/"
 handler = "static"
 EOF
+}
+ringway_conf 0 > "$TMP/ringway.toml"
+any_tls_test && ringway_conf 1 > "$TMP/ringway-tls.toml"
 
 # nginx ran short of worker_connections ("not enough, reusing connections", resets) at 2 × 9,500
 # proxied connections with 19,900 under a 20,000 fd limit, so give it more slots than descriptors:
 # the fd limit is the real bound (it then warns that worker_connections exceed it).
 NGINX_CONNS=$(( HARD_NOFILE * 3 / 2 ))
-cat > "$TMP/nginx/nginx.conf" <<EOF
+nginx_conf() {   # tls (0|1)
+  local ssl="" ssl_conf=""
+  if [ "$1" = 1 ]; then
+    ssl=" ssl"
+    ssl_conf="ssl_certificate $TLS/server.crt;
+        ssl_certificate_key $TLS/server.key;
+        ssl_protocols TLSv1.3;
+        ssl_conf_command Ciphersuites $TLS13_SUITES;
+        ssl_ecdh_curve X25519:prime256v1:secp384r1;"
+  fi
+  cat <<EOF
 daemon off;
 master_process on;
 worker_processes 1;
@@ -263,7 +336,8 @@ http {
         keepalive 64;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        listen 127.0.0.1:$NGINX_PORT$ssl backlog=4096;
+        $ssl_conf
         root $WWW;
         location /ws {
             proxy_pass http://app;
@@ -282,9 +356,15 @@ http {
     }
 }
 EOF
+}
+nginx_conf 0 > "$TMP/nginx/nginx.conf"
+any_tls_test && nginx_conf 1 > "$TMP/nginx/nginx-tls.conf"
 
 HAPROXY_MAXCONN=$(( IDLE_N + 100 ))
-cat > "$TMP/haproxy.cfg" <<EOF
+haproxy_conf() {   # tls (0|1)
+  local ssl=""
+  [ "$1" = 1 ] && ssl=" ssl crt $TLS/server.pem ssl-min-ver TLSv1.3 ciphersuites $TLS13_SUITES curves X25519:P-256:P-384 alpn http/1.1"
+  cat <<EOF
 global
     nbthread 1
     maxconn $HAPROXY_MAXCONN
@@ -298,14 +378,22 @@ defaults
     timeout tunnel 1h
     timeout http-keep-alive 60s
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$HAPROXY_PORT$ssl
     default_backend app
 backend app
     server s1 127.0.0.1:$BACKEND_PORT
 EOF
+}
+haproxy_conf 0 > "$TMP/haproxy.cfg"
+any_tls_test && haproxy_conf 1 > "$TMP/haproxy-tls.cfg"
 
-if has "$TARGETS" ringway && ! "$RINGWAY" check --config "$TMP/ringway.toml" >"$TMP/ringway-check.log" 2>&1; then
-  log "ringway check rejected the generated config:"; cat "$TMP/ringway-check.log" >&2
+if has "$TARGETS" ringway; then
+  for conf in "$TMP/ringway.toml" "$TMP/ringway-tls.toml"; do
+    [ -f "$conf" ] || continue
+    if ! "$RINGWAY" check --config "$conf" >"$TMP/ringway-check.log" 2>&1; then
+      log "ringway check rejected the generated config $(basename "$conf"):"; cat "$TMP/ringway-check.log" >&2
+    fi
+  done
 fi
 
 # ---- processes -------------------------------------------------------------------------------
@@ -324,16 +412,17 @@ proxy_port() {
   esac
 }
 
-start_proxy() {   # target → PROXY_PID (empty for direct)
-  local t=$1 port
+start_proxy() {   # target [tls] → PROXY_PID (empty for direct); tls=1: the TLS config
+  local t=$1 port sfx=""
+  [ "${2:-0}" = 1 ] && sfx="-tls"
   PROXY_PID=""
   port=$(proxy_port "$t")
   case $t in
     direct) return 0 ;;
     bare) taskset -c 1 "$BARE" --listen "127.0.0.1:$port" --backend "127.0.0.1:$BACKEND_PORT" >>"$TMP/$t.log" 2>&1 & ;;
-    ringway) taskset -c 1 "$RINGWAY" --config "$TMP/ringway.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
-    nginx) taskset -c 1 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" >>"$TMP/$t.log" 2>&1 & ;;
-    haproxy) taskset -c 1 haproxy -db -f "$TMP/haproxy.cfg" >>"$TMP/$t.log" 2>&1 & ;;
+    ringway) taskset -c 1 "$RINGWAY" --config "$TMP/ringway$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
+    nginx) taskset -c 1 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx$sfx.conf" -e "$TMP/nginx/logs/error.log" >>"$TMP/$t.log" 2>&1 & ;;
+    haproxy) taskset -c 1 haproxy -db -f "$TMP/haproxy$sfx.cfg" >>"$TMP/$t.log" 2>&1 & ;;
   esac
   PROXY_PID=$!; PIDS+=("$PROXY_PID")
   if ! wait_port "$port" 15 "$PROXY_PID"; then
@@ -418,12 +507,15 @@ run_bg() {   # outfile errfile cmd...
 GEN_LINE=""
 run_gen() {   # target test args... → GEN_LINE (one JSON line, or empty)
   local t=$1 test=$2; shift 2
-  local port
+  local port url
   port=$(proxy_port "$t")
+  url=(--url "ws://127.0.0.1:$port/ws")
+  # wss: the certificate is verified against the throwaway CA, for the name sent as SNI.
+  is_tls_test "$test" && url=(--url "wss://127.0.0.1:$port/ws" --ca "$TLS/ca.crt" --sni localhost)
   : > "$TMP/marks"
   proxy_pids > "$TMP/pids"
   run_bg "$TMP/out-$t-$test.json" "$TMP/gen-$t-$test.log" \
-    timeout 600 taskset -c 0 "$GEN" "$@" --url "ws://127.0.0.1:$port/ws" --json
+    timeout 600 taskset -c 0 "$GEN" "$@" "${url[@]}" --json
   GEN_LINE=$(head -1 "$TMP/out-$t-$test.json")
   if [ "$BG_RC" -ne 0 ]; then
     log "$t $test: ringway-bench exited $BG_RC"; tail -5 "$TMP/gen-$t-$test.log" >&2
@@ -435,10 +527,19 @@ marks_cpu_s() {   # CPU seconds between the start and end marks
   awk -v hz="$CLK_TCK" '$1 == "start" { s = $2 } $1 == "end" { e = $2 } END { if (s != "" && e != "") printf "%.4f", (e - s) / hz }' "$TMP/marks"
 }
 
-run_wrk() {   # target test path
-  local t=$1 test=$2 path=$3 port out c0 c1 reqs rps code
+run_wrk() {   # target test path [scheme]
+  local t=$1 test=$2 path=$3 scheme=${4:-http} port out c0 c1 reqs rps code
   port=$(proxy_port "$t")
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port$path" || true)
+  local curl_tls=()
+  [ "$scheme" = https ] && curl_tls=(--cacert "$TLS/ca.crt")
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${curl_tls[@]}" "$scheme://127.0.0.1:$port$path" || true)
+  if [ "$scheme" = https ]; then
+    # What an OpenSSL client (as wrk is) negotiates with this proxy.
+    local neg
+    neg=$(timeout 10 openssl s_client -connect "127.0.0.1:$port" -CAfile "$TLS/ca.crt" -brief </dev/null 2>&1 |
+      awk -F': ' '/^Protocol version/ { v = $2 } /^Ciphersuite/ { c = $2 } /^(Server|Peer) Temp Key/ { split($2, a, ","); g = a[1] } END { print v, c, g }')
+    record "$t" https_tls "$neg"
+  fi
   if [ "$code" != 200 ]; then
     log "$t $test: GET $path answered ${code:-nothing}: n/a"
     record "$t" "${test}_note" "HTTP $code"
@@ -446,7 +547,7 @@ run_wrk() {   # target test path
   fi
   c0=$(cpu_ticks)
   run_bg "$TMP/wrk-$t-$test.txt" "$TMP/wrk-$t-$test.err" \
-    timeout $((DUR + 60)) taskset -c 0 wrk -t1 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$port$path"
+    timeout $((DUR + 60)) taskset -c 0 wrk -t1 -c64 -d"${DUR}s" --latency "$scheme://127.0.0.1:$port$path"
   c1=$(cpu_ticks)
   out=$(cat "$TMP/wrk-$t-$test.txt")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -513,6 +614,29 @@ run_test() {   # target test
       cpu=$(marks_cpu_s)
       [ -n "$PROXY_PID" ] && record "$t" churn_cpu "$(div "$(awk -v c="$cpu" 'BEGIN { print c * 1e6 }')" "$(jget "$line" handshakes)")"
       ;;
+    https)
+      [ "$HAVE_WRK" = 1 ] || return 0
+      run_wrk "$t" https /api/ https ;;
+    wss-echo)
+      run_gen "$t" wss-echo echo --conns 64 --size 64 --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
+      line=$GEN_LINE; [ -n "$line" ] || return 0
+      record "$t" wss-echo_msgs "$(jget "$line" msgs_per_s)"
+      record "$t" wss-echo_p50 "$(jget "$line" p50_us)"
+      record "$t" wss-echo_p99 "$(jget "$line" p99_us)"
+      record "$t" wss-echo_failed "$(jget "$line" failed)"
+      record "$t" wss_tls "$(jget "$line" tls)"
+      cpu=$(marks_cpu_s)
+      [ -n "$PROXY_PID" ] && record "$t" wss-echo_cpu "$(div "$(awk -v c="$cpu" 'BEGIN { print c * 1e6 }')" "$(jget "$line" messages)")"
+      ;;
+    wss-churn)
+      run_gen "$t" wss-churn churn --conns 32 --size 64 --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
+      line=$GEN_LINE; [ -n "$line" ] || return 0
+      record "$t" wss-churn_hs "$(jget "$line" handshakes_per_s)"
+      record "$t" wss-churn_failed "$(jget "$line" failed)"
+      record "$t" wss_tls "$(jget "$line" tls)"
+      cpu=$(marks_cpu_s)
+      [ -n "$PROXY_PID" ] && record "$t" wss-churn_cpu "$(div "$(awk -v c="$cpu" 'BEGIN { print c * 1e6 }')" "$(jget "$line" handshakes)")"
+      ;;
   esac
 }
 
@@ -524,11 +648,18 @@ if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 log "targets=$TARGETS tests=$TESTS duration=${DUR}s warmup=${WARM}s idle=$IDLE_N (tmp $TMP)"
 for t in ${TARGETS//,/ }; do
+  # direct and bare have no TLS: skip them when only TLS tests were asked for.
+  if ! tls_capable "$t"; then
+    plain=0; for test in ${TESTS//,/ }; do is_tls_test "$test" || plain=1; done
+    [ "$plain" = 1 ] || continue
+  fi
   start_backend
   for test in ${TESTS//,/ }; do
     case $test in static) case $t in ringway|nginx) ;; *) continue ;; esac ;; esac
+    tls=0
+    if is_tls_test "$test"; then tls_capable "$t" || continue; tls=1; fi
     log "$t: $test"
-    if ! start_proxy "$t"; then record "$t" "${test}_note" "did not start"; continue; fi
+    if ! start_proxy "$t" "$tls"; then record "$t" "${test}_note" "did not start"; continue; fi
     run_test "$t" "$test"
     stop_proxy "$t"
   done
@@ -555,6 +686,16 @@ COLS=(
   "churn_hs|churn handshakes/s|0|hi|churn"
   "churn_cpu|churn CPU µs/handshake|1|lo|churn"
 )
+TLS_COLS=(
+  "https_rps|HTTPS req/s|0|hi|https"
+  "https_cpu|HTTPS CPU µs/req|1|lo|https"
+  "wss-echo_msgs|wss echo msg/s|0|hi|wss-echo"
+  "wss-echo_p50|wss echo p50 µs|0|lo|wss-echo"
+  "wss-echo_p99|wss echo p99 µs|0|lo|wss-echo"
+  "wss-echo_cpu|wss echo CPU µs/msg|2|lo|wss-echo"
+  "wss-churn_hs|wss churn handshakes/s|0|hi|wss-churn"
+  "wss-churn_cpu|wss churn CPU µs/handshake|1|lo|wss-churn"
+)
 
 cell() {   # target key decimals
   local v=${R["$1.$2"]:-} base=${R["nginx.$2"]:-} r
@@ -573,28 +714,67 @@ cell() {   # target key decimals
   fi
 }
 
-TABLE=$TMP/table.md
-{
-  echo "Ringway comparison — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r); backend + load generator on CPU 0, proxy on CPU 1; ${DUR}s per run (+${WARM}s warm-up), idle = $IDLE_N connections; load average $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end. Ratios are against nginx."
-  echo
-  hdr="| target |"; sep="|---|"
-  for c in "${COLS[@]}"; do
+emit_table() {   # only_tls_capable (0|1) column specs... (columns of tests not run are left out)
+  local only_tls=$1; shift
+  local hdr="| target |" sep="|---|" row c t key title dec better tests
+  for c in "$@"; do
     IFS='|' read -r key title dec better tests <<<"$c"
     has "$TESTS" "$tests" || continue
     hdr="$hdr $title |"; sep="$sep---:|"
   done
   echo "$hdr"; echo "$sep"
   for t in ${TARGETS//,/ }; do
+    [ "$only_tls" = 1 ] && ! tls_capable "$t" && continue
     row="| $t |"
-    for c in "${COLS[@]}"; do
+    for c in "$@"; do
       IFS='|' read -r key title dec better tests <<<"$c"
       has "$TESTS" "$tests" || continue
       row="$row $(cell "$t" "$key" "$dec") |"
     done
     echo "$row"
   done
-  echo
-  echo "CPU = the proxy's utime+stime (all processes and threads) over the measured interval. direct = no proxy (CPU and RSS n/a). static: HAProxy serves no files; direct/bare have no static path."
+}
+
+failures_note() {   # tests... → one line per (target, test) whose generator counted failures
+  local t test f
+  for t in ${TARGETS//,/ }; do
+    for test in "$@"; do
+      has "$TESTS" "$test" || continue
+      f=${R["$t.${test}_failed"]:-}
+      [ -n "$f" ] && [ "$f" != 0 ] && echo "- $t $test: $f connections failed (reasons in gen-$t-$test.log, kept with --keep)"
+    done
+  done
+  return 0
+}
+
+any_plain_test() { local t; for t in ${TESTS//,/ }; do is_tls_test "$t" || return 0; done; return 1; }
+any_tls_target() { local t; for t in ${TARGETS//,/ }; do tls_capable "$t" && return 0; done; return 1; }
+
+TABLE=$TMP/table.md
+{
+  echo "Ringway comparison — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r); backend + load generator on CPU 0, proxy on CPU 1; ${DUR}s per run (+${WARM}s warm-up), idle = $IDLE_N connections; load average $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end. Ratios are against nginx."
+  if any_plain_test; then
+    echo
+    emit_table 0 "${COLS[@]}"
+    echo
+    echo "CPU = the proxy's utime+stime (all processes and threads) over the measured interval. direct = no proxy (CPU and RSS n/a). static: HAProxy serves no files; direct/bare have no static path."
+    failures_note echo churn
+  fi
+  if any_tls_test && any_tls_target; then
+    echo
+    echo "TLS 1.3, terminated by the proxy (plain TCP to the backend); the same ECDSA P-256 certificate for every proxy. The load generator (ringway-bench: rustls; wrk: OpenSSL) shares CPU 0 with the backend and pays the client side of the crypto. wss churn: a full handshake per connection (no resumption)."
+    echo
+    emit_table 1 "${TLS_COLS[@]}"
+    echo
+    for t in ${TARGETS//,/ }; do
+      tls_capable "$t" || continue
+      neg=""
+      [ -n "${R["$t.wss_tls"]:-}" ] && neg="ringway-bench: ${R["$t.wss_tls"]}"
+      [ -n "${R["$t.https_tls"]:-}" ] && neg="${neg:+$neg; }OpenSSL client (as wrk): ${R["$t.https_tls"]}"
+      [ -n "$neg" ] && echo "- negotiated with $t: $neg"
+    done
+    failures_note wss-echo wss-churn
+  fi
 } > "$TABLE"
 
 cat "$TABLE"

@@ -1,26 +1,36 @@
-//! Shared code of Ringway's benchmark instruments: WebSocket frames and handshake, and the few
-//! system calls (limits, bound connects) the event loops need.
+//! Shared code of Ringway's benchmark instruments: WebSocket frames and handshake, the TLS
+//! client set-up, and the few system calls (limits, bound connects) the event loops need.
 
 pub mod frame;
 pub mod handshake;
 pub mod sys;
+pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// A parsed `ws://host:port/path` URL.
+/// A parsed `ws://host:port/path` or `wss://host:port/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
     pub addr: SocketAddr,
     /// `Host` header value (host[:port] as written).
     pub host: String,
     pub path: String,
+    /// `wss://`: TLS over the TCP connection.
+    pub tls: bool,
+    /// The host without port or IPv6 brackets: the name a TLS client verifies (and sends as SNI
+    /// unless it is an IP address).
+    pub hostname: String,
 }
 
 pub fn parse_ws_url(url: &str) -> Result<WsUrl, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    let (rest, tls) = if let Some(r) = url.strip_prefix("ws://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (r, true)
+    } else {
+        return Err(format!("{url}: only ws:// and wss:// URLs are supported"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -28,10 +38,17 @@ pub fn parse_ws_url(url: &str) -> Result<WsUrl, String> {
     if authority.is_empty() {
         return Err(format!("{url}: missing host"));
     }
-    let with_port = if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:80")
-    } else {
+    let default_port = if tls { 443 } else { 80 };
+    let has_port = !authority.ends_with(']') && authority.contains(':');
+    let with_port = if has_port {
         authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    };
+    let hostname = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None if has_port => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        None => authority,
     };
     let addr = with_port
         .to_socket_addrs()
@@ -42,6 +59,8 @@ pub fn parse_ws_url(url: &str) -> Result<WsUrl, String> {
         addr,
         host: authority.to_string(),
         path: path.to_string(),
+        tls,
+        hostname: hostname.to_string(),
     })
 }
 
@@ -86,8 +105,27 @@ mod tests {
         let u = parse_ws_url("ws://[::1]:9001/a?b=c").unwrap();
         assert_eq!(u.addr, "[::1]:9001".parse().unwrap());
         assert_eq!(u.path, "/a?b=c");
-        assert!(parse_ws_url("wss://127.0.0.1/").is_err());
+        assert_eq!(u.hostname, "::1");
+        assert!(!u.tls);
         assert!(parse_ws_url("http://127.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn wss_urls() {
+        let u = parse_ws_url("wss://127.0.0.1:8443/ws").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.addr, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(
+            (u.host.as_str(), u.hostname.as_str(), u.path.as_str()),
+            ("127.0.0.1:8443", "127.0.0.1", "/ws")
+        );
+        let u = parse_ws_url("wss://127.0.0.1/").unwrap();
+        assert_eq!(u.addr, "127.0.0.1:443".parse().unwrap());
+        let u = parse_ws_url("wss://[::1]/x").unwrap();
+        assert_eq!(u.addr, "[::1]:443".parse().unwrap());
+        assert_eq!((u.host.as_str(), u.hostname.as_str()), ("[::1]", "::1"));
+        let u = parse_ws_url("wss://localhost:8443/").unwrap();
+        assert_eq!(u.hostname, "localhost");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! One mio (epoll, edge-triggered) loop drives every connection. Each connection has a fixed
 //! mask and a precomputed masked frame, so sending a message is one `send` of ready bytes;
 //! receiving decodes frame headers and counts payload bytes without copying them.
+//!
+//! `wss://` targets run the same loop with a rustls `ClientConnection` per connection: bytes read
+//! from the socket go through rustls, and frames are handed to it instead of to `send`. The plain
+//! path is untouched apart from one `Option` test per flush and per read.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -10,12 +14,15 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use ringway_bench::frame::{
     encode_frame, Decoder, Event, Role, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
@@ -23,7 +30,7 @@ use ringway_bench::frame::{
 use ringway_bench::handshake::{
     accept_key, check_response, client_request, find_head_end, make_key,
 };
-use ringway_bench::{parse_duration, parse_ws_url, sys, WsUrl};
+use ringway_bench::{parse_duration, parse_ws_url, sys, tls, WsUrl};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -55,9 +62,17 @@ struct Args {
     /// What to measure.
     #[arg(value_enum)]
     mode: Mode,
-    /// Target: ws://HOST:PORT/PATH (only ws://).
+    /// Target: ws://HOST:PORT/PATH, or wss://HOST:PORT/PATH for WebSocket over TLS 1.3
+    /// (needs --ca).
     #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
     url: String,
+    /// wss://: PEM file of the CA certificate(s) the server's certificate must chain to.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// wss://: name to verify the certificate against and send as SNI (default: the URL's host;
+    /// an IP address is matched against IP SANs and sends no SNI).
+    #[arg(long)]
+    sni: Option<String>,
     /// Connections (default: echo 64, bulk 4, idle 1000, churn 32 concurrent loops).
     #[arg(long)]
     conns: Option<usize>,
@@ -123,6 +138,8 @@ enum St {
 
 struct Conn {
     stream: Option<TcpStream>,
+    /// wss://: the TLS session over `stream` (a fresh one per connection: no resumption).
+    tls: Option<Box<ClientConnection>>,
     st: St,
     /// Upgrade request and the accept value the 101 must carry.
     req: Rc<[u8]>,
@@ -147,10 +164,21 @@ struct Conn {
     since: Instant,
 }
 
+/// A wss:// target: the client config and the name the certificate is verified against.
+struct TlsTarget {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
 struct Gen {
     poll: Poll,
     conns: Vec<Conn>,
     scratch: Vec<u8>,
+    /// wss://: plaintext out of rustls (empty for ws://).
+    plain: Vec<u8>,
+    tls: Option<TlsTarget>,
+    /// What the first finished TLS handshake negotiated (version, suite, group).
+    tls_info: Option<String>,
     url: WsUrl,
     mode: Mode,
     size: usize,
@@ -184,6 +212,21 @@ fn main() {
 
 fn run(args: Args) -> Result<(), String> {
     let url = parse_ws_url(&args.url)?;
+    let tls_target = match (url.tls, &args.ca) {
+        (true, Some(ca)) => Some(TlsTarget {
+            config: tls::client_config(ca)?,
+            name: tls::server_name(args.sni.as_deref().unwrap_or(&url.hostname))?,
+        }),
+        (true, None) => {
+            return Err(
+                "wss:// needs --ca FILE (the CA that signed the server's certificate)".into(),
+            )
+        }
+        (false, _) if args.ca.is_some() || args.sni.is_some() => {
+            return Err("--ca and --sni apply to wss:// URLs only".into())
+        }
+        (false, _) => None,
+    };
     let nofile = sys::raise_nofile_limit();
     sys::install_stop_signals();
     let mode = args.mode;
@@ -223,6 +266,7 @@ fn run(args: Args) -> Result<(), String> {
         let (frame, mask) = frames[i % distinct].clone();
         cs.push(Conn {
             stream: None,
+            tls: None,
             st: St::Unused,
             req: Rc::from(client_request(&url.host, &url.path, &key)),
             accept: Rc::from(accept_key(key.as_bytes())),
@@ -249,6 +293,13 @@ fn run(args: Args) -> Result<(), String> {
         poll: Poll::new().map_err(|e| format!("epoll: {e}"))?,
         conns: cs,
         scratch: vec![0u8; 256 * 1024],
+        plain: if tls_target.is_some() {
+            vec![0u8; 64 * 1024]
+        } else {
+            Vec::new()
+        },
+        tls: tls_target,
+        tls_info: None,
         url,
         mode,
         size,
@@ -278,6 +329,9 @@ fn run(args: Args) -> Result<(), String> {
         Mode::Echo | Mode::Bulk => g.run_traffic(&args, &mut rep),
         Mode::Idle => g.run_idle(&args, &mut rep, sources.len())?,
         Mode::Churn => g.run_churn(&args, &mut rep),
+    }
+    if let Some(t) = &g.tls_info {
+        rep.s("tls", t);
     }
     rep.f("gen_cpu_s", sys::cpu_seconds() - cpu0, 3);
     if !g.errors.is_empty() {
@@ -370,6 +424,18 @@ impl Gen {
         c.in_flight = 0;
         c.msg_len = 0;
         c.since = now;
+        c.tls = None;
+        if let Some(t) = &self.tls {
+            match ClientConnection::new(t.config.clone(), t.name.clone()) {
+                Ok(tc) => c.tls = Some(Box::new(tc)),
+                Err(e) => {
+                    c.st = St::Failed;
+                    self.hs_failed += 1;
+                    *self.errors.entry(format!("tls: {e}")).or_default() += 1;
+                    return;
+                }
+            }
+        }
         match sys::connect_nonblocking(self.url.addr, c.src) {
             Ok(mut s) => {
                 if let Err(e) = self.poll.registry().register(
@@ -400,6 +466,7 @@ impl Gen {
         if let Some(mut s) = c.stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
+        c.tls = None;
         let was = c.st;
         if matches!(was, St::Connecting | St::Handshaking) {
             self.pending -= 1;
@@ -428,6 +495,9 @@ impl Gen {
     }
 
     fn flush(&mut self, i: usize) {
+        if self.conns[i].tls.is_some() {
+            return self.flush_tls(i);
+        }
         let c = &mut self.conns[i];
         let Some(s) = c.stream.as_mut() else { return };
         let r: io::Result<()> = loop {
@@ -458,6 +528,67 @@ impl Gen {
                     Err(e) => break Err(e),
                 }
             } else {
+                break Ok(());
+            }
+        };
+        if let Err(e) = r {
+            self.close(i, Some(format!("send: {e}")));
+        }
+    }
+
+    /// `flush` over TLS: sends what rustls holds, then hands it the next bytes in the order the
+    /// plain path would send them, while the socket takes them.
+    fn flush_tls(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        // A fresh session always has its ClientHello to send, but not before the connect is
+        // seen to complete: a churn slot reopened inside `read` would otherwise send it early,
+        // and the `Connecting` branch of `handle` would then swallow the readable edge of the
+        // server's answer.
+        if c.st == St::Connecting {
+            return;
+        }
+        let (Some(s), Some(tls)) = (c.stream.as_mut(), c.tls.as_mut()) else {
+            return;
+        };
+        let r: io::Result<()> = loop {
+            if tls.wants_write() {
+                match tls.write_tls(s) {
+                    Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => continue,
+                    Err(e) if is_wouldblock(&e) => break Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Err(e),
+                }
+            }
+            let n = if c.data_off > 0 || (c.out_pos == c.out.len() && c.data_pending > 0) {
+                match tls.writer().write(&c.frame[c.data_off..]) {
+                    Ok(n) => {
+                        c.data_off += n;
+                        if c.data_off == c.frame.len() {
+                            c.data_off = 0;
+                            c.data_pending -= 1;
+                        }
+                        n
+                    }
+                    Err(e) => break Err(e),
+                }
+            } else if c.out_pos < c.out.len() {
+                match tls.writer().write(&c.out[c.out_pos..]) {
+                    Ok(n) => {
+                        c.out_pos += n;
+                        if c.out_pos == c.out.len() {
+                            c.out.clear();
+                            c.out_pos = 0;
+                        }
+                        n
+                    }
+                    Err(e) => break Err(e),
+                }
+            } else {
+                break Ok(());
+            };
+            // rustls's buffer is full (its limit, or plaintext held until the handshake ends).
+            if n == 0 && !tls.wants_write() {
                 break Ok(());
             }
         };
@@ -505,6 +636,9 @@ impl Gen {
     /// Reads until the socket is drained. A short read means drained (a later arrival raises a
     /// new edge), unless `to_eof`, when only EOF or EAGAIN ends it.
     fn read(&mut self, i: usize, to_eof: bool) {
+        if self.conns[i].tls.is_some() {
+            return self.read_tls(i, to_eof);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(s) = self.conns[i].stream.as_mut() {
             match s.read(&mut scratch) {
@@ -530,6 +664,90 @@ impl Gen {
         if self.conns[i].stream.is_some() {
             self.flush(i);
         }
+    }
+
+    /// `read` over TLS: the same socket reads, each one fed through rustls. The end of the
+    /// connection is the TCP FIN, with or without a close_notify before it.
+    fn read_tls(&mut self, i: usize, to_eof: bool) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut plain = std::mem::take(&mut self.plain);
+        while let Some(s) = self.conns[i].stream.as_mut() {
+            match s.read(&mut scratch) {
+                Ok(0) => {
+                    self.on_eof(i);
+                    break;
+                }
+                Ok(n) => {
+                    if !self.on_ciphertext(i, &scratch[..n], &mut plain) {
+                        break;
+                    }
+                    if n < scratch.len() && !to_eof {
+                        break;
+                    }
+                }
+                Err(e) if is_wouldblock(&e) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(i, Some(format!("recv: {e}")));
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+        self.plain = plain;
+        if self.conns[i].stream.is_some() {
+            // Handshake messages, the request held back until the handshake ended, alerts.
+            self.flush(i);
+        }
+    }
+
+    /// Passes received TLS bytes through rustls and the plaintext out of it to `on_bytes`.
+    /// Returns false once the connection is closed.
+    fn on_ciphertext(&mut self, i: usize, mut input: &[u8], plain: &mut [u8]) -> bool {
+        while !input.is_empty() {
+            let Some(tls) = self.conns[i].tls.as_mut() else {
+                return false;
+            };
+            match tls.read_tls(&mut input) {
+                // After the peer's close_notify rustls takes nothing more: wait for the FIN.
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    self.close(i, Some(format!("tls: {e}")));
+                    return false;
+                }
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Best effort: the alert rustls queued for the peer.
+                let c = &mut self.conns[i];
+                if let (Some(s), Some(tls)) = (c.stream.as_mut(), c.tls.as_mut()) {
+                    let _ = tls.write_tls(s);
+                }
+                self.close(i, Some(format!("tls: {e}")));
+                return false;
+            }
+            loop {
+                let Some(tls) = self.conns[i].tls.as_mut() else {
+                    return false;
+                };
+                match tls.reader().read(plain) {
+                    // close_notify: nothing more will come; the FIN ends the connection.
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.on_bytes(i, &mut plain[..n]);
+                        if self.conns[i].stream.is_none() {
+                            return false;
+                        }
+                    }
+                    Err(e) if is_wouldblock(&e) => break,
+                    Err(e) => {
+                        self.close(i, Some(format!("tls: {e}")));
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 
     fn on_eof(&mut self, i: usize) {
@@ -573,6 +791,9 @@ impl Gen {
             data = &mut data[skip..];
             c.hs = Vec::new();
             c.st = St::Open;
+            if self.tls_info.is_none() {
+                self.tls_info = c.tls.as_deref().map(tls::describe);
+            }
             self.pending -= 1;
             self.hs_ok += 1;
             if self.mode == Mode::Churn {
