@@ -147,26 +147,6 @@ pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::head_end;
-
-    #[test]
-    fn head_end_forms() {
-        assert_eq!(
-            head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nxx", 0),
-            Some(27)
-        );
-        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nxx", 0), Some(24));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
-        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        for from in 0..full.len() {
-            assert_eq!(head_end(full, from), Some(full.len()), "from {from}");
-        }
-    }
-}
-
 /// Writes `head` then `body` with as few system calls as the stream allows: one `sendmsg` for
 /// both on a plain socket (a proxied response's rewritten head and the first body bytes that
 /// arrived with it), continuing after short writes.
@@ -194,4 +174,24 @@ pub async fn write_all_two<W: futures_lite::io::AsyncWrite + Unpin>(
         body = &body[n - from_head..];
     }
     w.write_all(body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end;
+
+    #[test]
+    fn head_end_forms() {
+        assert_eq!(
+            head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nxx", 0),
+            Some(27)
+        );
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nxx", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for from in 0..full.len() {
+            assert_eq!(head_end(full, from), Some(full.len()), "from {from}");
+        }
+    }
 }

@@ -382,7 +382,7 @@ where
 {
     let mut left = match body {
         Body::None | Body::Length(0) => {
-            dst.write_all(*head).await.map_err(|_| BodyError::Write)?;
+            dst.write_all(head).await.map_err(|_| BodyError::Write)?;
             *head = &[];
             return Ok(());
         }
@@ -391,7 +391,7 @@ where
     };
     // Nothing buffered yet: the head goes out now rather than wait for the body's first read.
     if buf.is_empty() && !head.is_empty() {
-        dst.write_all(*head).await.map_err(|_| BodyError::Write)?;
+        dst.write_all(head).await.map_err(|_| BodyError::Write)?;
         *head = &[];
     }
     let mut chunked = (body == Body::Chunked).then(ChunkedDecoder::default);
@@ -412,7 +412,7 @@ where
                 .feed(&buf.data()[..take])
                 .map_err(|_| BodyError::Framing)?;
         }
-        write_all_two(dst, *head, &buf.data()[..take])
+        write_all_two(dst, head, &buf.data()[..take])
             .await
             .map_err(|_| BodyError::Write)?;
         *head = &[];
