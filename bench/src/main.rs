@@ -637,40 +637,35 @@ impl Gen {
     /// new edge), unless `to_eof`, when only EOF or EAGAIN ends it.
     fn read(&mut self, i: usize, to_eof: bool) {
         if self.conns[i].tls.is_some() {
-            return self.read_tls(i, to_eof);
+            // Each socket read goes through rustls. The end of the connection is the TCP FIN,
+            // with or without a close_notify before it.
+            let mut plain = std::mem::take(&mut self.plain);
+            self.read_socket(i, to_eof, |me, i, bytes| {
+                me.on_ciphertext(i, bytes, &mut plain)
+            });
+            self.plain = plain;
+        } else {
+            self.read_socket(i, to_eof, |me, i, bytes| {
+                me.on_bytes(i, bytes);
+                true
+            });
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        while let Some(s) = self.conns[i].stream.as_mut() {
-            match s.read(&mut scratch) {
-                Ok(0) => {
-                    self.on_eof(i);
-                    break;
-                }
-                Ok(n) => {
-                    self.on_bytes(i, &mut scratch[..n]);
-                    if n < scratch.len() && !to_eof {
-                        break;
-                    }
-                }
-                Err(e) if is_wouldblock(&e) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.close(i, Some(format!("recv: {e}")));
-                    break;
-                }
-            }
-        }
-        self.scratch = scratch;
         if self.conns[i].stream.is_some() {
+            // Over TLS also: handshake messages, the request held back until the handshake
+            // ended, alerts.
             self.flush(i);
         }
     }
 
-    /// `read` over TLS: the same socket reads, each one fed through rustls. The end of the
-    /// connection is the TCP FIN, with or without a close_notify before it.
-    fn read_tls(&mut self, i: usize, to_eof: bool) {
+    /// The socket read loop of `read`: each read's bytes go to `deliver`, which returns false
+    /// once the connection is closed.
+    fn read_socket(
+        &mut self,
+        i: usize,
+        to_eof: bool,
+        mut deliver: impl FnMut(&mut Self, usize, &mut [u8]) -> bool,
+    ) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let mut plain = std::mem::take(&mut self.plain);
         while let Some(s) = self.conns[i].stream.as_mut() {
             match s.read(&mut scratch) {
                 Ok(0) => {
@@ -678,7 +673,7 @@ impl Gen {
                     break;
                 }
                 Ok(n) => {
-                    if !self.on_ciphertext(i, &scratch[..n], &mut plain) {
+                    if !deliver(self, i, &mut scratch[..n]) {
                         break;
                     }
                     if n < scratch.len() && !to_eof {
@@ -694,11 +689,6 @@ impl Gen {
             }
         }
         self.scratch = scratch;
-        self.plain = plain;
-        if self.conns[i].stream.is_some() {
-            // Handshake messages, the request held back until the handshake ended, alerts.
-            self.flush(i);
-        }
     }
 
     /// Passes received TLS bytes through rustls and the plaintext out of it to `on_bytes`.
