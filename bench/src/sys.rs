@@ -61,38 +61,13 @@ pub fn connect_nonblocking(
                 &one as *const _ as *const _,
                 optlen,
             );
-            let sa = sockaddr_in(SocketAddr::new(ip.into(), 0));
-            if libc::bind(
-                fd,
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ) != 0
-            {
+            let (sa, len) = raw_sockaddr(SocketAddr::new(ip.into(), 0));
+            if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        let rc = match dst {
-            SocketAddr::V4(_) => {
-                let sa = sockaddr_in(dst);
-                libc::connect(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-            SocketAddr::V6(v6) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_port = v6.port().to_be();
-                sa.sin6_addr.s6_addr = v6.ip().octets();
-                sa.sin6_scope_id = v6.scope_id();
-                libc::connect(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        };
+        let (sa, len) = raw_sockaddr(dst);
+        let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
         if rc != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EINPROGRESS) {
@@ -103,15 +78,29 @@ pub fn connect_nonblocking(
     }
 }
 
-fn sockaddr_in(a: SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(v4) = a else {
-        panic!("IPv4 address expected")
+/// `a` as a C socket address (IPv4 or IPv6) and its length, for bind(2) and connect(2).
+fn raw_sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid `sockaddr_storage`; the storage is large and aligned
+    // enough for either address family.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sa = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = v4.port().to_be();
+            sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sa = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_port = v6.port().to_be();
+            sa.sin6_addr.s6_addr = v6.ip().octets();
+            sa.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
     };
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_port = v4.port().to_be();
-    sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-    sa
+    (storage, len as libc::socklen_t)
 }
 
 /// User + system CPU seconds this process has used.
@@ -177,28 +166,8 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListene
             &one as *const _ as *const _,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
-        let rc = match addr {
-            SocketAddr::V4(_) => {
-                let sa = sockaddr_in(addr);
-                libc::bind(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-            SocketAddr::V6(v6) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_port = v6.port().to_be();
-                sa.sin6_addr.s6_addr = v6.ip().octets();
-                sa.sin6_scope_id = v6.scope_id();
-                libc::bind(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        };
+        let (sa, len) = raw_sockaddr(addr);
+        let rc = libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len);
         if rc != 0 || libc::listen(fd, backlog) != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -41,18 +41,11 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::harness::header_values(&self.headers, name).next()
     }
 
     pub fn get_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::harness::header_values(&self.headers, name).collect()
     }
 
     pub fn has(&self, name: &str) -> bool {
