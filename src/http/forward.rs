@@ -112,7 +112,10 @@ fn write_forwarded(out: &mut Vec<u8>, req: &Request<'_, '_>, info: &ForwardInfo<
     let ip = info.client_ip;
     out.extend_from_slice(b"X-Forwarded-For: ");
     append_existing(out, req, "x-forwarded-for");
-    let _ = write!(out, "{ip}\r\nX-Forwarded-Proto: {}\r\n", info.proto);
+    super::push_ip(out, ip);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(info.proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(host) = req.host {
         push_field(out, b"X-Forwarded-Host", host);
     }
@@ -120,14 +123,16 @@ fn write_forwarded(out: &mut Vec<u8>, req: &Request<'_, '_>, info: &ForwardInfo<
     append_existing(out, req, "forwarded");
     // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
     match ip {
-        IpAddr::V4(a) => {
-            let _ = write!(out, "for={a}");
+        IpAddr::V4(_) => {
+            out.extend_from_slice(b"for=");
+            super::push_ip(out, ip);
         }
         IpAddr::V6(a) => {
             let _ = write!(out, "for=\"[{a}]\"");
         }
     }
-    let _ = write!(out, ";proto={}", info.proto);
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(info.proto.as_bytes());
     if let Some(host) = req.host.filter(|h| {
         h.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
@@ -180,7 +185,11 @@ pub fn write_response_head(
     body: Body,
     rw: &ResponseRewrite<'_>,
 ) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.code, resp.reason);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    super::push_decimal(out, u64::from(resp.code));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let has_connection = resp
         .headers
         .iter()

@@ -59,7 +59,11 @@ pub fn write_head(
     close: bool,
 ) {
     // Writes into a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    super::push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     with_date(|d| {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(d.as_bytes());
@@ -73,7 +77,9 @@ pub fn write_head(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = content_length {
-        let _ = write!(out, "Content-Length: {n}\r\n");
+        out.extend_from_slice(b"Content-Length: ");
+        super::push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");

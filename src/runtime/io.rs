@@ -36,9 +36,9 @@ impl ReadBuf {
         }
     }
 
-    /// A read buffer over a reused `Vec` (its capacity is kept; see `pool::take_vec`).
-    pub fn from_vec(mut buf: Vec<u8>) -> ReadBuf {
-        buf.clear();
+    /// A read buffer over a reused `Vec` (see `pool::take_read_vec`): its initialized length is
+    /// kept as read space, so it is not zeroed again.
+    pub fn from_vec(buf: Vec<u8>) -> ReadBuf {
         ReadBuf {
             buf,
             start: 0,
@@ -178,7 +178,7 @@ pub async fn write_all_two<W: futures_lite::io::AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use super::head_end;
+    use super::{head_end, ReadBuf};
 
     #[test]
     fn head_end_forms() {
@@ -193,5 +193,23 @@ mod tests {
         for from in 0..full.len() {
             assert_eq!(head_end(full, from), Some(full.len()), "from {from}");
         }
+    }
+
+    #[test]
+    fn a_reused_vec_reads_into_its_initialized_bytes() {
+        // A Vec from the pool keeps its length: the stale bytes are read space, never data.
+        let mut rb = ReadBuf::from_vec(vec![b'x'; 4096]);
+        assert!(rb.is_empty());
+        let mut src: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
+        let n = futures_lite::future::block_on(rb.fill(&mut src, 8192)).unwrap();
+        assert_eq!(n, 19);
+        assert_eq!(rb.data(), b"HTTP/1.1 200 OK\r\n\r\n");
+        rb.consume(n);
+        assert!(rb.is_empty());
+        assert_eq!(
+            rb.into_vec().len(),
+            4096,
+            "the length (initialized bytes) is kept"
+        );
     }
 }

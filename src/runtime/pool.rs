@@ -70,6 +70,29 @@ pub fn give_vec(mut v: Vec<u8>) {
     }
 }
 
+thread_local! {
+    static FREE_READ_VECS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A `Vec` to read into (see `ReadBuf::from_vec`), reused per core with its length kept: the
+/// bytes are initialized already, so a reused one is not zeroed again before each read.
+pub fn take_read_vec() -> Vec<u8> {
+    FREE_READ_VECS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_default()
+}
+
+pub fn give_read_vec(v: Vec<u8>) {
+    if v.capacity() <= SCRATCH_BYTES {
+        FREE_READ_VECS.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < 256 {
+                f.push(v);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -171,9 +171,9 @@ async fn exchange(
         *body_sent = true;
         request_body(shard, c, lease, plan.body).await?;
     }
-    let mut brb = ReadBuf::from_vec(pool::take_vec());
+    let mut brb = ReadBuf::from_vec(pool::take_read_vec());
     let result = respond(shard, c, lease, plan, &mut brb, stale).await;
-    pool::give_vec(brb.into_vec());
+    pool::give_read_vec(brb.into_vec());
     result
 }
 
