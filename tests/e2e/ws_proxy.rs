@@ -579,7 +579,7 @@ fn h2c_upgrade_is_not_tunnelled() {
 fn backend_close_reaches_every_client_under_churn() {
     // Regression test: an edge-triggered (multishot) readiness poll once lost the backend's FIN
     // when it came right behind the Close frame, about once per thousand cycles at 32
-    // concurrent loops; the client then waited for a TCP close that never came. 16 loops × 80
+    // concurrent loops; the client then waited for a TCP close that never came. 16 loops × 300
     // cycles: each must see the echo, the Close, and then the connection end.
     use std::io::Read;
     let echo = EchoBackend::tcp_v4();
@@ -591,7 +591,7 @@ fn backend_close_reaches_every_client_under_churn() {
             let port = rw.port();
             let url = rw.ws_url(&format!("/chat/churn{t}"));
             std::thread::spawn(move || -> Result<(), String> {
-                for i in 0..80 {
+                for i in 0..300 {
                     let (mut ws, _) = ws_connect(port, url.as_str());
                     ws.send(Message::text("x")).map_err(|e| e.to_string())?;
                     if ws_next(&mut ws) != Message::text("x") {
