@@ -3,7 +3,10 @@
 #
 #   bench/compare.sh [--targets direct,bare,ringway,nginx,haproxy]
 #                    [--tests http,static,echo,bulk,idle,churn,https,wss-echo,wss-churn]
-#                    [--quick] [--duration SECS] [--idle-conns N] [--out FILE] [--keep]
+#                    [--quick] [--duration SECS] [--rounds N] [--idle-conns N] [--out FILE] [--keep]
+#
+# --rounds N repeats every (target, test) pair N times, round after round (so the targets
+# share the machine's quiet and noisy stretches alike), and reports each figure's median.
 #
 # --tests also takes `tls` (= https,wss-echo,wss-churn) and `all`; aliases mix with names
 # (`--tests echo,tls`). The default is the plain tests only: TLS tests are opt-in.
@@ -44,6 +47,7 @@ TARGETS=$ALL_TARGETS
 TESTS=$PLAIN_TESTS
 QUICK=0
 DURATION=""
+ROUNDS=1
 IDLE_CONNS=""
 OUT=""
 KEEP=0
@@ -59,6 +63,7 @@ while [ $# -gt 0 ]; do
     --tests=*) TESTS=${1#*=}; shift ;;
     --quick) QUICK=1; shift ;;
     --duration) DURATION=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --out=*) OUT=${1#*=}; shift ;;
@@ -68,6 +73,7 @@ while [ $# -gt 0 ]; do
     *) echo "compare.sh: unknown argument $1" >&2; usage 2 ;;
   esac
 done
+case $ROUNDS in ''|*[!0-9]*|0) echo "compare.sh: --rounds wants a positive whole number" >&2; exit 2 ;; esac
 
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 is_tls_test() { has "$TLS_TESTS" "$1"; }
@@ -491,7 +497,24 @@ jget() {   # json line, key → value (numbers and plain strings)
 fmt() { awk -v v="$1" -v p="${2:-0}" 'BEGIN { if (v == "") print ""; else printf "%.*f", p, v }'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print ""; else printf "%.6f", a / b }'; }
 
-record() { R["$1.$2"]=$3; }
+declare -A RA  # RA[target.metric] = every round's value, one per line
+record() { R["$1.$2"]=$3; RA["$1.$2"]+="$3"$'\n'; }
+
+# With --rounds: each numeric figure becomes the median of its rounds; others keep the last.
+take_medians() {
+  local k med
+  for k in "${!RA[@]}"; do
+    med=$(printf '%s' "${RA[$k]}" | awk '
+      /^-?[0-9]+(\.[0-9]+)?$/ { v[n++] = $1; next } { bad = 1 }
+      END {
+        if (bad || n == 0) exit
+        # insertion sort: a handful of values
+        for (i = 1; i < n; i++) { x = v[i]; j = i - 1; while (j >= 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
+        if (n % 2) print v[int(n / 2)]; else print (v[n / 2 - 1] + v[n / 2]) / 2
+      }')
+    [ -n "$med" ] && R[$k]=$med
+  done
+}
 
 # Runs a command in the background and waits for it, so that a signal to this script is handled
 # at once (bash defers traps while a foreground child or a $(...) runs). Sets BG_RC.
@@ -646,7 +669,9 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
   log "warning: load average is $LOAD_START before starting; other work on these CPUs will skew throughput and latency (CPU-per-operation figures suffer least)"
 fi
-log "targets=$TARGETS tests=$TESTS duration=${DUR}s warmup=${WARM}s idle=$IDLE_N (tmp $TMP)"
+log "targets=$TARGETS tests=$TESTS duration=${DUR}s warmup=${WARM}s idle=$IDLE_N rounds=$ROUNDS (tmp $TMP)"
+for round in $(seq 1 "$ROUNDS"); do
+[ "$ROUNDS" -gt 1 ] && log "round $round of $ROUNDS"
 for t in ${TARGETS//,/ }; do
   # direct and bare have no TLS: skip them when only TLS tests were asked for.
   if ! tls_capable "$t"; then
@@ -666,6 +691,8 @@ for t in ${TARGETS//,/ }; do
   stop_pid "$BACKEND_PID"
   wait_gone "$BACKEND_PORT" || true
 done
+done
+[ "$ROUNDS" -gt 1 ] && take_medians
 
 # ---- table -----------------------------------------------------------------------------------
 
@@ -752,7 +779,7 @@ any_tls_target() { local t; for t in ${TARGETS//,/ }; do tls_capable "$t" && ret
 
 TABLE=$TMP/table.md
 {
-  echo "Ringway comparison — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r); backend + load generator on CPU 0, proxy on CPU 1; ${DUR}s per run (+${WARM}s warm-up), idle = $IDLE_N connections; load average $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end. Ratios are against nginx."
+  echo "Ringway comparison — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r); backend + load generator on CPU 0, proxy on CPU 1; ${DUR}s per run (+${WARM}s warm-up)$([ "$ROUNDS" -gt 1 ] && echo ", median of $ROUNDS rounds"), idle = $IDLE_N connections; load average $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end. Ratios are against nginx."
   if any_plain_test; then
     echo
     emit_table 0 "${COLS[@]}"
