@@ -274,6 +274,7 @@ fn plan<'s>(shard: &'s Shard, c: &Client, req: &Request<'_, '_>) -> Action<'s> {
             let ims = req.header("if-modified-since");
             let resp = static_files::serve(
                 &vhost.doc_root,
+                super::static_serve::root_fd(&vhost.doc_root),
                 req.method.as_bytes(),
                 req.target.as_bytes(),
                 ims,

@@ -1,13 +1,47 @@
 //! Sends a `static_files::StaticResponse` on a client connection.
 
+use std::cell::RefCell;
 use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use futures_lite::io::AsyncWriteExt;
 
 use super::conn::{Client, Next};
+use super::io::write_all_two;
 use super::pool;
 use crate::http::response;
 use crate::static_files::{self, StaticResponse};
+
+thread_local! {
+    /// Each doc root opened once per core (`static_files::open_root`); `None` when it cannot
+    /// be opened, and the canonicalizing path serves it.
+    static ROOTS: RefCell<Vec<(PathBuf, Option<OwnedFd>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This core's descriptor for `doc_root`, opened on first use. The descriptor lives as long as
+/// the core's thread (roots come from the configuration: a handful).
+pub fn root_fd(doc_root: &Path) -> Option<BorrowedFd<'static>> {
+    ROOTS.with(|roots| {
+        let mut roots = roots.borrow_mut();
+        let i = match roots.iter().position(|(p, _)| p == doc_root) {
+            Some(i) => i,
+            None => {
+                roots.push((
+                    doc_root.to_path_buf(),
+                    static_files::open_root(doc_root).ok(),
+                ));
+                roots.len() - 1
+            }
+        };
+        // SAFETY: entries are never removed, and the thread-local outlives every request the
+        // core serves, so the descriptor stays open while the borrow is in use.
+        roots[i]
+            .1
+            .as_ref()
+            .map(|fd| unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) })
+    })
+}
 
 pub async fn send(c: &mut Client, resp: StaticResponse, is_head: bool, close: bool) -> Next {
     let mut head = pool::take_vec();
@@ -22,18 +56,20 @@ pub async fn send(c: &mut Client, resp: StaticResponse, is_head: bool, close: bo
     // A 304 carries no Content-Length (RFC 9110 §15.4.5 allows omitting it).
     let length = (resp.status != 304).then_some(resp.content_length);
     response::write_head(&mut head, resp.status, &fields, length, close);
-    let mut ok = c.stream.write_all(&head).await.is_ok();
+    let body = !is_head && resp.status != 304;
+    let ok = match resp.file {
+        // The head goes out with the file's first bytes, in one write.
+        Some(file) if body => send_file(c, &head, file, resp.content_length).await,
+        _ => {
+            let text = if body {
+                static_files::error_body(resp.status)
+            } else {
+                b""
+            };
+            write_all_two(&mut c.stream, &head, text).await.is_ok()
+        }
+    };
     pool::give_vec(head);
-    if ok && !is_head && resp.status != 304 {
-        ok = match resp.file {
-            Some(file) => send_file(c, file, resp.content_length).await,
-            None => c
-                .stream
-                .write_all(static_files::error_body(resp.status))
-                .await
-                .is_ok(),
-        };
-    }
     if close || !ok {
         Next::Close
     } else {
@@ -41,13 +77,17 @@ pub async fn send(c: &mut Client, resp: StaticResponse, is_head: bool, close: bo
     }
 }
 
-/// Copies `length` bytes of the file. Reads are plain blocking reads: static files are the
-/// demo page and small assets, served from the page cache. A file that shrinks under us ends
-/// the connection (the promised Content-Length cannot be met).
-async fn send_file(c: &mut Client, mut file: std::fs::File, length: u64) -> bool {
+/// Writes `head`, then `length` bytes of the file (the first read goes out with the head).
+/// Reads are plain blocking reads: static files are the demo page and small assets, served from
+/// the page cache. A file that shrinks under us ends the connection (the promised
+/// Content-Length cannot be met).
+async fn send_file(c: &mut Client, mut head: &[u8], mut file: std::fs::File, length: u64) -> bool {
     let mut buf = pool::take();
     let mut left = length;
     let mut ok = true;
+    if left == 0 {
+        ok = c.stream.write_all(head).await.is_ok();
+    }
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = match file.read(&mut buf[..want]) {
@@ -57,10 +97,11 @@ async fn send_file(c: &mut Client, mut file: std::fs::File, length: u64) -> bool
             }
             Ok(n) => n,
         };
-        if c.stream.write_all(&buf[..n]).await.is_err() {
+        if write_all_two(&mut c.stream, head, &buf[..n]).await.is_err() {
             ok = false;
             break;
         }
+        head = &[];
         left -= n as u64;
     }
     pool::give(buf);
