@@ -112,7 +112,9 @@ fn write_forwarded(out: &mut Vec<u8>, req: &Request<'_, '_>, info: &ForwardInfo<
     let ip = info.client_ip;
     out.extend_from_slice(b"X-Forwarded-For: ");
     append_existing(out, req, "x-forwarded-for");
+    let ip_text = out.len();
     super::push_ip(out, ip);
+    let ip_text = ip_text..out.len();
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
     out.extend_from_slice(info.proto.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -125,7 +127,7 @@ fn write_forwarded(out: &mut Vec<u8>, req: &Request<'_, '_>, info: &ForwardInfo<
     match ip {
         IpAddr::V4(_) => {
             out.extend_from_slice(b"for=");
-            super::push_ip(out, ip);
+            out.extend_from_within(ip_text);
         }
         IpAddr::V6(a) => {
             let _ = write!(out, "for=\"[{a}]\"");

@@ -50,7 +50,13 @@ pub fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
                 if k > 0 {
                     out.push(b'.');
                 }
-                push_decimal(out, u64::from(octet));
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
             }
         }
         std::net::IpAddr::V6(a) => {

@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use super::backends::Lease;
 use super::idle::Watch;
 use super::io::{head_end, ReadBuf, ReadError};
-use super::proxy::{self, HostCopy, ProxyPlan};
+use super::proxy::{self, ProxyPlan};
 use super::{echo, pool, static_serve, wsproxy, Shard};
 use crate::config::{Handler, WebSocketRoute};
 use crate::http::forward::{self, ForwardInfo};
@@ -356,7 +356,11 @@ fn plan_proxy<'s>(
         body: req.body,
         expect_continue: expect_continue && req.minor_version == 1,
         client_keep_alive: req.keep_alive,
-        client_host: req.host.and_then(HostCopy::new),
+        client_host: {
+            let mut h = pool::take_vec();
+            h.extend_from_slice(req.host.unwrap_or_default());
+            h
+        },
         host_override: host,
     }
 }

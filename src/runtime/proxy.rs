@@ -18,26 +18,6 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::forward::{write_response_head, ResponseRewrite};
 use crate::http::head::{empty_headers, parse_response, Body};
 
-/// The client's `Host`, copied out of the read buffer without allocating (longer values are
-/// not kept: `Location` is then left alone).
-pub struct HostCopy {
-    buf: [u8; 255],
-    len: u8,
-}
-
-impl HostCopy {
-    pub fn new(host: &[u8]) -> Option<HostCopy> {
-        let len = u8::try_from(host.len()).ok()?;
-        let mut buf = [0u8; 255];
-        buf[..host.len()].copy_from_slice(host);
-        Some(HostCopy { buf, len })
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..usize::from(self.len)]
-    }
-}
-
 /// Everything the exchange needs, taken from the request head before it is consumed.
 pub struct ProxyPlan<'s> {
     pub backend: usize,
@@ -49,8 +29,9 @@ pub struct ProxyPlan<'s> {
     pub body: Body,
     pub expect_continue: bool,
     pub client_keep_alive: bool,
-    /// The client's Host (for Location rewriting), copied out of the read buffer.
-    pub client_host: Option<HostCopy>,
+    /// The client's Host (for Location rewriting), copied out of the read buffer into a pooled
+    /// `Vec` (`pool::take_vec`; empty when the request had none).
+    pub client_host: Vec<u8>,
     pub host_override: Option<&'s str>,
 }
 
@@ -144,6 +125,7 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
         }
     };
     pool::give_vec(std::mem::take(&mut plan.head));
+    pool::give_vec(std::mem::take(&mut plan.client_host));
     next
 }
 
@@ -211,7 +193,7 @@ async fn respond(
                     .filter(|a| !a.is_empty()),
                 plan.host_override,
             ],
-            client_host: plan.client_host.as_ref().map(HostCopy::as_bytes),
+            client_host: Some(plan.client_host.as_slice()).filter(|h| !h.is_empty()),
             client_scheme: c.proto(),
             close,
         };
