@@ -14,7 +14,7 @@ use tracing::{debug, info};
 
 use super::backends::Lease;
 use super::idle::Watch;
-use super::io::{head_end, ReadBuf, ReadError};
+use super::io::{self, head_end, ReadBuf, ReadError};
 use super::proxy::{self, ProxyPlan};
 use super::{echo, pool, static_serve, wsproxy, Shard};
 use crate::config::{Handler, WebSocketRoute};
@@ -85,11 +85,17 @@ impl Client {
 pub async fn serve(shard: Rc<Shard>, client: Client) -> Option<TunnelJob> {
     let mut client = client;
     let mut first = true;
+    // Ringway ends the connection (after an error, or a response that closes it): the client
+    // may still be sending, so the close lingers (see `io::linger_close`).
+    let mut linger = false;
     loop {
         match read_head(&shard, &mut client, first).await {
             Ok(Some(end)) => match handle(&shard, &mut client, end).await {
                 Next::KeepAlive => first = false,
-                Next::Close => break,
+                Next::Close => {
+                    linger = true;
+                    break;
+                }
                 Next::Tunnel(lease) => {
                     return Some(TunnelJob {
                         stream: client.stream,
@@ -105,14 +111,18 @@ pub async fn serve(shard: Rc<Shard>, client: Client) -> Option<TunnelJob> {
                     info!(core = shard.id, peer = %client.peer, status, "bad request head");
                     let mut out = pool::take_vec();
                     response::write_error(&mut out, status, &[], true);
-                    let _ = client.stream.write_all(&out).await;
+                    linger = client.stream.write_all(&out).await.is_ok();
                     pool::give_vec(out);
                 }
                 break;
             }
         }
     }
-    let _ = client.stream.close().await;
+    if linger {
+        io::linger_close(&mut client.stream, &mut client.rb, &client.watch).await;
+    } else {
+        let _ = client.stream.close().await;
+    }
     None
 }
 

@@ -2,6 +2,8 @@
 //! (glommio's `set_read_timeout` is not used: a dropped read leaves its timer armed.)
 
 use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use std::future::Future;
 use std::task::Poll;
@@ -174,6 +176,46 @@ pub async fn write_all_two<W: futures_lite::io::AsyncWrite + Unpin>(
         body = &body[n - from_head..];
     }
     w.write_all(body).await
+}
+
+/// How long a lingering close waits for the next byte from the client (nginx's
+/// `lingering_timeout` default).
+pub const LINGER_IDLE: Duration = Duration::from_secs(5);
+/// The most a lingering close lasts in all (nginx's `lingering_time` default).
+pub const LINGER_MAX: Duration = Duration::from_secs(30);
+/// The most a lingering close reads and drops before it gives up on the client.
+pub const LINGER_BYTES: usize = 1 << 20;
+
+/// Lingering close, the model of nginx's `lingering_close` and Apache's `lingering_close()`:
+/// shut the write side (the client reads the response, then EOF), then read and drop whatever
+/// the client still sends (the rest of an oversized head, a body Ringway did not take,
+/// pipelined requests) until it closes too, `LINGER_IDLE` passes without a byte, `LINGER_MAX`
+/// passes or `LINGER_BYTES` were dropped. Closing with input still unread would make the
+/// kernel answer with a RST, and a RST can discard the response from the client's receive
+/// queue before the client has read it. A client that closes at once costs one more read.
+pub async fn linger_close<S: AsyncRead + futures_lite::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    rb: &mut ReadBuf,
+    watch: &Rc<Watch>,
+) {
+    use futures_lite::io::AsyncWriteExt;
+    if s.close().await.is_err() {
+        return;
+    }
+    let started = Instant::now();
+    let mut dropped = rb.len();
+    rb.consume(rb.len());
+    watch.restart(LINGER_IDLE);
+    while dropped <= LINGER_BYTES && started.elapsed() < LINGER_MAX {
+        match rb.fill_watched(s, READ_BUF_BYTES_INITIAL, watch).await {
+            Ok(n) if n > 0 => {
+                dropped += n;
+                rb.consume(n);
+                watch.touch();
+            }
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -279,15 +279,25 @@ async fn handshake(
     tcp: TcpStream,
     peer: std::net::SocketAddr,
 ) -> Option<stream::ClientStream> {
-    let accept = async { Some(futures_rustls::TlsAcceptor::from(tls).accept(tcp).await) };
+    let accept = async {
+        Some(
+            futures_rustls::TlsAcceptor::from(tls)
+                .accept(tcp)
+                .into_fallible()
+                .await,
+        )
+    };
     let timer = async {
         glommio::timer::sleep(shard.config.timeouts.header).await;
         None
     };
     match futures_lite::future::or(accept, timer).await {
         Some(Ok(s)) => Some(stream::ClientStream::Tls(Box::new(s))),
-        Some(Err(e)) => {
+        Some(Err((e, mut tcp))) => {
             info!(core = shard.id, peer = %peer, error = %e, "TLS handshake failed");
+            // The alert is out; the client may still be sending its first flight.
+            let watch = idle::watch(io::LINGER_IDLE);
+            io::linger_close(&mut tcp, &mut io::ReadBuf::new(), &watch).await;
             None
         }
         None => {

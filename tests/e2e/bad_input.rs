@@ -1,5 +1,7 @@
 //! Requests ringway must refuse: malformed heads, size limits, slow heads, ambiguous framing.
 
+use std::io::{Read, Write};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -148,4 +150,95 @@ fn two_different_content_lengths_get_400_and_close() {
     let r = c.response();
     assert_eq!(r.status, 400, "{r}");
     c.assert_closed("after 400 for two Content-Lengths");
+}
+
+/// Sends `head`, reads the response, then sends `more` bytes, as a client still sending its
+/// request when the answer arrives would. Ringway must take that input in (read and drop it)
+/// and end with a clean EOF; a socket closed with input unread answers it with a RST, which
+/// can also wipe a response the client has not read yet.
+fn answer_while_sending(rw: &Ringway, head: &[u8], more: usize, what: &str) -> Response {
+    let mut c = rw.conn();
+    c.send(head);
+    let r = c
+        .try_response(WAIT, false)
+        .unwrap_or_else(|e| panic!("{what}: the response was lost: {e}"));
+    thread::sleep(Duration::from_millis(50));
+    let mut w = c.writer();
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut sent = 0;
+    while sent < more {
+        if let Err(e) = w.write_all(&chunk) {
+            panic!("{what}: input after the response refused after {sent} bytes: {e}");
+        }
+        sent += chunk.len();
+    }
+    expect_eof(&c, what);
+    r
+}
+
+/// The next read is a clean EOF (not a reset, not more bytes).
+fn expect_eof(c: &Conn, what: &str) {
+    let mut raw = c.writer();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    let mut one = [0u8; 1];
+    match raw.read(&mut one) {
+        Ok(0) => {}
+        Ok(_) => panic!("{what}: bytes after the response"),
+        Err(e) => panic!("{what}: want EOF after the response, got {e}"),
+    }
+}
+
+#[test]
+fn error_response_reaches_a_client_still_sending() {
+    // Ringway answers 431 after 4 KiB of a head the client is still sending. Closing with
+    // that input unread would make the kernel send a RST, which can wipe the 431 from the
+    // client's receive queue before it is read: the close must linger.
+    let rw = start("[limits]\nmax_header_bytes = \"4KiB\"\n");
+    for round in 0..20 {
+        let mut head = b"GET / HTTP/1.1\r\nHost: app.test\r\n".to_vec();
+        while head.len() < 64 * 1024 {
+            head.extend_from_slice(b"X-Filler: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n");
+        }
+        let r = answer_while_sending(&rw, &head, 256 * 1024, &format!("round {round}: 431"));
+        assert_eq!(r.status, 431, "round {round}: {r}");
+    }
+}
+
+#[test]
+fn response_to_a_body_ringway_does_not_read_reaches_the_client() {
+    // A static context takes no request body: Ringway answers and closes without reading it.
+    let rw = start("");
+    for round in 0..20 {
+        let len = 512 * 1024;
+        let head =
+            format!("POST /index.html HTTP/1.1\r\nHost: app.test\r\nContent-Length: {len}\r\n\r\n")
+                .into_bytes();
+        let r = answer_while_sending(&rw, &head, len, &format!("round {round}: POST"));
+        assert_eq!(r.status, 405, "round {round}: {r}");
+    }
+}
+
+#[test]
+fn a_closing_response_is_not_cut_by_input_ringway_does_not_read() {
+    // `Connection: close`, then (once the answer has started) input Ringway will never read.
+    // When Ringway has written the last of the 4 MiB answer, much of it still sits in its
+    // send buffer, because this client has not read yet. Closing now, with that input unread,
+    // would make the kernel send a RST and drop the unsent tail: the close must linger.
+    let dir = site();
+    let file: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    write_file(dir.path(), "www/big.bin", &file);
+    let rw = Ringway::builder(config(&[], "")).dir(dir).start();
+    let mut c = rw.conn();
+    c.send(b"GET /big.bin HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    let head = c
+        .try_head(WAIT)
+        .unwrap_or_else(|e| panic!("response head: {e}"));
+    assert!(head.first_line.contains(" 200 "), "{}", head.first_line);
+    c.send(b"GET /index.html HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    thread::sleep(Duration::from_millis(300)); // Ringway writes until the buffers are full
+    let body = c
+        .try_read_exact(file.len(), WAIT)
+        .unwrap_or_else(|e| panic!("the 4 MiB body was cut: {e}"));
+    assert!(body == file, "the body differs from the file");
+    expect_eof(&c, "after the 4 MiB response");
 }
