@@ -232,21 +232,15 @@ impl RingwayBuilder {
                 .stderr(log);
             let mut child = cmd.spawn().expect("spawn ringway");
             let deadline = Instant::now() + WAIT;
-            let mut ready = vec![false; ports.len()];
+            // Ready means Ringway's own start-up line: every listener is bound. A connect to
+            // the port is not proof: after free_port() released it, another test's server may
+            // have taken it, and then Ringway's bind fails while that server answers the probe
+            // (CI saw tests talk to a stranger this way: resets and lost responses).
             let outcome = loop {
                 if let Some(status) = child.try_wait().unwrap() {
                     break Err(status);
                 }
-                for (i, port) in ports.iter().enumerate() {
-                    if !ready[i] {
-                        ready[i] = TcpStream::connect_timeout(
-                            &SocketAddr::from(([127, 0, 0, 1], *port)),
-                            Duration::from_millis(200),
-                        )
-                        .is_ok();
-                    }
-                }
-                if ready.iter().all(|r| *r) {
+                if read_lossy(&log_path).contains("ringway ready") {
                     break Ok(());
                 }
                 if Instant::now() >= deadline {
@@ -502,20 +496,8 @@ pub struct Conn {
 impl Conn {
     pub fn open(port: u16) -> Conn {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut tries = 0;
-        let stream = loop {
-            tries += 1;
-            match TcpStream::connect_timeout(&addr, WAIT) {
-                Ok(s) => break s,
-                // CI once saw a reset here, before the first byte, on a loaded 2-core
-                // machine (cause not found: Ringway had read nothing it could reset for, and
-                // it never sets SO_LINGER). Say so, and try again.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset && tries < 3 => {
-                    eprintln!("connect to ringway {addr}: {e}; trying again");
-                }
-                Err(e) => panic!("connect to ringway {addr} (try {tries}): {e}"),
-            }
-        };
+        let stream = TcpStream::connect_timeout(&addr, WAIT)
+            .unwrap_or_else(|e| panic!("connect to ringway {addr}: {e}"));
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
         Conn {

@@ -488,13 +488,10 @@ impl OpensslResponder {
             }
             // Readiness from /proc, not by connecting: `openssl ocsp` (3.0) hangs on a
             // connection that closes without a request and exits after a malformed one.
-            if listening(port) {
-                // Someone else's listener would show too: ours must still be alive.
-                thread::sleep(Duration::from_millis(20));
-                if r.child.try_wait().unwrap().is_none() {
-                    return r;
-                }
-                continue;
+            // The listener must be this child's: another test's server may hold the port
+            // (taken after free_port() released it), and then openssl's bind fails.
+            if listening_by(port, r.child.id()) {
+                return r;
             }
             assert!(
                 Instant::now() < deadline,
@@ -514,18 +511,34 @@ impl OpensslResponder {
     }
 }
 
-/// Whether some socket listens on TCP `port` (any address, v4 or v6), per /proc/net.
-pub fn listening(port: u16) -> bool {
+/// Whether process `pid` holds a socket listening on TCP `port` (its inode, from /proc/net/tcp*,
+/// among the process's open files).
+pub fn listening_by(port: u16, pid: u32) -> bool {
     let needle = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                cols.len() > 3 && cols[1].ends_with(&needle) && cols[3] == "0A"
-            })
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|f| {
+            fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    (cols.len() > 9 && cols[1].ends_with(&needle) && cols[3] == "0A")
+                        .then(|| format!("socket:[{}]", cols[9]))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
     })
 }
 
