@@ -5,6 +5,9 @@
 #                    [--tests http,static,echo,bulk,idle,churn,https,wss-echo,wss-churn]
 #                    [--quick] [--duration SECS] [--rounds N] [--idle-conns N] [--out FILE] [--keep]
 #
+# Target ringway-b (not in the default set) runs the binary named by RINGWAY_B with the same
+# config as ringway: an A/B comparison of two builds in one run.
+#
 # --rounds N repeats every (target, test) pair N times, round after round (so the targets
 # share the machine's quiet and noisy stretches alike), and reports each figure's median.
 #
@@ -77,7 +80,7 @@ case $ROUNDS in ''|*[!0-9]*|0) echo "compare.sh: --rounds wants a positive whole
 
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 is_tls_test() { has "$TLS_TESTS" "$1"; }
-tls_capable() { case $1 in ringway|nginx|haproxy) return 0 ;; *) return 1 ;; esac; }
+tls_capable() { case $1 in ringway|ringway-b|nginx|haproxy) return 0 ;; *) return 1 ;; esac; }
 
 # Aliases: tls, all.
 expanded=""
@@ -89,7 +92,7 @@ TESTS=${expanded#,}
 any_tls_test() { local t; for t in ${TLS_TESTS//,/ }; do has "$TESTS" "$t" && return 0; done; return 1; }
 
 for t in ${TARGETS//,/ }; do
-  case ",$ALL_TARGETS," in *",$t,"*) ;; *) echo "compare.sh: unknown target $t" >&2; exit 2 ;; esac
+  case ",$ALL_TARGETS,ringway-b," in *",$t,"*) ;; *) echo "compare.sh: unknown target $t" >&2; exit 2 ;; esac
 done
 for t in ${TESTS//,/ }; do
   case ",$ALL_TESTS," in *",$t,"*) ;; *) echo "compare.sh: unknown test $t" >&2; exit 2 ;; esac
@@ -221,6 +224,9 @@ GEN=$TARGET_DIR/release/ringway-bench
 BACKEND=$TARGET_DIR/release/bench-backend
 BARE=$TARGET_DIR/release/bare-forwarder
 for b in "$RINGWAY" "$GEN" "$BACKEND" "$BARE"; do [ -x "$b" ] || { log "missing $b"; exit 1; }; done
+if has "$TARGETS" ringway-b && [ ! -x "${RINGWAY_B:-}" ]; then
+  log "target ringway-b needs RINGWAY_B=/path/to/another/ringway binary"; exit 1
+fi
 
 for p in $BACKEND_PORT $BARE_PORT $RINGWAY_PORT $NGINX_PORT $HAPROXY_PORT; do
   if port_listening "$p"; then log "port $p is in use (try --port-base)"; exit 1; fi
@@ -413,7 +419,7 @@ start_backend() {
 
 proxy_port() {
   case $1 in
-    direct) echo "$BACKEND_PORT" ;; bare) echo "$BARE_PORT" ;; ringway) echo "$RINGWAY_PORT" ;;
+    direct) echo "$BACKEND_PORT" ;; bare) echo "$BARE_PORT" ;; ringway|ringway-b) echo "$RINGWAY_PORT" ;;
     nginx) echo "$NGINX_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
   esac
 }
@@ -427,6 +433,7 @@ start_proxy() {   # target [tls] → PROXY_PID (empty for direct); tls=1: the TL
     direct) return 0 ;;
     bare) taskset -c 1 "$BARE" --listen "127.0.0.1:$port" --backend "127.0.0.1:$BACKEND_PORT" >>"$TMP/$t.log" 2>&1 & ;;
     ringway) taskset -c 1 "$RINGWAY" --config "$TMP/ringway$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
+    ringway-b) taskset -c 1 "$RINGWAY_B" --config "$TMP/ringway$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx$sfx.conf" -e "$TMP/nginx/logs/error.log" >>"$TMP/$t.log" 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -db -f "$TMP/haproxy$sfx.cfg" >>"$TMP/$t.log" 2>&1 & ;;
   esac
@@ -595,7 +602,7 @@ run_test() {   # target test
       run_wrk "$t" http /api/ ;;
     static)
       [ "$HAVE_WRK" = 1 ] || return 0
-      case $t in ringway|nginx) run_wrk "$t" static /static/hello.txt ;; *) return 0 ;; esac ;;
+      case $t in ringway|ringway-b|nginx) run_wrk "$t" static /static/hello.txt ;; *) return 0 ;; esac ;;
     echo)
       run_gen "$t" echo echo --conns 64 --size 64 --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
       line=$GEN_LINE; [ -n "$line" ] || return 0
@@ -680,7 +687,7 @@ for t in ${TARGETS//,/ }; do
   fi
   start_backend
   for test in ${TESTS//,/ }; do
-    case $test in static) case $t in ringway|nginx) ;; *) continue ;; esac ;; esac
+    case $test in static) case $t in ringway|ringway-b|nginx) ;; *) continue ;; esac ;; esac
     tls=0
     if is_tls_test "$test"; then tls_capable "$t" || continue; tls=1; fi
     log "$t: $test"

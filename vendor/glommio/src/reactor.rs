@@ -32,7 +32,7 @@ use crate::{
     io::{FileScheduler, IoScheduler, ScheduledSource},
     iou::sqe::SockAddrStorage,
     sys::{
-        self, blocking::BlockingThreadPool, common_flags, read_flags, sysfs, DirectIo, DmaBuffer,
+        self, blocking::BlockingThreadPool, common_flags, rdhup_flags, read_flags, sysfs, DirectIo, DmaBuffer,
         DmaSource, IoBuffer, PollableStatus, SleepNotifier, Source, SourceType, StatsCollection,
         Statx,
     },
@@ -427,18 +427,43 @@ impl Reactor {
         source
     }
 
+    #[allow(dead_code)] // Ringway patch: streams use `poll_read_multi`
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
         source
     }
 
-    /// Ringway patch: re-arms a completed read-readiness poll on the same `Source` (no new
-    /// allocation). The source must not be queued or in the kernel.
-    pub(crate) fn rearm_poll_read_ready(&self, source: &Source) {
+    /// Ringway patch: a multishot read-readiness poll, armed once for a stream's life. It
+    /// reports each wake-up of the socket; one completion may stand for several wake-ups.
+    pub(crate) fn poll_read_multi(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multi(&source, common_flags() | read_flags());
+        source
+    }
+
+    /// Ringway patch: a multishot poll for the peer's FIN (POLLRDHUP), hang-up or error only.
+    /// Data wake-ups do not reach it, so a FIN never shares a completion with data.
+    pub(crate) fn poll_hup_multi(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multi(&source, common_flags() | rdhup_flags());
+        source
+    }
+
+    /// Ringway patch: re-arms a multishot poll the kernel ended, on the same `Source`.
+    pub(crate) fn rearm_read_multi(&self, source: &Source) {
         debug_assert!(!source.is_live());
-        source.take_result();
-        self.sys.poll_ready(source, common_flags() | read_flags());
+        self.sys
+            .poll_ready_multi(source, common_flags() | read_flags());
+    }
+
+    /// Ringway patch: see `rearm_read_multi`.
+    pub(crate) fn rearm_hup_multi(&self, source: &Source) {
+        debug_assert!(!source.is_live());
+        self.sys
+            .poll_ready_multi(source, common_flags() | rdhup_flags());
     }
 
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {

@@ -57,6 +57,8 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    /// Ringway patch: multishot.
+    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -275,6 +277,9 @@ fn fill_sqe<F>(
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
             }
+            UringOpDescriptor::PollAddMulti(events) => {
+                sqe.prep_poll_add_multi(op.fd, events);
+            }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
                 sqe.prep_poll_remove(to_remove as u64);
@@ -459,7 +464,7 @@ fn record_stats<Ring: UringCommon>(
     res: &io::Result<usize>,
 ) {
     src.wakers.fulfilled_at = Some(Instant::now());
-    if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
+    if let Some(fulfilled) = src.stats_collection.as_deref().and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
         if let Some(handle) = src.task_queue {
             fulfilled(res, ring.io_stats_for_task_queue_mut(handle), 1);
@@ -468,7 +473,7 @@ fn record_stats<Ring: UringCommon>(
 
     let waiters = usize::saturating_sub(src.wakers.waiters.len(), 1);
     if waiters > 0 {
-        if let Some(reused) = src.stats_collection.and_then(|x| x.reused) {
+        if let Some(reused) = src.stats_collection.as_deref().and_then(|x| x.reused) {
             reused(res, ring.io_stats_mut(), waiters as u64);
             if let Some(handle) = src.task_queue {
                 reused(
@@ -1278,6 +1283,11 @@ pub(crate) fn common_flags() -> PollFlags {
     PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL
 }
 
+/// Ringway patch: the peer shut its write side (a FIN), or the connection ended.
+pub(crate) fn rdhup_flags() -> PollFlags {
+    PollFlags::from_bits_retain(libc::POLLRDHUP)
+}
+
 /// Epoll flags for all possible readability events.
 pub(crate) fn read_flags() -> PollFlags {
     PollFlags::POLLIN | PollFlags::POLLPRI
@@ -1470,6 +1480,17 @@ impl Reactor {
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::Read(pos, size);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// Ringway patch: a multishot poll (see `prep_poll_add_multi`).
+    pub(crate) fn poll_ready_multi(&self, source: &Source, flags: PollFlags) {
+        let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
