@@ -155,6 +155,7 @@ pub struct RingwayBuilder {
     config: String,
     dir: Option<TempDir>,
     log_level: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Ringway {
@@ -165,6 +166,7 @@ impl Ringway {
             config: config.into(),
             dir: None,
             log_level: None,
+            env: Vec::new(),
         }
     }
 
@@ -198,6 +200,12 @@ impl RingwayBuilder {
         self
     }
 
+    /// An environment variable for the Ringway process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = Some(level.to_string());
         self
@@ -225,6 +233,7 @@ impl RingwayBuilder {
             if let Some(level) = &self.log_level {
                 cmd.arg("--log-level").arg(level);
             }
+            cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
             cmd.env_remove("RUST_LOG")
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())

@@ -427,11 +427,18 @@ impl Reactor {
         source
     }
 
-    #[allow(dead_code)] // Ringway patch: streams use `poll_read_multi`
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
         source
+    }
+
+    /// Ringway patch: re-arms a completed one-shot read-readiness poll on the same `Source`
+    /// (the fallback where the kernel has no multishot poll).
+    pub(crate) fn rearm_poll_read_ready(&self, source: &Source) {
+        debug_assert!(!source.is_live());
+        source.take_result();
+        self.sys.poll_ready(source, common_flags() | read_flags());
     }
 
     /// Ringway patch: a multishot read-readiness poll, armed once for a stream's life. It

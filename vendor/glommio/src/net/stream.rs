@@ -215,6 +215,25 @@ impl Timeout {
     }
 }
 
+thread_local! {
+    /// Ringway patch: cleared for good on this executor when the kernel rejects a multishot
+    /// poll (IORING_POLL_ADD_MULTI is EINVAL before Linux 5.13); streams then re-arm a
+    /// one-shot poll after each completion (patch 2's design) instead of spinning on EINVAL.
+    /// `RINGWAY_NO_MULTISHOT_POLL` in the environment starts with it cleared (to test that path).
+    static MULTISHOT_POLL: std::cell::Cell<bool> =
+        std::cell::Cell::new(std::env::var_os("RINGWAY_NO_MULTISHOT_POLL").is_none());
+}
+
+/// Ringway patch: POLLRDHUP | POLLHUP | POLLERR in a poll completion's mask.
+const HUP_MASK: usize = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as usize;
+
+/// Ringway patch: a multishot poll the kernel ended with EINVAL: it has none.
+fn multishot_rejected(src: &Source, e: &io::Error) {
+    if !src.is_live() && e.raw_os_error() == Some(libc::EINVAL) {
+        MULTISHOT_POLL.with(|m| m.set(false));
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
@@ -227,6 +246,8 @@ pub(crate) struct NonBufferedStream<S> {
     rx_ready: bool,
     /// Ringway patch: the FIN/hang-up poll fired: `recv` reaches EOF or the error.
     hup: bool,
+    /// Ringway patch: the last `poll_read` left the task's waker on both polls.
+    rx_waiting: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -279,15 +300,40 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
+        if self.rx_waiting {
+            // The task waited on both polls; only the one that fired let go of its waker.
+            self.rx_waiting = false;
+            for src in [&self.source_rx, &self.source_hup].into_iter().flatten() {
+                src.clear_waiters();
+            }
+        }
+
         // Reports since the last look.
         if let Some(src) = self.source_rx.as_ref() {
-            if src.take_result().is_some() {
-                self.rx_ready = true;
+            match src.take_result() {
+                None => {}
+                Some(Ok(mask)) => {
+                    self.rx_ready = true;
+                    // The mask may already say FIN or error (the kernel polls again when
+                    // it folds wake-ups); `source_hup` is what makes sure of it.
+                    if mask & HUP_MASK != 0 {
+                        self.hup = true;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.rx_ready = true;
+                    multishot_rejected(src, &e);
+                }
             }
         }
         if let Some(src) = self.source_hup.as_ref() {
-            if src.take_result().is_some() {
-                self.hup = true;
+            match src.take_result() {
+                None => {}
+                Some(Ok(_)) => self.hup = true,
+                Some(Err(e)) => {
+                    self.hup = true;
+                    multishot_rejected(src, &e);
+                }
             }
         }
 
@@ -317,18 +363,27 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             .as_ref()
             .unwrap()
             .add_waiter_single(cx.waker());
-        self.source_hup
-            .as_ref()
-            .unwrap()
-            .add_waiter_single(cx.waker());
+        if let Some(src) = self.source_hup.as_ref().filter(|s| s.is_live()) {
+            src.add_waiter_single(cx.waker());
+        }
+        self.rx_waiting = true;
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
         Poll::Pending
     }
 
-    /// Ringway patch: arms both multishot polls if they are not armed (first use, or the
-    /// kernel ended one), reusing the stream's `Source`s.
+    /// Ringway patch: arms the readiness polls that are not armed (first use, or the kernel
+    /// ended one), reusing the stream's `Source`s. Where the kernel rejected multishot polls
+    /// (before 5.13), a one-shot poll on `source_rx` only, re-armed after each completion.
     fn arm_rx(&mut self, reactor: &Reactor) {
         let fd = self.stream.as_raw_fd();
+        if !MULTISHOT_POLL.with(|m| m.get()) {
+            match self.source_rx.as_ref() {
+                Some(src) if src.is_live() => {}
+                Some(src) => reactor.rearm_poll_read_ready(src),
+                None => self.source_rx = Some(reactor.poll_read_ready(fd)),
+            }
+            return;
+        }
         match self.source_rx.as_ref() {
             Some(src) if src.is_live() => {}
             Some(src) => reactor.rearm_read_multi(src),
@@ -359,8 +414,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// connection that is quiet needs no `MSG_PEEK` probe before reuse (completions the reactor
     /// has not reaped yet are not seen).
     pub(crate) fn is_read_quiet(&self) -> bool {
-        let quiet = |s: &Option<Source>| s.as_ref().is_some_and(|s| s.is_live() && !s.has_result());
-        !self.rx_ready && !self.hup && quiet(&self.source_rx) && quiet(&self.source_hup)
+        // Submitted, not merely queued: a queued poll has not looked at the socket yet.
+        let quiet =
+            |s: &Option<Source>| s.as_ref().is_some_and(|s| s.is_dispatched() && !s.has_result());
+        let hup_quiet = !MULTISHOT_POLL.with(|m| m.get()) || quiet(&self.source_hup);
+        !self.rx_ready && !self.hup && quiet(&self.source_rx) && hup_quiet
     }
 
     fn poll_write_with(
@@ -438,6 +496,7 @@ where
             source_hup: None,
             rx_ready: true,
             hup: false,
+            rx_waiting: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -239,6 +239,21 @@ impl Source {
         self.inner.borrow_mut().wakers.result.take()
     }
 
+    /// Ringway patch: whether the request has been submitted to the kernel (and not ended).
+    pub(crate) fn is_dispatched(&self) -> bool {
+        self.inner
+            .borrow()
+            .enqueued
+            .as_ref()
+            .is_some_and(|e| e.status == EnqueuedStatus::Dispatched)
+    }
+
+    /// Ringway patch: drops the registered wakers (a task that waited on several sources and
+    /// was woken by one must not stay referenced by the others).
+    pub(crate) fn clear_waiters(&self) {
+        self.inner.borrow_mut().wakers.waiters.clear();
+    }
+
     /// Ringway patch: whether a completion arrived that `take_result` has not taken.
     pub(crate) fn has_result(&self) -> bool {
         self.inner.borrow().wakers.result.is_some()
