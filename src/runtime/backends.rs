@@ -227,6 +227,8 @@ impl Backends {
             if idle.len() >= cap {
                 idle.remove(0);
             }
+            // The finished exchange's task must not stay referenced by the idle connection.
+            lease.conn.forget_read_wakers();
             idle.push((lease.conn, Instant::now()));
         }
     }

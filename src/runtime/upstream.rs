@@ -113,3 +113,15 @@ async fn connect_tcp(
 }
 
 super::stream::delegate_stream_io!(Upstream { Tcp, Unix, Tls });
+
+impl Upstream {
+    /// Drops the waker the last waiting read left on the socket's readiness polls: a pooled
+    /// connection must not keep the finished exchange's task allocated.
+    pub fn forget_read_wakers(&self) {
+        match self {
+            Upstream::Tcp(s) => s.forget_read_wakers(),
+            Upstream::Unix(s) => s.forget_read_wakers(),
+            Upstream::Tls(s) => s.get_ref().0.forget_read_wakers(),
+        }
+    }
+}

@@ -246,8 +246,8 @@ pub(crate) struct NonBufferedStream<S> {
     rx_ready: bool,
     /// Ringway patch: the FIN/hang-up poll fired: `recv` reaches EOF or the error.
     hup: bool,
-    /// Ringway patch: the last `poll_read` left the task's waker on both polls.
-    rx_waiting: bool,
+    /// Ringway patch: the readiness polls are armed (no completion since ended one).
+    polls_armed: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -300,17 +300,14 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        if self.rx_waiting {
-            // The task waited on both polls; only the one that fired let go of its waker.
-            self.rx_waiting = false;
-            for src in [&self.source_rx, &self.source_hup].into_iter().flatten() {
-                src.clear_waiters();
-            }
-        }
-
-        // Reports since the last look.
+        // Reports since the last look. A completion may be a poll's last (one-shot, or a
+        // multishot poll the kernel ended): then it is armed again before the next wait.
         if let Some(src) = self.source_rx.as_ref() {
-            match src.take_result() {
+            let result = src.take_result();
+            if result.is_some() && !src.is_live() {
+                self.polls_armed = false;
+            }
+            match result {
                 None => {}
                 Some(Ok(mask)) => {
                     self.rx_ready = true;
@@ -327,7 +324,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             }
         }
         if let Some(src) = self.source_hup.as_ref() {
-            match src.take_result() {
+            let result = src.take_result();
+            if result.is_some() && !src.is_live() {
+                self.polls_armed = false;
+            }
+            match result {
                 None => {}
                 Some(Ok(_)) => self.hup = true,
                 Some(Err(e)) => {
@@ -366,7 +367,6 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if let Some(src) = self.source_hup.as_ref().filter(|s| s.is_live()) {
             src.add_waiter_single(cx.waker());
         }
-        self.rx_waiting = true;
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
         Poll::Pending
     }
@@ -375,6 +375,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// ended one), reusing the stream's `Source`s. Where the kernel rejected multishot polls
     /// (before 5.13), a one-shot poll on `source_rx` only, re-armed after each completion.
     fn arm_rx(&mut self, reactor: &Reactor) {
+        if self.polls_armed {
+            return;
+        }
+        self.polls_armed = true;
         let fd = self.stream.as_raw_fd();
         if !MULTISHOT_POLL.with(|m| m.get()) {
             match self.source_rx.as_ref() {
@@ -413,6 +417,16 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// read drained it: both polls are armed and nothing came from them. A pooled keep-alive
     /// connection that is quiet needs no `MSG_PEEK` probe before reuse (completions the reactor
     /// has not reaped yet are not seen).
+    /// Ringway patch: drops the wakers a waiting read left on the readiness polls. A read woken
+    /// by one poll leaves its waker on the other (kept on purpose: the next wait then needs no
+    /// clone); a stream that outlives its reader (a pooled keep-alive connection) calls this so
+    /// it does not keep the finished task's allocation alive.
+    pub(crate) fn forget_read_wakers(&self) {
+        for src in [&self.source_rx, &self.source_hup].into_iter().flatten() {
+            src.clear_waiters();
+        }
+    }
+
     pub(crate) fn is_read_quiet(&self) -> bool {
         // Submitted, not merely queued: a queued poll has not looked at the socket yet.
         let quiet =
@@ -496,7 +510,7 @@ where
             source_hup: None,
             rx_ready: true,
             hup: false,
-            rx_waiting: false,
+            polls_armed: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
@@ -604,6 +618,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// Ringway patch: see `NonBufferedStream::is_read_quiet`.
     pub(crate) fn is_read_quiet(&self) -> bool {
         self.stream.is_read_quiet()
+    }
+
+    /// Ringway patch: see `NonBufferedStream::forget_read_wakers`.
+    pub(crate) fn forget_read_wakers(&self) {
+        self.stream.forget_read_wakers()
     }
 
     pub(crate) fn poll_flush(&self, _cx: &Context<'_>) -> Poll<io::Result<()>> {

@@ -660,6 +660,12 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.is_read_quiet()
     }
 
+    /// Ringway patch: lets go of the waker the last waiting read left behind (call it when the
+    /// stream outlives the task that read it, e.g. a pooled keep-alive connection).
+    pub fn forget_read_wakers(&self) {
+        self.stream.forget_read_wakers()
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples

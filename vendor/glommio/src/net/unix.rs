@@ -370,6 +370,11 @@ impl<B: RxBuf> UnixStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// Ringway patch: see `TcpStream::forget_read_wakers`.
+    pub fn forget_read_wakers(&self) {
+        self.stream.forget_read_wakers()
+    }
+
     /// Returns the socket address of the remote peer of this Unix connection.
     ///
     /// # Examples
