@@ -311,8 +311,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 None => {}
                 Some(Ok(mask)) => {
                     self.rx_ready = true;
-                    // The mask may already say FIN or error (the kernel polls again when
-                    // it folds wake-ups); `source_hup` is what makes sure of it.
+                    // The mask may already say FIN or error. Not enough alone: a completion
+                    // that stands for several wake-ups can miss the FIN (tried: the churn FIN
+                    // test fails without `source_hup`), which is what makes sure of it.
                     if mask & HUP_MASK != 0 {
                         self.hup = true;
                     }
