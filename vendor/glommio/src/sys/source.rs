@@ -144,6 +144,20 @@ pub(crate) struct InnerSource {
 }
 
 impl InnerSource {
+    /// Ringway patch: the latency timestamps to fill, for a source whose stats collection has a
+    /// latency function; `None` (no clock read needed) otherwise.
+    pub(super) fn stamps(&mut self) -> Option<&mut super::Stamps> {
+        if self
+            .stats_collection
+            .as_ref()
+            .is_some_and(|s| s.latency.is_some())
+        {
+            Some(self.wakers.stamps.get_or_insert_with(Default::default))
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
