@@ -581,27 +581,27 @@ fn backend_close_reaches_every_client_under_churn() {
     // when it came right behind the Close frame, about once per thousand cycles at 32
     // concurrent loops; the client then waited for a TCP close that never came. 16 loops × 300
     // cycles: each must see the echo, the Close, and then the connection end.
-    let echo = EchoBackend::tcp_v4();
-    let rw = Ringway::builder(ws_config(&echo.config_addr, &[]))
-        .dir(site())
-        .start();
-    close_churn(&rw);
+    close_churn(&[]);
 }
 
 #[test]
 fn backend_close_reaches_every_client_under_churn_with_one_shot_polls() {
     // The same on the fallback for kernels without multishot polls (before 5.13): one-shot
     // readiness polls re-armed after each completion, forced by RINGWAY_NO_MULTISHOT_POLL.
-    let echo = EchoBackend::tcp_v4();
-    let rw = Ringway::builder(ws_config(&echo.config_addr, &[]))
-        .dir(site())
-        .env("RINGWAY_NO_MULTISHOT_POLL", "1")
-        .start();
-    close_churn(&rw);
+    close_churn(&[("RINGWAY_NO_MULTISHOT_POLL", "1")]);
 }
 
-fn close_churn(rw: &Ringway) {
+/// Ringway (with `env`) in front of an echo backend; 16 loops × 300 connect, echo, close.
+fn close_churn(env: &[(&str, &str)]) {
     use std::io::Read;
+    let echo = EchoBackend::tcp_v4();
+    let rw = env
+        .iter()
+        .fold(
+            Ringway::builder(ws_config(&echo.config_addr, &[])).dir(site()),
+            |b, (k, v)| b.env(k, v),
+        )
+        .start();
     let loops: Vec<_> = (0..16)
         .map(|t| {
             let port = rw.port();
