@@ -591,6 +591,14 @@ fn backend_close_reaches_every_client_under_churn_with_one_shot_polls() {
     close_churn(&[("RINGWAY_NO_MULTISHOT_POLL", "1")]);
 }
 
+#[test]
+fn backend_close_reaches_every_client_under_churn_without_deferred_task_work() {
+    // The same on the fallback for kernels without IORING_SETUP_DEFER_TASKRUN (before 6.1):
+    // completions' task work runs on the way back from any system call (COOP_TASKRUN),
+    // forced by RINGWAY_NO_DEFER_TASKRUN.
+    close_churn(&[("RINGWAY_NO_DEFER_TASKRUN", "1")]);
+}
+
 /// Ringway (with `env`) in front of an echo backend; 16 loops × 300 connect, echo, close.
 fn close_churn(env: &[(&str, &str)]) {
     use std::io::Read;

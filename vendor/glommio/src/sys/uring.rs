@@ -716,7 +716,12 @@ pub(crate) trait UringCommon {
         self.consume_sqe_queue(&mut queue.submissions, true)
     }
 
+    /// Ringway patch 7: lets a ring created with IORING_SETUP_DEFER_TASKRUN post the
+    /// completions waiting for it before its completion queue is read.
+    fn run_deferred_work(&mut self) {}
+
     fn consume_completion_queue(&mut self, woke: &mut usize) -> usize {
+        self.run_deferred_work();
         let mut completed = 0;
         loop {
             match self.consume_one_event() {
@@ -918,6 +923,8 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// Ringway patch 7: created with IORING_SETUP_DEFER_TASKRUN.
+    deferred: bool,
 }
 
 /// Ringway patch: the main and latency rings are created with IORING_SETUP_COOP_TASKRUN.
@@ -927,13 +934,32 @@ struct SleepableRing {
 /// costs more than it saves: in Ringway's echo benchmark it was 1.3-1.7 IPIs per message and
 /// more than half of the proxy's CPU time. With the flag, task work runs at the next kernel
 /// entry. Kernels older than 5.19 reject the flag; the ring is then created as before.
-fn new_sleepable_ring(size: usize) -> io::Result<iou::IoUring> {
+///
+/// Ringway patch 7: with `defer`, the ring is first tried with IORING_SETUP_DEFER_TASKRUN
+/// (+ SINGLE_ISSUER, TASKRUN_FLAG; Linux 6.1+). Its completions' task work then waits until
+/// the executor asks for events (`SleepableRing::run_deferred_work`, once per reactor poll,
+/// batching every completion since the last one) instead of running on the way back from
+/// each recv/send system call through the signal path. Returns the ring and whether it is
+/// deferred. `RINGWAY_NO_DEFER_TASKRUN` (any value) skips it.
+fn new_sleepable_ring(size: usize, defer: bool) -> io::Result<(iou::IoUring, bool)> {
+    if defer && std::env::var_os("RINGWAY_NO_DEFER_TASKRUN").is_none() {
+        if let Ok(ring) = iou::IoUring::new_with_flags(
+            size as _,
+            iou::SetupFlags::SINGLE_ISSUER
+                | iou::SetupFlags::DEFER_TASKRUN
+                | iou::SetupFlags::TASKRUN_FLAG,
+            iou::SetupFeatures::empty(),
+        ) {
+            return Ok((ring, true));
+        }
+    }
     iou::IoUring::new_with_flags(
         size as _,
         iou::SetupFlags::COOP_TASKRUN,
         iou::SetupFeatures::empty(),
     )
     .or_else(|_| iou::IoUring::new(size as _))
+    .map(|ring| (ring, false))
 }
 
 impl SleepableRing {
@@ -942,10 +968,13 @@ impl SleepableRing {
         name: &'static str,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
+        defer: bool,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        let (ring, deferred) = new_sleepable_ring(size, defer)?;
         Ok(SleepableRing {
-            ring: new_sleepable_ring(size)?,
+            ring,
+            deferred,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -955,6 +984,21 @@ impl SleepableRing {
             source_map,
             in_kernel: 0,
         })
+    }
+
+    /// Ringway patch 7: whether a deferred ring holds completions whose task work has not
+    /// run (the kernel's IORING_SQ_TASKRUN flag).
+    fn deferred_work_pending(&self) -> bool {
+        if !self.deferred {
+            return false;
+        }
+        // SAFETY: `kflags` points into the SQ ring mapping, which lives as long as `ring`;
+        // the kernel updates it concurrently, hence the atomic load.
+        let flags = unsafe {
+            (*(self.ring.raw().sq.kflags as *const std::sync::atomic::AtomicU32))
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        flags & uring_sys::IORING_SQ_TASKRUN != 0
     }
 
     fn ring_fd(&self) -> RawFd {
@@ -1179,6 +1223,24 @@ impl UringCommon for SleepableRing {
         self.submission_queue.borrow().is_empty()
             && self.waiting_kernel_submission() == 0
             && self.waiting_kernel_collection() == 0
+            && !self.deferred_work_pending()
+    }
+
+    fn run_deferred_work(&mut self) {
+        if self.deferred_work_pending() {
+            // SAFETY: a plain io_uring_enter on our own ring fd: nothing to submit, no wait;
+            // GETEVENTS runs the deferred task work, which posts the completions.
+            // Errors (EINTR) are left for the next poll: the flag stays set.
+            unsafe {
+                uring_sys::syscalls::io_uring_enter(
+                    self.ring_fd(),
+                    0,
+                    0,
+                    uring_sys::IORING_ENTER_GETEVENTS,
+                    std::ptr::null(),
+                );
+            }
+        }
     }
 
     fn waiting_kernel_submission(&self) -> usize {
@@ -1355,10 +1417,22 @@ impl Reactor {
         let registry = vec![allocator.as_bytes()];
 
         let main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+            SleepableRing::new(
+                ring_depth,
+                "main",
+                allocator.clone(),
+                source_map.clone(),
+                true,
+            )?;
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
         let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+            SleepableRing::new(
+                ring_depth,
+                "latency",
+                allocator.clone(),
+                source_map.clone(),
+                false,
+            )?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -2219,7 +2293,7 @@ mod tests {
     fn sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(4, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(4, "main", allocator, source_map, false).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2253,7 +2327,7 @@ mod tests {
     fn unterminated_sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", allocator, source_map, false).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2273,7 +2347,7 @@ mod tests {
     fn sqe_link_chain_overflow() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", allocator, source_map, false).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
