@@ -38,7 +38,8 @@
 #              upgrade + one message + close: handshakes/s
 # Output: one Markdown table (values, and ratios against nginx in parentheses), a second one for
 # the TLS tests when any ran, printed and written to --out; the raw JSON lines of every run go
-# next to it (FILE.jsonl).
+# next to it (FILE.jsonl), each with its round and the proxy's CPU seconds over the measured
+# interval (proxy_cpu_s; null without a proxy), so rounds can be compared pair by pair.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -550,7 +551,9 @@ run_gen() {   # target test args... → GEN_LINE (one JSON line, or empty)
   if [ "$BG_RC" -ne 0 ]; then
     log "$t $test: ringway-bench exited $BG_RC"; tail -5 "$TMP/gen-$t-$test.log" >&2
   fi
-  echo "{\"target\":\"$t\",\"test\":\"$test\",\"result\":${GEN_LINE:-null}}" >> "$RAW"
+  local cpu=null
+  [ -n "$PROXY_PID" ] && [ -s "$TMP/marks" ] && cpu=$(marks_cpu_s)
+  echo "{\"target\":\"$t\",\"test\":\"$test\",\"round\":$round,\"proxy_cpu_s\":${cpu:-null},\"result\":${GEN_LINE:-null}}" >> "$RAW"
 }
 
 marks_cpu_s() {   # CPU seconds between the start and end marks
@@ -585,7 +588,9 @@ run_wrk() {   # target test path [scheme]
   local errs non2xx
   errs=$(echo "$out" | awk '/Socket errors/ {print}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  echo "{\"target\":\"$t\",\"test\":\"$test\",\"result\":{\"requests\":${reqs:-0},\"rps\":${rps:-0},\"non2xx\":${non2xx:-0}}}" >> "$RAW"
+  local cpu=null
+  [ -n "$PROXY_PID" ] && cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.4f", d / hz }')
+  echo "{\"target\":\"$t\",\"test\":\"$test\",\"round\":$round,\"proxy_cpu_s\":$cpu,\"result\":{\"requests\":${reqs:-0},\"rps\":${rps:-0},\"non2xx\":${non2xx:-0}}}" >> "$RAW"
   [ -n "$errs" ] && log "$t $test: $errs"
   [ -n "$non2xx" ] && log "$t $test: $non2xx non-2xx responses"
   record "$t" "${test}_rps" "$rps"
