@@ -178,6 +178,20 @@ impl Ringway {
         self.ports[i]
     }
 
+    /// CPU time (user + system, all threads) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("ringway's /proc/PID/stat");
+        // Fields after the command name (which is in parentheses and may hold spaces):
+        // state is field 3, utime field 14, stime field 15.
+        let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // USER_HZ, the unit of these fields, is 100 on every Linux architecture Ringway runs on.
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Everything ringway wrote on stderr so far, colour codes removed.
     pub fn log(&self) -> String {
         strip_ansi(&String::from_utf8_lossy(

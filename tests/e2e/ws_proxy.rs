@@ -599,6 +599,58 @@ fn backend_close_reaches_every_client_under_churn_without_deferred_task_work() {
     close_churn(&[("RINGWAY_NO_DEFER_TASKRUN", "1")]);
 }
 
+#[test]
+fn idle_after_load_does_not_spin() {
+    // Regression test: with a main ring in IORING_SETUP_DEFER_TASKRUN mode, re-arming glommio's
+    // preemption timers on every reactor pass (cancelling the previous ones) once kept a
+    // cancellation completion pending forever, so the executor never slept: 100% of a CPU
+    // with no traffic at all. After some load and with connections held open, an idle Ringway
+    // must use next to no CPU (a spin shows as about 2 s of CPU here).
+    idle_cpu(&[]);
+}
+
+#[test]
+fn idle_after_load_does_not_spin_without_deferred_task_work() {
+    idle_cpu(&[("RINGWAY_NO_DEFER_TASKRUN", "1")]);
+}
+
+fn idle_cpu(env: &[(&str, &str)]) {
+    let echo = EchoBackend::tcp_v4();
+    let rw = env
+        .iter()
+        .fold(
+            Ringway::builder(ws_config(&echo.config_addr, &[])).dir(site()),
+            |b, (k, v)| b.env(k, v),
+        )
+        .start();
+    let url = rw.ws_url("/chat/idle");
+    let mut held = Vec::new();
+    for i in 0..40 {
+        let (mut ws, _) = ws_connect(rw.port(), url.as_str());
+        ws.send(Message::text("x")).expect("send");
+        assert_eq!(ws_next(&mut ws), Message::text("x"), "echo {i}");
+        if i % 5 == 0 {
+            held.push(ws);
+        } else {
+            ws_close(&mut ws);
+        }
+    }
+    // Past the closes and the first periodic sweeps, then 2 s of nothing.
+    std::thread::sleep(Duration::from_millis(600));
+    let before = rw.cpu_time();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = rw.cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(400),
+        "idle Ringway used {used:?} of CPU in 2 s"
+    );
+    // The held connections still work.
+    for ws in &mut held {
+        ws.send(Message::text("y")).expect("send");
+        assert_eq!(ws_next(ws), Message::text("y"));
+    }
+}
+
 /// Ringway (with `env`) in front of an echo backend; 16 loops × 300 connect, echo, close.
 fn close_churn(env: &[(&str, &str)]) {
     use std::io::Read;

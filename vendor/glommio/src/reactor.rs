@@ -124,11 +124,17 @@ impl Timers {
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
 
-        // Split timers into ready and pending timers.
-        let pending = self.timers.split_off(&(now, 0));
-        let ready = mem::replace(&mut self.timers, pending);
-        let woke = ready.len();
-        for (_, waker) in ready {
+        // Ringway patch 8: take the ready timers (those due before `now`) off the front one by
+        // one. Unpatched glommio split the map with `BTreeMap::split_off`, which allocates a
+        // node on every call while any timer is pending (a 456-byte allocation per reactor
+        // poll in Ringway, which always has a few periodic timers).
+        let mut woke = 0;
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 >= now {
+                break;
+            }
+            let waker = entry.remove();
+            woke += 1;
             wake!(waker);
         }
 

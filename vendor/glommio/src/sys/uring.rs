@@ -507,12 +507,14 @@ fn peek_one_chain(queue: &VecDeque<UringDescriptor>, ring_size: usize) -> Option
 
 // Extract a chain of events from the queue.
 // The chain be empty if the sources were cancelled
+// Ringway patch 8: room for two inline (was one), so the throughput preemption timer's chain
+// (timeout + linked eventfd write) does not allocate.
 fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
     now: Instant,
-) -> SmallVec<[UringDescriptor; 1]> {
+) -> SmallVec<[UringDescriptor; 2]> {
     queue
         .drain(chain)
         .filter(move |op| {
@@ -1327,6 +1329,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// Ringway patch 8: the duration the latency timer was armed with when it is a preemption
+    /// timer (None: no timer, or a user timer armed for a sleep).
+    latency_preemption_armed: Cell<Option<Duration>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1475,6 +1480,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_armed: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1950,22 +1956,44 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // Ringway patch 8: unpatched glommio cancelled both preemption timers and armed new
+        // ones (two `Source` allocations, five SQEs: two cancels, a timeout, a linked eventfd
+        // write, a timeout) on every pass through here, i.e. every few requests under load.
+        // Now a timer that has not fired yet stays armed: the latency timer still bounds how
+        // long task queues run between two polls of the rings (it fires at most one preemption
+        // period after it was armed), and the throughput timer still fires once `ring_depth`
+        // completions have piled up since it was armed. Each is re-armed after it fires. The
+        // latency timer is still cancelled before sleeping (below), as before.
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // On the park path (no preemption timer wanted: we may sleep) the latency timer is
+        // cancelled as before; so it is when the wanted period got shorter than the armed one.
+        let keep_latency_timer = preempt_timer().is_some_and(|want| {
+            self.latency_preemption_armed
+                .get()
+                .is_some_and(|armed| armed <= want)
+        }) && {
+            let src = self.latency_preemption_timeout_src.take();
+            let live = src.as_ref().is_some_and(|s| s.is_live());
+            self.latency_preemption_timeout_src.set(src);
+            live
+        };
+        if !keep_latency_timer {
+            drop(self.latency_preemption_timeout_src.take());
+            self.latency_preemption_armed.set(None);
+        }
+        let src = self.throughput_preemption_timeout_src.take();
+        if src.as_ref().is_some_and(|s| s.is_live()) {
+            self.throughput_preemption_timeout_src.set(src);
+        } else {
+            drop(src);
+            // Schedule the throughput-based timeout immediately: it won't matter if we end
+            // up sleeping.
+            self.throughput_preemption_timeout_src
+                .set(Some(main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -2016,9 +2044,14 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            // Ringway patch 8: a timer kept above may have fired since; its completion is
+            // consumed (and the timer re-armed) on the next pass, need_preempt() meanwhile.
+            if !keep_latency_timer {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_armed.set(Some(preempt));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
