@@ -182,6 +182,12 @@ impl Fwd {
             return self.pump(p, CLIENT, true);
         }
         let from = 1 - side;
+        if pair.dirs[from].pos == pair.dirs[from].spill.len() {
+            // Nothing was waiting for room, so reading `from` was never paused. (Edge-triggered
+            // epoll reports "writable" with every wake-up of the socket, readable ones
+            // included; resuming here would cost a recv that finds nothing, every message.)
+            return;
+        }
         match drain(pair, from) {
             Ok(true) => {}
             Ok(false) => return,
