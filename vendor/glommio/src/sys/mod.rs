@@ -596,6 +596,24 @@ impl Wakers {
         }
     }
 
+    /// Ringway patch 9: wakes the waiters and keeps them registered. For a multishot request's
+    /// intermediate completion: the task that waits on it waits again soon, and finding its
+    /// waker still there spares a waker clone (at the next wait) and a waker drop (here) per
+    /// completion. A waker left behind by a task that has moved on costs at most one spurious
+    /// wake-up before the next waiter replaces it (`Source::add_waiter_single`).
+    pub(super) fn wake_waiters_by_ref(&mut self) -> bool {
+        if self.waiters.is_empty() {
+            return false;
+        }
+        for w in self.waiters.iter() {
+            if let Err(x) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake_by_ref()))
+            {
+                log::error!("Panic while calling waker! {x:?}");
+            }
+        }
+        true
+    }
+
     pub(super) fn wake_waiters(&mut self) -> bool {
         if self.waiters.is_empty() {
             false

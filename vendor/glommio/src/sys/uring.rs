@@ -579,7 +579,7 @@ where
             // read per event), just the result and the wake-up.
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = Some(transmute_error(result));
-            woke = inner_source.wakers.wake_waiters();
+            woke = inner_source.wakers.wake_waiters_by_ref();
         } else if try_process(src.borrow()).is_none() {
             let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
             let mut inner_source = src.borrow_mut();
