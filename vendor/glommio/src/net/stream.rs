@@ -215,6 +215,35 @@ impl Timeout {
     }
 }
 
+/// Ringway patch 10: a stream's read or write `Timeout`, created (boxed) the first time one is
+/// set. Unpatched glommio kept two 40-byte `Timeout`s inline in every stream and checked them on
+/// every read and write; Ringway never sets them (its timeouts come from a per-core sweeper),
+/// so each stream now carries two null pointers and each check is one.
+#[derive(Debug, Default)]
+struct LazyTimeout(std::cell::OnceCell<Box<Timeout>>);
+
+impl LazyTimeout {
+    fn get(&self) -> Option<Duration> {
+        self.0.get().and_then(|t| t.get())
+    }
+
+    fn set(&self, reactor: &Weak<Reactor>, dur: Option<Duration>) -> Result<()> {
+        if dur.is_none() && self.0.get().is_none() {
+            return Ok(());
+        }
+        self.0
+            .get_or_init(|| {
+                let id = reactor.upgrade().unwrap().register_timer();
+                Box::new(Timeout::new(id))
+            })
+            .set(dur)
+    }
+
+    fn armed(&self) -> Option<&Timeout> {
+        self.0.get().map(|t| &**t)
+    }
+}
+
 thread_local! {
     /// Ringway patch: cleared for good on this executor when the kernel rejects a multishot
     /// poll (IORING_POLL_ADD_MULTI is EINVAL before Linux 5.13); streams then re-arm a
@@ -248,8 +277,8 @@ pub(crate) struct NonBufferedStream<S> {
     hup: bool,
     /// Ringway patch: the readiness polls are armed (no completion since ended one).
     polls_armed: bool,
-    write_timeout: Timeout,
-    read_timeout: Timeout,
+    write_timeout: LazyTimeout,
+    read_timeout: LazyTimeout,
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
@@ -342,7 +371,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if self.rx_ready || self.hup {
             match super::yolo_recv(self.stream.as_raw_fd(), buf) {
                 Some(result) => {
-                    self.read_timeout.cancel_timer(reactor);
+                    if let Some(t) = self.read_timeout.armed() {
+                        t.cancel_timer(reactor);
+                    }
                     let result = poll_err!(result);
                     if result > 0 && result < buf.len() {
                         // Drained; `hup` (if set) still sends the next read to the EOF.
@@ -358,7 +389,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             }
         }
 
-        poll_err!(self.read_timeout.check(reactor));
+        if let Some(t) = self.read_timeout.armed() {
+            poll_err!(t.check(reactor));
+        }
 
         self.arm_rx(reactor);
         self.source_rx
@@ -368,7 +401,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if let Some(src) = self.source_hup.as_ref().filter(|s| s.is_live()) {
             src.add_waiter_single(cx.waker());
         }
-        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        if let Some(t) = self.read_timeout.armed() {
+            t.maybe_set_timer(reactor, cx.waker());
+        }
         Poll::Pending
     }
 
@@ -446,15 +481,18 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         // out since the last `poll_write`, but it would not cost much more to
         // give it one last chance in this case.
         if let Some(result) = send(self.stream.as_raw_fd()) {
-            let reactor = self.reactor.upgrade().unwrap();
-            self.write_timeout.cancel_timer(reactor.as_ref());
+            if let Some(t) = self.write_timeout.armed() {
+                t.cancel_timer(self.reactor.upgrade().unwrap().as_ref());
+            }
             self.source_tx.take();
             return Poll::Ready(result);
         }
 
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
-        poll_err!(self.write_timeout.check(reactor));
+        if let Some(t) = self.write_timeout.armed() {
+            poll_err!(t.check(reactor));
+        }
 
         let no_pending_poll = self
             .source_tx
@@ -468,7 +506,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
 
         let source = self.source_tx.as_ref().unwrap();
         source.add_waiter_single(cx.waker());
-        self.write_timeout.maybe_set_timer(reactor, cx.waker());
+        if let Some(t) = self.write_timeout.armed() {
+            t.maybe_set_timer(reactor, cx.waker());
+        }
         Poll::Pending
     }
 
@@ -512,8 +552,8 @@ where
             rx_ready: true,
             hup: false,
             polls_armed: false,
-            write_timeout: Timeout::new(reactor.register_timer()),
-            read_timeout: Timeout::new(reactor.register_timer()),
+            write_timeout: LazyTimeout::default(),
+            read_timeout: LazyTimeout::default(),
         };
         stream.init();
         GlommioStream {
@@ -643,11 +683,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     }
 
     pub(crate) fn set_write_timeout(&self, dur: Option<Duration>) -> Result<()> {
-        self.stream.write_timeout.set(dur)
+        self.stream.write_timeout.set(&self.stream.reactor, dur)
     }
 
     pub(crate) fn set_read_timeout(&self, dur: Option<Duration>) -> Result<()> {
-        self.stream.read_timeout.set(dur)
+        self.stream.read_timeout.set(&self.stream.reactor, dur)
     }
 
     pub(crate) fn write_timeout(&self) -> Option<Duration> {
