@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Profiles Ringway under the WebSocket echo load (64 connections x 64 B by default):
-#   perf/profile.sh [--seconds N] [--conns C] [--size S] [--out DIR] [--callgrind]
+#   perf/profile.sh [--seconds N] [--conns C] [--size S] [--out DIR] [--callgrind] [--proxy bare]
 # Layout as in bench/compare.sh: bench-backend and the load generator on CPU 0, Ringway
 # (cores = 1) on CPU 1. Writes into DIR (default perf/out):
 #   report.txt      perf report --stdio (top symbols, self time), from perf record -g
 #   stat.txt        perf stat of the Ringway process during the load (software counters; hardware
 #                   counters where the machine exposes them)
 #   per-message.txt CPU time of the Ringway process per echoed message (utime+stime / messages)
+#   symbols.txt     every symbol's share of the samples (perf report --no-children --sort sym),
+#                   the input of perf/profile-diff.py
 #   flame.svg       if inferno-flamegraph is on PATH (cargo install inferno)
+# With --proxy bare: the same for bare-forwarder (the epoll floor) in Ringway's place, so
+# `perf/profile-diff.py DIR_BARE DIR_RINGWAY` shows where Ringway's extra CPU per message goes.
 # With --callgrind: runs Ringway under valgrind --tool=callgrind instead and reports
 # instructions per message (deterministic; counters zeroed after warm-up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=10 conns=64 size=64 out=perf/out callgrind=0
+seconds=10 conns=64 size=64 out=perf/out callgrind=0 proxy=ringway
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds=$2; shift 2 ;;
@@ -21,9 +25,12 @@ while [ $# -gt 0 ]; do
         --size) size=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --callgrind) callgrind=1; shift ;;
+        --proxy) proxy=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
+case $proxy in ringway|bare) ;; *) echo "--proxy: ringway or bare" >&2; exit 2 ;; esac
+[ "$callgrind" = 1 ] && [ "$proxy" = bare ] && { echo "--callgrind profiles Ringway only" >&2; exit 2; }
 mkdir -p "$out"
 cargo build --release -q -p ringway -p ringway-bench
 bin=target/release
@@ -75,7 +82,12 @@ PY
     exit 0
 fi
 
-taskset -c 1 "$bin/ringway" --config "$cfg" --log-level warn & pids+=($!)
+if [ "$proxy" = bare ]; then
+    taskset -c 1 "$bin/bare-forwarder" --listen "127.0.0.1:$proxy_port" \
+        --backend "127.0.0.1:$backend_port" 2>/dev/null & pids+=($!)
+else
+    taskset -c 1 "$bin/ringway" --config "$cfg" --log-level warn & pids+=($!)
+fi
 rw=${pids[-1]}
 wait_port "$proxy_port"
 "$bin/ringway-bench" echo --url "ws://127.0.0.1:$proxy_port/ws" --conns "$conns" --size "$size" --duration 2s >/dev/null
@@ -91,17 +103,19 @@ result=$(taskset -c 0 "$bin/ringway-bench" echo --url "ws://127.0.0.1:$proxy_por
 after=$(cpu)
 wait "$rec" "$st" || true
 echo "$result" > "$out/echo.json"
-python3 - "$before" "$after" "$ticks" "$result" <<'PY' | tee "$out/per-message.txt"
+python3 - "$before" "$after" "$ticks" "$result" "$proxy" <<'PY' | tee "$out/per-message.txt"
 import json, sys
 before, after, ticks = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 r = json.loads(sys.argv[4])
 cpu_s = (after - before) / ticks
 msgs = r["messages"]
 print(f"echo {r['conns']} conns x {r['size']} B: {r['msgs_per_s']:.0f} msg/s, p99 {r['p99_us']} us; "
-      f"Ringway CPU {cpu_s:.2f} s over {msgs} messages = {cpu_s * 1e6 / max(msgs, 1):.2f} us per message")
+      f"{sys.argv[5]} CPU {cpu_s:.2f} s over {msgs} messages = {cpu_s * 1e6 / max(msgs, 1):.2f} us per message")
 PY
 perf report -i "$out/perf.data" --stdio --no-children --percent-limit 0.5 2>/dev/null | head -120 > "$out/report.txt" || true
+perf report -i "$out/perf.data" --stdio --no-children --sort sym 2>/dev/null |
+    grep -E '^ +[0-9.]+%' > "$out/symbols.txt" || true
 if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
     perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph > "$out/flame.svg"
 fi
-echo "wrote $out/{report.txt,stat.txt,per-message.txt}"
+echo "wrote $out/{report.txt,symbols.txt,stat.txt,per-message.txt}"

@@ -600,6 +600,32 @@ fn backend_close_reaches_every_client_under_churn_without_deferred_task_work() {
 }
 
 #[test]
+fn echoes_arrive_on_every_connection_of_a_burst() {
+    // 600 tunnels whose echoes come back at about the same time: up to 600 readiness
+    // completions at once, more than the main ring's completion queue holds (256). In deferred
+    // task-work mode they are posted in the executor's own io_uring_enter, and what does not
+    // fit waits in the kernel's overflow list for the next one; every echo must still arrive.
+    let echo = EchoBackend::tcp_v4();
+    let rw = Ringway::builder(ws_config(&echo.config_addr, &[]))
+        .dir(site())
+        .start();
+    let url = rw.ws_url("/chat/burst");
+    let mut conns: Vec<_> = (0..600)
+        .map(|_| ws_connect(rw.port(), url.as_str()).0)
+        .collect();
+    for (i, ws) in conns.iter_mut().enumerate() {
+        ws.send(Message::text(format!("m{i}"))).expect("send");
+    }
+    for (i, ws) in conns.iter_mut().enumerate() {
+        assert_eq!(
+            ws_next(ws),
+            Message::text(format!("m{i}")),
+            "connection {i}"
+        );
+    }
+}
+
+#[test]
 fn idle_after_load_does_not_spin() {
     // Regression test: with a main ring in IORING_SETUP_DEFER_TASKRUN mode, re-arming glommio's
     // preemption timers on every reactor pass (cancelling the previous ones) once kept a
