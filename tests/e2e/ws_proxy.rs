@@ -605,10 +605,7 @@ fn echoes_arrive_on_every_connection_of_a_burst() {
     // completions at once, more than the main ring's completion queue holds (256). In deferred
     // task-work mode they are posted in the executor's own io_uring_enter, and what does not
     // fit waits in the kernel's overflow list for the next one; every echo must still arrive.
-    let echo = EchoBackend::tcp_v4();
-    let rw = Ringway::builder(ws_config(&echo.config_addr, &[]))
-        .dir(site())
-        .start();
+    let (_echo, rw) = echo_proxy(&[]);
     let url = rw.ws_url("/chat/burst");
     let mut conns: Vec<_> = (0..600)
         .map(|_| ws_connect(rw.port(), url.as_str()).0)
@@ -641,14 +638,7 @@ fn idle_after_load_does_not_spin_without_deferred_task_work() {
 }
 
 fn idle_cpu(env: &[(&str, &str)]) {
-    let echo = EchoBackend::tcp_v4();
-    let rw = env
-        .iter()
-        .fold(
-            Ringway::builder(ws_config(&echo.config_addr, &[])).dir(site()),
-            |b, (k, v)| b.env(k, v),
-        )
-        .start();
+    let (_echo, rw) = echo_proxy(env);
     let url = rw.ws_url("/chat/idle");
     let mut held = Vec::new();
     for i in 0..40 {
@@ -677,9 +667,8 @@ fn idle_cpu(env: &[(&str, &str)]) {
     }
 }
 
-/// Ringway (with `env`) in front of an echo backend; 16 loops × 300 connect, echo, close.
-fn close_churn(env: &[(&str, &str)]) {
-    use std::io::Read;
+/// An echo backend and Ringway (started with `env`) proxying `/chat/` to it.
+fn echo_proxy(env: &[(&str, &str)]) -> (EchoBackend, Ringway) {
     let echo = EchoBackend::tcp_v4();
     let rw = env
         .iter()
@@ -688,6 +677,13 @@ fn close_churn(env: &[(&str, &str)]) {
             |b, (k, v)| b.env(k, v),
         )
         .start();
+    (echo, rw)
+}
+
+/// Ringway (with `env`) in front of an echo backend; 16 loops × 300 connect, echo, close.
+fn close_churn(env: &[(&str, &str)]) {
+    use std::io::Read;
+    let (_echo, rw) = echo_proxy(env);
     let loops: Vec<_> = (0..16)
         .map(|t| {
             let port = rw.port();
