@@ -4,9 +4,12 @@
 //! `ws` (handshake checks, frames), `route` (vhosts and URIs), `static_files`, `config`.
 //! `runtime` is the thin glommio layer that moves bytes between sockets.
 
+pub mod accesslog;
 pub mod balance;
+pub mod cidr;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod ocsp;
 pub mod route;
 pub mod runtime;

@@ -23,6 +23,11 @@ struct Cli {
 enum Command {
     /// Validate the configuration: print every problem as FILE:LINE:COL: message.
     Check,
+    /// Reload the running Ringway (found through `[runtime] pid_file`): sends it SIGHUP.
+    Reload,
+    /// Replace the running Ringway with this binary without dropping connections: sends it
+    /// SIGUSR2 (it starts the new binary, hands over its sockets, then drains).
+    Upgrade,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let signal = match cli.command {
+        Some(Command::Reload) => Some(("reload", libc::SIGHUP)),
+        Some(Command::Upgrade) => Some(("upgrade", libc::SIGUSR2)),
+        _ => None,
+    };
+    if let Some((what, sig)) = signal {
+        return match ringway::runtime::send_signal(&config, sig) {
+            Ok(pid) => {
+                println!("{file}: ok; {what} signalled to pid {pid}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringway {what}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Command::Check) = cli.command {
         let routes: usize = config
             .vhosts
@@ -72,7 +94,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match ringway::runtime::run(config) {
+    match ringway::runtime::run(config, cli.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -180,8 +180,13 @@ impl Routes {
     }
 
     pub fn vhost(&self, listener: usize, host: Option<&[u8]>) -> Option<&VHost> {
+        self.vhost_at(listener, host).map(|(_, v)| v)
+    }
+
+    /// The vhost for `host` on `listener`, with its index in `vhosts`.
+    pub fn vhost_at(&self, listener: usize, host: Option<&[u8]>) -> Option<(usize, &VHost)> {
         let i = self.hosts_by_listener.get(listener)?.lookup(host)?;
-        self.vhosts.get(i)
+        self.vhosts.get(i).map(|v| (i, v))
     }
 }
 

@@ -5,6 +5,7 @@
 //! only `load` it during a handshake: lock-free, never blocking.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -24,6 +25,13 @@ pub struct CertSlot {
     pub vhost: String,
     /// The key as served now; `ocsp` holds the staple, if any.
     pub current: ArcSwap<CertifiedKey>,
+    /// nextUpdate (unix seconds) of the staple served now; 0 when none is.
+    pub expiry_s: AtomicU64,
+    /// OCSP fetches that gave a good staple, and those that failed.
+    pub fetch_ok: AtomicU64,
+    pub fetch_error: AtomicU64,
+    /// Replaced by a config reload: the OCSP core stops refreshing it.
+    pub retired: AtomicBool,
 }
 
 impl CertSlot {
@@ -39,6 +47,9 @@ impl CertSlot {
 
     /// Serves `staple` (DER OCSPResponse) from now on; `None` stops stapling.
     pub fn set_staple(&self, staple: Option<Vec<u8>>) {
+        if staple.is_none() {
+            self.expiry_s.store(0, Ordering::Relaxed);
+        }
         let now = self.current.load_full();
         let mut next = CertifiedKey::new(now.cert.clone(), now.key.clone());
         next.ocsp = staple;
@@ -83,6 +94,10 @@ pub fn load_slots(config: &Config) -> Result<Vec<Option<Arc<CertSlot>>>, String>
                     Ok(Arc::new(CertSlot {
                         vhost: v.name.clone(),
                         current: ArcSwap::from_pointee(ck),
+                        expiry_s: AtomicU64::new(0),
+                        fetch_ok: AtomicU64::new(0),
+                        fetch_error: AtomicU64::new(0),
+                        retired: AtomicBool::new(false),
                     }))
                 })
                 .transpose()

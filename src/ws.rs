@@ -201,9 +201,196 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4], offset: u64) {
     }
 }
 
+/// Follows the frame structure of a byte stream passing through a tunnel, without decoding
+/// payloads: where frames end (so a Close can be injected between two frames, never inside
+/// one), how many messages ended, whether a Close frame went by. Extension bits (RSV, as
+/// permessage-deflate sets) and opcodes are not judged: the endpoints negotiated them.
+#[derive(Debug, Clone, Default)]
+pub struct FrameTracker {
+    head: [u8; 14],
+    head_len: u8,
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// Data messages whose final frame has started.
+    pub messages: u64,
+    /// A Close frame's header went by.
+    pub close_seen: bool,
+}
+
+impl FrameTracker {
+    /// Follows `data`, the next bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                self.remaining -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let have = usize::from(self.head_len);
+            let need = header_len(&self.head[..have]).unwrap_or(2);
+            let take = (need - have).min(data.len());
+            self.head[have..have + take].copy_from_slice(&data[..take]);
+            self.head_len += take as u8;
+            data = &data[take..];
+            let have = usize::from(self.head_len);
+            match header_len(&self.head[..have]) {
+                Some(n) if n == have => self.frame_started(),
+                _ => {}
+            }
+        }
+    }
+
+    fn frame_started(&mut self) {
+        let (b0, b1) = (self.head[0], self.head[1]);
+        let opcode = b0 & 0x0F;
+        let len = match b1 & 0x7F {
+            126 => u64::from(u16::from_be_bytes([self.head[2], self.head[3]])),
+            127 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&self.head[2..10]);
+                u64::from_be_bytes(n)
+            }
+            n => u64::from(n),
+        };
+        if b0 & 0x80 != 0 && opcode < 0x8 {
+            self.messages += 1;
+        }
+        if opcode == opcode::CLOSE {
+            self.close_seen = true;
+        }
+        self.remaining = len;
+        self.head_len = 0;
+    }
+
+    /// Between two frames: a frame may be inserted here.
+    pub fn at_boundary(&self) -> bool {
+        self.head_len == 0 && self.remaining == 0
+    }
+
+    /// How many more bytes reach the next frame boundary at most (0 at a boundary). A reader
+    /// that reads no more than this never passes a boundary.
+    pub fn to_boundary(&self) -> usize {
+        if self.remaining > 0 {
+            return usize::try_from(self.remaining).unwrap_or(usize::MAX);
+        }
+        if self.head_len == 0 {
+            return 0;
+        }
+        let have = usize::from(self.head_len);
+        header_len(&self.head[..have]).unwrap_or(2) - have
+    }
+}
+
+/// The full header length once its first two bytes are known.
+fn header_len(head: &[u8]) -> Option<usize> {
+    let b1 = *head.get(1)?;
+    let ext = match b1 & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    Some(2 + ext + mask)
+}
+
+/// A Close frame with `code` and no reason: unmasked (server to client) when `mask` is
+/// `None`, else masked with it (client to server).
+pub fn close_frame(code: u16, mask: Option<[u8; 4]>) -> ([u8; 8], usize) {
+    let [hi, lo] = code.to_be_bytes();
+    match mask {
+        None => ([0x88, 0x02, hi, lo, 0, 0, 0, 0], 4),
+        Some(m) => (
+            [0x88, 0x82, m[0], m[1], m[2], m[3], hi ^ m[0], lo ^ m[1]],
+            8,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracker_follows_frames_split_at_every_byte() {
+        // Masked text "hello" (fin), a ping, a 300-byte binary in two fragments, a Close.
+        let mut stream = Vec::new();
+        let mut frame = |b0: u8, payload: &[u8], masked: bool| {
+            let mut h = [0u8; 14];
+            let mut n = FrameHeader::write_unmasked(
+                &mut h,
+                b0 & 0x80 != 0,
+                b0 & 0x0F,
+                payload.len() as u64,
+            );
+            if masked {
+                h[1] |= 0x80;
+                h[n..n + 4].copy_from_slice(&[1, 2, 3, 4]);
+                n += 4;
+            }
+            stream.extend_from_slice(&h[..n]);
+            stream.extend_from_slice(payload);
+            stream.len()
+        };
+        let ends = [
+            frame(0x81, b"hello", true),
+            frame(0x89, b"", true),
+            frame(0x02, &[7u8; 200], false),
+            frame(0x80, &[7u8; 100], false),
+            // RSV1 (permessage-deflate) is followed, not judged.
+            frame(0xC1, &[9u8; 70_000], false),
+            frame(0x88, &[0x03, 0xE8], true),
+        ];
+        for split in 0..stream.len() {
+            let mut t = FrameTracker::default();
+            t.feed(&stream[..split]);
+            t.feed(&stream[split..]);
+            assert!(t.at_boundary(), "split {split}");
+            assert_eq!(t.messages, 3, "split {split}");
+            assert!(t.close_seen);
+        }
+        // Byte by byte: at a boundary exactly at frame ends, and `to_boundary` never
+        // overshoots the next one.
+        let mut t = FrameTracker::default();
+        for (i, b) in stream.iter().enumerate() {
+            let next_end = *ends.iter().find(|&&e| e > i).unwrap();
+            assert!(t.to_boundary() <= next_end - i || t.at_boundary(), "at {i}");
+            t.feed(&[*b]);
+            assert_eq!(t.at_boundary(), ends.contains(&(i + 1)), "after byte {i}");
+        }
+        // Reading exactly `to_boundary` bytes at a time lands on every boundary.
+        let mut t = FrameTracker::default();
+        let mut at = 0;
+        let mut landed = Vec::new();
+        while at < stream.len() {
+            let n = if t.at_boundary() { 1 } else { t.to_boundary() };
+            t.feed(&stream[at..at + n]);
+            at += n;
+            if t.at_boundary() {
+                landed.push(at);
+            }
+        }
+        assert_eq!(landed, ends);
+    }
+
+    #[test]
+    fn close_frames() {
+        assert_eq!(
+            close_frame(1001, None),
+            ([0x88, 0x02, 0x03, 0xE9, 0, 0, 0, 0], 4)
+        );
+        let (f, n) = close_frame(1001, Some([0xA, 0xB, 0xC, 0xD]));
+        let h = FrameHeader::parse(&f[..n]).unwrap().unwrap();
+        assert_eq!(
+            (h.opcode, h.fin, h.payload_len, h.header_len),
+            (opcode::CLOSE, true, 2, 6)
+        );
+        let mut payload = [f[6], f[7]];
+        unmask(&mut payload, h.mask.unwrap(), 0);
+        assert_eq!(u16::from_be_bytes(payload), 1001);
+    }
     use crate::http::head::{empty_headers, parse_request, parse_response};
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";

@@ -82,7 +82,7 @@ pub fn load_str(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
 
 fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
     let mut s = Section::new(root, 0, "");
-    let runtime = runtime(s.get("runtime"), p);
+    let runtime = runtime(s.get("runtime"), base_dir, p);
     let timeouts = timeouts(s.get("timeouts"), p);
     let limits = limits(s.get("limits"), p);
     let (listeners, listener_names) = listeners(s.get("listener"), p);
@@ -102,6 +102,8 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         .get("vhost")
         .map(|v| vhosts(v, &refs, base_dir, p))
         .unwrap_or_default();
+    let admin = s.get("admin").and_then(|v| admin(v, &listeners, p));
+    let log = log(s.get("log"), base_dir, p);
     s.finish(p);
     let mut backends = backends;
     backends.extend(refs.implicit.into_inner());
@@ -112,15 +114,108 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         listeners,
         backends,
         vhosts,
+        admin,
+        log,
     }
 }
 
-fn runtime(v: Option<&Val<'_>>, p: &mut Problems) -> Runtime {
+/// `[admin] listener = "<name>", allow = ["127.0.0.1/32", "::1/128"]` (allow defaults to loopback).
+fn admin(v: &Val<'_>, listeners: &[Listener], p: &mut Problems) -> Option<Admin> {
+    let mut s = Section::of(v, "[admin]", p)?;
+    let listener = s.req("listener", p, |v, what, p| {
+        let name = string(v, what, p)?;
+        let found = listeners.iter().position(|l| l.name == name.v);
+        if found.is_none() {
+            p.add(name.at, format!("unknown listener {:?}", name.v));
+        }
+        found
+    });
+    let allow = s.opt("allow", p, |v, what, p| {
+        list(v, what, false, p, |v, what, p| {
+            let text = string(v, what, p)?;
+            match text.v.parse::<crate::cidr::Cidr>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    p.add(text.at, format!("{what}: {e}"));
+                    None
+                }
+            }
+        })
+    });
+    s.finish(p);
+    let loopback = || {
+        ["127.0.0.1/32", "::1/128"]
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    };
+    Some(Admin {
+        listener: listener?,
+        allow: allow.unwrap_or_else(loopback),
+    })
+}
+
+/// `[log] access = "off" | "stderr" | "/path/file"`, `access_format = "combined" | "json"`.
+fn log(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) -> Log {
+    let mut l = Log {
+        access: AccessTarget::Off,
+        access_format: AccessFormat::Combined,
+    };
+    let Some(mut s) = v.and_then(|v| Section::of(v, "[log]", p)) else {
+        return l;
+    };
+    let access = s.opt("access", p, |v, what, p| {
+        let text = string(v, what, p)?;
+        Some(match text.v {
+            "off" => AccessTarget::Off,
+            "stderr" => AccessTarget::Stderr,
+            "" => {
+                p.add(
+                    text.at,
+                    format!("{what} must be \"off\", \"stderr\" or a file path"),
+                );
+                return None;
+            }
+            path => AccessTarget::File(absolute(base_dir.join(path))),
+        })
+    });
+    let format = s.opt("access_format", p, |v, what, p| {
+        let text = string(v, what, p)?;
+        match text.v {
+            "combined" => Some(AccessFormat::Combined),
+            "json" => Some(AccessFormat::Json),
+            other => {
+                let msg = format!("{what} must be \"combined\" or \"json\", found {other:?}");
+                p.add(text.at, msg);
+                None
+            }
+        }
+    });
+    s.finish(p);
+    if let Some(AccessTarget::File(path)) = &access {
+        let dir_ok = path.parent().is_some_and(|d| d.is_dir());
+        if !dir_ok {
+            p.add(
+                v.map_or(0, |v| v.span().start),
+                format!(
+                    "[log] access: directory of {} does not exist",
+                    path.display()
+                ),
+            );
+        }
+    }
+    l.access = access.unwrap_or(l.access);
+    l.access_format = format.unwrap_or(l.access_format);
+    l
+}
+
+fn runtime(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) -> Runtime {
     let mut r = Runtime {
         cores: auto_cores(),
         pin: true,
         max_connections: CONNECTIONS_PER_CORE_MAX_DEFAULT,
         core_overrides: Vec::new(),
+        pid_file: None,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[runtime]", p)) else {
         return r;
@@ -133,6 +228,9 @@ fn runtime(v: Option<&Val<'_>>, p: &mut Problems) -> Runtime {
         .opt("max_connections", p, positive)
         .unwrap_or(r.max_connections);
     let overrides = s.get("core");
+    r.pid_file = s.opt("pid_file", p, |v, what, p| {
+        string(v, what, p).map(|t| absolute(base_dir.join(t.v)))
+    });
     s.finish(p);
     // When `cores` itself is wrong, ids cannot be checked against it.
     let known_cores = if cores_given { cores } else { Some(r.cores) };
@@ -204,6 +302,7 @@ fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         tunnel_idle: TUNNEL_IDLE_TIMEOUT_DEFAULT,
         upstream_read: UPSTREAM_READ_TIMEOUT_DEFAULT,
         upstream_keepalive: UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT,
+        drain: DRAIN_TIMEOUT_DEFAULT,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[timeouts]", p)) else {
         return t;
@@ -218,6 +317,7 @@ fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
     t.upstream_keepalive = s
         .opt("upstream_keepalive", p, duration)
         .unwrap_or(t.upstream_keepalive);
+    t.drain = s.opt("drain", p, duration).unwrap_or(t.drain);
     s.finish(p);
     t
 }
@@ -300,6 +400,16 @@ fn backend(
     let fail_timeout = s.opt("fail_timeout", p, duration);
     let health = s.opt("health", p, health);
     let keepalive = s.opt("keepalive_per_server", p, |v, what, p| {
+        if matches!(v.get_ref(), DeValue::String(_)) {
+            return match string(v, what, p)?.v {
+                "unlimited" => Some(usize::MAX),
+                other => {
+                    let msg = format!("{what} must be a count or \"unlimited\", found {other:?}");
+                    p.add(v.span().start, msg);
+                    None
+                }
+            };
+        }
         count(v, what, 0..=100_000, p)
     });
     let tls_given = s.get("tls").is_some();
@@ -1125,6 +1235,30 @@ mod tests {
             Ok(_) => panic!("expected problems"),
             Err(ps) => ps.into_iter().map(|p| (p.line, p.col, p.message)).collect(),
         }
+    }
+
+    #[test]
+    fn keepalive_per_server_defaults_to_unlimited() {
+        let backend = |extra: &str| {
+            let lines = [
+                "[[backend]]",
+                "name = \"b\"",
+                "servers = [\"127.0.0.1:1\"]",
+                extra,
+            ];
+            ok(&with(&lines)).0.backends[0].keepalive_per_server
+        };
+        assert_eq!(backend(""), usize::MAX);
+        assert_eq!(backend("keepalive_per_server = \"unlimited\""), usize::MAX);
+        assert_eq!(backend("keepalive_per_server = 0"), 0);
+        assert_eq!(backend("keepalive_per_server = 64"), 64);
+        let lines = with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "keepalive_per_server = \"lots\"",
+        ]);
+        one_problem(&lines, 10, 24, "must be a count or \"unlimited\"");
     }
 
     /// Asserts exactly one problem, at `line:col`, whose message contains `needle`.

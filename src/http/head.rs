@@ -111,7 +111,7 @@ pub fn parse_request<'h, 'b>(
     let mut req = httparse::Request::new(headers);
     let status = req.parse(buf).map_err(|e| match e {
         httparse::Error::TooManyHeaders => HeadError::TooLarge,
-        httparse::Error::Version => HeadError::Version,
+        httparse::Error::Version => version_error(buf),
         _ => HeadError::Malformed,
     });
     let head_len = match status? {
@@ -143,6 +143,25 @@ pub fn parse_request<'h, 'b>(
 }
 
 /// 414 as soon as the request line is known to be too long, even before it ends.
+/// httparse refuses every version but `HTTP/1.0` and `HTTP/1.1` alike. Only a well-formed
+/// `HTTP/<digit>.<digit>` (RFC 9112 §2.3) is an unsupported version (505); anything else in the
+/// version's place (`HTTQ/1.1`, `HTTP/1.1x`, `HTTP/11`) is a malformed request line (400).
+fn version_error(buf: &[u8]) -> HeadError {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && line.len() > version.len() =>
+        {
+            HeadError::Version
+        }
+        _ => HeadError::Malformed,
+    }
+}
+
 pub fn check_request_line(buf: &[u8]) -> Result<(), HeadError> {
     let window = &buf[..buf.len().min(REQUEST_LINE_BYTES_MAX + 2)];
     match window.iter().position(|&b| b == b'\n') {
@@ -322,6 +341,54 @@ mod tests {
         }
         let got = parse(full).unwrap().unwrap();
         assert_eq!(got, ("/a/b".to_string(), Body::None, true, head_len));
+    }
+
+    #[test]
+    fn only_a_well_formed_other_version_is_505() {
+        let cases: &[(&[u8], Result<(), HeadError>)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(())),
+            (b"GET / HTTP/1.0\r\n\r\n", Ok(())),
+            (
+                b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+                Err(HeadError::Version),
+            ),
+            (
+                b"GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+                Err(HeadError::Version),
+            ),
+            (b"GET / HTTP/3.7\nHost: a\n\n", Err(HeadError::Version)),
+            (
+                b"GET / HTTQ/1.1\r\nHost: a\r\n\r\n",
+                Err(HeadError::Malformed),
+            ),
+            (
+                b"GET / http/1.1\r\nHost: a\r\n\r\n",
+                Err(HeadError::Malformed),
+            ),
+            (
+                b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n",
+                Err(HeadError::Malformed),
+            ),
+            (
+                b"GET / HTTP/11\r\nHost: a\r\n\r\n",
+                Err(HeadError::Malformed),
+            ),
+            (
+                b"GET / HTTP/a.b\r\nHost: a\r\n\r\n",
+                Err(HeadError::Malformed),
+            ),
+            (
+                b"GET / HTTP/2\r\nHost: a\r\n\r\n",
+                Err(HeadError::Malformed),
+            ),
+            (b"HTTP/2.0\r\n\r\n", Err(HeadError::Malformed)),
+        ];
+        for (raw, want) in cases {
+            let got = parse(raw).map(|_| ());
+            assert_eq!(&got, want, "{:?}", String::from_utf8_lossy(raw));
+        }
+        assert_eq!(HeadError::Malformed.status(), 400);
+        assert_eq!(HeadError::Version.status(), 505);
     }
 
     #[test]

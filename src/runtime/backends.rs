@@ -162,6 +162,7 @@ impl Backends {
                 }
             }
             let tls = self.connector(backend);
+            let started = Instant::now();
             match connect(
                 &b.servers[server].address,
                 self.config.timeouts.connect,
@@ -170,6 +171,7 @@ impl Backends {
             .await
             {
                 Ok(conn) => {
+                    crate::metrics::with(|m| m.backend_connected(started.elapsed()));
                     self.pools[backend].borrow_mut().begin(server);
                     return Ok(Lease {
                         backend,
@@ -191,6 +193,7 @@ impl Backends {
     /// A fresh connection to the same server as a lease whose pooled connection was stale.
     pub async fn reconnect(&self, lease: &mut Lease) -> Result<(), u16> {
         let b = &self.config.backends[lease.backend];
+        let started = Instant::now();
         match connect(
             &b.servers[lease.server].address,
             self.config.timeouts.connect,
@@ -199,6 +202,7 @@ impl Backends {
         .await
         {
             Ok(conn) => {
+                crate::metrics::with(|m| m.backend_connected(started.elapsed()));
                 lease.conn = conn;
                 lease.reused = false;
                 Ok(())

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Instant, SystemTime};
 
 use super::stream::ClientStream;
 use futures_lite::io::AsyncWriteExt;
@@ -16,11 +17,12 @@ use super::backends::Lease;
 use super::idle::Watch;
 use super::io::{self, head_end, ReadBuf, ReadError};
 use super::proxy::{self, ProxyPlan};
-use super::{echo, pool, static_serve, wsproxy, Shard};
+use super::{access, admin, echo, idle, pool, static_serve, wsproxy, Core, Shard};
 use crate::config::{Handler, WebSocketRoute};
 use crate::http::forward::{self, ForwardInfo};
 use crate::http::head::{self, empty_headers, Body, HeadError, Request};
 use crate::http::response;
+use crate::metrics::{self, HandlerKind, Rejected};
 use crate::static_files;
 use crate::ws;
 
@@ -43,6 +45,8 @@ pub enum Action<'s> {
         head: Vec<u8>,
     },
     Proxy(ProxyPlan<'s>),
+    /// A request on the `[admin]` listener.
+    Admin(admin::Request),
 }
 
 /// What the connection does after an exchange.
@@ -59,6 +63,86 @@ pub struct TunnelJob {
     pub stream: ClientStream,
     pub peer: SocketAddr,
     pub lease: Lease,
+    /// The generation the tunnel was opened under (its backend pools own the lease).
+    pub shard: Rc<Shard>,
+    /// The upgrade request, for the tunnel's access log line when it ends.
+    pub request: Option<Box<AccessRequest>>,
+    pub vhost: usize,
+}
+
+/// What the access log needs of a request head, copied only when the log is on.
+#[derive(Default)]
+pub struct AccessRequest {
+    buf: Vec<u8>,
+    /// Ends of method, target, referer and user agent in `buf`.
+    ends: [usize; 4],
+    pub minor: u8,
+    pub started: Option<Instant>,
+    pub bytes_in_start: u64,
+    pub bytes_out_start: u64,
+}
+
+impl AccessRequest {
+    fn fill(&mut self, req: &Request<'_, '_>) {
+        self.buf.clear();
+        let parts: [&[u8]; 4] = [
+            req.method.as_bytes(),
+            req.target.as_bytes(),
+            req.header("referer").unwrap_or_default(),
+            req.header("user-agent").unwrap_or_default(),
+        ];
+        for (i, p) in parts.iter().enumerate() {
+            // Bounded: a line stays readable whatever a client sends.
+            self.buf.extend_from_slice(&p[..p.len().min(2048)]);
+            self.ends[i] = self.buf.len();
+        }
+        self.minor = req.minor_version;
+    }
+
+    fn part(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
+}
+
+/// Writes one access log line (`status` 0: nothing was answered, nothing is logged).
+#[allow(clippy::too_many_arguments)]
+pub fn log_access(
+    shard: &Shard,
+    peer: SocketAddr,
+    req: Option<&AccessRequest>,
+    vhost: usize,
+    status: u16,
+    bytes: (u64, u64),
+    backend: Option<(usize, usize)>,
+    upgrade: bool,
+) {
+    let Some(req) = req.filter(|_| status != 0) else {
+        return;
+    };
+    let vhost_name = shard
+        .ids
+        .vhosts
+        .iter()
+        .position(|&id| id == vhost)
+        .map_or("-", |i| shard.config.vhosts[i].name.as_str());
+    let entry = crate::accesslog::Entry {
+        time: SystemTime::now(),
+        client: peer.ip(),
+        vhost: vhost_name,
+        method: req.part(0),
+        target: req.part(1),
+        minor: req.minor,
+        status,
+        bytes_in: bytes.0.saturating_sub(req.bytes_in_start),
+        bytes_out: bytes.1.saturating_sub(req.bytes_out_start),
+        duration: req.started.map(|t| t.elapsed()).unwrap_or_default(),
+        backend: backend.map(|(b, s)| shard.backends.authority(b, s)),
+        upgrade,
+        referer: req.part(2),
+        user_agent: req.part(3),
+    };
+    access::record(&entry);
 }
 
 pub struct Client {
@@ -68,9 +152,35 @@ pub struct Client {
     pub rb: ReadBuf,
     /// The connection's timeouts (header, keep-alive, upstream read), swept per core.
     pub watch: Rc<Watch>,
+    /// The exchange in progress: its answer's status (0 until one is written), vhost and
+    /// handler (metric ids), the backend server that answered, and when its head was read.
+    pub status: u16,
+    pub vhost: usize,
+    pub handler: HandlerKind,
+    pub backend: Option<(usize, usize)>,
+    pub started: Instant,
+    /// The request as the access log needs it; `None` while the log is off.
+    pub access: Option<Box<AccessRequest>>,
 }
 
 impl Client {
+    pub fn new(stream: ClientStream, peer: SocketAddr, listener: usize, core: &Core) -> Client {
+        Client {
+            stream,
+            peer,
+            listener,
+            rb: ReadBuf::new(),
+            // The first head must arrive within `header` of the accept.
+            watch: idle::watch(core.current().config.timeouts.header),
+            status: 0,
+            vhost: metrics::NO_VHOST,
+            handler: HandlerKind::Error,
+            backend: None,
+            started: Instant::now(),
+            access: None,
+        }
+    }
+
     /// The scheme the client used, for `X-Forwarded-Proto` and `Forwarded`.
     pub fn proto(&self) -> &'static str {
         if self.stream.is_tls() {
@@ -82,33 +192,51 @@ impl Client {
 }
 
 /// Serves a connection until it closes or becomes a tunnel (returned, for its own task).
-pub async fn serve(shard: Rc<Shard>, client: Client) -> Option<TunnelJob> {
+/// Each request uses the configuration current when its head arrived.
+pub async fn serve(core: Rc<Core>, client: Client) -> Option<TunnelJob> {
     let mut client = client;
     let mut first = true;
     // Ringway ends the connection (after an error, or a response that closes it): the client
     // may still be sending, so the close lingers (see `io::linger_close`).
     let mut linger = false;
     loop {
+        let shard = core.current();
         match read_head(&shard, &mut client, first).await {
-            Ok(Some(end)) => match handle(&shard, &mut client, end).await {
-                Next::KeepAlive => first = false,
-                Next::Close => {
-                    linger = true;
-                    break;
+            Ok(Some(end)) => {
+                let next = handle(&shard, &mut client, end).await;
+                finish_exchange(&shard, &mut client, matches!(next, Next::Tunnel(_)));
+                match next {
+                    Next::KeepAlive => first = false,
+                    Next::Close => {
+                        linger = true;
+                        break;
+                    }
+                    Next::Tunnel(lease) => {
+                        return Some(TunnelJob {
+                            stream: client.stream,
+                            peer: client.peer,
+                            lease,
+                            shard,
+                            request: client.access.take(),
+                            vhost: client.vhost,
+                        })
+                    }
                 }
-                Next::Tunnel(lease) => {
-                    return Some(TunnelJob {
-                        stream: client.stream,
-                        peer: client.peer,
-                        lease,
-                    })
-                }
-            },
+            }
             Ok(None) => break,
             Err(e) => {
                 let close_with = e.status();
                 if let Some(status) = close_with {
                     info!(core = shard.id, peer = %client.peer, status, "bad request head");
+                    metrics::with(|m| {
+                        m.bad_request(status);
+                        m.request(
+                            metrics::NO_VHOST,
+                            HandlerKind::Error,
+                            status,
+                            client.started.elapsed(),
+                        )
+                    });
                     let mut out = pool::take_vec();
                     response::write_error(&mut out, status, &[], true);
                     linger = client.stream.write_all(&out).await.is_ok();
@@ -153,13 +281,18 @@ async fn read_head(shard: &Shard, c: &mut Client, first: bool) -> Result<Option<
     // `keepalive` while idle, then `header` from the first byte of the next request.
     let mut header_running = first;
     if !first {
+        if idle::draining() && c.rb.is_empty() {
+            return Ok(None);
+        }
         c.watch.restart(t.keepalive);
+        c.watch.set_between_requests(c.rb.is_empty());
     }
     let mut scanned = 0;
     loop {
         if !c.rb.is_empty() {
             if !header_running {
                 header_running = true;
+                c.watch.set_between_requests(false);
                 c.watch.restart(t.header);
             }
             if let Some(end) = head_end(c.rb.data(), scanned) {
@@ -174,7 +307,14 @@ async fn read_head(shard: &Shard, c: &mut Client, first: bool) -> Result<Option<
         match c.rb.fill_watched(&mut c.stream, limit, &c.watch).await {
             Ok(0) if c.rb.is_empty() => return Ok(None),
             Ok(0) => return Err(HeadFail::Quiet),
-            Ok(_) => {}
+            Ok(_) => {
+                if first && !header_running {
+                    header_running = true;
+                }
+                if !c.rb.is_empty() {
+                    c.started = Instant::now();
+                }
+            }
             Err(ReadError::TimedOut) if c.rb.is_empty() => return Err(HeadFail::Quiet),
             Err(ReadError::TimedOut) => return Err(HeadFail::TimedOut),
             Err(ReadError::Io) => return Err(HeadFail::Quiet),
@@ -184,12 +324,25 @@ async fn read_head(shard: &Shard, c: &mut Client, first: bool) -> Result<Option<
 
 /// Handles one request whose head ends at `end` in the read buffer.
 async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
+    c.status = 0;
+    c.vhost = metrics::NO_VHOST;
+    c.handler = HandlerKind::Error;
+    c.backend = None;
     let (action, head_len, body, keep_alive) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
         match head::parse_request(&c.rb.data()[..end], &mut headers, max) {
             Ok(Some(req)) => {
-                let action = plan(shard, c, &req);
+                if access::enabled() {
+                    let a = c.access.get_or_insert_with(Default::default);
+                    a.fill(&req);
+                    a.started = Some(c.started);
+                    a.bytes_in_start = c.stream.bytes_in - c.rb.len() as u64;
+                    a.bytes_out_start = c.stream.bytes_out;
+                }
+                let mut tags = (c.vhost, c.handler);
+                let action = plan(shard, c, &mut tags, &req);
+                (c.vhost, c.handler) = tags;
                 (action, req.head_len, req.body, req.keep_alive)
             }
             Ok(None) => (
@@ -203,6 +356,7 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             ),
             Err(e) => {
                 info!(core = shard.id, peer = %c.peer, status = e.status(), error = ?e, "bad request");
+                metrics::with(|m| m.bad_request(e.status()));
                 (
                     Action::Error {
                         status: e.status(),
@@ -218,17 +372,44 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
     c.rb.consume(head_len);
     // Ringway's own handlers take no request bodies; rather than read and discard one, answer
     // and close, so no body byte is ever taken for a request.
-    let close = !keep_alive || (body != Body::None && !matches!(action, Action::Proxy(_)));
+    // A draining core closes every connection after its current response.
+    let close = !keep_alive
+        || idle::draining()
+        || (body != Body::None && !matches!(action, Action::Proxy(_)));
     match action {
         Action::Error { status, close: c2 } => respond_error(c, status, close || c2).await,
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
         Action::Proxy(plan) => proxy::run(shard, c, plan).await,
+        Action::Admin(req) => admin::serve(shard, c, req, close).await,
+    }
+}
+
+/// Counts the exchange that just ended and logs it (a tunnel is logged when it ends).
+fn finish_exchange(shard: &Shard, c: &mut Client, tunnel: bool) {
+    if c.status == 0 {
+        return;
+    }
+    let took = c.started.elapsed();
+    metrics::with(|m| m.request(c.vhost, c.handler, c.status, took));
+    if !tunnel {
+        let bytes = (c.stream.bytes_in - c.rb.len() as u64, c.stream.bytes_out);
+        log_access(
+            shard,
+            c.peer,
+            c.access.as_deref(),
+            c.vhost,
+            c.status,
+            bytes,
+            c.backend,
+            false,
+        );
     }
 }
 
 pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
+    c.status = status;
     let mut out = pool::take_vec();
     let extra: &[(&str, &[u8])] = match status {
         426 => &[("Sec-WebSocket-Version", b"13"), ("Upgrade", b"websocket")],
@@ -245,8 +426,23 @@ pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
 }
 
 /// Routing decisions (sans-IO apart from the static file open).
-fn plan<'s>(shard: &'s Shard, c: &Client, req: &Request<'_, '_>) -> Action<'s> {
-    let Some(vhost) = shard.routes.vhost(c.listener, req.host) else {
+/// `tags`: the request's vhost and handler, for metrics and the access log.
+fn plan<'s>(
+    shard: &'s Shard,
+    c: &Client,
+    tags: &mut (usize, HandlerKind),
+    req: &Request<'_, '_>,
+) -> Action<'s> {
+    if shard
+        .config
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.listener == c.listener)
+    {
+        tags.1 = HandlerKind::Admin;
+        return admin::plan(shard, c, req);
+    }
+    let Some((vhost_index, vhost)) = shard.routes.vhost_at(c.listener, req.host) else {
         // Over TLS the connection was set up for another name (RFC 9110 §15.5.20).
         let status = if c.stream.is_tls() { 421 } else { 404 };
         return Action::Error {
@@ -254,14 +450,31 @@ fn plan<'s>(shard: &'s Shard, c: &Client, req: &Request<'_, '_>) -> Action<'s> {
             close: false,
         };
     };
+    tags.0 = shard.ids.vhosts[vhost_index];
     let path = req.path();
     let route = vhost.route(path);
     let upgrade = ws::classify(req);
+    if let ws::Upgrade::Invalid { status, .. } = upgrade {
+        let reason = match status {
+            426 => Rejected::Version,
+            _ => Rejected::BadRequest,
+        };
+        metrics::with(|m| m.upgrade_rejected(reason));
+    }
     if let (Some(ws_route), ws::Upgrade::WebSocket { .. } | ws::Upgrade::Invalid { .. }) =
         (route.websocket, upgrade)
     {
+        tags.1 = HandlerKind::WebSocket;
         return plan_ws_proxy(shard, c, req, ws_route, upgrade);
     }
+    if upgrade == ws::Upgrade::None && is_h2c(req) {
+        metrics::with(|m| m.upgrade_rejected(Rejected::H2c));
+    }
+    tags.1 = match route.context.map(|ctx| &ctx.handler) {
+        Some(Handler::Echo) => HandlerKind::Echo,
+        Some(Handler::Proxy { .. }) => HandlerKind::Proxy,
+        Some(Handler::Static) | None => HandlerKind::Static,
+    };
     match route.context.map(|ctx| &ctx.handler) {
         Some(Handler::Echo) => match upgrade {
             ws::Upgrade::WebSocket { key } => Action::EchoUpgrade {
@@ -292,6 +505,15 @@ fn plan<'s>(shard: &'s Shard, c: &Client, req: &Request<'_, '_>) -> Action<'s> {
             Action::Static(resp, req.method == "HEAD")
         }
     }
+}
+
+/// `Upgrade: h2c` (RFC 7540 §3.2, removed in RFC 9113): Ringway does not switch; the request
+/// is served as HTTP/1.1 and the refusal counted.
+fn is_h2c(req: &Request<'_, '_>) -> bool {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .any(|h| h.value.trim_ascii().eq_ignore_ascii_case(b"h2c"))
 }
 
 fn plan_ws_proxy<'s>(

@@ -25,6 +25,7 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
     if c.stream.write_all(&head).await.is_err() {
         return Next::Close;
     }
+    c.status = 101;
     // The session ends after `tunnel_idle` without a byte from the client.
     c.watch.restart(shard.config.timeouts.tunnel_idle);
     match echo_frames(c).await {

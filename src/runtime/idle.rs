@@ -24,6 +24,9 @@ pub struct Watch {
     registered: Cell<bool>,
     activity: Cell<u64>,
     seen: Cell<u64>,
+    /// A keep-alive connection waiting, with nothing buffered, for its next request: a drain
+    /// closes it at once.
+    between_requests: Cell<bool>,
     idle_for: Cell<Duration>,
     expired: Cell<bool>,
     waker: RefCell<Option<Waker>>,
@@ -37,6 +40,17 @@ impl Watch {
 
     pub fn expired(&self) -> bool {
         self.expired.get()
+    }
+
+    /// Marks the connection as idle between requests (or not); see `start_drain`.
+    pub fn set_between_requests(&self, idle: bool) {
+        self.between_requests.set(idle);
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 
     /// Starts the clock again with a new limit (and re-arms an expired watch).
@@ -86,6 +100,49 @@ impl Watch {
 
 thread_local! {
     static WATCHES: RefCell<Vec<Weak<Watch>>> = const { RefCell::new(Vec::new()) };
+    static DRAINING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this core is draining (SIGTERM, upgrade): responses close their connections,
+/// tunnels close with 1001.
+pub fn draining() -> bool {
+    DRAINING.with(Cell::get)
+}
+
+/// Starts this core's drain: wakes every watched task so that tunnels see it, and expires the
+/// watches of connections idle between requests (they close).
+pub fn start_drain() {
+    DRAINING.with(|d| d.set(true));
+    for_each_live(|w| {
+        if w.between_requests.get() {
+            w.expired.set(true);
+        }
+        w.wake();
+    });
+}
+
+/// While draining: closes the connections that became idle since the last call.
+pub fn wake_idle() {
+    for_each_live(|w| {
+        if w.between_requests.get() && !w.expired.get() {
+            w.expired.set(true);
+            w.wake();
+        }
+    });
+}
+
+fn for_each_live(f: impl Fn(&Watch)) {
+    // Take the list out so a woken task that registers a new watch cannot conflict.
+    let list = WATCHES.with(|ws| std::mem::take(&mut *ws.borrow_mut()));
+    for w in list.iter().filter_map(Weak::upgrade) {
+        f(&w);
+    }
+    WATCHES.with(|ws| {
+        let mut ws = ws.borrow_mut();
+        let mut list = list;
+        list.append(&mut ws);
+        *ws = list;
+    });
 }
 
 /// A watch that expires after `limit` without `touch`. Dropping it unregisters it (lazily).
@@ -96,6 +153,7 @@ pub fn watch(limit: Duration) -> Rc<Watch> {
         registered: Cell::new(true),
         activity: Cell::new(0),
         seen: Cell::new(0),
+        between_requests: Cell::new(false),
         idle_for: Cell::new(Duration::ZERO),
         expired: Cell::new(false),
         waker: RefCell::new(None),

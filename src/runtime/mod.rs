@@ -1,9 +1,18 @@
-//! The glommio layer: one pinned `LocalExecutor` per configured core ("shard"), each with its
-//! own `SO_REUSEPORT` listener per listen address, its own routes, buffer pool and connection
-//! cap. Connections live and die on the shard that accepted them; shards share nothing mutable.
+//! The glommio layer: one pinned `LocalExecutor` per configured core, each with its own
+//! `SO_REUSEPORT` listener per listen address, its own routes, buffer pool and connection cap.
+//! Connections live and die on the core that accepted them; cores share nothing mutable.
+//!
+//! A core (`Core`) outlives configurations: what one configuration compiles to on one core is
+//! a `Shard` (routes, backend pools, TLS configs). A reload swaps the core's current shard;
+//! connections pick the current one up at their next request, while tunnels and requests in
+//! flight keep the shard they started with. The process's main thread only handles signals
+//! (`signals`), talking to the cores over `control` mailboxes.
 
+mod access;
+mod admin;
 mod backends;
 mod conn;
+pub mod control;
 mod echo;
 mod idle;
 mod io;
@@ -11,16 +20,20 @@ mod ocsp_core;
 pub mod pool;
 mod proxy;
 mod relay;
+mod signals;
 mod static_serve;
 mod stream;
 pub mod tunnel;
 mod upstream;
 mod wsproxy;
 
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
@@ -28,63 +41,124 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::metrics;
 use crate::route::Routes;
+use crate::tls::CertSlot;
+use control::{Generation, Hub, Msg};
+
+pub use signals::{send_signal, Inherited};
 
 /// io_uring registered memory per shard. glommio's default (10 MiB) exceeds a common
 /// RLIMIT_MEMLOCK of 8 MiB for two shards; network shards do not use registered buffers.
 const IO_MEMORY_BYTES: usize = 1 << 20;
 
-/// Everything one core owns.
+/// How often a draining core looks whether its connections are all gone.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// One configuration generation compiled for one core.
 pub struct Shard {
     pub id: usize,
+    pub generation: u64,
     pub config: Arc<Config>,
     pub routes: Routes,
     pub backends: backends::Backends,
     /// Per listener: its TLS config, if it terminates TLS.
     tls: Vec<Option<Arc<rustls::ServerConfig>>>,
-    /// Connection slots; an accept loop waits for a slot before accepting.
-    slots: Rc<Semaphore>,
+    /// This core's metric ids for the generation's names.
+    pub ids: metrics::Ids,
+    pub hub: Arc<Hub>,
+    health: Arc<backends::HealthTable>,
+    slots: Arc<Vec<Option<Arc<CertSlot>>>>,
 }
 
-/// Starts every shard and blocks until they exit. Returns an error if any shard fails to start
-/// (a listener that cannot bind, an executor that cannot be created).
-pub fn run(config: Config) -> Result<(), String> {
+/// A listener this core accepts on; dropping `task` stops accepting and closes the socket.
+struct Bound {
+    name: String,
+    address: SocketAddr,
+    fd: RawFd,
+    _task: glommio::Task<()>,
+}
+
+/// Everything one core owns across configurations.
+pub struct Core {
+    pub id: usize,
+    current: RefCell<Rc<Shard>>,
+    /// Connection slots; an accept loop waits for a slot before accepting.
+    slots: Rc<Semaphore>,
+    max_conns: usize,
+    listeners: RefCell<Vec<Bound>>,
+    /// The health-check task (core 0 only), replaced on reload.
+    checks: RefCell<Option<glommio::Task<()>>>,
+}
+
+impl Core {
+    /// The shard new connections and requests use now.
+    pub fn current(&self) -> Rc<Shard> {
+        self.current.borrow().clone()
+    }
+}
+
+/// What a started core reports to `run`: its id and its listening sockets (for `upgrade`).
+type Ready = Result<(usize, Vec<(String, SocketAddr, RawFd)>), String>;
+
+/// Starts every core and blocks until they exit (after a drain). Returns an error if any core
+/// fails to start (a listener that cannot bind, an executor that cannot be created).
+pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String> {
+    let inherited = signals::inherited_listeners();
     let config = Arc::new(config);
-    let health = Arc::new(backends::HealthTable::new(&config));
-    let slots = Arc::new(crate::tls::load_slots(&config)?);
+    let hub = Hub::new(config.runtime.cores);
+    let gen = Arc::new(Generation {
+        number: 1,
+        health: Arc::new(backends::HealthTable::new(&config)),
+        slots: Arc::new(crate::tls::load_slots(&config)?),
+        config: config.clone(),
+    });
+    access::check_target(&config.log)?;
+    // Signals go to the control thread (this one) only: block them before any thread starts.
+    signals::block();
     // Staples first: listeners open only after the first OCSP fetches (or their time-out).
-    ocsp_core::start(&config, &slots)?;
+    ocsp_core::start(&config, &gen.slots)?;
     let cpus = allowed_cpus();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let mut handles = Vec::new();
     for id in 0..config.runtime.cores {
         let cpu = config.runtime.pin.then(|| cpus[id % cpus.len()]);
         let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
-        let config = config.clone();
-        let health = health.clone();
-        let slots = slots.clone();
-        let ready = ready_tx.clone();
+        let (hub, gen, ready) = (hub.clone(), gen.clone(), ready_tx.clone());
+        let inherited = inherited.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("ringway-core-{id}"))
             .io_memory(IO_MEMORY_BYTES)
-            .spawn(move || async move { shard_main(id, cpu, config, health, slots, ready).await })
+            .spawn(move || async move {
+                core_main(id, cpu, hub.clone(), gen, inherited, ready).await;
+                hub.stopped
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
+            })
             .map_err(|e| format!("core {id}: cannot start executor: {e}"))?;
         handles.push(handle);
     }
     drop(ready_tx);
+    let mut sockets = Vec::new();
     for _ in 0..config.runtime.cores {
         match ready_rx.recv() {
-            Ok(Ok(_)) => {}
+            Ok(Ok((_, fds))) => sockets.extend(fds),
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("a core exited during start-up".into()),
         }
     }
+    signals::close_unused_inherited(&inherited, &sockets);
     info!(cores = config.runtime.cores, "ringway ready");
+    let mut control = signals::Control::new(hub, gen, config_path, sockets, &inherited);
+    control.write_pid_file();
+    control.notify_upgrade_parent();
+    control.serve();
     for h in handles {
         if let Err(e) = h.join() {
             return Err(format!("core exited: {e}"));
         }
     }
+    control.remove_pid_file();
+    info!("ringway stopped");
     Ok(())
 }
 
@@ -121,29 +195,9 @@ fn max_connections(config: &Config, id: usize) -> usize {
         .unwrap_or(config.runtime.max_connections)
 }
 
-async fn shard_main(
-    id: usize,
-    cpu: Option<usize>,
-    config: Arc<Config>,
-    health: Arc<backends::HealthTable>,
-    slots: Arc<Vec<Option<Arc<crate::tls::CertSlot>>>>,
-    ready: mpsc::Sender<Result<usize, String>>,
-) {
-    let mut listeners = Vec::new();
-    for (i, l) in config.listeners.iter().enumerate() {
-        match TcpListener::bind(l.address) {
-            Ok(listener) => listeners.push((i, listener)),
-            Err(e) => {
-                let msg = format!(
-                    "core {id}: cannot bind listener {} on {}: {e}",
-                    l.name, l.address
-                );
-                error!("{msg}");
-                let _ = ready.send(Err(msg));
-                return;
-            }
-        }
-    }
+/// Compiles `gen` for core `id`.
+fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result<Shard, String> {
+    let config = gen.config.clone();
     let mut routes = Routes::compile(&config);
     for v in &mut routes.vhosts {
         // The loader checked that doc_root exists; canonical form makes containment checks exact.
@@ -151,48 +205,85 @@ async fn shard_main(
             v.doc_root = root;
         }
     }
-    let max_conns = max_connections(&config, id);
     // One rustls config per TLS listener per core: session caches stay core-local.
     let mut tls = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let built = l
             .tls
-            .then(|| crate::tls::server_config(routes.hosts_by_listener[i].clone(), slots.to_vec()))
-            .transpose();
-        match built {
-            Ok(t) => tls.push(t),
-            Err(e) => {
-                let _ = ready.send(Err(format!("core {id}: TLS on listener {}: {e}", l.name)));
-                return;
-            }
-        }
+            .then(|| {
+                crate::tls::server_config(routes.hosts_by_listener[i].clone(), gen.slots.to_vec())
+            })
+            .transpose()
+            .map_err(|e| format!("core {id}: TLS on listener {}: {e}", l.name))?;
+        tls.push(built);
     }
-    let backends = match backends::Backends::new(config.clone(), health.clone(), 0x5EED ^ id as u64)
-    {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = ready.send(Err(format!("core {id}: {e}")));
-            return;
-        }
-    };
-    let shard = Rc::new(Shard {
+    let backends = backends::Backends::new(config.clone(), gen.health.clone(), 0x5EED ^ id as u64)
+        .map_err(|e| format!("core {id}: {e}"))?;
+    let ids = metrics::with(|m| {
+        m.ids(
+            config.listeners.iter().map(|l| l.name.as_str()),
+            config.backends.iter().map(|b| {
+                let servers = b.servers.iter().map(|s| s.address.to_string()).collect();
+                (b.name.as_str(), servers)
+            }),
+            config.vhosts.iter().map(|v| v.name.as_str()),
+        )
+    });
+    Ok(Shard {
         id,
-        config: config.clone(),
+        generation: gen.number,
+        config,
         routes,
         tls,
         backends,
+        ids,
+        hub: hub.clone(),
+        health: gen.health.clone(),
+        slots: gen.slots.clone(),
+    })
+}
+
+async fn core_main(
+    id: usize,
+    cpu: Option<usize>,
+    hub: Arc<Hub>,
+    gen: Arc<Generation>,
+    inherited: Arc<Inherited>,
+    ready: mpsc::Sender<Ready>,
+) {
+    let shard = match build_shard(id, &gen, &hub) {
+        Ok(s) => Rc::new(s),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let config = gen.config.clone();
+    let max_conns = max_connections(&config, id);
+    let core = Rc::new(Core {
+        id,
+        current: RefCell::new(shard),
         slots: Rc::new(Semaphore::new(max_conns as u64)),
+        max_conns,
+        listeners: RefCell::new(Vec::new()),
+        checks: RefCell::new(None),
     });
-    // Core 0 runs the active health checks for everyone (they publish through atomics).
-    if id == 0 {
-        glommio::spawn_local(backends::run_checks(config.clone(), health)).detach();
+    if let Err(e) = bind_listeners(&core, &config, &inherited) {
+        error!("{e}");
+        let _ = ready.send(Err(e));
+        return;
     }
+    if id == 0 {
+        start_checks(&core, &gen);
+    }
+    access::configure(&config.log);
     glommio::spawn_local(idle::sweeper()).detach();
-    let sweeper = shard.clone();
+    glommio::spawn_local(access::flusher()).detach();
+    let sweeper = core.clone();
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(backends::SWEEP_INTERVAL).await;
-            sweeper.backends.sweep_idle();
+            sweeper.current().backends.sweep_idle();
         }
     })
     .detach();
@@ -206,35 +297,221 @@ async fn shard_main(
         cpu.map_or("any".to_string(), |c| c.to_string()),
         bound.join(",")
     );
-    let _ = ready.send(Ok(id));
-    let tasks: Vec<_> = listeners
-        .into_iter()
-        .map(|(i, l)| glommio::spawn_local(accept_loop(shard.clone(), i, l)))
+    let fds = core
+        .listeners
+        .borrow()
+        .iter()
+        .map(|b| (b.name.clone(), b.address, b.fd))
         .collect();
-    for t in tasks {
-        t.await;
+    let _ = ready.send(Ok((id, fds)));
+    control_loop(&core, &hub).await;
+    access::flush();
+}
+
+/// Serves control messages until a drain has finished.
+async fn control_loop(core: &Rc<Core>, hub: &Arc<Hub>) {
+    let mailbox = hub.cores[core.id].clone();
+    let (done_tx, done_rx) = async_done();
+    let mut draining = false;
+    loop {
+        let msg = futures_lite::future::or(async { Some(mailbox.recv().await) }, async {
+            done_rx.wait().await;
+            None
+        })
+        .await;
+        match msg {
+            None => return,
+            Some(Msg::Snapshot(reply)) => reply.send(metrics::with(|m| m.snapshot(core.id))),
+            Some(Msg::Reload(gen)) => reload(core, &gen),
+            Some(Msg::ReopenLog) => access::reopen(),
+            Some(Msg::Drain) if !draining => {
+                draining = true;
+                glommio::spawn_local(drain(core.clone(), done_tx.clone())).detach();
+            }
+            Some(Msg::Drain) => {}
+        }
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener_index: usize, listener: TcpListener) {
+/// A one-shot "done" signal within one core.
+#[derive(Clone)]
+struct Done(
+    Rc<std::cell::Cell<bool>>,
+    Rc<RefCell<Option<std::task::Waker>>>,
+);
+
+fn async_done() -> (Done, Done) {
+    let d = Done(Rc::default(), Rc::default());
+    (d.clone(), d)
+}
+
+impl Done {
+    fn set(&self) {
+        self.0.set(true);
+        if let Some(w) = self.1.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.0.get() {
+                return std::task::Poll::Ready(());
+            }
+            *self.1.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Graceful drain: stop accepting, close idle keep-alive connections, let requests in flight
+/// finish (their responses close the connection), close tunnels with 1001 at a frame boundary
+/// (`tunnel`), and after `timeouts.drain` give up on what is left.
+async fn drain(core: Rc<Core>, done: Done) {
+    let limit = core.current().config.timeouts.drain;
+    info!(
+        core = core.id,
+        open = core.max_conns - core.slots.available() as usize,
+        "draining"
+    );
+    core.listeners.borrow_mut().clear();
+    idle::start_drain();
+    let deadline = Instant::now() + limit;
+    while (core.slots.available() as usize) < core.max_conns {
+        if Instant::now() >= deadline {
+            let left = core.max_conns - core.slots.available() as usize;
+            warn!(
+                core = core.id,
+                left, "drain time-out: closing the connections left"
+            );
+            break;
+        }
+        glommio::timer::sleep(DRAIN_POLL).await;
+        // Connections that finished a response since the last look and now wait idle.
+        idle::wake_idle();
+    }
+    info!(core = core.id, "drained");
+    done.set();
+}
+
+/// Swaps in a new generation: routes, pools, TLS, listeners (added ones bound, removed ones
+/// closed, unchanged ones kept: no accept gap), health checks.
+fn reload(core: &Rc<Core>, gen: &Arc<Generation>) {
+    let shard = match build_shard(core.id, gen, &core.current().hub) {
+        Ok(s) => Rc::new(s),
+        Err(e) => {
+            // The control thread built the same generation before sending it; a core-local
+            // failure keeps the old generation on this core.
+            error!(core = core.id, error = %e, "reload failed on this core; old config kept");
+            return;
+        }
+    };
+    *core.current.borrow_mut() = shard;
+    let config = &gen.config;
+    let none = Inherited::default();
+    // Keep listeners whose name and address are unchanged; close the rest; bind new ones.
+    core.listeners.borrow_mut().retain(|b| {
+        config
+            .listeners
+            .iter()
+            .any(|l| l.name == b.name && l.address == b.address)
+    });
+    if let Err(e) = bind_listeners(core, config, &none) {
+        error!(core = core.id, error = %e, "reload: a new listener could not be bound");
+    }
+    if core.id == 0 {
+        start_checks(core, gen);
+    }
+    access::configure(&config.log);
+    info!(
+        core = core.id,
+        generation = gen.number,
+        "configuration reloaded"
+    );
+}
+
+/// Runs the generation's active health checks on this core (core 0), ending the old ones.
+fn start_checks(core: &Core, gen: &Generation) {
+    let task = glommio::spawn_local(backends::run_checks(gen.config.clone(), gen.health.clone()));
+    *core.checks.borrow_mut() = Some(task);
+}
+
+/// Binds (or takes over from an upgrading parent) every listener of `config` this core does
+/// not have yet.
+fn bind_listeners(core: &Rc<Core>, config: &Config, inherited: &Inherited) -> Result<(), String> {
+    for l in &config.listeners {
+        if core.listeners.borrow().iter().any(|b| b.name == l.name) {
+            continue;
+        }
+        let (listener, fd) = match inherited.take(&l.name, l.address) {
+            // SAFETY: the fd is a listening TCP socket handed over by the parent process and
+            // owned by nobody else in this process (`take` hands each one out once).
+            Some(fd) => (unsafe { TcpListener::from_raw_fd(fd) }, fd),
+            None => listen(l.address).map_err(|e| {
+                format!(
+                    "core {}: cannot bind listener {} on {}: {e}",
+                    core.id, l.name, l.address
+                )
+            })?,
+        };
+        let task = glommio::spawn_local(accept_loop(core.clone(), l.name.clone(), listener));
+        core.listeners.borrow_mut().push(Bound {
+            name: l.name.clone(),
+            address: l.address,
+            fd,
+            _task: task,
+        });
+    }
+    Ok(())
+}
+
+/// Kernel queue of connections not yet accepted, per core and listener (glommio's own bind
+/// uses the same).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket on `address` with `SO_REUSEPORT` (every core binds its own), and its
+/// descriptor, which the listener owns.
+fn listen(address: SocketAddr) -> std::io::Result<(TcpListener, RawFd)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if address.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&address.into())?;
+    sk.listen(LISTEN_BACKLOG)?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(sk);
+    // SAFETY: a bound, listening TCP socket that nothing else owns.
+    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
+}
+
+async fn accept_loop(core: Rc<Core>, name: String, listener: TcpListener) {
     let mut warned_full = false;
+    let mut warned_at: Option<Instant> = None;
     loop {
         // Wait for a free slot first: at the cap, connections queue in the kernel's backlog.
-        if shard.slots.available() == 0 && !warned_full {
-            warn!(core = shard.id, "max_connections reached; pausing accepts");
+        if core.slots.available() == 0 && !warned_full {
+            warn!(core = core.id, "max_connections reached; pausing accepts");
             warned_full = true;
         }
-        let Ok(permit) = shard.slots.acquire_static_permit(1).await else {
+        let Ok(permit) = core.slots.acquire_static_permit(1).await else {
             return;
         };
-        if shard.slots.available() > 0 {
+        if core.slots.available() > 0 {
             warned_full = false;
         }
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
-                warn!(core = shard.id, error = %e, "accept failed");
+                // EMFILE/ENFILE and friends: back off briefly instead of spinning; say it at
+                // most once a second.
+                if warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!(core = core.id, error = %e, "accept failed");
+                    warned_at = Some(Instant::now());
+                }
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -242,29 +519,32 @@ async fn accept_loop(shard: Rc<Shard>, listener_index: usize, listener: TcpListe
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
+        let shard = core.current();
+        // The listener's place in the current generation (a reload may have moved it).
+        let Some(listener_index) = shard.config.listeners.iter().position(|l| l.name == name)
+        else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tracing::debug!("core={} accepted peer={peer}", shard.id);
-        let shard = shard.clone();
+        tracing::debug!("core={} accepted peer={peer}", core.id);
+        let core = core.clone();
         glommio::spawn_local(async move {
+            let metric_id = shard.ids.listeners[listener_index];
+            metrics::with(|m| m.connection_opened(metric_id));
             let stream = match shard.tls[listener_index].clone() {
-                None => Some(stream::ClientStream::Plain(stream)),
+                None => Some(stream::ClientStream::plain(stream)),
                 Some(tls) => handshake(&shard, tls, stream, peer).await,
             };
+            drop(shard);
             if let Some(stream) = stream {
-                let client = conn::Client {
-                    stream,
-                    peer,
-                    listener: listener_index,
-                    rb: io::ReadBuf::new(),
-                    // The first head must arrive within `header` of the accept.
-                    watch: idle::watch(shard.config.timeouts.header),
-                };
-                if let Some(job) = conn::serve(shard.clone(), client).await {
+                let client = conn::Client::new(stream, peer, listener_index, &core);
+                if let Some(job) = conn::serve(core.clone(), client).await {
                     // The tunnel gets a small task of its own; this larger one ends here.
-                    glommio::spawn_local(wsproxy::run_tunnel(shard, job, permit)).detach();
+                    glommio::spawn_local(wsproxy::run_tunnel(job, permit, metric_id)).detach();
                     return;
                 }
             }
+            metrics::with(|m| m.connection_closed(metric_id));
             drop(permit);
         })
         .detach();
@@ -292,7 +572,7 @@ async fn handshake(
         None
     };
     match futures_lite::future::or(accept, timer).await {
-        Some(Ok(s)) => Some(stream::ClientStream::Tls(Box::new(s))),
+        Some(Ok(s)) => Some(stream::ClientStream::tls(Box::new(s))),
         Some(Err((e, mut tcp))) => {
             info!(core = shard.id, peer = %peer, error = %e, "TLS handshake failed");
             // The alert is out; the client may still be sending its first flight.

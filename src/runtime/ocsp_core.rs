@@ -11,6 +11,7 @@
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,7 +121,8 @@ async fn run(targets: Vec<Target>, ready: mpsc::Sender<()>) {
         .into_iter()
         .map(|(mut t, mut next)| {
             glommio::spawn_local(async move {
-                loop {
+                // A reload replaces the slot (and starts a new OCSP core): this loop ends.
+                while !t.slot.retired.load(Ordering::Relaxed) {
                     next = refresh_loop_step(&mut t, next).await;
                 }
             })
@@ -185,6 +187,10 @@ fn apply(t: &mut Target, result: Result<Staple, String>) -> SystemTime {
                 "OCSP staple updated (status good)"
             );
             t.slot.set_staple(Some(staple.der.clone()));
+            t.slot
+                .expiry_s
+                .store(unix_s(staple.expires_at()), Ordering::Relaxed);
+            t.slot.fetch_ok.fetch_add(1, Ordering::Relaxed);
             write_cache(t, &staple.der);
             t.schedule.on_success();
             let next = t.schedule.next_refresh(&staple, now, jitter());
@@ -192,6 +198,7 @@ fn apply(t: &mut Target, result: Result<Staple, String>) -> SystemTime {
             next
         }
         Err(e) => {
+            t.slot.fetch_error.fetch_add(1, Ordering::Relaxed);
             if t.info.must_staple && t.current.is_none() {
                 warn!(vhost = %t.slot.vhost, "must-staple certificate has no valid staple");
             }
@@ -252,6 +259,9 @@ fn load_cache(t: &mut Target) {
         Ok(staple) => {
             info!(vhost = %t.slot.vhost, file = %file.display(), "OCSP staple loaded from cache");
             t.slot.set_staple(Some(staple.der.clone()));
+            t.slot
+                .expiry_s
+                .store(unix_s(staple.expires_at()), Ordering::Relaxed);
             t.current = Some(staple);
         }
         Err(e) => {
@@ -271,6 +281,10 @@ fn write_cache(t: &Target, der: &[u8]) {
     if let Err(e) = result {
         warn!(vhost = %t.slot.vhost, file = %file.display(), error = %e, "cannot write OCSP cache");
     }
+}
+
+fn unix_s(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A value in [-1, 1] for the refresh jitter (spreads refreshes of many certificates).

@@ -12,11 +12,12 @@ use super::backends::Lease;
 use super::conn::{respond_error, Client, Next};
 use super::idle::Watch;
 use super::io::{head_end, write_all_two, ReadBuf, ReadError};
-use super::{pool, Shard};
+use super::{idle, pool, Shard};
 use crate::balance::Tried;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::forward::{write_response_head, ResponseRewrite};
 use crate::http::head::{empty_headers, parse_response, Body};
+use crate::metrics;
 
 /// Everything the exchange needs, taken from the request head before it is consumed.
 pub struct ProxyPlan<'s> {
@@ -186,7 +187,11 @@ async fn respond(
             status: 502,
             stale: false,
         })?;
-        let close = !plan.client_keep_alive || body == Body::UntilClose;
+        let close = !plan.client_keep_alive || body == Body::UntilClose || idle::draining();
+        c.status = resp.code;
+        c.backend = Some((lease.backend, lease.server));
+        let server = shard.ids.servers[lease.backend][lease.server];
+        metrics::with(|m| m.backend_request(server, resp.code));
         let rw = ResponseRewrite {
             backend_authorities: [
                 Some(shard.backends.authority(lease.backend, lease.server))
@@ -231,7 +236,7 @@ async fn respond(
         }
     })?;
     let reusable = backend_keep_alive && body != Body::UntilClose && brb.is_empty();
-    let next = if plan.client_keep_alive && body != Body::UntilClose {
+    let next = if plan.client_keep_alive && body != Body::UntilClose && !idle::draining() {
         Next::KeepAlive
     } else {
         Next::Close

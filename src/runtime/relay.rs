@@ -39,6 +39,7 @@ pub async fn response<B: AsyncRead + Unpin>(
             close: true,
         };
         write_response_head(&mut out, &resp, body, &rw);
+        c.status = resp.code;
         body
     };
     brb.consume(head_end);

@@ -44,6 +44,7 @@ pub fn root_fd(doc_root: &Path) -> Option<BorrowedFd<'static>> {
 }
 
 pub async fn send(c: &mut Client, resp: StaticResponse, is_head: bool, close: bool) -> Next {
+    c.status = resp.status;
     let mut head = pool::take_vec();
     let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(3);
     fields.push(("Content-Type", resp.content_type.as_bytes()));

@@ -6,6 +6,13 @@
 //! the destination does not take at once are copied into a spill buffer, held until drained:
 //! idle tunnels hold no buffers. A direction whose source reaches EOF shuts down the write side
 //! of its destination (half-close); the tunnel ends when both directions have.
+//!
+//! Each direction follows the WebSocket frame structure (`ws::FrameTracker`: headers only,
+//! payloads untouched) to count messages and to know where frames end. When the core drains
+//! (SIGTERM, upgrade), each direction reads only up to the end of the frame in flight, then
+//! sends its destination a Close with code 1001 (going away) — between two frames, never
+//! inside one — and from then on drops what its source sends until the source's own Close
+//! (the other half of the handshake) or EOF. The tunnel ends when both handshakes are done.
 
 use std::future::Future;
 use std::io;
@@ -14,8 +21,22 @@ use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
-use super::idle::Watch;
+use super::idle::{self, Watch};
 use super::pool;
+use crate::metrics;
+use crate::ws::{close_frame, FrameTracker};
+
+/// Close status 1001, "going away" (RFC 6455 §7.4.1): the server is shutting down.
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Stage {
+    #[default]
+    Forwarding,
+    /// A Close went to the destination: the source's bytes are read and dropped until its
+    /// Close or EOF.
+    Closing,
+}
 
 /// Reads per direction per poll before yielding, so one busy tunnel cannot starve a core.
 const TURNS_PER_POLL_MAX: usize = 16;
@@ -29,6 +50,10 @@ struct Half {
     eof: bool,
     done: bool,
     bytes: u64,
+    frames: FrameTracker,
+    stage: Stage,
+    /// The destination is the client (server frames are unmasked) or the backend (masked).
+    to_client: bool,
 }
 
 pub struct Tunnel<'a, A, B> {
@@ -52,7 +77,10 @@ impl<'a, A, B> Tunnel<'a, A, B> {
             a,
             b,
             a_to_b: Half::default(),
-            b_to_a: Half::default(),
+            b_to_a: Half {
+                to_client: true,
+                ..Half::default()
+            },
             watch,
         }
     }
@@ -103,6 +131,10 @@ where
                 pool::give_vec(spill);
             }
         }
+        if half.eof && half.stage == Stage::Closing {
+            half.done = true;
+            continue;
+        }
         if half.eof {
             // Propagate the half-close; glommio's close is a non-blocking shutdown(SHUT_WR).
             match Pin::new(&mut *dst).poll_close(cx) {
@@ -111,7 +143,43 @@ where
             }
             continue;
         }
-        match pool::with_scratch(|buf| read_then_write(cx, src, dst, buf, half)) {
+        let mut limit = usize::MAX;
+        if idle::draining() {
+            match half.stage {
+                Stage::Forwarding if half.frames.at_boundary() => {
+                    half.stage = Stage::Closing;
+                    if half.frames.close_seen {
+                        // The source closed first and its Close went on: the destination's
+                        // answer completes the handshake; nothing to inject here.
+                        half.done = true;
+                    } else {
+                        let mask = (!half.to_client).then(mask_key);
+                        let (frame, n) = close_frame(CLOSE_GOING_AWAY, mask);
+                        let mut spill = pool::take_vec();
+                        spill.extend_from_slice(&frame[..n]);
+                        half.spill = Some(spill);
+                        half.pos = 0;
+                    }
+                    continue;
+                }
+                Stage::Forwarding => limit = half.frames.to_boundary(),
+                Stage::Closing if half.frames.close_seen && half.frames.at_boundary() => {
+                    half.done = true;
+                    continue;
+                }
+                Stage::Closing => {
+                    match pool::with_scratch(|buf| read_discard(cx, src, buf, half)) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            }
+        }
+        match pool::with_scratch(|buf| {
+            let n = buf.len().min(limit);
+            read_then_write(cx, src, dst, &mut buf[..n], half)
+        }) {
             Poll::Ready(Ok(true)) => watch.touch(),
             Poll::Ready(Ok(false)) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -145,6 +213,7 @@ where
         Poll::Pending => return Poll::Pending,
     };
     half.bytes += n as u64;
+    follow_frames(half, &buf[..n]);
     let mut sent = 0;
     while sent < n {
         match write_some(cx, dst, &buf[sent..n]) {
@@ -160,6 +229,55 @@ where
         half.pos = 0;
     }
     Poll::Ready(Ok(true))
+}
+
+/// Follows the frames in `bytes`; counts the messages that ended.
+fn follow_frames(half: &mut Half, bytes: &[u8]) {
+    let before = half.frames.messages;
+    half.frames.feed(bytes);
+    let ended = half.frames.messages - before;
+    if ended > 0 {
+        metrics::with(|m| {
+            let counter = if half.to_client {
+                &m.messages_out
+            } else {
+                &m.messages_in
+            };
+            counter.set(counter.get() + ended);
+        });
+    }
+}
+
+/// Closing: reads what the source still sends and drops it, following frames to see its
+/// Close.
+fn read_discard<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    src: &mut R,
+    buf: &mut [u8],
+    half: &mut Half,
+) -> Poll<io::Result<()>> {
+    match Pin::new(&mut *src).poll_read(cx, buf) {
+        Poll::Ready(Ok(0)) => {
+            half.eof = true;
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Ok(n)) => {
+            half.frames.feed(&buf[..n]);
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// A masking key for a Close frame to a backend (RFC 6455 §5.3 wants it unpredictable to
+/// the page's script; for a frame Ringway writes itself, the clock's nanoseconds serve).
+fn mask_key() -> [u8; 4] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    nanos.wrapping_mul(0x9E37_79B9).to_le_bytes()
 }
 
 fn write_some<W: AsyncWrite + Unpin>(

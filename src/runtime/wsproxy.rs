@@ -18,6 +18,7 @@ use super::{pool, relay, Shard};
 use crate::balance::Tried;
 use crate::config::WebSocketRoute;
 use crate::http::head::{empty_headers, parse_response};
+use crate::metrics::{self, Rejected};
 use crate::ws;
 
 pub async fn run(
@@ -37,12 +38,17 @@ pub async fn run(
         Ok(l) => l,
         Err(e) => {
             warn!(core = shard.id, peer = %c.peer, backend = %name, status = e.status(), "no backend server for upgrade");
+            metrics::with(|m| m.upgrade_rejected(Rejected::Backend));
             pool::give_vec(head);
             return respond_error(c, e.status(), true).await;
         }
     };
+    c.backend = Some((lease.backend, lease.server));
     match handshake(shard, c, &mut lease.conn, name, key, head).await {
-        Handshake::Done => Next::Tunnel(lease),
+        Handshake::Done => {
+            c.status = 101;
+            Next::Tunnel(lease)
+        }
         Handshake::Failed(next) => {
             backends.release(lease, false);
             next
@@ -77,6 +83,7 @@ async fn handshake(
         Ok(end) => end,
         Err(status) => {
             warn!(core = shard.id, backend = %name, status, "no valid response head from backend");
+            metrics::with(|m| m.upgrade_rejected(Rejected::Backend));
             return Handshake::Failed(respond_error(c, status, true).await);
         }
     };
@@ -93,11 +100,13 @@ async fn handshake(
         Ok(101) => early_bytes(c, backend, brb).await,
         Ok(code) => {
             info!(core = shard.id, backend = %name, code, "backend refused the upgrade; relayed, no tunnel");
+            metrics::with(|m| m.upgrade_rejected(Rejected::Not101));
             relay::response(shard, c, backend, &mut brb, resp_end, "GET").await;
             Handshake::Failed(Next::Close)
         }
         Err(reason) => {
             warn!(core = shard.id, backend = %name, reason, "bad backend handshake; 502, no tunnel");
+            metrics::with(|m| m.upgrade_rejected(Rejected::BadAccept));
             Handshake::Failed(respond_error(c, 502, true).await)
         }
     }
@@ -150,11 +159,15 @@ async fn early_bytes(c: &mut Client, backend: &mut Upstream, brb: ReadBuf) -> Ha
 /// 816 bytes as an `async fn`, 488 like this).
 #[allow(clippy::manual_async_fn)]
 pub fn run_tunnel(
-    shard: Rc<Shard>,
     mut job: TunnelJob,
     permit: StaticPermit,
+    listener_id: usize,
 ) -> impl std::future::Future<Output = ()> {
     async move {
+        let shard = job.shard.clone();
+        let backend_id = shard.ids.backends[job.lease.backend];
+        metrics::with(|m| m.tunnel_opened(backend_id));
+        let opened = std::time::Instant::now();
         // Idle timeout from the per-core sweeper: no timer is polled per message.
         let watch = super::idle::watch(shard.config.timeouts.tunnel_idle);
         let result = Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch).await;
@@ -166,6 +179,22 @@ pub fn run_tunnel(
         }
         let _ = job.lease.conn.close().await;
         let _ = job.stream.close().await;
+        metrics::with(|m| {
+            m.tunnel_closed(backend_id, opened.elapsed());
+            m.connection_closed(listener_id);
+        });
+        let server = Some((job.lease.backend, job.lease.server));
+        let bytes = (job.stream.bytes_in, job.stream.bytes_out);
+        super::conn::log_access(
+            &shard,
+            job.peer,
+            job.request.as_deref(),
+            job.vhost,
+            101,
+            bytes,
+            server,
+            true,
+        );
         shard.backends.release(job.lease, false);
         drop(permit);
     }

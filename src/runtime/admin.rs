@@ -1,0 +1,226 @@
+//! The `[admin]` listener: `GET /metrics` (Prometheus text), `GET /` (the live dashboard, one
+//! self-contained page) and `GET /live` (a WebSocket sending one JSON snapshot a second).
+//! Only peers in `[admin] allow` are served (others get 403). Every core answers admin
+//! requests; each answer asks every core for its metrics (`control::Hub::snapshots`).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_lite::io::AsyncWriteExt;
+use tracing::debug;
+
+use super::conn::{respond_error, Action, Client, Next};
+use super::{idle, pool, Shard};
+use crate::http::head::Request as HttpRequest;
+use crate::http::response;
+use crate::metrics::{self, Global, StapleState};
+use crate::ws::{self, close_frame, opcode, FrameHeader};
+
+/// The dashboard page (inline CSS and script, no external asset).
+const DASHBOARD_HTML: &str = include_str!("../admin/dashboard.html");
+/// One `/live` snapshot this often.
+const LIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A core that does not answer a snapshot request within this is left out (it is draining
+/// or stopping).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
+/// Client frames on `/live` are read into a buffer this large at most.
+const LIVE_READ_BYTES: usize = 4096;
+
+pub enum Request {
+    Metrics,
+    Dashboard,
+    Live { accept: [u8; 28] },
+    Error(u16),
+}
+
+pub fn plan<'s>(shard: &'s Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Action<'s> {
+    let allowed = shard
+        .config
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.allow.iter().any(|cidr| cidr.contains(c.peer.ip())));
+    if !allowed {
+        return Action::Admin(Request::Error(403));
+    }
+    let get = matches!(req.method, "GET" | "HEAD");
+    let upgrade = ws::classify(req);
+    Action::Admin(match (req.path(), upgrade) {
+        (_, ws::Upgrade::Invalid { status, .. }) => Request::Error(status),
+        ("/live", ws::Upgrade::WebSocket { key }) => Request::Live {
+            accept: ws::accept_key(key),
+        },
+        ("/live", ws::Upgrade::None) => Request::Error(426),
+        ("/metrics" | "/", _) if !get => Request::Error(405),
+        ("/metrics", _) => Request::Metrics,
+        ("/", _) => Request::Dashboard,
+        _ => Request::Error(404),
+    })
+}
+
+pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> Next {
+    match req {
+        Request::Error(status) => respond_error(c, status, close).await,
+        Request::Metrics => {
+            let cores = snapshots(shard).await;
+            let text = metrics::render(&cores, &global(shard));
+            let kind = b"text/plain; version=0.0.4; charset=utf-8";
+            send(c, 200, kind, text.as_bytes(), close).await
+        }
+        Request::Dashboard => {
+            let kind = b"text/html; charset=utf-8";
+            send(c, 200, kind, DASHBOARD_HTML.as_bytes(), close).await
+        }
+        Request::Live { accept } => live(shard, c, &accept).await,
+    }
+}
+
+async fn send(c: &mut Client, status: u16, kind: &[u8], body: &[u8], close: bool) -> Next {
+    c.status = status;
+    let mut out = pool::take_vec();
+    let fields: [(&str, &[u8]); 2] = [("Content-Type", kind), ("Cache-Control", b"no-store")];
+    response::write_head(&mut out, status, &fields, Some(body.len() as u64), close);
+    out.extend_from_slice(body);
+    let ok = c.stream.write_all(&out).await.is_ok();
+    pool::give_vec(out);
+    if ok && !close {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+async fn snapshots(shard: &Shard) -> Vec<metrics::CoreSnapshot> {
+    let all = async { Some(shard.hub.snapshots().await) };
+    let timer = async {
+        glommio::timer::sleep(SNAPSHOT_WAIT).await;
+        None
+    };
+    futures_lite::future::or(all, timer)
+        .await
+        .unwrap_or_default()
+}
+
+/// What lives outside the cores: reloads, health as core 0's checks see it, staples.
+fn global(shard: &Shard) -> Global {
+    let hub = &shard.hub;
+    let config = &shard.config;
+    let backends = config
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| !b.implicit)
+        .flat_map(|(bi, b)| {
+            b.servers.iter().enumerate().map(move |(si, s)| {
+                (
+                    b.name.clone(),
+                    s.address.to_string(),
+                    shard.health.is_up(bi, si),
+                )
+            })
+        })
+        .collect();
+    let staples = shard
+        .slots
+        .iter()
+        .flatten()
+        .map(|slot| {
+            let expiry = slot.expiry_s.load(Ordering::Relaxed);
+            StapleState {
+                vhost: slot.vhost.clone(),
+                valid: slot.staple().is_some(),
+                expiry_s: (expiry > 0).then_some(expiry),
+                fetches: vec![
+                    ("ok", slot.fetch_ok.load(Ordering::Relaxed)),
+                    ("error", slot.fetch_error.load(Ordering::Relaxed)),
+                ],
+            }
+        })
+        .collect();
+    Global {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generation: hub.generation.load(Ordering::Relaxed),
+        uptime_s: hub.started.elapsed().as_secs_f64(),
+        time_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        reloads_ok: hub.reloads_ok.load(Ordering::Relaxed),
+        reloads_error: hub.reloads_error.load(Ordering::Relaxed),
+        backends,
+        staples,
+    }
+}
+
+/// `/live`: after the handshake, one text frame with a JSON snapshot each second until the
+/// client closes (its Close is answered) or the core drains (Close 1001).
+async fn live(shard: &Shard, c: &mut Client, accept: &[u8; 28]) -> Next {
+    let mut head = pool::take_vec();
+    let fields: [(&str, &[u8]); 3] = [
+        ("Upgrade", b"websocket"),
+        ("Connection", b"Upgrade"),
+        ("Sec-WebSocket-Accept", accept),
+    ];
+    response::write_head(&mut head, 101, &fields, None, false);
+    let ok = c.stream.write_all(&head).await.is_ok();
+    pool::give_vec(head);
+    if !ok {
+        return Next::Close;
+    }
+    c.status = 101;
+    loop {
+        if idle::draining() {
+            let (frame, n) = close_frame(1001, None);
+            let _ = c.stream.write_all(&frame[..n]).await;
+            break;
+        }
+        let json = metrics::live_json(&snapshots(shard).await, &global(shard));
+        let mut hdr = [0u8; 14];
+        let n = FrameHeader::write_unmasked(&mut hdr, true, opcode::TEXT, json.len() as u64);
+        if c.stream.write_all(&hdr[..n]).await.is_err()
+            || c.stream.write_all(json.as_bytes()).await.is_err()
+        {
+            break;
+        }
+        let input = async {
+            match c.rb.fill(&mut c.stream, LIVE_READ_BYTES).await {
+                Ok(0) | Err(_) => Some(false),
+                Ok(_) => Some(true),
+            }
+        };
+        let tick = async {
+            glommio::timer::sleep(LIVE_INTERVAL).await;
+            None
+        };
+        match futures_lite::future::or(input, tick).await {
+            Some(false) => break,
+            Some(true) if client_closed(&mut c.rb) => {
+                let (frame, n) = close_frame(1000, None);
+                let _ = c.stream.write_all(&frame[..n]).await;
+                break;
+            }
+            _ => {}
+        }
+    }
+    debug!(core = shard.id, peer = %c.peer, "live feed ended");
+    Next::Close
+}
+
+/// Drops complete client frames from `rb`; true once a Close (or a protocol error, or more
+/// than the buffer holds) was seen.
+fn client_closed(rb: &mut super::io::ReadBuf) -> bool {
+    loop {
+        match FrameHeader::parse(rb.data()) {
+            Err(_) => return true,
+            Ok(None) => return rb.len() >= LIVE_READ_BYTES,
+            Ok(Some(h)) => {
+                let total = h.header_len as u64 + h.payload_len;
+                if h.opcode == opcode::CLOSE {
+                    return true;
+                }
+                if total > rb.len() as u64 {
+                    return total > LIVE_READ_BYTES as u64;
+                }
+                rb.consume(total as usize);
+            }
+        }
+    }
+}

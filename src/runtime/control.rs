@@ -1,0 +1,135 @@
+//! The control plane: messages between the process's control thread (signals, reloads) and the
+//! cores, and between cores (metric snapshots). Never on the data path.
+//!
+//! A `Mailbox` is a crossbeam channel plus the waker of the one task that receives from it, so
+//! a glommio task can await messages sent from any thread (glommio wakers may be woken from
+//! other threads). The waker sits behind a mutex: it is touched once per control message, not
+//! per request.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::backends::HealthTable;
+use crate::config::Config;
+use crate::metrics::CoreSnapshot;
+use crate::tls::CertSlot;
+
+pub struct Mailbox<T> {
+    tx: Sender<T>,
+    rx: Receiver<T>,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl<T> Mailbox<T> {
+    pub fn new() -> Arc<Mailbox<T>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Arc::new(Mailbox {
+            tx,
+            rx,
+            waker: Mutex::new(None),
+        })
+    }
+
+    pub fn send(&self, msg: T) {
+        // Both ends live as long as the mailbox: sending cannot fail.
+        let _ = self.tx.send(msg);
+        let waker = self.waker.lock().map(|mut w| w.take()).unwrap_or(None);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The next message. One task receives from a mailbox at a time.
+    pub async fn recv(&self) -> T {
+        poll_fn(|cx| {
+            if let Ok(msg) = self.rx.try_recv() {
+                return Poll::Ready(msg);
+            }
+            if let Ok(mut w) = self.waker.lock() {
+                *w = Some(cx.waker().clone());
+            }
+            // A message sent between the first look and storing the waker is seen here.
+            match self.rx.try_recv() {
+                Ok(msg) => Poll::Ready(msg),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// A configuration ready to serve: checked, with its certificates loaded and its health
+/// table made. Each core compiles its own routes and pools from it.
+pub struct Generation {
+    pub number: u64,
+    pub config: Arc<Config>,
+    pub health: Arc<HealthTable>,
+    pub slots: Arc<Vec<Option<Arc<CertSlot>>>>,
+}
+
+pub enum Msg {
+    /// Send this core's metrics to `reply`.
+    Snapshot(Arc<Mailbox<CoreSnapshot>>),
+    /// Serve this generation from the next connection and request on.
+    Reload(Arc<Generation>),
+    /// Stop accepting, finish what is in flight, close tunnels with 1001.
+    Drain,
+    /// Reopen the access log file (SIGUSR1, logrotate).
+    ReopenLog,
+}
+
+/// What every core and the control thread share: the cores' mailboxes and process counters.
+pub struct Hub {
+    pub cores: Vec<Arc<Mailbox<Msg>>>,
+    pub started: Instant,
+    pub generation: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_error: AtomicU64,
+    /// Cores whose executor has finished (after a drain, or a failed start).
+    pub stopped: AtomicUsize,
+}
+
+impl Hub {
+    pub fn new(cores: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            cores: (0..cores).map(|_| Mailbox::new()).collect(),
+            started: Instant::now(),
+            generation: AtomicU64::new(1),
+            reloads_ok: AtomicU64::new(0),
+            reloads_error: AtomicU64::new(0),
+            stopped: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn broadcast(&self, msg: impl Fn() -> Msg) {
+        for core in &self.cores {
+            core.send(msg());
+        }
+    }
+
+    /// Every core's metrics, in core order (asked of all at once).
+    pub async fn snapshots(&self) -> Vec<CoreSnapshot> {
+        let reply = Mailbox::new();
+        self.broadcast(|| Msg::Snapshot(reply.clone()));
+        let mut out = Vec::with_capacity(self.cores.len());
+        for _ in 0..self.cores.len() {
+            out.push(reply.recv().await);
+        }
+        out.sort_by_key(|s| s.core);
+        out
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,516 @@
+//! The control thread (the process's main thread, once the cores run): signals, configuration
+//! reloads and binary upgrades. Nothing here is on a data path.
+//!
+//! - SIGHUP: reload. The file is read and checked as `ringway check` does; a bad config is
+//!   refused (each problem logged as FILE:LINE:COL) and the old one keeps serving. A good one
+//!   becomes a new `Generation` that every core swaps in.
+//! - SIGTERM, SIGINT: graceful drain; a second one exits at once.
+//! - SIGUSR1: the access log files are reopened (logrotate).
+//! - SIGUSR2: binary upgrade. A new process is started from the current executable with the
+//!   same arguments; it receives every listening socket over a Unix socket (SCM_RIGHTS), so
+//!   no bind gap opens, and says when it serves. Then this process drains.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::control::{Generation, Hub, Msg};
+use super::{access, backends, ocsp_core};
+use crate::config::{self, Config};
+
+/// The environment variable that tells a new process where its parent hands over sockets.
+const UPGRADE_ENV: &str = "RINGWAY_UPGRADE_SOCKET";
+/// How long an upgrade waits for the new process to serve.
+const UPGRADE_WAIT: Duration = Duration::from_secs(30);
+/// Descriptors per SCM_RIGHTS message (the kernel's limit is 253).
+const FDS_PER_MESSAGE: usize = 64;
+/// How often the control thread looks whether the cores have all stopped.
+const SIGNAL_POLL: Duration = Duration::from_millis(200);
+
+const SIGNALS: [libc::c_int; 5] = [
+    libc::SIGHUP,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initializes the set; sigaddset takes valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the control signals in this thread and every thread started after: only the
+/// control thread takes them (with `sigtimedwait`).
+pub fn block() {
+    let set = signal_set();
+    // SAFETY: a valid, initialized set; the old mask is not wanted.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// `ringway reload` / `ringway upgrade`: signals the process named in `[runtime] pid_file`.
+pub fn send_signal(config: &Config, signal: libc::c_int) -> Result<u32, String> {
+    let path = config
+        .runtime
+        .pid_file
+        .as_ref()
+        .ok_or("the config has no [runtime] pid_file: cannot find the running process")?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: not a process id: {:?}", path.display(), text.trim()))?;
+    // SAFETY: kill with a pid read from the pid file and a valid signal number.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(format!(
+            "signal to pid {pid}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(pid as u32)
+}
+
+/// Listening sockets handed over by an upgrading parent, by listener name and address.
+#[derive(Default)]
+pub struct Inherited {
+    fds: Mutex<Vec<(String, SocketAddr, RawFd)>>,
+    /// The connection to the parent, to tell it when this process serves.
+    parent: Mutex<Option<UnixStream>>,
+}
+
+impl Inherited {
+    /// One inherited socket for this listener, if one is left; each is handed out once.
+    pub fn take(&self, name: &str, address: SocketAddr) -> Option<RawFd> {
+        let mut fds = self.fds.lock().ok()?;
+        let i = fds
+            .iter()
+            .position(|(n, a, _)| n == name && *a == address)?;
+        Some(fds.remove(i).2)
+    }
+}
+
+/// At start: the sockets from an upgrading parent (none when not started by an upgrade).
+pub fn inherited_listeners() -> Arc<Inherited> {
+    let inherited = Inherited::default();
+    let Some(path) = std::env::var_os(UPGRADE_ENV) else {
+        return Arc::new(inherited);
+    };
+    // Children of this process must not take the variable for their own.
+    std::env::remove_var(UPGRADE_ENV);
+    match receive_listeners(Path::new(&path)) {
+        Ok((fds, stream)) => {
+            info!(
+                sockets = fds.len(),
+                "upgrade: took over the parent's listening sockets"
+            );
+            if let Ok(mut f) = inherited.fds.lock() {
+                *f = fds;
+            }
+            if let Ok(mut p) = inherited.parent.lock() {
+                *p = Some(stream);
+            }
+        }
+        Err(e) => warn!(error = %e, "upgrade: no sockets from the parent; binding anew"),
+    }
+    Arc::new(inherited)
+}
+
+/// Closes inherited sockets no core took (this process has fewer cores or listeners).
+pub fn close_unused_inherited(inherited: &Inherited, _used: &[(String, SocketAddr, RawFd)]) {
+    if let Ok(mut fds) = inherited.fds.lock() {
+        for (name, addr, fd) in fds.drain(..) {
+            info!(listener = %name, address = %addr, "upgrade: inherited socket not needed; closed");
+            // SAFETY: an fd received from the parent that nothing in this process uses.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// What the control thread keeps.
+pub struct Control {
+    hub: Arc<Hub>,
+    gen: Arc<Generation>,
+    config_path: PathBuf,
+    /// Every core's listening sockets (for an upgrade).
+    sockets: Vec<(String, SocketAddr, RawFd)>,
+    draining: bool,
+    inherited_parent: Option<UnixStream>,
+}
+
+impl Control {
+    pub fn new(
+        hub: Arc<Hub>,
+        gen: Arc<Generation>,
+        config_path: PathBuf,
+        sockets: Vec<(String, SocketAddr, RawFd)>,
+        inherited: &Inherited,
+    ) -> Control {
+        Control {
+            hub,
+            gen,
+            config_path,
+            sockets,
+            draining: false,
+            inherited_parent: inherited.parent.lock().ok().and_then(|mut p| p.take()),
+        }
+    }
+
+    pub fn write_pid_file(&self) {
+        let Some(path) = &self.gen.config.runtime.pid_file else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        let result = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            warn!(file = %path.display(), error = %e, "cannot write the pid file");
+        }
+    }
+
+    /// Removes the pid file if it still names this process (after an upgrade it names the
+    /// new one).
+    pub fn remove_pid_file(&self) {
+        let Some(path) = &self.gen.config.runtime.pid_file else {
+            return;
+        };
+        let mine =
+            std::fs::read_to_string(path).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if mine {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Started by an upgrade: tell the parent that this process serves (it then drains).
+    pub fn notify_upgrade_parent(&mut self) {
+        if let Some(mut s) = self.inherited_parent.take() {
+            if let Err(e) = s.write_all(b"R") {
+                warn!(error = %e, "upgrade: cannot tell the parent that this process serves");
+            }
+        }
+    }
+
+    /// Takes signals until every core has stopped.
+    pub fn serve(&mut self) {
+        let set = signal_set();
+        let cores = self.hub.cores.len();
+        while self.hub.stopped.load(Ordering::Acquire) < cores {
+            let timeout = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: SIGNAL_POLL.as_nanos() as libc::c_long,
+            };
+            // SAFETY: a valid set and timeout; no siginfo wanted.
+            let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+            match sig {
+                libc::SIGHUP => self.reload(),
+                libc::SIGTERM | libc::SIGINT if self.draining => {
+                    info!("second stop signal: exiting now");
+                    self.remove_pid_file();
+                    std::process::exit(0);
+                }
+                libc::SIGTERM | libc::SIGINT => self.drain("stop signal"),
+                libc::SIGUSR1 => {
+                    info!("SIGUSR1: reopening the access log");
+                    self.hub.broadcast(|| Msg::ReopenLog);
+                }
+                libc::SIGUSR2 => self.upgrade(),
+                _ => {}
+            }
+        }
+    }
+
+    fn drain(&mut self, why: &str) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        info!(
+            timeout = ?self.gen.config.timeouts.drain,
+            "{why}: draining (no new connections; tunnels close with 1001)"
+        );
+        self.hub.broadcast(|| Msg::Drain);
+    }
+
+    /// SIGHUP: checks the file as `ringway check` does and, when it is good, serves it.
+    fn reload(&mut self) {
+        let file = self.config_path.display().to_string();
+        let mut config = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(problems) => {
+                for p in &problems {
+                    error!("{file}:{}:{}: {}", p.line, p.col, p.message);
+                }
+                error!(
+                    problems = problems.len(),
+                    "reload refused: the config is invalid; the running config keeps serving"
+                );
+                self.hub.count_reload(false);
+                return;
+            }
+        };
+        let old = &self.gen.config;
+        if config.runtime.cores != old.runtime.cores {
+            warn!(
+                was = old.runtime.cores,
+                now = config.runtime.cores,
+                "runtime.cores changed: that needs a restart; keeping {}",
+                old.runtime.cores
+            );
+            config.runtime.cores = old.runtime.cores;
+        }
+        match self.prepare(config) {
+            Ok(gen) => {
+                for slot in self.gen.slots.iter().flatten() {
+                    slot.retired.store(true, Ordering::Relaxed);
+                }
+                self.hub.generation.store(gen.number, Ordering::Relaxed);
+                self.hub.broadcast(|| Msg::Reload(gen.clone()));
+                self.hub.count_reload(true);
+                info!(generation = gen.number, "configuration reloaded");
+                self.gen = gen;
+            }
+            Err(e) => {
+                error!("{file}: {e}");
+                error!("reload refused; the running config keeps serving");
+                self.hub.count_reload(false);
+            }
+        }
+    }
+
+    /// Everything a start would check beyond the file itself: certificates, keys, backend
+    /// TLS, the access log; then the new OCSP core.
+    fn prepare(&self, config: Config) -> Result<Arc<Generation>, String> {
+        let slots = crate::tls::load_slots(&config)?;
+        access::check_target(&config.log)?;
+        let config = Arc::new(config);
+        let health = Arc::new(backends::HealthTable::new(&config));
+        backends::Backends::new(config.clone(), health.clone(), 0)?;
+        ocsp_core::start(&config, &slots)?;
+        Ok(Arc::new(Generation {
+            number: self.hub.generation.load(Ordering::Relaxed) + 1,
+            config,
+            health,
+            slots: Arc::new(slots),
+        }))
+    }
+
+    /// SIGUSR2: starts the new binary, hands it the listening sockets, and drains once it
+    /// serves. A new process that fails leaves this one serving.
+    fn upgrade(&mut self) {
+        if self.draining {
+            warn!("upgrade asked while draining; ignored");
+            return;
+        }
+        match self.start_successor() {
+            Ok(pid) => {
+                info!(pid, "upgrade: the new process serves; this one drains");
+                self.drain("upgrade");
+            }
+            Err(e) => error!(error = %e, "upgrade failed; this process keeps serving"),
+        }
+    }
+
+    fn start_successor(&self) -> Result<u32, String> {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("ringway-upgrade-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let result = self.hand_over(&listener, &path);
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    fn hand_over(&self, listener: &UnixListener, path: &Path) -> Result<u32, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let mut child = Command::new(&exe)
+            .args(&args)
+            .env(UPGRADE_ENV, path)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let pid = child.id();
+        info!(pid, exe = %exe.display(), "upgrade: new process started");
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("upgrade socket: {e}"))?;
+        let deadline = Instant::now() + UPGRADE_WAIT;
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("upgrade socket: {e}")),
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the new process exited ({status}) before taking the sockets"
+                ));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                return Err("the new process did not connect in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_read_timeout(Some(UPGRADE_WAIT)))
+            .map_err(|e| format!("upgrade socket: {e}"))?;
+        for chunk in self.sockets.chunks(FDS_PER_MESSAGE) {
+            let text: String = chunk
+                .iter()
+                .map(|(name, addr, _)| format!("{name}\t{addr}\n"))
+                .collect();
+            let fds: Vec<RawFd> = chunk.iter().map(|(_, _, fd)| *fd).collect();
+            send_fds(&stream, text.as_bytes(), &fds)
+                .map_err(|e| format!("sending sockets: {e}"))?;
+        }
+        send_fds(&stream, b"END\n", &[]).map_err(|e| format!("sending sockets: {e}"))?;
+        let mut ready = [0u8; 1];
+        match stream.read(&mut ready) {
+            Ok(1) if ready[0] == b'R' => {
+                // The child is not waited for: it outlives this process.
+                std::mem::forget(child);
+                Ok(pid)
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("the new process did not start serving".into())
+            }
+        }
+    }
+}
+
+/// One message with `fds` attached (SCM_RIGHTS).
+fn send_fds(stream: &UnixStream, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let fd_bytes = mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    let mut control = vec![0u8; space.max(1)];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below stays valid during sendmsg, and
+    // the control buffer is CMSG_SPACE bytes for `fds.len()` descriptors.
+    unsafe {
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = space as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr() as *const u8,
+                libc::CMSG_DATA(cmsg),
+                fd_bytes,
+            );
+        }
+        if libc::sendmsg(stream.as_raw_fd(), &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// One message and the descriptors attached to it.
+fn recv_fds(stream: &UnixStream) -> io::Result<(Vec<u8>, Vec<RawFd>)> {
+    let mut payload = vec![0u8; 64 * 1024];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space =
+        unsafe { libc::CMSG_SPACE((FDS_PER_MESSAGE * mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the buffers outlive recvmsg; the control messages are walked with the CMSG
+    // macros within `msg_controllen` as the kernel set it.
+    let n = unsafe {
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / mem::size_of::<RawFd>() {
+                    let mut fd: RawFd = 0;
+                    std::ptr::copy_nonoverlapping(
+                        data.add(i * mem::size_of::<RawFd>()),
+                        &mut fd as *mut RawFd as *mut u8,
+                        mem::size_of::<RawFd>(),
+                    );
+                    fds.push(fd);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        n as usize
+    };
+    payload.truncate(n);
+    Ok((payload, fds))
+}
+
+type Sockets = Vec<(String, SocketAddr, RawFd)>;
+
+/// The child's side of an upgrade: every socket the parent sends, until `END`.
+fn receive_listeners(path: &Path) -> Result<(Sockets, UnixStream), String> {
+    let stream = UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(UPGRADE_WAIT))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    loop {
+        let (payload, fds) = recv_fds(&stream).map_err(|e| e.to_string())?;
+        if payload.is_empty() {
+            return Err("the parent closed the upgrade socket".into());
+        }
+        let text = String::from_utf8_lossy(&payload);
+        if text == "END\n" {
+            return Ok((out, stream));
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() != fds.len() {
+            return Err(format!("{} names for {} sockets", lines.len(), fds.len()));
+        }
+        for (line, fd) in lines.into_iter().zip(fds) {
+            let (name, addr) = line.split_once('\t').ok_or("bad socket line")?;
+            let addr: SocketAddr = addr.parse().map_err(|_| "bad socket address")?;
+            out.push((name.to_string(), addr, fd));
+        }
+    }
+}
