@@ -334,8 +334,20 @@ impl CoreSnapshot {
         self.tables.tunnels_active.iter().sum()
     }
 
+    /// Requests answered, the admin listener's own excepted (the dashboard shows the site).
     pub fn requests_total(&self) -> u64 {
-        self.tables.requests.iter().flatten().flatten().sum()
+        let admin = HandlerKind::Admin as usize;
+        self.tables
+            .requests
+            .iter()
+            .flat_map(|by_handler| {
+                by_handler
+                    .iter()
+                    .enumerate()
+                    .filter(move |(h, _)| *h != admin)
+                    .flat_map(|(_, by_class)| by_class.iter())
+            })
+            .sum()
     }
 
     pub fn messages_total(&self) -> u64 {

@@ -117,7 +117,7 @@ pub fn log_access(
     backend: Option<(usize, usize)>,
     upgrade: bool,
 ) {
-    let Some(req) = req.filter(|_| status != 0) else {
+    let Some(req) = req.filter(|r| status != 0 && r.started.is_some()) else {
         return;
     };
     let vhost_name = shard
@@ -325,6 +325,10 @@ async fn read_head(shard: &Shard, c: &mut Client, first: bool) -> Result<Option<
 /// Handles one request whose head ends at `end` in the read buffer.
 async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
     c.status = 0;
+    if let Some(a) = c.access.as_mut() {
+        // Filled again below only if this head parses.
+        a.started = None;
+    }
     c.vhost = metrics::NO_VHOST;
     c.handler = HandlerKind::Error;
     c.backend = None;

@@ -44,6 +44,11 @@ impl<T> Mailbox<T> {
         }
     }
 
+    /// Blocking receive for a thread that is not a core (the control thread).
+    pub fn recv_blocking(&self, timeout: std::time::Duration) -> Option<T> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
     /// The next message. One task receives from a mailbox at a time.
     pub async fn recv(&self) -> T {
         poll_fn(|cx| {
@@ -75,10 +80,12 @@ pub struct Generation {
 pub enum Msg {
     /// Send this core's metrics to `reply`.
     Snapshot(Arc<Mailbox<CoreSnapshot>>),
-    /// Serve this generation from the next connection and request on.
-    Reload(Arc<Generation>),
-    /// Stop accepting, finish what is in flight, close tunnels with 1001.
-    Drain,
+    /// Serve this generation from the next connection and request on; then send the core's
+    /// id to the mailbox.
+    Reload(Arc<Generation>, Arc<Mailbox<usize>>),
+    /// Stop accepting, finish what is in flight, close tunnels with 1001. `handover`: a new
+    /// process took over the listening sockets (upgrade).
+    Drain { handover: bool },
     /// Reopen the access log file (SIGUSR1, logrotate).
     ReopenLog,
 }

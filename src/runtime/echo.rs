@@ -8,6 +8,7 @@ use futures_lite::io::AsyncWriteExt;
 use tracing::debug;
 
 use super::conn::{Client, Next};
+use super::idle;
 use super::io::ReadError;
 use super::Shard;
 use crate::ws::{opcode, unmask, FrameError, FrameHeader};
@@ -30,6 +31,10 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
     c.watch.restart(shard.config.timeouts.tunnel_idle);
     match echo_frames(c).await {
         Ok(()) => {}
+        Err(EchoEnd::Draining) => {
+            // Between two frames: Close 1001 (going away), then end.
+            let _ = c.stream.write_all(&[0x88, 0x02, 0x03, 0xE9]).await;
+        }
         Err(EchoEnd::Protocol) => {
             // Close 1002 (protocol error), then end.
             let _ = c.stream.write_all(&[0x88, 0x02, 0x03, 0xEA]).await;
@@ -43,6 +48,8 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
 enum EchoEnd {
     Protocol,
     Gone,
+    /// The core drains; the session is between two frames.
+    Draining,
 }
 
 impl From<FrameError> for EchoEnd {
@@ -73,7 +80,17 @@ async fn echo_frames(c: &mut Client) -> Result<(), EchoEnd> {
             if let Some(h) = FrameHeader::parse(c.rb.data())? {
                 break h;
             }
-            more(c).await?;
+            if c.rb.is_empty() && idle::draining() {
+                return Err(EchoEnd::Draining);
+            }
+            // Waiting for a frame with nothing buffered: a drain may end the session here.
+            c.watch.set_between_requests(c.rb.is_empty());
+            let got = more(c).await;
+            c.watch.set_between_requests(false);
+            if got.is_err() && c.rb.is_empty() && idle::draining() {
+                return Err(EchoEnd::Draining);
+            }
+            got?;
         };
         let Some(mask) = header.mask else {
             // Clients must mask (RFC 6455 §5.1).

@@ -72,11 +72,14 @@ pub struct Shard {
 }
 
 /// A listener this core accepts on; dropping `task` stops accepting and closes the socket.
+/// (Dropping cancels an accept in flight: a connection the kernel handed to that accept just
+/// then is lost. A drain for an upgrade sets `stop` instead; see `accept_loop`.)
 struct Bound {
     name: String,
     address: SocketAddr,
     fd: RawFd,
-    _task: glommio::Task<()>,
+    stop: Rc<std::cell::Cell<bool>>,
+    task: glommio::Task<()>,
 }
 
 /// Everything one core owns across configurations.
@@ -87,11 +90,21 @@ pub struct Core {
     slots: Rc<Semaphore>,
     max_conns: usize,
     listeners: RefCell<Vec<Bound>>,
+    /// Accept loops told to stop (upgrade drain): true while the loop still runs.
+    #[allow(clippy::type_complexity)]
+    stopping: RefCell<Vec<(Rc<std::cell::Cell<bool>>, glommio::Task<()>)>>,
+    /// Accept loops holding a connection slot while they wait in `accept`.
+    accepting: std::cell::Cell<usize>,
     /// The health-check task (core 0 only), replaced on reload.
     checks: RefCell<Option<glommio::Task<()>>>,
 }
 
 impl Core {
+    /// Connections this core serves now (slots taken, less those accept loops hold).
+    fn open_connections(&self) -> usize {
+        self.max_conns - self.slots.available() as usize - self.accepting.get()
+    }
+
     /// The shard new connections and requests use now.
     pub fn current(&self) -> Rc<Shard> {
         self.current.borrow().clone()
@@ -151,6 +164,7 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
     let mut control = signals::Control::new(hub, gen, config_path, sockets, &inherited);
     control.write_pid_file();
     control.notify_upgrade_parent();
+    control.notify_systemd_ready();
     control.serve();
     for h in handles {
         if let Err(e) = h.join() {
@@ -266,6 +280,8 @@ async fn core_main(
         slots: Rc::new(Semaphore::new(max_conns as u64)),
         max_conns,
         listeners: RefCell::new(Vec::new()),
+        stopping: RefCell::new(Vec::new()),
+        accepting: std::cell::Cell::new(0),
         checks: RefCell::new(None),
     });
     if let Err(e) = bind_listeners(&core, &config, &inherited) {
@@ -322,13 +338,16 @@ async fn control_loop(core: &Rc<Core>, hub: &Arc<Hub>) {
         match msg {
             None => return,
             Some(Msg::Snapshot(reply)) => reply.send(metrics::with(|m| m.snapshot(core.id))),
-            Some(Msg::Reload(gen)) => reload(core, &gen),
-            Some(Msg::ReopenLog) => access::reopen(),
-            Some(Msg::Drain) if !draining => {
-                draining = true;
-                glommio::spawn_local(drain(core.clone(), done_tx.clone())).detach();
+            Some(Msg::Reload(gen, ack)) => {
+                reload(core, &gen);
+                ack.send(core.id);
             }
-            Some(Msg::Drain) => {}
+            Some(Msg::ReopenLog) => access::reopen(),
+            Some(Msg::Drain { handover }) if !draining => {
+                draining = true;
+                glommio::spawn_local(drain(core.clone(), handover, done_tx.clone())).detach();
+            }
+            Some(Msg::Drain { .. }) => {}
         }
     }
 }
@@ -368,19 +387,45 @@ impl Done {
 /// Graceful drain: stop accepting, close idle keep-alive connections, let requests in flight
 /// finish (their responses close the connection), close tunnels with 1001 at a frame boundary
 /// (`tunnel`), and after `timeouts.drain` give up on what is left.
-async fn drain(core: Rc<Core>, done: Done) {
+///
+/// `handover`: a new process serves the same sockets (upgrade). Then an accept in flight is
+/// not cancelled (the connection the kernel may be handing it would be lost): each accept
+/// loop ends after its next connection, and the new process takes the rest.
+async fn drain(core: Rc<Core>, handover: bool, done: Done) {
     let limit = core.current().config.timeouts.drain;
-    info!(
-        core = core.id,
-        open = core.max_conns - core.slots.available() as usize,
-        "draining"
-    );
-    core.listeners.borrow_mut().clear();
+    info!(core = core.id, open = core.open_connections(), "draining");
+    let bound = std::mem::take(&mut *core.listeners.borrow_mut());
+    let mut nudge = Vec::new();
+    if handover {
+        for b in bound {
+            b.stop.set(true);
+            nudge.push(b.address);
+            core.stopping.borrow_mut().push((b.stop, b.task));
+        }
+    } else {
+        // Closing the sockets: new connections are refused from now on.
+        drop(bound);
+    }
     idle::start_drain();
     let deadline = Instant::now() + limit;
-    while (core.slots.available() as usize) < core.max_conns {
+    loop {
+        // Accept loops still waiting in `accept`: their sockets now belong to the new process
+        // as well, which may win every connection. A connection to ourselves (sent nothing,
+        // closed at once: either process drops it silently) wakes one of them.
+        core.stopping
+            .borrow_mut()
+            .retain(|(running, _)| running.get());
+        let waiting = core.stopping.borrow().len();
+        if waiting > 0 {
+            for addr in &nudge {
+                let _ = glommio::net::TcpStream::connect(loopback(*addr)).await;
+            }
+        }
+        if core.open_connections() == 0 && waiting == 0 {
+            break;
+        }
         if Instant::now() >= deadline {
-            let left = core.max_conns - core.slots.available() as usize;
+            let left = core.open_connections();
             warn!(
                 core = core.id,
                 left, "drain time-out: closing the connections left"
@@ -393,6 +438,18 @@ async fn drain(core: Rc<Core>, done: Done) {
     }
     info!(core = core.id, "drained");
     done.set();
+}
+
+/// Where to connect to reach a listener bound to `address` (a wildcard means this host).
+fn loopback(address: SocketAddr) -> SocketAddr {
+    let mut a = address;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
 }
 
 /// Swaps in a new generation: routes, pools, TLS, listeners (added ones bound, removed ones
@@ -455,12 +512,19 @@ fn bind_listeners(core: &Rc<Core>, config: &Config, inherited: &Inherited) -> Re
                 )
             })?,
         };
-        let task = glommio::spawn_local(accept_loop(core.clone(), l.name.clone(), listener));
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let task = glommio::spawn_local(accept_loop(
+            core.clone(),
+            l.name.clone(),
+            listener,
+            stop.clone(),
+        ));
         core.listeners.borrow_mut().push(Bound {
             name: l.name.clone(),
             address: l.address,
             fd,
-            _task: task,
+            stop,
+            task,
         });
     }
     Ok(())
@@ -488,10 +552,31 @@ fn listen(address: SocketAddr) -> std::io::Result<(TcpListener, RawFd)> {
     Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
 }
 
-async fn accept_loop(core: Rc<Core>, name: String, listener: TcpListener) {
+/// Counts one accept loop holding a connection slot while it waits in `accept`.
+struct Accepting<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> Accepting<'a> {
+    fn new(count: &'a std::cell::Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        Accepting(count)
+    }
+}
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+async fn accept_loop(
+    core: Rc<Core>,
+    name: String,
+    listener: TcpListener,
+    stop: Rc<std::cell::Cell<bool>>,
+) {
     let mut warned_full = false;
     let mut warned_at: Option<Instant> = None;
-    loop {
+    while !stop.get() {
         // Wait for a free slot first: at the cap, connections queue in the kernel's backlog.
         if core.slots.available() == 0 && !warned_full {
             warn!(core = core.id, "max_connections reached; pausing accepts");
@@ -503,7 +588,12 @@ async fn accept_loop(core: Rc<Core>, name: String, listener: TcpListener) {
         if core.slots.available() > 0 {
             warned_full = false;
         }
-        let stream = match listener.accept().await {
+        let accepted = {
+            // Counted while waiting, also when the loop is dropped mid-accept.
+            let _waiting = Accepting::new(&core.accepting);
+            listener.accept().await
+        };
+        let stream = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning; say it at
@@ -549,6 +639,8 @@ async fn accept_loop(core: Rc<Core>, name: String, listener: TcpListener) {
         })
         .detach();
     }
+    // Told to stop, and no accept in flight any more: the drain may end (see `drain`).
+    stop.set(false);
 }
 
 /// Completes a TLS handshake within `timeouts.header`; a failure closes this connection only,

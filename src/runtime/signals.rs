@@ -34,6 +34,8 @@ const UPGRADE_ENV: &str = "RINGWAY_UPGRADE_SOCKET";
 const UPGRADE_WAIT: Duration = Duration::from_secs(30);
 /// Descriptors per SCM_RIGHTS message (the kernel's limit is 253).
 const FDS_PER_MESSAGE: usize = 64;
+/// How long a reload waits for each core to confirm the swap.
+const RELOAD_ACK_WAIT: Duration = Duration::from_secs(5);
 /// How often the control thread looks whether the cores have all stopped.
 const SIGNAL_POLL: Duration = Duration::from_millis(200);
 
@@ -156,6 +158,8 @@ pub struct Control {
     sockets: Vec<(String, SocketAddr, RawFd)>,
     draining: bool,
     inherited_parent: Option<UnixStream>,
+    /// The executable's path as it was at start: an upgrade starts whatever is there now.
+    exe: Option<PathBuf>,
 }
 
 impl Control {
@@ -173,6 +177,7 @@ impl Control {
             sockets,
             draining: false,
             inherited_parent: inherited.parent.lock().ok().and_then(|mut p| p.take()),
+            exe: executable_path(),
         }
     }
 
@@ -199,6 +204,12 @@ impl Control {
         if mine {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    /// Under systemd (`Type=notify`, `NotifyAccess=all`): this process serves and is the
+    /// service's main process (after an upgrade, the new one takes over as main process).
+    pub fn notify_systemd_ready(&self) {
+        sd_notify(&format!("READY=1\nMAINPID={}\n", std::process::id()));
     }
 
     /// Started by an upgrade: tell the parent that this process serves (it then drains).
@@ -228,7 +239,7 @@ impl Control {
                     self.remove_pid_file();
                     std::process::exit(0);
                 }
-                libc::SIGTERM | libc::SIGINT => self.drain("stop signal"),
+                libc::SIGTERM | libc::SIGINT => self.drain("stop signal", false),
                 libc::SIGUSR1 => {
                     info!("SIGUSR1: reopening the access log");
                     self.hub.broadcast(|| Msg::ReopenLog);
@@ -239,7 +250,7 @@ impl Control {
         }
     }
 
-    fn drain(&mut self, why: &str) {
+    fn drain(&mut self, why: &str, handover: bool) {
         if self.draining {
             return;
         }
@@ -248,7 +259,7 @@ impl Control {
             timeout = ?self.gen.config.timeouts.drain,
             "{why}: draining (no new connections; tunnels close with 1001)"
         );
-        self.hub.broadcast(|| Msg::Drain);
+        self.hub.broadcast(|| Msg::Drain { handover });
     }
 
     /// SIGHUP: checks the file as `ringway check` does and, when it is good, serves it.
@@ -283,8 +294,18 @@ impl Control {
                 for slot in self.gen.slots.iter().flatten() {
                     slot.retired.store(true, Ordering::Relaxed);
                 }
+                // Every core swaps before the reload is reported done (log, metrics).
+                let acks = super::control::Mailbox::new();
+                self.hub
+                    .broadcast(|| Msg::Reload(gen.clone(), acks.clone()));
+                let cores = self.hub.cores.len();
+                let acked = (0..cores)
+                    .take_while(|_| acks.recv_blocking(RELOAD_ACK_WAIT).is_some())
+                    .count();
+                if acked < cores {
+                    warn!(acked, cores, "reload: not every core confirmed in time");
+                }
                 self.hub.generation.store(gen.number, Ordering::Relaxed);
-                self.hub.broadcast(|| Msg::Reload(gen.clone()));
                 self.hub.count_reload(true);
                 info!(generation = gen.number, "configuration reloaded");
                 self.gen = gen;
@@ -324,7 +345,7 @@ impl Control {
         match self.start_successor() {
             Ok(pid) => {
                 info!(pid, "upgrade: the new process serves; this one drains");
-                self.drain("upgrade");
+                self.drain("upgrade", true);
             }
             Err(e) => error!(error = %e, "upgrade failed; this process keeps serving"),
         }
@@ -341,7 +362,7 @@ impl Control {
     }
 
     fn hand_over(&self, listener: &UnixListener, path: &Path) -> Result<u32, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+        let exe = self.exe.clone().ok_or("the executable's path is unknown")?;
         let args: Vec<OsString> = std::env::args_os().skip(1).collect();
         let mut child = Command::new(&exe)
             .args(&args)
@@ -400,6 +421,38 @@ impl Control {
             }
         }
     }
+}
+
+/// sd_notify(3): one datagram to `$NOTIFY_SOCKET` when it is set (a path, or `@name` for an
+/// abstract socket).
+fn sd_notify(message: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
+        None => std::os::unix::net::SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|addr| {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.send_to_addr(message.as_bytes(), &addr)
+    });
+    if let Err(e) = sent {
+        warn!(socket = %path, error = %e, "sd_notify failed");
+    }
+}
+
+/// This executable's path. Read at start: once the file is replaced (a package upgrade),
+/// `/proc/self/exe` reads `PATH (deleted)`.
+fn executable_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let text = exe.to_string_lossy();
+    Some(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
 }
 
 /// One message with `fds` attached (SCM_RIGHTS).

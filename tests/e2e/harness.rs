@@ -203,6 +203,59 @@ impl Ringway {
         Conn::open(self.port())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The temp dir the config, doc roots and log live in.
+    pub fn dir_path(&self) -> &Path {
+        self._dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("ringway.toml")
+    }
+
+    /// Fills a config template with this instance's ports and dir (as `start` did).
+    pub fn render(&self, template: &str) -> String {
+        let mut text = template.replace("@DIR@", self._dir.path().to_str().unwrap());
+        for (i, port) in self.ports.iter().enumerate().rev() {
+            text = text.replace(&port_placeholder(i), &port.to_string());
+        }
+        text
+    }
+
+    /// Rewrites the config file from `template` (same ports and dir).
+    pub fn rewrite_config(&self, template: &str) {
+        fs::write(self.config_path(), self.render(template)).unwrap();
+    }
+
+    /// Sends `signal` (libc::SIGHUP, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill with our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Waits until the log holds `needle` at least `n` times.
+    pub fn wait_log(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().matches(needle).count() >= n)
+    }
+
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://127.0.0.1:{}{}", self.port(), path)
     }

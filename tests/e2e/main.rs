@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod http_proxy;
 mod ocsp;
+mod operations;
 mod routing;
 mod static_files;
 mod tls;

@@ -1,0 +1,982 @@
+//! Operating Ringway: the admin listener (Prometheus metrics, the live dashboard), the access
+//! log, configuration reloads (SIGHUP), graceful drain (SIGTERM) and binary upgrade (SIGUSR2),
+//! all against the real binary with real signals.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::Message;
+
+use crate::backend::EchoBackend;
+use crate::harness::*;
+use crate::http_backends::HttpBackend;
+
+/// `main` on @PORT@ (a static site, `/chat/` to the echo backend `server`) and `admin` on
+/// @PORT1@; `extra` is appended.
+fn ops_config(cores: usize, server: &str, extra: &str) -> String {
+    ops_config_timeouts(cores, &[], server, extra)
+}
+
+fn ops_config_timeouts(
+    cores: usize,
+    timeouts: &[(&str, &str)],
+    server: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"{}
+[[listener]]
+name = "admin"
+address = "127.0.0.1:@PORT1@"
+
+[admin]
+listener = "admin"
+
+[[backend]]
+name = "chat"
+servers = ["{server}"]
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+listeners = ["main"]
+doc_root = "www"
+
+[[vhost.websocket]]
+uri = "/chat/"
+backend = "chat"
+
+[[vhost.context]]
+uri = "/"
+handler = "static"
+{extra}
+"#,
+        base_config_timeouts(cores, timeouts)
+    )
+}
+
+/// Prometheus text parsed: every sample as (series, value). Fails on a sample whose family
+/// has no `# TYPE` line before it, on a bad value, or on a line that is not a sample.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut typed: Vec<String> = Vec::new();
+    let mut helped: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap().to_string();
+            let kind = parts.next().unwrap();
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&kind),
+                "bad type in {line:?}"
+            );
+            typed.push(name);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(name.starts_with("ringway_"), "{name} lacks the prefix");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|b| typed.iter().any(|t| t == b))
+            })
+            .unwrap_or(name);
+        assert!(typed.iter().any(|t| t == family), "{name}: no # TYPE");
+        assert!(helped.iter().any(|t| t == family), "{name}: no # HELP");
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.push((series.to_string(), v));
+    }
+    out
+}
+
+/// The sum over samples of metric `name` whose labels include every `label="value"` given.
+fn sum(samples: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| s.split('{').next() == Some(name))
+        .filter(|(s, _)| labels.iter().all(|l| s.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn scrape(admin_port: u16) -> Vec<(String, f64)> {
+    let resp = request(
+        admin_port,
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let kind = resp.header("content-type").unwrap_or_default().to_string();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    parse_metrics(&resp.body_text())
+}
+
+fn get(port: u16, path: &str) -> Response {
+    request(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+#[test]
+fn metrics_count_requests_tunnels_messages_and_bytes() {
+    let echo = EchoBackend::tcp_v4();
+    let rw = Ringway::builder(ops_config(2, &echo.config_addr, ""))
+        .dir(site())
+        .start();
+    let admin = rw.port_n(1);
+    for _ in 0..5 {
+        assert_eq!(get(rw.port(), "/index.html").status, 200);
+    }
+    assert_eq!(get(rw.port(), "/missing").status, 404);
+    let (mut ws, _) = ws_connect(rw.port(), rw.ws_url("/chat/a").as_str());
+    for i in 0..7 {
+        ws.send(Message::text(format!("m{i}"))).unwrap();
+        assert_eq!(ws_next(&mut ws), Message::text(format!("m{i}")));
+    }
+    // A bad request head and an upgrade with a bad version.
+    assert_eq!(
+        request(rw.port(), "GET / HTTQ/1.1\r\nHost: a\r\n\r\n").status,
+        400
+    );
+    let bad_version = Req::upgrade("/chat/x", "site").set("Sec-WebSocket-Version", "8");
+    assert_eq!(request(rw.port(), bad_version.bytes()).status, 426);
+
+    let m = scrape(admin);
+    let requests = |labels: &[&str]| sum(&m, "ringway_requests_total", labels);
+    assert_eq!(requests(&["handler=\"static\"", "code=\"2xx\""]), 5.0);
+    assert_eq!(requests(&["handler=\"static\"", "code=\"4xx\""]), 1.0);
+    assert_eq!(
+        requests(&["vhost=\"site\"", "handler=\"websocket\"", "code=\"1xx\""]),
+        1.0
+    );
+    assert_eq!(
+        requests(&["vhost=\"-\"", "handler=\"error\"", "code=\"4xx\""]),
+        1.0
+    );
+    assert_eq!(
+        sum(&m, "ringway_bad_requests_total", &["status=\"400\""]),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "ringway_upgrade_rejected_total",
+            &["reason=\"version\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(&m, "ringway_tunnels_active", &["backend=\"chat\""]),
+        1.0
+    );
+    assert_eq!(sum(&m, "ringway_tunnels_total", &["backend=\"chat\""]), 1.0);
+    assert_eq!(
+        sum(&m, "ringway_ws_messages_total", &["direction=\"in\""]),
+        7.0
+    );
+    assert_eq!(
+        sum(&m, "ringway_ws_messages_total", &["direction=\"out\""]),
+        7.0
+    );
+    // The tunnel and this scrape are open: at least those two connections.
+    assert!(sum(&m, "ringway_connections_active", &["listener=\"main\""]) >= 1.0);
+    assert!(sum(&m, "ringway_connections_total", &["listener=\"main\""]) >= 9.0);
+    assert!(sum(&m, "ringway_bytes_total", &["direction=\"in\""]) > 500.0);
+    assert!(sum(&m, "ringway_bytes_total", &["direction=\"out\""]) > 500.0);
+    assert_eq!(sum(&m, "ringway_backend_up", &["backend=\"chat\""]), 1.0);
+    assert_eq!(sum(&m, "ringway_config_generation", &[]), 1.0);
+    assert_eq!(sum(&m, "ringway_build_info", &["version=\""]), 1.0);
+    // Histograms: 6 static requests, buckets cumulative, +Inf = count.
+    let h = |le: &str| {
+        sum(
+            &m,
+            "ringway_request_duration_seconds_bucket",
+            &["handler=\"static\"", &format!("le=\"{le}\"")],
+        )
+    };
+    assert_eq!(h("+Inf"), 6.0);
+    assert!(h("0.0005") <= h("0.01") && h("0.01") <= h("+Inf"));
+    assert_eq!(
+        sum(
+            &m,
+            "ringway_request_duration_seconds_count",
+            &["handler=\"static\""]
+        ),
+        6.0
+    );
+    assert_eq!(sum(&m, "ringway_backend_connect_seconds_count", &[]), 1.0);
+    // Each core reports its own series.
+    for core in ["core=\"0\"", "core=\"1\""] {
+        assert!(m
+            .iter()
+            .any(|(s, _)| s.starts_with("ringway_bytes_total{") && s.contains(core)));
+    }
+    // The tunnel closes: active back to 0, its duration recorded.
+    ws_close(&mut ws);
+    drop(ws);
+    assert!(wait_until(WAIT, || {
+        let m = scrape(admin);
+        sum(&m, "ringway_tunnels_active", &[]) == 0.0
+            && sum(&m, "ringway_tunnel_duration_seconds_count", &[]) == 1.0
+    }));
+}
+
+#[test]
+fn admin_serves_only_its_listener_and_allowed_peers() {
+    let echo = EchoBackend::tcp_v4();
+    let rw = Ringway::builder(ops_config(1, &echo.config_addr, ""))
+        .dir(site())
+        .start();
+    let admin = rw.port_n(1);
+    // On the site's listener /metrics is just a path (static: 404).
+    assert_eq!(get(rw.port(), "/metrics").status, 404);
+    assert_eq!(get(admin, "/nothing").status, 404);
+    let post =
+        "POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(request(admin, post).status, 405);
+    let page = get(admin, "/");
+    assert_eq!(page.status, 200);
+    let html = page.body_text();
+    assert!(html.contains("/live") && html.contains("id=\"requests-total\""));
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "src=\"//",
+        "@import",
+    ] {
+        assert!(!html.contains(external), "external asset: {external}");
+    }
+    // `/live` without an upgrade.
+    assert_eq!(get(admin, "/live").status, 426);
+    // /live: JSON snapshots, one a second.
+    let url = format!("ws://127.0.0.1:{admin}/live");
+    let (mut live, _) = ws_connect(admin, url.as_str());
+    let first = ws_next(&mut live).into_text().unwrap().to_string();
+    assert!(
+        first.starts_with("{\"version\":") && first.contains("\"cores\":[{\"core\":0"),
+        "{first}"
+    );
+    let t0 = Instant::now();
+    let _second = ws_next(&mut live);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "snapshots come once a second"
+    );
+    ws_close(&mut live);
+
+    // A peer outside `allow` gets 403 for everything.
+    let denied = ops_config(1, &echo.config_addr, "").replace(
+        "listener = \"admin\"\n",
+        "listener = \"admin\"\nallow = [\"10.0.0.0/8\", \"::1/128\"]\n",
+    );
+    let rw2 = Ringway::builder(denied).dir(site()).start();
+    assert_eq!(get(rw2.port_n(1), "/metrics").status, 403);
+    assert_eq!(get(rw2.port_n(1), "/").status, 403);
+}
+
+#[test]
+fn access_log_combined_json_and_reopen_on_sigusr1() {
+    let echo = EchoBackend::tcp_v4();
+    let extra = "[log]\naccess = \"access.log\"\n";
+    let rw = Ringway::builder(ops_config(2, &echo.config_addr, extra))
+        .dir(site())
+        .start();
+    let path = rw.dir_path().join("access.log");
+    let agent = "GET /index.html?q=1 HTTP/1.1\r\nHost: site\r\nUser-Agent: probe/1\r\nReferer: http://r.test/\r\nConnection: close\r\n\r\n";
+    assert_eq!(request(rw.port(), agent).status, 200);
+    let (mut ws, _) = ws_connect(rw.port(), rw.ws_url("/chat/room").as_str());
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text("hello"));
+    ws_close(&mut ws);
+    drop(ws);
+    // Flushed within a second, without more traffic.
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        wait_until(WAIT, || read().lines().count() >= 2),
+        "log: {}",
+        read()
+    );
+    let text = read();
+    let http = text
+        .lines()
+        .find(|l| l.contains("\"GET /index.html?q=1 HTTP/1.1\""))
+        .unwrap_or_else(|| panic!("no request line in {text}"));
+    assert!(http.starts_with("127.0.0.1 - - ["), "{http}");
+    // Bytes out: everything sent to the client, head included (nginx's $bytes_sent).
+    let out_bytes: u64 = http
+        .split("\" 200 ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{http}"));
+    assert!(out_bytes > 15, "{http}");
+    assert!(
+        http.contains(" \"http://r.test/\" \"probe/1\" vhost=site bytes_in="),
+        "{http}"
+    );
+    let tunnel = text
+        .lines()
+        .find(|l| l.contains("upgrade=ws"))
+        .unwrap_or_else(|| panic!("no tunnel line in {text}"));
+    assert!(
+        tunnel.contains("\"GET /chat/room HTTP/1.1\" 101 "),
+        "{tunnel}"
+    );
+    assert!(
+        tunnel.contains(&format!("backend={}", echo.config_addr)),
+        "{tunnel}"
+    );
+
+    // logrotate: move the file, SIGUSR1, the next line goes to a new file.
+    let rotated = rw.dir_path().join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    rw.signal(libc::SIGUSR1);
+    assert!(rw.wait_log("reopening the access log", 1, WAIT));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(rw.port(), "/index.html").status, 200);
+    assert!(wait_until(WAIT, || read().contains("GET /index.html HTTP/1.1")));
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("GET /index.html HTTP/1.1\""));
+
+    // JSON: one object per line.
+    let json = ops_config(
+        1,
+        &echo.config_addr,
+        "[log]\naccess = \"a.json\"\naccess_format = \"json\"\n",
+    );
+    let rw2 = Ringway::builder(json).dir(site()).start();
+    assert_eq!(get(rw2.port(), "/index.html").status, 200);
+    let jpath = rw2.dir_path().join("a.json");
+    assert!(wait_until(WAIT, || std::fs::read_to_string(&jpath)
+        .is_ok_and(|t| !t.is_empty())));
+    let line = std::fs::read_to_string(&jpath).unwrap();
+    let line = line.lines().next().unwrap();
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    for part in [
+        "\"client\":\"127.0.0.1\"",
+        "\"vhost\":\"site\"",
+        "\"method\":\"GET\"",
+        "\"path\":\"/index.html\"",
+        "\"status\":200",
+        "\"bytes_out\":",
+        "\"upgrade\":null",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+}
+
+/// N tunnels to the echo backend, each a raw tungstenite client.
+fn open_tunnels(rw: &Ringway, n: usize) -> Vec<Ws> {
+    (0..n)
+        .map(|i| ws_connect(rw.port(), rw.ws_url(&format!("/chat/t{i}")).as_str()).0)
+        .collect()
+}
+
+/// One message on every tunnel; every echo must come back unchanged.
+fn echo_round(tunnels: &mut [Ws], round: usize) {
+    for (i, ws) in tunnels.iter_mut().enumerate() {
+        ws.send(Message::text(format!(
+            "r{round}-t{i}-{}",
+            "x".repeat(i % 50)
+        )))
+        .unwrap_or_else(|e| panic!("round {round} tunnel {i}: {e}"));
+    }
+    for (i, ws) in tunnels.iter_mut().enumerate() {
+        let want = Message::text(format!("r{round}-t{i}-{}", "x".repeat(i % 50)));
+        assert_eq!(ws_next(ws), want, "round {round} tunnel {i}");
+    }
+}
+
+#[test]
+fn reloads_keep_1000_tunnels_and_serve_new_routes_and_refuse_broken_configs() {
+    let echo = EchoBackend::tcp_v4();
+    let template = ops_config(2, &echo.config_addr, "");
+    let rw = Ringway::builder(template.clone()).dir(site()).start();
+    write_file(rw.dir_path(), "www/added/page.html", "added\n");
+    let mut tunnels = open_tunnels(&rw, 1000);
+    echo_round(&mut tunnels, 0);
+    // The route added by the reloads: /added/ answers 404 until a reload makes it an echo
+    // endpoint (426 to a plain request).
+    assert_eq!(get(rw.port(), "/added/page.html").status, 200);
+    let with_route = template.replace(
+        "[[vhost.context]]\nuri = \"/\"",
+        "[[vhost.context]]\nuri = \"/added/\"\nhandler = \"echo\"\n\n[[vhost.context]]\nuri = \"/\"",
+    );
+    for round in 1..=10 {
+        let text = if round % 2 == 1 {
+            &with_route
+        } else {
+            &template
+        };
+        rw.rewrite_config(text);
+        rw.signal(libc::SIGHUP);
+        assert!(
+            rw.wait_log("configuration reloaded generation=", round, WAIT),
+            "reload {round} not done"
+        );
+        echo_round(&mut tunnels, round);
+    }
+    // After 10 reloads (the last without the route), add it once more and use it.
+    rw.rewrite_config(&with_route);
+    rw.signal(libc::SIGHUP);
+    assert!(rw.wait_log("configuration reloaded generation=", 11, WAIT));
+    assert_eq!(get(rw.port(), "/added/page.html").status, 426);
+    let m = scrape(rw.port_n(1));
+    assert_eq!(sum(&m, "ringway_config_generation", &[]), 12.0);
+    assert_eq!(
+        sum(&m, "ringway_config_reloads_total", &["result=\"ok\""]),
+        11.0
+    );
+    assert_eq!(sum(&m, "ringway_tunnels_active", &[]), 1000.0);
+
+    // A broken config: logged with FILE:LINE:COL, counted, and nothing changes.
+    let broken = format!("{with_route}\n[[vhost.context]]\nuri = \"/x\"\nhandler = \"nope\"\n");
+    rw.rewrite_config(&broken);
+    rw.signal(libc::SIGHUP);
+    assert!(rw.wait_log("reload refused", 1, WAIT));
+    let log = rw.log();
+    let file = rw.config_path().display().to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("{file}:")) && l.contains("nope")),
+        "{log}"
+    );
+    assert_eq!(get(rw.port(), "/added/page.html").status, 426);
+    echo_round(&mut tunnels, 11);
+    let m = scrape(rw.port_n(1));
+    assert_eq!(
+        sum(&m, "ringway_config_reloads_total", &["result=\"error\""]),
+        1.0
+    );
+    assert_eq!(sum(&m, "ringway_config_generation", &[]), 12.0);
+    // runtime.cores needs a restart: said, and the old value kept.
+    rw.rewrite_config(&with_route.replace("cores = 2", "cores = 1"));
+    rw.signal(libc::SIGHUP);
+    assert!(rw.wait_log(
+        "runtime.cores changed: that needs a restart; keeping 2",
+        1,
+        WAIT
+    ));
+    echo_round(&mut tunnels, 12);
+}
+
+/// Runs wrk against `path` for `secs`; returns (requests, non-2xx/3xx, socket errors).
+fn wrk(port: u16, path: &str, secs: u32) -> (u64, u64, u64) {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{secs}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number_after = |needle: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(needle))
+            .map_or(0, |rest| {
+                rest.trim()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            })
+    };
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("wrk output: {text}"));
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Socket errors"))
+        .map_or(0, |l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        });
+    (requests, number_after("Non-2xx or 3xx responses:"), errors)
+}
+
+#[test]
+fn reloads_under_wrk_lose_no_request_and_listeners_come_and_go() {
+    let echo = EchoBackend::tcp_v4();
+    let template = ops_config(2, &echo.config_addr, "");
+    let rw = Ringway::builder(template.clone()).dir(site()).start();
+    let extra_port = free_port();
+    let with_listener = template
+        .replace(
+            "[admin]",
+            &format!(
+                "[[listener]]\nname = \"extra\"\naddress = \"127.0.0.1:{extra_port}\"\n\n[admin]"
+            ),
+        )
+        .replace(
+            "listeners = [\"main\"]",
+            "listeners = [\"main\", \"extra\"]",
+        );
+    let stop = Arc::new(AtomicBool::new(false));
+    let reloads = {
+        let (stop, cfg, path) = (stop.clone(), rw.render(&template), rw.config_path());
+        let alt = rw.render(&with_listener);
+        let pid = rw.pid() as i32;
+        thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                std::fs::write(&path, if n % 2 == 0 { &alt } else { &cfg }).unwrap();
+                // SAFETY: signal to the test's own child.
+                unsafe { libc::kill(pid, libc::SIGHUP) };
+                n += 1;
+                thread::sleep(Duration::from_millis(150));
+            }
+            n
+        })
+    };
+    let (requests, bad, errors) = wrk(rw.port(), "/index.html", 3);
+    stop.store(true, Ordering::SeqCst);
+    let n = reloads.join().unwrap();
+    assert!(n >= 10, "only {n} reloads");
+    assert!(requests > 100, "{requests} requests");
+    assert_eq!(
+        (bad, errors),
+        (0, 0),
+        "non-2xx and socket errors during reloads"
+    );
+    // The added listener serves after a reload and is closed by the next.
+    rw.rewrite_config(&with_listener);
+    rw.signal(libc::SIGHUP);
+    assert!(wait_until(WAIT, || TcpStream::connect((
+        "127.0.0.1",
+        extra_port
+    ))
+    .is_ok_and(|_| get(extra_port, "/index.html").status == 200)));
+    rw.rewrite_config(&template);
+    rw.signal(libc::SIGHUP);
+    assert!(wait_until(WAIT, || TcpStream::connect((
+        "127.0.0.1",
+        extra_port
+    ))
+    .is_err()));
+    assert_eq!(get(rw.port(), "/index.html").status, 200);
+}
+
+/// A WebSocket backend that answers "big" with one 4 MiB binary message sent in small
+/// writes, echoes anything else, and records the close code it receives.
+fn big_message_backend() -> (String, Arc<std::sync::Mutex<Vec<Option<u16>>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let closes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = closes.clone();
+    thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let seen = seen.clone();
+            thread::spawn(move || {
+                let Ok(mut ws) = tungstenite::accept(s) else {
+                    return;
+                };
+                loop {
+                    match ws.read() {
+                        Ok(Message::Text(t)) if t.as_str() == "big" => {
+                            let _ = ws.send(Message::binary(vec![0xAB; 4 << 20]));
+                        }
+                        Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                            let _ = ws.send(m);
+                        }
+                        Ok(Message::Close(frame)) => {
+                            seen.lock().unwrap().push(frame.map(|f| u16::from(f.code)));
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, closes)
+}
+
+#[test]
+fn sigterm_closes_tunnels_with_1001_at_frame_boundaries_and_exits_0() {
+    let (addr, backend_closes) = big_message_backend();
+    let config = ops_config_timeouts(2, &[("drain", "20s")], &addr, "");
+    let mut rw = Ringway::builder(config).dir(site()).start();
+    // Idle tunnels, and one in the middle of a 4 MiB message that the client reads slowly.
+    let mut idle = open_tunnels(&rw, 20);
+    echo_round(&mut idle, 0);
+    let (mut busy, _) = ws_connect(rw.port(), rw.ws_url("/chat/busy").as_str());
+    busy.send(Message::text("big")).unwrap();
+    // A keep-alive HTTP connection with an answered request, idle.
+    let mut keep = rw.conn();
+    keep.send("GET /index.html HTTP/1.1\r\nHost: site\r\n\r\n");
+    assert_eq!(keep.response().status, 200);
+    // Let the backend start streaming (the client has not read yet: Ringway holds a spill).
+    thread::sleep(Duration::from_millis(300));
+    rw.signal(libc::SIGTERM);
+    // New connections are refused once the listeners close.
+    assert!(wait_until(WAIT, || TcpStream::connect((
+        "127.0.0.1",
+        rw.port()
+    ))
+    .is_err()));
+    // The busy client gets the whole message, then Close 1001.
+    match ws_next(&mut busy) {
+        Message::Binary(b) => assert!(b.len() == 4 << 20 && b.iter().all(|&x| x == 0xAB)),
+        other => panic!("expected the whole 4 MiB message, got {other:?}"),
+    }
+    match ws_next(&mut busy) {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+    // Idle ones: Close 1001 straight away.
+    for (i, ws) in idle.iter_mut().enumerate() {
+        match ws_next(ws) {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away, "tunnel {i}"),
+            other => panic!("tunnel {i}: expected Close 1001, got {other:?}"),
+        }
+    }
+    // The idle keep-alive connection is closed without a byte.
+    keep.assert_closed("idle keep-alive connection after SIGTERM");
+    // tungstenite answers the Close; then Ringway ends and exits 0 well before the drain
+    // time-out.
+    drop(idle);
+    drop(busy);
+    let status = rw
+        .wait_exit(Duration::from_secs(10))
+        .expect("ringway did not exit");
+    assert!(status.success(), "{status}");
+    // Every backend got Close 1001 too.
+    let closes = backend_closes.lock().unwrap().clone();
+    assert_eq!(closes.len(), 21, "{closes:?}");
+    assert!(closes.iter().all(|c| *c == Some(1001)), "{closes:?}");
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_and_a_second_sigterm_exits_at_once() {
+    let api = HttpBackend::named("api");
+    let config = format!(
+        r#"{}
+[[backend]]
+name = "api"
+servers = ["{}"]
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+
+[[vhost.context]]
+uri = "/"
+handler = "proxy"
+backend = "api"
+"#,
+        base_config_timeouts(1, &[("drain", "30s")]),
+        api.config_addr
+    );
+    let mut rw = Ringway::builder(config).start();
+    let mut slow = rw.conn();
+    slow.send("GET /slow HTTP/1.1\r\nHost: site\r\n\r\n");
+    assert!(wait_until(WAIT, || api
+        .requests()
+        .iter()
+        .any(|r| r.path() == "/slow")));
+    rw.signal(libc::SIGTERM);
+    thread::sleep(Duration::from_millis(300));
+    api.release();
+    let resp = slow.response();
+    assert_eq!(resp.status, 200, "the request in flight completes");
+    assert_eq!(resp.header("connection"), Some("close"));
+    slow.assert_closed("connection after its last response in a drain");
+    let status = rw.wait_exit(WAIT).expect("exit after the drain");
+    assert!(status.success(), "{status}");
+
+    // A tunnel whose peer never answers the Close holds the drain; a second SIGTERM ends it.
+    let echo = EchoBackend::tcp_v4();
+    let mut rw = Ringway::builder(ops_config(1, &echo.config_addr, ""))
+        .dir(site())
+        .start();
+    let mut raw = TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
+    raw.write_all(&Req::upgrade("/chat/x", "site").bytes())
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = raw.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    rw.signal(libc::SIGTERM);
+    // The raw client never answers the Close it gets.
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    let mut close = [0u8; 4];
+    raw.read_exact(&mut close).unwrap();
+    assert_eq!(close, [0x88, 0x02, 0x03, 0xE9]);
+    assert!(
+        rw.wait_exit(Duration::from_millis(800)).is_none(),
+        "drain waits for the peer"
+    );
+    let t0 = Instant::now();
+    rw.signal(libc::SIGTERM);
+    assert!(
+        rw.wait_exit(Duration::from_secs(2)).is_some(),
+        "second SIGTERM exits at once"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let _ = raw.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn upgrade_hands_sockets_to_a_new_process_without_refusing_a_connection() {
+    let echo = EchoBackend::tcp_v4();
+    let config = ops_config(2, &echo.config_addr, "")
+        .replace("pin = false\n", "pin = false\npid_file = \"ringway.pid\"\n");
+    let mut rw = Ringway::builder(config).dir(site()).start();
+    let pid_file = rw.dir_path().join("ringway.pid");
+    let old_pid = rw.pid().to_string();
+    assert!(wait_until(WAIT, || std::fs::read_to_string(&pid_file)
+        .is_ok_and(|p| p.trim() == old_pid)));
+    // An open tunnel on the old process: it is drained (1001), not cut.
+    let (mut ws, _) = ws_connect(rw.port(), rw.ws_url("/chat/old").as_str());
+    // Connection churn during the upgrade: every connect must succeed and be answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let churn: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), rw.port());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let answered = TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+                        s.set_read_timeout(Some(WAIT)).unwrap();
+                        let req =
+                            b"GET /index.html HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n";
+                        let mut body = Vec::new();
+                        s.write_all(req).is_ok()
+                            && s.read_to_end(&mut body).is_ok()
+                            && body.starts_with(b"HTTP/1.1 200")
+                    });
+                    let counter = if answered { &ok } else { &failed };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let (status, out, err) = run_cli(&["upgrade", "--config", rw.config_path().to_str().unwrap()]);
+    assert!(status.success(), "{out}{err}");
+    // The old process drains: the tunnel gets 1001, then the process exits 0.
+    match ws_next(&mut ws) {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+    drop(ws);
+    let exit = rw
+        .wait_exit(Duration::from_secs(15))
+        .expect("old process exits");
+    assert!(exit.success(), "{exit}");
+    let new_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new_pid.to_string(), old_pid);
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for t in churn {
+        t.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    // The new process serves, tunnels included.
+    let (mut ws, _) = ws_connect(rw.port(), rw.ws_url("/chat/new").as_str());
+    ws.send(Message::text("after")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text("after"));
+    drop(ws);
+    // SAFETY: the new Ringway (our grandchild) is stopped by its pid.
+    unsafe { libc::kill(new_pid, libc::SIGKILL) };
+    assert!(ok > 20, "{ok} connections answered");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} connections failed during the upgrade",
+        ok + failed
+    );
+}
+
+#[test]
+fn default_keepalive_pool_holds_64_concurrent_clients_without_churn() {
+    let api = HttpBackend::named("api");
+    let config = format!(
+        r#"{}
+[[backend]]
+name = "api"
+servers = ["{}"]
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+
+[[vhost.context]]
+uri = "/"
+handler = "proxy"
+backend = "api"
+"#,
+        base_config(1),
+        api.config_addr
+    );
+    let rw = Ringway::builder(config).start();
+    let barrier = Arc::new(std::sync::Barrier::new(64));
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let (port, barrier) = (rw.port(), barrier.clone());
+            thread::spawn(move || {
+                let mut c = Conn::open(port);
+                for _ in 0..20 {
+                    barrier.wait();
+                    c.send("GET /x HTTP/1.1\r\nHost: site\r\n\r\n");
+                    assert_eq!(c.response().status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // 64 clients in lock-step need at most 64 backend connections; with a per-server idle
+    // cap below 64 (the old default was 32) each round would close and reopen the excess.
+    let accepted = api.accepted();
+    assert!(
+        accepted <= 64,
+        "{accepted} backend connections for 64 clients"
+    );
+}
+
+#[test]
+fn a_malformed_version_is_400_and_an_unsupported_one_505() {
+    let rw = Ringway::builder(format!(
+        "{}\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n",
+        base_config(1)
+    ))
+    .dir(site())
+    .start();
+    for (line, status) in [
+        ("GET / HTTQ/1.1", 400),
+        ("GET / HTTP/1.1x", 400),
+        ("GET / http/1.1", 400),
+        ("GET / HTTP/2.0", 505),
+        ("GET / HTTP/0.9", 505),
+        ("GET / HTTP/1.1", 200),
+    ] {
+        let resp = request(
+            rw.port(),
+            format!("{line}\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(resp.status, status, "{line}");
+    }
+}
+
+/// Values of the dashboard's elements after Chromium ran its script: `id="x">value<`.
+fn element_text(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')? + start;
+    Some(rest[start..end].to_string())
+}
+
+#[test]
+fn dashboard_in_headless_chromium_shows_what_metrics_says() {
+    let echo = EchoBackend::tcp_v4();
+    let rw = Ringway::builder(ops_config(2, &echo.config_addr, ""))
+        .dir(site())
+        .start();
+    let admin = rw.port_n(1);
+    for _ in 0..9 {
+        assert_eq!(get(rw.port(), "/index.html").status, 200);
+    }
+    let mut tunnels = open_tunnels(&rw, 3);
+    echo_round(&mut tunnels, 0);
+    echo_round(&mut tunnels, 1);
+    let profile = temp_dir();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("http://127.0.0.1:{admin}/"))
+        .output()
+        .expect("chromium (apt-get install chromium)");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(dom.contains("data-core=\"1\""), "{dom}");
+    let m = scrape(admin);
+    let shown: BTreeMap<&str, String> = [
+        "generation",
+        "requests-total",
+        "tunnels-active",
+        "messages-total",
+        "status",
+    ]
+    .into_iter()
+    .map(|id| {
+        (
+            id,
+            element_text(&dom, id).unwrap_or_else(|| panic!("#{id} in {dom}")),
+        )
+    })
+    .collect();
+    let site_requests = sum(&m, "ringway_requests_total", &[])
+        - sum(&m, "ringway_requests_total", &["handler=\"admin\""]);
+    assert_eq!(shown["status"], "live");
+    assert_eq!(
+        shown["generation"],
+        sum(&m, "ringway_config_generation", &[]).to_string()
+    );
+    assert_eq!(shown["requests-total"], site_requests.to_string());
+    assert_eq!(shown["requests-total"], "12"); // 9 pages + 3 upgrades
+    assert_eq!(
+        shown["tunnels-active"],
+        sum(&m, "ringway_tunnels_active", &[]).to_string()
+    );
+    assert_eq!(shown["tunnels-active"], "3");
+    assert_eq!(
+        shown["messages-total"],
+        sum(&m, "ringway_ws_messages_total", &[]).to_string()
+    );
+    assert_eq!(shown["messages-total"], "12"); // 2 rounds × 3 tunnels × (in + out)
+    let backend_row = format!("data-server=\"{}\"", echo.config_addr);
+    assert!(dom.contains(&backend_row), "{dom}");
+    assert!(dom.contains("class=\"up\""), "{dom}");
+}
+
+#[test]
+fn systemd_gets_ready_with_the_main_pid() {
+    let dir = site();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let rw = Ringway::builder(format!(
+        "{}\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n",
+        base_config(1)
+    ))
+    .dir(dir)
+    .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
+    .start();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(text, format!("READY=1\nMAINPID={}\n", rw.pid()));
+}
