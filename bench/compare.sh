@@ -7,6 +7,9 @@
 #
 # Target ringway-b (not in the default set) runs the binary named by RINGWAY_B with the same
 # config as ringway: an A/B comparison of two builds in one run.
+# Target ringway-admin (not in the default set) runs this build with an [admin] listener (the
+# metrics endpoint) added to ringway's config, and scrapes /metrics once a second during the
+# measured interval (the scrapes' CPU counts against it).
 #
 # --rounds N repeats every (target, test) pair N times, round after round (so the targets
 # share the machine's quiet and noisy stretches alike), and reports each figure's median.
@@ -81,7 +84,7 @@ case $ROUNDS in ''|*[!0-9]*|0) echo "compare.sh: --rounds wants a positive whole
 
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 is_tls_test() { has "$TLS_TESTS" "$1"; }
-tls_capable() { case $1 in ringway|ringway-b|nginx|haproxy) return 0 ;; *) return 1 ;; esac; }
+tls_capable() { case $1 in ringway|ringway-b|ringway-admin|nginx|haproxy) return 0 ;; *) return 1 ;; esac; }
 
 # Aliases: tls, all.
 expanded=""
@@ -93,7 +96,7 @@ TESTS=${expanded#,}
 any_tls_test() { local t; for t in ${TLS_TESTS//,/ }; do has "$TESTS" "$t" && return 0; done; return 1; }
 
 for t in ${TARGETS//,/ }; do
-  case ",$ALL_TARGETS,ringway-b," in *",$t,"*) ;; *) echo "compare.sh: unknown target $t" >&2; exit 2 ;; esac
+  case ",$ALL_TARGETS,ringway-b,ringway-admin," in *",$t,"*) ;; *) echo "compare.sh: unknown target $t" >&2; exit 2 ;; esac
 done
 for t in ${TESTS//,/ }; do
   case ",$ALL_TESTS," in *",$t,"*) ;; *) echo "compare.sh: unknown test $t" >&2; exit 2 ;; esac
@@ -119,6 +122,7 @@ fi
 BACKEND_PORT=$((PORT_BASE + 1))
 BARE_PORT=$((PORT_BASE + 90))
 RINGWAY_PORT=$((PORT_BASE + 88))
+ADMIN_PORT=$((PORT_BASE + 89))
 NGINX_PORT=$((PORT_BASE + 81))
 HAPROXY_PORT=$((PORT_BASE + 82))
 CLK_TCK=$(getconf CLK_TCK)
@@ -287,9 +291,10 @@ $listener_tls
 [[backend]]
 name = "app"
 servers = ["127.0.0.1:$BACKEND_PORT"]
-# As many idle keep-alive connections as wrk's 64 (nginx: keepalive 64); Ringway's default, 32,
-# makes it close and reopen backend connections under -c64.
-keepalive_per_server = 64
+# Ringway's default (no cap on idle keep-alive connections) holds wrk's 64 without churn.
+# BENCH_KEEPALIVE=N sets keepalive_per_server = N (an A/B with a build from before that
+# default, whose 32 closed and reopened backend connections under -c64, wants 64).
+${BENCH_KEEPALIVE:+keepalive_per_server = $BENCH_KEEPALIVE}
 [[vhost]]
 name = "bench"
 domains = ["*"]
@@ -309,6 +314,13 @@ EOF
 }
 ringway_conf 0 > "$TMP/ringway.toml"
 any_tls_test && ringway_conf 1 > "$TMP/ringway-tls.toml"
+admin_conf() {   # tls (0|1): ringway's config plus the admin listener (the vhost stays on main)
+  ringway_conf "$1" | sed '/^\[\[backend\]\]/,$d'
+  printf '[[listener]]\nname = "admin"\naddress = "127.0.0.1:%s"\n[admin]\nlistener = "admin"\n' "$ADMIN_PORT"
+  ringway_conf "$1" | sed -n '/^\[\[backend\]\]/,$p' | sed 's/^domains = \["\*"\]$/domains = ["*"]\nlisteners = ["main"]/'
+}
+admin_conf 0 > "$TMP/ringway-admin.toml"
+any_tls_test && admin_conf 1 > "$TMP/ringway-admin-tls.toml"
 
 # nginx ran short of worker_connections ("not enough, reusing connections", resets) at 2 × 9,500
 # proxied connections with 19,900 under a 20,000 fd limit, so give it more slots than descriptors:
@@ -420,7 +432,7 @@ start_backend() {
 
 proxy_port() {
   case $1 in
-    direct) echo "$BACKEND_PORT" ;; bare) echo "$BARE_PORT" ;; ringway|ringway-b) echo "$RINGWAY_PORT" ;;
+    direct) echo "$BACKEND_PORT" ;; bare) echo "$BARE_PORT" ;; ringway|ringway-b|ringway-admin) echo "$RINGWAY_PORT" ;;
     nginx) echo "$NGINX_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
   esac
 }
@@ -435,6 +447,7 @@ start_proxy() {   # target [tls] → PROXY_PID (empty for direct); tls=1: the TL
     bare) taskset -c 1 "$BARE" --listen "127.0.0.1:$port" --backend "127.0.0.1:$BACKEND_PORT" >>"$TMP/$t.log" 2>&1 & ;;
     ringway) taskset -c 1 "$RINGWAY" --config "$TMP/ringway$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
     ringway-b) taskset -c 1 "$RINGWAY_B" --config "$TMP/ringway$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
+    ringway-admin) taskset -c 1 "$RINGWAY" --config "$TMP/ringway-admin$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx$sfx.conf" -e "$TMP/nginx/logs/error.log" >>"$TMP/$t.log" 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -db -f "$TMP/haproxy$sfx.cfg" >>"$TMP/$t.log" 2>&1 & ;;
   esac
@@ -443,11 +456,19 @@ start_proxy() {   # target [tls] → PROXY_PID (empty for direct); tls=1: the TL
     log "$t did not start listening on $port"; tail -5 "$TMP/$t.log" >&2
     stop_pid "$PROXY_PID"; PROXY_PID=""; return 1
   fi
+  SCRAPER_PID=""
+  if [ "$t" = ringway-admin ]; then
+    # A Prometheus-like scraper: /metrics once a second, on the load generator's CPU.
+    taskset -c 0 sh -c "while :; do curl -s -o /dev/null http://127.0.0.1:$ADMIN_PORT/metrics; sleep 1; done" &
+    SCRAPER_PID=$!; PIDS+=("$SCRAPER_PID")
+  fi
   sleep 0.2
 }
 
+SCRAPER_PID=""
 stop_proxy() {
   local port
+  [ -n "$SCRAPER_PID" ] && { stop_pid "$SCRAPER_PID"; SCRAPER_PID=""; }
   [ -n "$PROXY_PID" ] || return 0
   port=$(proxy_port "$1")
   if is_ours "$PROXY_PID"; then
@@ -607,7 +628,7 @@ run_test() {   # target test
       run_wrk "$t" http /api/ ;;
     static)
       [ "$HAVE_WRK" = 1 ] || return 0
-      case $t in ringway|ringway-b|nginx) run_wrk "$t" static /static/hello.txt ;; *) return 0 ;; esac ;;
+      case $t in ringway|ringway-b|ringway-admin|nginx) run_wrk "$t" static /static/hello.txt ;; *) return 0 ;; esac ;;
     echo)
       run_gen "$t" echo echo --conns 64 --size 64 --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
       line=$GEN_LINE; [ -n "$line" ] || return 0
@@ -692,7 +713,7 @@ for t in ${TARGETS//,/ }; do
   fi
   start_backend
   for test in ${TESTS//,/ }; do
-    case $test in static) case $t in ringway|ringway-b|nginx) ;; *) continue ;; esac ;; esac
+    case $test in static) case $t in ringway|ringway-b|ringway-admin|nginx) ;; *) continue ;; esac ;; esac
     tls=0
     if is_tls_test "$test"; then tls_capable "$t" || continue; tls=1; fi
     log "$t: $test"

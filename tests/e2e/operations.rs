@@ -518,7 +518,17 @@ fn wrk(port: u16, path: &str, secs: u32) -> (u64, u64, u64) {
 #[test]
 fn reloads_under_wrk_lose_no_request_and_listeners_come_and_go() {
     let echo = EchoBackend::tcp_v4();
-    let template = ops_config(2, &echo.config_addr, "");
+    let api = HttpBackend::named("api");
+    // The HTTP proxy path: /api/ to a backend pool (each reload makes new pools).
+    let template = ops_config(2, &echo.config_addr, "")
+        .replace(
+            "[[vhost]]",
+            &format!("[[backend]]\nname = \"api\"\nservers = [\"{}\"]\n\n[[vhost]]", api.config_addr),
+        )
+        .replace(
+            "[[vhost.context]]\nuri = \"/\"",
+            "[[vhost.context]]\nuri = \"/api/\"\nhandler = \"proxy\"\nbackend = \"api\"\n\n[[vhost.context]]\nuri = \"/\"",
+        );
     let rw = Ringway::builder(template.clone()).dir(site()).start();
     let extra_port = free_port();
     let with_listener = template
@@ -549,11 +559,12 @@ fn reloads_under_wrk_lose_no_request_and_listeners_come_and_go() {
             n
         })
     };
-    let (requests, bad, errors) = wrk(rw.port(), "/index.html", 3);
+    let (requests, bad, errors) = wrk(rw.port(), "/api/x", 3);
     stop.store(true, Ordering::SeqCst);
     let n = reloads.join().unwrap();
     assert!(n >= 10, "only {n} reloads");
     assert!(requests > 100, "{requests} requests");
+    assert!(api.accepted() > 0 && api.requests().len() as u64 >= requests);
     assert_eq!(
         (bad, errors),
         (0, 0),
