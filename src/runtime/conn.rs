@@ -307,14 +307,7 @@ async fn read_head(shard: &Shard, c: &mut Client, first: bool) -> Result<Option<
         match c.rb.fill_watched(&mut c.stream, limit, &c.watch).await {
             Ok(0) if c.rb.is_empty() => return Ok(None),
             Ok(0) => return Err(HeadFail::Quiet),
-            Ok(_) => {
-                if first && !header_running {
-                    header_running = true;
-                }
-                if !c.rb.is_empty() {
-                    c.started = Instant::now();
-                }
-            }
+            Ok(_) => {}
             Err(ReadError::TimedOut) if c.rb.is_empty() => return Err(HeadFail::Quiet),
             Err(ReadError::TimedOut) => return Err(HeadFail::TimedOut),
             Err(ReadError::Io) => return Err(HeadFail::Quiet),
@@ -324,6 +317,8 @@ async fn read_head(shard: &Shard, c: &mut Client, first: bool) -> Result<Option<
 
 /// Handles one request whose head ends at `end` in the read buffer.
 async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
+    // Durations run from the complete head (a pipelined one too) to the end of the answer.
+    c.started = Instant::now();
     c.status = 0;
     if let Some(a) = c.access.as_mut() {
         // Filled again below only if this head parses.

@@ -150,7 +150,7 @@ fn main() {
     )
     .expect("config");
     let config = ringway::config::load(&cfg).expect("valid config");
-    std::thread::spawn(move || ringway::runtime::run(config));
+    std::thread::spawn(move || ringway::runtime::run(config, cfg));
     wait_port(proxy_port);
 
     let pid = std::process::id();
