@@ -9,6 +9,7 @@ pub mod balance;
 pub mod cidr;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod ocsp;
 pub mod route;

@@ -44,15 +44,18 @@ pub enum Rejected {
     BadRequest,
     /// No backend server could be reached, or its handshake timed out.
     Backend,
+    /// `Origin` missing or not in the route's `origins` (403).
+    Origin,
 }
 
-pub const REJECT_REASONS: [&str; 6] = [
+pub const REJECT_REASONS: [&str; 7] = [
     "bad_accept",
     "not_101",
     "h2c",
     "version",
     "bad_request",
     "backend",
+    "origin",
 ];
 
 /// Status classes `1xx`..`5xx`, by index `status / 100 - 1`.
@@ -160,7 +163,7 @@ struct Tables {
     vhosts: Interner,
     requests: Vec<[[u64; 5]; 6]>,
     bad_requests: Vec<(u16, u64)>,
-    upgrade_rejected: [u64; 6],
+    upgrade_rejected: [u64; 7],
 }
 
 #[derive(Clone)]
@@ -178,6 +181,9 @@ pub struct CoreMetrics {
     /// WebSocket frames that ended a message, client → backend and backend → client.
     pub messages_in: Cell<u64>,
     pub messages_out: Cell<u64>,
+    /// Refused by the per-IP limits: connections closed, upgrades answered 429.
+    pub limited_connections: Cell<u64>,
+    pub limited_upgrades: Cell<u64>,
     tables: RefCell<Tables>,
     hists: RefCell<Option<Histograms>>,
 }
@@ -211,6 +217,8 @@ impl CoreMetrics {
             bytes_out: Cell::new(0),
             messages_in: Cell::new(0),
             messages_out: Cell::new(0),
+            limited_connections: Cell::new(0),
+            limited_upgrades: Cell::new(0),
             tables: RefCell::new(Tables::default()),
             hists: RefCell::new(None),
         }
@@ -307,6 +315,7 @@ impl CoreMetrics {
             bytes_out: self.bytes_out.get(),
             messages_in: self.messages_in.get(),
             messages_out: self.messages_out.get(),
+            limited: [self.limited_connections.get(), self.limited_upgrades.get()],
             tables: self.tables.borrow().clone(),
             hists: self.hists.borrow().clone(),
         }
@@ -321,6 +330,7 @@ pub struct CoreSnapshot {
     bytes_out: u64,
     messages_in: u64,
     messages_out: u64,
+    limited: [u64; 2],
     tables: Tables,
     hists: Option<Histograms>,
 }
@@ -565,6 +575,21 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
             "ringway_ws_messages_total{{core=\"{}\",direction=\"out\"}} {}",
             c.core, c.messages_out
         );
+    }
+    family(
+        o,
+        "ringway_limited_total",
+        "counter",
+        "Refused by the per-IP limits: connections closed, upgrades answered 429.",
+    );
+    for c in cores {
+        for (kind, n) in ["connections", "upgrades"].iter().zip(c.limited) {
+            let _ = writeln!(
+                o,
+                "ringway_limited_total{{core=\"{}\",kind=\"{kind}\"}} {n}",
+                c.core
+            );
+        }
     }
     family(
         o,

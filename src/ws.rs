@@ -201,6 +201,79 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4], offset: u64) {
     }
 }
 
+/// Checks an `origins` entry: `scheme://host[:port]`, where the host may start with `*.`
+/// (one or more labels), or `null` (what browsers send from opaque origins).
+pub fn check_origin_pattern(pattern: &str) -> Result<(), String> {
+    if pattern == "null" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = pattern.split_once("://") else {
+        return Err(format!("{pattern:?} is not scheme://host[:port]"));
+    };
+    let host =
+        rest.rsplit_once(':').map_or(
+            rest,
+            |(h, port)| {
+                if port.parse::<u16>().is_ok() {
+                    h
+                } else {
+                    rest
+                }
+            },
+        );
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    let ok_scheme = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let ok_host = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+        && !host.contains('*');
+    if ok_scheme && ok_host && !rest.contains('/') {
+        Ok(())
+    } else {
+        Err(format!(
+            "{pattern:?} is not scheme://host[:port] (a host may start with *.)"
+        ))
+    }
+}
+
+/// Whether an upgrade's `Origin` passes a route's `origins` (RFC 6454 serialization, compared
+/// case-insensitively). A missing `Origin` passes only with `allow_missing`.
+pub fn origin_allowed(origin: Option<&[u8]>, patterns: &[String], allow_missing: bool) -> bool {
+    let Some(origin) = origin.map(<[u8]>::trim_ascii) else {
+        return allow_missing;
+    };
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let origin = origin.to_ascii_lowercase();
+    patterns.iter().any(|p| origin_matches(&origin, p))
+}
+
+fn origin_matches(origin: &str, pattern: &str) -> bool {
+    let Some((p_scheme, p_rest)) = pattern.split_once("://") else {
+        return origin == pattern;
+    };
+    let Some((o_scheme, o_rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if p_scheme != o_scheme {
+        return false;
+    }
+    match p_rest.strip_prefix("*.") {
+        // `*.example.com[:port]` matches `a.example.com[:port]`, `a.b.example.com[:port]`, not
+        // `example.com` itself; the port (or its absence) must be the same.
+        Some(suffix) => o_rest
+            .strip_suffix(suffix)
+            .and_then(|head| head.strip_suffix('.'))
+            .is_some_and(|labels| !labels.is_empty() && !labels.contains([':', '/'])),
+        None => o_rest == p_rest,
+    }
+}
+
 /// Follows the frame structure of a byte stream passing through a tunnel, without decoding
 /// payloads: where frames end (so a Close can be injected between two frames, never inside
 /// one), how many messages ended, whether a Close frame went by. Extension bits (RSV, as
@@ -312,6 +385,58 @@ pub fn close_frame(code: u16, mask: Option<[u8; 4]>) -> ([u8; 8], usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_allow_list() {
+        let list: Vec<String> = [
+            "https://app.example.com",
+            "https://*.example.com",
+            "http://localhost:8080",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cases: &[(Option<&str>, bool, bool)] = &[
+            (Some("https://app.example.com"), false, true),
+            (Some("HTTPS://App.Example.COM"), false, true),
+            (Some("https://a.b.example.com"), false, true),
+            (Some("https://example.com"), false, false),
+            (Some("https://evil-example.com"), false, false),
+            (Some("https://example.com.evil.net"), false, false),
+            (Some("http://app.example.com"), false, false),
+            (Some("https://app.example.com:8443"), false, false),
+            (Some("http://localhost:8080"), false, true),
+            (Some("http://localhost"), false, false),
+            (Some("null"), false, false),
+            (None, false, false),
+            (None, true, true),
+        ];
+        for (origin, allow_missing, want) in cases {
+            assert_eq!(
+                origin_allowed(origin.map(str::as_bytes), &list, *allow_missing),
+                *want,
+                "{origin:?}"
+            );
+        }
+        assert!(origin_allowed(Some(b"null"), &["null".to_string()], false));
+        for bad in [
+            "app.example.com",
+            "https://",
+            "https://a/b",
+            "https://*",
+            "https://a.*.com",
+        ] {
+            assert!(check_origin_pattern(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "https://*.example.com",
+            "http://[::1]:8080",
+            "null",
+            "https://a.example.com:443",
+        ] {
+            assert!(check_origin_pattern(good).is_ok(), "{good}");
+        }
+    }
 
     #[test]
     fn tracker_follows_frames_split_at_every_byte() {

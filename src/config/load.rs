@@ -325,6 +325,8 @@ fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
 fn limits(v: Option<&Val<'_>>, p: &mut Problems) -> Limits {
     let mut l = Limits {
         max_header_bytes: HEADER_BYTES_MAX_DEFAULT,
+        max_connections_per_ip: None,
+        upgrades_per_ip: None,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[limits]", p)) else {
         return l;
@@ -335,6 +337,21 @@ fn limits(v: Option<&Val<'_>>, p: &mut Problems) -> Limits {
     l.max_header_bytes = s
         .opt("max_header_bytes", p, header_bytes)
         .unwrap_or(l.max_header_bytes);
+    l.max_connections_per_ip = s
+        .opt("max_connections_per_ip", p, |v, what, p| {
+            count(v, what, 1..=i64::from(u32::MAX), p)
+        })
+        .map(|n| n as u32);
+    l.upgrades_per_ip = s.opt("upgrades_per_ip", p, |v, what, p| {
+        let text = string(v, what, p)?;
+        match crate::limits::Rate::parse(text.v, parse_duration) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                p.add(text.at, format!("{what}: {e}"));
+                None
+            }
+        }
+    });
     s.finish(p);
     l
 }
@@ -676,6 +693,19 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
     let uri = s.req("uri", p, uri);
     let backend = s.get("backend");
     let address_value = s.get("address");
+    let origins = s.opt("origins", p, |v, what, p| {
+        list(v, what, true, p, |v, what, p| {
+            let text = string(v, what, p)?;
+            match crate::ws::check_origin_pattern(text.v) {
+                Ok(()) => Some(text.v.to_ascii_lowercase()),
+                Err(e) => {
+                    p.add(text.at, format!("{what}: {e}"));
+                    None
+                }
+            }
+        })
+    });
+    let allow_missing_origin = s.opt("allow_missing_origin", p, boolean);
     s.finish(p);
     let backend = match (backend, address_value) {
         (Some(b), None) => {
@@ -693,7 +723,12 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
             return None;
         }
     };
-    Some(WebSocketRoute { uri: uri?, backend })
+    Some(WebSocketRoute {
+        uri: uri?,
+        backend,
+        origins: origins.unwrap_or_default(),
+        allow_missing_origin: allow_missing_origin.unwrap_or(false),
+    })
 }
 
 fn context(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Option<ContextRoute> {

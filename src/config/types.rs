@@ -108,6 +108,10 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_header_bytes: usize,
+    /// Open connections per client IP, per core; over it a new connection is closed at once.
+    pub max_connections_per_ip: Option<u32>,
+    /// WebSocket upgrades per client IP, per core (token bucket); over it: 429.
+    pub upgrades_per_ip: Option<crate::limits::Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +240,12 @@ pub struct WebSocketRoute {
     pub uri: UriMatch,
     /// Index into `Config::backends` (an `address` entry has an implicit backend).
     pub backend: usize,
+    /// `origins`: allowed `Origin` values (lower-cased; `scheme://*.domain[:port]` wildcards).
+    /// Empty: no check.
+    pub origins: Vec<String>,
+    /// `allow_missing_origin`: an upgrade without `Origin` passes the list (non-browser
+    /// clients send none).
+    pub allow_missing_origin: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -35,6 +35,10 @@ pub enum Action<'s> {
         status: u16,
         close: bool,
     },
+    /// 429 with `Retry-After` (whole seconds, rounded up).
+    TooMany {
+        retry_after_s: u64,
+    },
     Static(static_files::StaticResponse, bool),
     EchoUpgrade {
         accept: [u8; 28],
@@ -377,6 +381,7 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
         || (body != Body::None && !matches!(action, Action::Proxy(_)));
     match action {
         Action::Error { status, close: c2 } => respond_error(c, status, close || c2).await,
+        Action::TooMany { retry_after_s } => too_many(c, retry_after_s, close).await,
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
@@ -405,6 +410,30 @@ fn finish_exchange(shard: &Shard, c: &mut Client, tunnel: bool) {
             false,
         );
     }
+}
+
+async fn too_many(c: &mut Client, retry_after_s: u64, close: bool) -> Next {
+    c.status = 429;
+    let mut out = pool::take_vec();
+    let mut secs = Vec::with_capacity(20);
+    crate::http::push_decimal(&mut secs, retry_after_s);
+    response::write_error(&mut out, 429, &[("Retry-After", &secs)], close);
+    let ok = c.stream.write_all(&out).await.is_ok();
+    pool::give_vec(out);
+    if close || !ok {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// Over `upgrades_per_ip`: the 429 to answer instead of upgrading.
+fn upgrade_limited(c: &Client) -> Option<Action<'static>> {
+    super::perip::upgrade(c.peer.ip())
+        .err()
+        .map(|wait| Action::TooMany {
+            retry_after_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        })
 }
 
 pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
@@ -476,8 +505,11 @@ fn plan<'s>(
     };
     match route.context.map(|ctx| &ctx.handler) {
         Some(Handler::Echo) => match upgrade {
-            ws::Upgrade::WebSocket { key } => Action::EchoUpgrade {
-                accept: ws::accept_key(key),
+            ws::Upgrade::WebSocket { key } => match upgrade_limited(c) {
+                Some(refusal) => refusal,
+                None => Action::EchoUpgrade {
+                    accept: ws::accept_key(key),
+                },
             },
             ws::Upgrade::Invalid { status, .. } => Action::Error {
                 status,
@@ -523,7 +555,26 @@ fn plan_ws_proxy<'s>(
     upgrade: ws::Upgrade<'_>,
 ) -> Action<'s> {
     match upgrade {
+        ws::Upgrade::WebSocket { .. }
+            if !route.origins.is_empty()
+                && !ws::origin_allowed(
+                    req.header("origin"),
+                    &route.origins,
+                    route.allow_missing_origin,
+                ) =>
+        {
+            let origin = req.header("origin").map(String::from_utf8_lossy);
+            info!(core = shard.id, peer = %c.peer, origin = ?origin, "websocket upgrade refused: origin not allowed");
+            metrics::with(|m| m.upgrade_rejected(Rejected::Origin));
+            Action::Error {
+                status: 403,
+                close: true,
+            }
+        }
         ws::Upgrade::WebSocket { key } => {
+            if let Some(refusal) = upgrade_limited(c) {
+                return refusal;
+            }
             let mut k = [0u8; 24];
             k.copy_from_slice(key);
             let mut head = pool::take_vec();

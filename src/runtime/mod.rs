@@ -17,6 +17,7 @@ mod echo;
 mod idle;
 mod io;
 mod ocsp_core;
+mod perip;
 pub mod pool;
 mod proxy;
 mod relay;
@@ -293,6 +294,7 @@ async fn core_main(
         start_checks(&core, &gen);
     }
     access::configure(&config.log);
+    perip::configure(&config.limits);
     glommio::spawn_local(idle::sweeper()).detach();
     glommio::spawn_local(access::flusher()).detach();
     let sweeper = core.clone();
@@ -300,6 +302,7 @@ async fn core_main(
         loop {
             glommio::timer::sleep(backends::SWEEP_INTERVAL).await;
             sweeper.current().backends.sweep_idle();
+            perip::sweep();
         }
     })
     .detach();
@@ -481,6 +484,7 @@ fn reload(core: &Rc<Core>, gen: &Arc<Generation>) {
         start_checks(core, gen);
     }
     access::configure(&config.log);
+    perip::configure(&config.limits);
     info!(
         core = core.id,
         generation = gen.number,
@@ -609,6 +613,10 @@ async fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
+        // Over `max_connections_per_ip`: closed at once (the stream drops here).
+        let Ok(ip_guard) = perip::open(peer.ip()) else {
+            continue;
+        };
         let shard = core.current();
         // The listener's place in the current generation (a reload may have moved it).
         let Some(listener_index) = shard.config.listeners.iter().position(|l| l.name == name)
@@ -630,12 +638,13 @@ async fn accept_loop(
                 let client = conn::Client::new(stream, peer, listener_index, &core);
                 if let Some(job) = conn::serve(core.clone(), client).await {
                     // The tunnel gets a small task of its own; this larger one ends here.
-                    glommio::spawn_local(wsproxy::run_tunnel(job, permit, metric_id)).detach();
+                    let slot = (permit, ip_guard);
+                    glommio::spawn_local(wsproxy::run_tunnel(job, slot, metric_id)).detach();
                     return;
                 }
             }
             metrics::with(|m| m.connection_closed(metric_id));
-            drop(permit);
+            drop((permit, ip_guard));
         })
         .detach();
     }

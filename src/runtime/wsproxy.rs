@@ -160,7 +160,7 @@ async fn early_bytes(c: &mut Client, backend: &mut Upstream, brb: ReadBuf) -> Ha
 #[allow(clippy::manual_async_fn)]
 pub fn run_tunnel(
     mut job: TunnelJob,
-    permit: StaticPermit,
+    slot: (StaticPermit, Option<super::perip::IpGuard>),
     listener_id: usize,
 ) -> impl std::future::Future<Output = ()> {
     async move {
@@ -196,6 +196,6 @@ pub fn run_tunnel(
             true,
         );
         shard.backends.release(job.lease, false);
-        drop(permit);
+        drop(slot);
     }
 }

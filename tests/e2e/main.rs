@@ -8,6 +8,7 @@ mod pki;
 
 mod bad_input;
 mod cli;
+mod edge;
 mod http_proxy;
 mod ocsp;
 mod operations;

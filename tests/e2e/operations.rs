@@ -409,7 +409,8 @@ fn echo_round(tunnels: &mut [Ws], round: usize) {
 #[test]
 fn reloads_keep_1000_tunnels_and_serve_new_routes_and_refuse_broken_configs() {
     let echo = EchoBackend::tcp_v4();
-    let template = ops_config(2, &echo.config_addr, "");
+    let template = ops_config(2, &echo.config_addr, "")
+        .replace("pin = false\n", "pin = false\npid_file = \"ringway.pid\"\n");
     let rw = Ringway::builder(template.clone()).dir(site()).start();
     write_file(rw.dir_path(), "www/added/page.html", "added\n");
     let mut tunnels = open_tunnels(&rw, 1000);
@@ -435,9 +436,15 @@ fn reloads_keep_1000_tunnels_and_serve_new_routes_and_refuse_broken_configs() {
         );
         echo_round(&mut tunnels, round);
     }
-    // After 10 reloads (the last without the route), add it once more and use it.
+    // After 10 reloads (the last without the route), add it once more (with `ringway
+    // reload`, which signals the pid in the pid file) and use it.
     rw.rewrite_config(&with_route);
-    rw.signal(libc::SIGHUP);
+    let (status, out, err) = run_cli(&["reload", "--config", rw.config_path().to_str().unwrap()]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!("reload signalled to pid {}", rw.pid())),
+        "{out}"
+    );
     assert!(rw.wait_log("configuration reloaded generation=", 11, WAIT));
     assert_eq!(get(rw.port(), "/added/page.html").status, 426);
     let m = scrape(rw.port_n(1));
@@ -933,6 +940,35 @@ fn dashboard_in_headless_chromium_shows_what_metrics_says() {
         .expect("chromium (apt-get install chromium)");
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(dom.contains("data-core=\"1\""), "{dom}");
+    // The page renders: a screenshot of it.
+    let png = profile.path().join("dashboard.png");
+    let shot = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg("--window-size=1280,900")
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("p2").display()
+        ))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("http://127.0.0.1:{admin}/"))
+        .output()
+        .expect("chromium");
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let image = std::fs::read(&png).expect("a screenshot");
+    assert!(
+        image.starts_with(b"\x89PNG") && image.len() > 10_000,
+        "{} bytes",
+        image.len()
+    );
     let m = scrape(admin);
     let shown: BTreeMap<&str, String> = [
         "generation",
@@ -990,4 +1026,35 @@ fn systemd_gets_ready_with_the_main_pid() {
     let n = socket.recv(&mut buf).expect("a notification");
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert_eq!(text, format!("READY=1\nMAINPID={}\n", rw.pid()));
+}
+
+#[test]
+fn drain_closes_what_is_left_after_timeouts_drain() {
+    let echo = EchoBackend::tcp_v4();
+    let config = ops_config_timeouts(1, &[("drain", "1s")], &echo.config_addr, "");
+    let mut rw = Ringway::builder(config).dir(site()).start();
+    // A raw WebSocket client that never answers the Close.
+    let mut raw = TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
+    raw.write_all(&Req::upgrade("/chat/x", "site").bytes())
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = raw.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    let t0 = Instant::now();
+    rw.signal(libc::SIGTERM);
+    let status = rw.wait_exit(WAIT).expect("exit after timeouts.drain");
+    assert!(status.success(), "{status}");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "left before timeouts.drain: {took:?}"
+    );
+    assert!(rw
+        .log()
+        .contains("drain time-out: closing the connections left"));
+    // The client saw Close 1001, then the connection closed.
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert_eq!(rest, [0x88, 0x02, 0x03, 0xE9]);
 }

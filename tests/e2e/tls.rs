@@ -502,3 +502,40 @@ fn https_requests_reach_an_http_proxy_backend() {
     );
     assert_eq!(reqs[1].body, b"hello");
 }
+
+/// A reload (SIGHUP) swaps certificates: new handshakes get the new one, a wss:// tunnel
+/// opened before keeps working.
+#[test]
+fn reload_swaps_the_certificate_and_keeps_open_tunnels() {
+    let backend = EchoBackend::tcp_v4();
+    let dir = site();
+    let pki = Pki::new(dir.path());
+    let old = pki.leaf("old", 0x1001, &LeafOpts::dns(&["a.example"]));
+    let new = pki.leaf("new", 0x2002, &LeafOpts::dns(&["a.example"]));
+    let config = |leaf: &crate::pki::Leaf| {
+        tls_base(2)
+            + &vhost(
+                "a",
+                &["a.example", "*"],
+                &leaf.chain_file(),
+                &leaf.key_file(),
+            )
+            .websocket("/ws/", &backend.config_addr)
+            .toml()
+    };
+    let rw = Ringway::builder(config(&old)).dir(dir).start();
+    let opts = TlsOpts::verify(&pki.ca_path());
+    let (mut ws, seen) = wss_connect(rw.port(), "a.example", "/ws/x", &opts);
+    assert_eq!(seen.certs[0], crate::pki::read_cert_der(&old.cert_path()));
+    rw.rewrite_config(&config(&new));
+    rw.signal(libc::SIGHUP);
+    assert!(rw.wait_log("configuration reloaded generation=2", 1, WAIT));
+    let (_, seen) = tls(rw.port(), "a.example", &opts);
+    assert_eq!(seen.certs[0], crate::pki::read_cert_der(&new.cert_path()));
+    ws.send(Message::text("still here")).unwrap();
+    match wss_next(&mut ws) {
+        Message::Text(t) => assert_eq!(t.as_str(), "still here"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    wss_close(&mut ws);
+}

@@ -1,0 +1,81 @@
+//! This core's per-client-IP limits (`crate::limits::PerIp`), with the clock and the log.
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::config::Limits;
+use crate::limits::PerIp;
+use crate::metrics;
+
+thread_local! {
+    static PER_IP: RefCell<PerIp> = RefCell::new(PerIp::default());
+    static ACTIVE: Cell<bool> = const { Cell::new(false) };
+    static WARNED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Applies `[limits]` (start and reload).
+pub fn configure(limits: &Limits) {
+    PER_IP.with(|p| {
+        let mut p = p.borrow_mut();
+        p.configure(limits.max_connections_per_ip, limits.upgrades_per_ip);
+        ACTIVE.with(|a| a.set(p.is_active()));
+    });
+}
+
+/// Gives a connection's count back when the connection ends.
+pub struct IpGuard(IpAddr);
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        PER_IP.with(|p| p.borrow_mut().close(self.0));
+    }
+}
+
+/// A new connection from `ip`: `Err` when it is over `max_connections_per_ip` (close it);
+/// `Ok(None)` when no limit is set.
+pub fn open(ip: IpAddr) -> Result<Option<IpGuard>, ()> {
+    if !ACTIVE.with(Cell::get) {
+        return Ok(None);
+    }
+    if PER_IP.with(|p| p.borrow_mut().open(ip, Instant::now())) {
+        return Ok(Some(IpGuard(ip)));
+    }
+    metrics::with(|m| m.limited_connections.set(m.limited_connections.get() + 1));
+    say_once_a_second(ip, "max_connections_per_ip reached: connection closed");
+    Err(())
+}
+
+/// An upgrade from `ip`: `Err(retry_after)` when its bucket is empty.
+pub fn upgrade(ip: IpAddr) -> Result<(), Duration> {
+    if !ACTIVE.with(Cell::get) {
+        return Ok(());
+    }
+    let result = PER_IP.with(|p| p.borrow_mut().upgrade(ip, Instant::now()));
+    if result.is_err() {
+        metrics::with(|m| m.limited_upgrades.set(m.limited_upgrades.get() + 1));
+        say_once_a_second(ip, "upgrades_per_ip exceeded: 429");
+    }
+    result
+}
+
+pub fn sweep() {
+    if ACTIVE.with(Cell::get) {
+        PER_IP.with(|p| p.borrow_mut().sweep(Instant::now()));
+    }
+}
+
+/// A flood must not flood the log too.
+fn say_once_a_second(ip: IpAddr, what: &str) {
+    let now = Instant::now();
+    let due = WARNED.with(|w| {
+        w.get()
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+    });
+    if due {
+        WARNED.with(|w| w.set(Some(now)));
+        warn!(peer = %ip, "{what} (said at most once a second)");
+    }
+}
