@@ -70,9 +70,20 @@ pub const BUCKETS_S: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Microseconds, 1 µs to one hour at 3 significant digits (about 30 KiB per histogram).
+/// Microseconds, 1 µs to one hour at 2 significant digits (1% resolution, plenty for buckets
+/// and percentiles): about 26 KiB per histogram, 8 histograms per core. (3 digits cost about
+/// 370 KiB each: measured as +0.32 KiB per idle connection in bench/compare.sh's idle test,
+/// which allocates them during its measurement.)
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("constant histogram bounds are valid")
+}
+
+#[cfg(test)]
+#[test]
+fn a_histogram_stays_small() {
+    // Counts array of u64: the memory a histogram holds.
+    let bytes = histogram().distinct_values() * 8;
+    assert!(bytes <= 32 * 1024, "{bytes} bytes");
 }
 
 /// A latency histogram with its exact sum (Prometheus `_sum`).

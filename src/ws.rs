@@ -284,15 +284,15 @@ pub struct FrameTracker {
     head_len: u8,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
-    /// Data messages whose final frame has started.
-    pub messages: u64,
     /// A Close frame's header went by.
     pub close_seen: bool,
 }
 
 impl FrameTracker {
-    /// Follows `data`, the next bytes of the stream.
-    pub fn feed(&mut self, mut data: &[u8]) {
+    /// Follows `data`, the next bytes of the stream; returns how many data messages ended
+    /// (final frames started) in it. (Held per tunnel direction: no counter is kept here.)
+    pub fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut messages = 0;
         while !data.is_empty() {
             if self.remaining > 0 {
                 let n = data
@@ -310,13 +310,15 @@ impl FrameTracker {
             data = &data[take..];
             let have = usize::from(self.head_len);
             match header_len(&self.head[..have]) {
-                Some(n) if n == have => self.frame_started(),
+                Some(n) if n == have => messages += self.frame_started(),
                 _ => {}
             }
         }
+        messages
     }
 
-    fn frame_started(&mut self) {
+    /// A complete header is in `head`: 1 if it starts the final frame of a data message.
+    fn frame_started(&mut self) -> u64 {
         let (b0, b1) = (self.head[0], self.head[1]);
         let opcode = b0 & 0x0F;
         let len = match b1 & 0x7F {
@@ -328,14 +330,12 @@ impl FrameTracker {
             }
             n => u64::from(n),
         };
-        if b0 & 0x80 != 0 && opcode < 0x8 {
-            self.messages += 1;
-        }
         if opcode == opcode::CLOSE {
             self.close_seen = true;
         }
         self.remaining = len;
         self.head_len = 0;
+        u64::from(b0 & 0x80 != 0 && opcode < 0x8)
     }
 
     /// Between two frames: a frame may be inserted here.
@@ -470,10 +470,9 @@ mod tests {
         ];
         for split in 0..stream.len() {
             let mut t = FrameTracker::default();
-            t.feed(&stream[..split]);
-            t.feed(&stream[split..]);
+            let messages = t.feed(&stream[..split]) + t.feed(&stream[split..]);
             assert!(t.at_boundary(), "split {split}");
-            assert_eq!(t.messages, 3, "split {split}");
+            assert_eq!(messages, 3, "split {split}");
             assert!(t.close_seen);
         }
         // Byte by byte: at a boundary exactly at frame ends, and `to_boundary` never

@@ -413,18 +413,9 @@ fn finish_exchange(shard: &Shard, c: &mut Client, tunnel: bool) {
 }
 
 async fn too_many(c: &mut Client, retry_after_s: u64, close: bool) -> Next {
-    c.status = 429;
-    let mut out = pool::take_vec();
     let mut secs = Vec::with_capacity(20);
     crate::http::push_decimal(&mut secs, retry_after_s);
-    response::write_error(&mut out, 429, &[("Retry-After", &secs)], close);
-    let ok = c.stream.write_all(&out).await.is_ok();
-    pool::give_vec(out);
-    if close || !ok {
-        Next::Close
-    } else {
-        Next::KeepAlive
-    }
+    respond_with(c, 429, &[("Retry-After", &secs)], close).await
 }
 
 /// Over `upgrades_per_ip`: the 429 to answer instead of upgrading.
@@ -437,12 +428,17 @@ fn upgrade_limited(c: &Client) -> Option<Action<'static>> {
 }
 
 pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
-    c.status = status;
-    let mut out = pool::take_vec();
     let extra: &[(&str, &[u8])] = match status {
         426 => &[("Sec-WebSocket-Version", b"13"), ("Upgrade", b"websocket")],
         _ => &[],
     };
+    respond_with(c, status, extra, close).await
+}
+
+/// A short error response with `extra` fields.
+async fn respond_with(c: &mut Client, status: u16, extra: &[(&str, &[u8])], close: bool) -> Next {
+    c.status = status;
+    let mut out = pool::take_vec();
     response::write_error(&mut out, status, extra, close);
     let ok = c.stream.write_all(&out).await.is_ok();
     pool::give_vec(out);

@@ -49,7 +49,6 @@ struct Half {
     pos: usize,
     eof: bool,
     done: bool,
-    bytes: u64,
     frames: FrameTracker,
     stage: Stage,
     /// The destination is the client (server frames are unmasked) or the backend (masked).
@@ -64,13 +63,6 @@ pub struct Tunnel<'a, A, B> {
     watch: &'a Watch,
 }
 
-/// Bytes moved each way when a tunnel ends.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Moved {
-    pub a_to_b: u64,
-    pub b_to_a: u64,
-}
-
 impl<'a, A, B> Tunnel<'a, A, B> {
     pub fn new(a: &'a mut A, b: &'a mut B, watch: &'a Watch) -> Self {
         Tunnel {
@@ -82,13 +74,6 @@ impl<'a, A, B> Tunnel<'a, A, B> {
                 ..Half::default()
             },
             watch,
-        }
-    }
-
-    pub fn moved(&self) -> Moved {
-        Moved {
-            a_to_b: self.a_to_b.bytes,
-            b_to_a: self.b_to_a.bytes,
         }
     }
 }
@@ -212,7 +197,6 @@ where
         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
         Poll::Pending => return Poll::Pending,
     };
-    half.bytes += n as u64;
     follow_frames(half, &buf[..n]);
     let mut sent = 0;
     while sent < n {
@@ -233,9 +217,7 @@ where
 
 /// Follows the frames in `bytes`; counts the messages that ended.
 fn follow_frames(half: &mut Half, bytes: &[u8]) {
-    let before = half.frames.messages;
-    half.frames.feed(bytes);
-    let ended = half.frames.messages - before;
+    let ended = half.frames.feed(bytes);
     if ended > 0 {
         metrics::with(|m| {
             let counter = if half.to_client {
@@ -296,7 +278,8 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    type Output = io::Result<Moved>;
+    /// Ends when both directions are done (byte counts live in the client stream).
+    type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -313,7 +296,7 @@ where
             return Poll::Ready(Err(e));
         }
         if this.a_to_b.done && this.b_to_a.done {
-            return Poll::Ready(Ok(this.moved()));
+            return Poll::Ready(Ok(()));
         }
         Poll::Pending
     }

@@ -164,23 +164,23 @@ pub fn run_tunnel(
     listener_id: usize,
 ) -> impl std::future::Future<Output = ()> {
     async move {
-        let shard = job.shard.clone();
-        let backend_id = shard.ids.backends[job.lease.backend];
-        metrics::with(|m| m.tunnel_opened(backend_id));
+        metrics::with(|m| m.tunnel_opened(job.shard.ids.backends[job.lease.backend]));
         let opened = std::time::Instant::now();
         // Idle timeout from the per-core sweeper: no timer is polled per message.
-        let watch = super::idle::watch(shard.config.timeouts.tunnel_idle);
+        let watch = super::idle::watch(job.shard.config.timeouts.tunnel_idle);
         let result = Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch).await;
+        drop(watch);
+        let (core, peer) = (job.shard.id, job.peer);
+        let (up, down) = (job.stream.bytes_in, job.stream.bytes_out);
         match result {
-            Ok(m) => {
-                debug!(core = shard.id, peer = %job.peer, up = m.a_to_b, down = m.b_to_a, "tunnel closed")
-            }
-            Err(e) => debug!(core = shard.id, peer = %job.peer, error = %e, "tunnel ended"),
+            Ok(()) => debug!(core, peer = %peer, up, down, "tunnel closed"),
+            Err(e) => debug!(core, peer = %peer, up, down, error = %e, "tunnel ended"),
         }
         let _ = job.lease.conn.close().await;
         let _ = job.stream.close().await;
+        let shard = job.shard.clone();
         metrics::with(|m| {
-            m.tunnel_closed(backend_id, opened.elapsed());
+            m.tunnel_closed(shard.ids.backends[job.lease.backend], opened.elapsed());
             m.connection_closed(listener_id);
         });
         let server = Some((job.lease.backend, job.lease.server));

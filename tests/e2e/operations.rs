@@ -62,6 +62,27 @@ handler = "static"
     )
 }
 
+/// One core, everything proxied to the HTTP backend `server`.
+fn api_config(timeouts: &[(&str, &str)], server: &str) -> String {
+    format!(
+        r#"{}
+[[backend]]
+name = "api"
+servers = ["{server}"]
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+
+[[vhost.context]]
+uri = "/"
+handler = "proxy"
+backend = "api"
+"#,
+        base_config_timeouts(1, timeouts)
+    )
+}
+
 /// Prometheus text parsed: every sample as (series, value). Fails on a sample whose family
 /// has no `# TYPE` line before it, on a bad value, or on a line that is not a sample.
 fn parse_metrics(text: &str) -> Vec<(String, f64)> {
@@ -688,24 +709,7 @@ fn sigterm_closes_tunnels_with_1001_at_frame_boundaries_and_exits_0() {
 #[test]
 fn sigterm_lets_requests_in_flight_finish_and_a_second_sigterm_exits_at_once() {
     let api = HttpBackend::named("api");
-    let config = format!(
-        r#"{}
-[[backend]]
-name = "api"
-servers = ["{}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-
-[[vhost.context]]
-uri = "/"
-handler = "proxy"
-backend = "api"
-"#,
-        base_config_timeouts(1, &[("drain", "30s")]),
-        api.config_addr
-    );
+    let config = api_config(&[("drain", "30s")], &api.config_addr);
     let mut rw = Ringway::builder(config).start();
     let mut slow = rw.conn();
     slow.send("GET /slow HTTP/1.1\r\nHost: site\r\n\r\n");
@@ -833,24 +837,7 @@ fn upgrade_hands_sockets_to_a_new_process_without_refusing_a_connection() {
 #[test]
 fn default_keepalive_pool_holds_64_concurrent_clients_without_churn() {
     let api = HttpBackend::named("api");
-    let config = format!(
-        r#"{}
-[[backend]]
-name = "api"
-servers = ["{}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-
-[[vhost.context]]
-uri = "/"
-handler = "proxy"
-backend = "api"
-"#,
-        base_config(1),
-        api.config_addr
-    );
+    let config = api_config(&[], &api.config_addr);
     let rw = Ringway::builder(config).start();
     let barrier = Arc::new(std::sync::Barrier::new(64));
     let clients: Vec<_> = (0..64)
