@@ -12,6 +12,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod ocsp;
+pub mod proxy_protocol;
 pub mod route;
 pub mod runtime;
 pub mod static_files;

@@ -364,6 +364,7 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
         let name = s.req("name", p, string);
         let address = s.req("address", p, socket_addr);
         let tls = s.opt("tls", p, boolean).unwrap_or(false);
+        let proxy_protocol = s.opt("proxy_protocol", p, boolean).unwrap_or(false);
         s.finish(p);
         // Record the name even when the address is wrong, so references to it resolve.
         let Some(name) = name else { continue };
@@ -380,6 +381,7 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
             name: name.v.to_string(),
             address: address.v,
             tls,
+            proxy_protocol,
         });
     }
     // A wrongly typed `listener` was reported already; an absent or empty one is reported here.
@@ -429,6 +431,20 @@ fn backend(
         }
         count(v, what, 0..=100_000, p)
     });
+    let send_proxy = s.opt("send_proxy", p, |v, what, p| {
+        let text = string(v, what, p)?;
+        match text.v {
+            "v1" => Some(SendProxy::V1),
+            "v2" => Some(SendProxy::V2),
+            other => {
+                p.add(
+                    text.at,
+                    format!("{what} must be \"v1\" or \"v2\", found {other:?}"),
+                );
+                None
+            }
+        }
+    });
     let tls_given = s.get("tls").is_some();
     let tls = s.opt("tls", p, |v, _, p| backend_tls(v, base_dir, p));
     let at = s.at;
@@ -455,6 +471,7 @@ fn backend(
     b.fail_timeout = fail_timeout.unwrap_or(b.fail_timeout);
     b.health = health;
     b.keepalive_per_server = keepalive.unwrap_or(b.keepalive_per_server);
+    b.send_proxy = send_proxy;
     b.tls = tls;
     Some(b)
 }

@@ -120,6 +120,16 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Terminate TLS here; certificates come from the vhosts' `[vhost.tls]`, chosen by SNI.
     pub tls: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2): its client address is
+    /// the peer everywhere.
+    pub proxy_protocol: bool,
+}
+
+/// `send_proxy`: the PROXY protocol header Ringway writes first on every backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendProxy {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +146,9 @@ pub struct Backend {
     pub fail_timeout: Duration,
     pub health: Option<Health>,
     pub keepalive_per_server: usize,
+    /// Write a PROXY header (the client's address) first on every connection to a server;
+    /// such connections are never pooled (each belongs to one client).
+    pub send_proxy: Option<SendProxy>,
     /// Made by the loader for a `[[vhost.websocket]] address = "..."` entry.
     pub implicit: bool,
     /// `tls = { ca_file = "...", server_name = "..." }`, for `tls://` servers.
@@ -193,6 +206,7 @@ impl Backend {
             fail_timeout: FAIL_TIMEOUT_DEFAULT,
             health: None,
             keepalive_per_server: KEEPALIVE_PER_SERVER_DEFAULT,
+            send_proxy: None,
             implicit: true,
             tls: None,
         }

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::upstream::{connect, Upstream};
 use crate::balance::{Pool, Tried};
-use crate::config::{Backend, Config, Health};
+use crate::config::{Backend, Config, Health, SendProxy};
 use crate::tls::Connector;
 
 /// Up/down per server per backend, written by the health-checking core only.
@@ -222,11 +222,38 @@ impl Backends {
         None
     }
 
+    /// Whether connections to `backend` may be pooled: not with `send_proxy` (a connection
+    /// carries one client's address).
+    pub fn poolable(&self, backend: usize) -> bool {
+        self.config.backends[backend].send_proxy.is_none()
+    }
+
+    /// `send_proxy`: writes the PROXY header first on a fresh connection (before the request).
+    pub async fn introduce(
+        &self,
+        lease: &mut Lease,
+        client: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+    ) -> std::io::Result<()> {
+        let Some(version) = self.config.backends[lease.backend].send_proxy else {
+            return Ok(());
+        };
+        if lease.reused {
+            return Ok(());
+        }
+        let mut header = Vec::with_capacity(64);
+        match version {
+            SendProxy::V1 => crate::proxy_protocol::write_v1(&mut header, client, local),
+            SendProxy::V2 => crate::proxy_protocol::write_v2(&mut header, client, local),
+        }
+        lease.conn.write_all(&header).await
+    }
+
     /// Ends a lease; a connection that can carry another request goes back to the pool.
     pub fn release(&self, lease: Lease, reusable: bool) {
         self.pools[lease.backend].borrow_mut().end(lease.server);
         let cap = self.config.backends[lease.backend].keepalive_per_server;
-        if reusable && cap > 0 {
+        if reusable && cap > 0 && self.poolable(lease.backend) {
             let mut idle = self.idle[lease.backend][lease.server].borrow_mut();
             if idle.len() >= cap {
                 idle.remove(0);

@@ -151,7 +151,10 @@ pub fn log_access(
 
 pub struct Client {
     pub stream: ClientStream,
+    /// The client's address (from the PROXY header on a `proxy_protocol` listener), and the
+    /// address it connected to.
     pub peer: SocketAddr,
+    pub local: SocketAddr,
     pub listener: usize,
     pub rb: ReadBuf,
     /// The connection's timeouts (header, keep-alive, upstream read), swept per core.
@@ -168,10 +171,17 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(stream: ClientStream, peer: SocketAddr, listener: usize, core: &Core) -> Client {
+    pub fn new(
+        stream: ClientStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        listener: usize,
+        core: &Core,
+    ) -> Client {
         Client {
             stream,
             peer,
+            local,
             listener,
             rb: ReadBuf::new(),
             // The first head must arrive within `header` of the accept.

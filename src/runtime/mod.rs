@@ -610,11 +610,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        // Over `max_connections_per_ip`: closed at once (the stream drops here).
-        let Ok(ip_guard) = perip::open(peer.ip()) else {
+        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
             continue;
         };
         let shard = core.current();
@@ -627,6 +623,25 @@ async fn accept_loop(
         tracing::debug!("core={} accepted peer={peer}", core.id);
         let core = core.clone();
         glommio::spawn_local(async move {
+            let mut stream = stream;
+            let (mut peer, mut local) = (peer, local);
+            if shard.config.listeners[listener_index].proxy_protocol {
+                // The balancer's header names the client: it is the peer from here on.
+                match read_proxy_header(&mut stream, shard.config.timeouts.header).await {
+                    Ok((source, dest)) => {
+                        peer = source.unwrap_or(peer);
+                        local = dest.unwrap_or(local);
+                    }
+                    Err(why) => {
+                        info!(core = shard.id, peer = %peer, "PROXY protocol header {why}; closed");
+                        return;
+                    }
+                }
+            }
+            // Over `max_connections_per_ip`: closed at once (the stream drops here).
+            let Ok(ip_guard) = perip::open(peer.ip()) else {
+                return;
+            };
             let metric_id = shard.ids.listeners[listener_index];
             metrics::with(|m| m.connection_opened(metric_id));
             let stream = match shard.tls[listener_index].clone() {
@@ -635,7 +650,7 @@ async fn accept_loop(
             };
             drop(shard);
             if let Some(stream) = stream {
-                let client = conn::Client::new(stream, peer, listener_index, &core);
+                let client = conn::Client::new(stream, peer, local, listener_index, &core);
                 if let Some(job) = conn::serve(core.clone(), client).await {
                     // The tunnel gets a small task of its own; this larger one ends here.
                     let slot = (permit, ip_guard);
@@ -650,6 +665,58 @@ async fn accept_loop(
     }
     // Told to stop, and no accept in flight any more: the drain may end (see `drain`).
     stop.set(false);
+}
+
+/// How long to wait before looking again at a PROXY header that arrived in parts.
+const PROXY_HEADER_POLL: Duration = Duration::from_millis(5);
+
+/// Reads a PROXY protocol header (v1 or v2) within `limit`, consuming exactly its bytes (what
+/// follows, a TLS ClientHello or a request, stays in the socket). `Err`: why the connection is
+/// closed without an answer.
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    limit: Duration,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>), &'static str> {
+    use crate::proxy_protocol::{parse, Parsed, ProxyError, V2_BYTES_MAX};
+    use futures_lite::io::AsyncReadExt;
+    let deadline = Instant::now() + limit;
+    let mut buf = pool::take_vec();
+    buf.resize(V2_BYTES_MAX, 0);
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err("not complete within timeouts.header");
+        }
+        let peek = async { Some(stream.peek(&mut buf).await) };
+        let timer = async {
+            glommio::timer::sleep(left).await;
+            None
+        };
+        let n = match futures_lite::future::or(peek, timer).await {
+            None => break Err("not complete within timeouts.header"),
+            Some(Err(_)) | Some(Ok(0)) => break Err("missing (connection closed)"),
+            Some(Ok(n)) => n,
+        };
+        match parse(&buf[..n]) {
+            Ok(Parsed::Complete { len, source, dest }) => {
+                let mut header = std::mem::take(&mut buf);
+                header.truncate(len);
+                let read = stream.read_exact(&mut header).await;
+                buf = header;
+                break read.map(|()| (source, dest)).map_err(|_| "unreadable");
+            }
+            Ok(Parsed::Incomplete { .. }) if n >= V2_BYTES_MAX => break Err("too long"),
+            Ok(Parsed::Incomplete { .. }) => {
+                // Part of a header is there: look again shortly (peeking consumes nothing).
+                glommio::timer::sleep(PROXY_HEADER_POLL).await;
+            }
+            Err(ProxyError::Missing) => break Err("missing"),
+            Err(ProxyError::TooLong) => break Err("too long"),
+            Err(ProxyError::Malformed) => break Err("malformed"),
+        }
+    };
+    pool::give_vec(buf);
+    result
 }
 
 /// Completes a TLS handshake within `timeouts.header`; a failure closes this connection only,

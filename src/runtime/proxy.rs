@@ -57,8 +57,9 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
     // The status of the last failed attempt: what the client gets when no server is left.
     let mut last_status = None;
     let next = loop {
+        let pooled = backends.poolable(plan.backend);
         let mut lease = match backends
-            .acquire(plan.backend, c.peer.ip(), &mut tried, true)
+            .acquire(plan.backend, c.peer.ip(), &mut tried, pooled)
             .await
         {
             Ok(l) => l,
@@ -73,6 +74,20 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
                 .await;
             }
         };
+        if backends
+            .introduce(&mut lease, c.peer, c.local)
+            .await
+            .is_err()
+        {
+            warn!(core = shard.id, backend = %b.name, "backend write failed (PROXY header)");
+            backends.failed(lease.backend, lease.server);
+            backends.release(lease, false);
+            last_status = Some(502);
+            if tried.attempts() <= b.retries as usize {
+                continue;
+            }
+            break respond_error(c, 502, true).await;
+        }
         let mut result = exchange(
             shard,
             c,
@@ -86,7 +101,12 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
         if let Err(Fail::Backend { stale: true, .. }) = result {
             if lease.reused && !body_sent {
                 debug!(core = shard.id, backend = %b.name, "stale pooled connection; reconnecting");
-                if backends.reconnect(&mut lease).await.is_ok() {
+                let fresh = backends.reconnect(&mut lease).await.is_ok()
+                    && backends
+                        .introduce(&mut lease, c.peer, c.local)
+                        .await
+                        .is_ok();
+                if fresh {
                     result = exchange(
                         shard,
                         c,

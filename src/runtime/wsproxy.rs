@@ -44,6 +44,15 @@ pub async fn run(
         }
     };
     c.backend = Some((lease.backend, lease.server));
+    if backends
+        .introduce(&mut lease, c.peer, c.local)
+        .await
+        .is_err()
+    {
+        warn!(core = shard.id, backend = %name, "backend write failed (PROXY header)");
+        backends.release(lease, false);
+        return respond_error(c, 502, true).await;
+    }
     match handshake(shard, c, &mut lease.conn, name, key, head).await {
         Handshake::Done => {
             c.status = 101;

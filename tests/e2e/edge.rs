@@ -148,3 +148,247 @@ handler = "echo"
         .expect("Retry-After in seconds");
     assert!((1..=4).contains(&retry), "Retry-After {retry}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// PROXY protocol
+
+/// Ringway on `address` (a template with @PORT@) with `proxy_protocol = true`, proxying
+/// everything to the HTTP backend `api`.
+fn proxy_protocol_config(address: &str, api: &str, header_timeout: &str) -> String {
+    format!(
+        r#"[runtime]
+cores = 1
+pin = false
+
+[timeouts]
+header = "{header_timeout}"
+
+[[listener]]
+name = "edge"
+address = "{address}"
+proxy_protocol = true
+
+[[backend]]
+name = "api"
+servers = ["{api}"]
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+
+[[vhost.context]]
+uri = "/"
+handler = "proxy"
+backend = "api"
+"#
+    )
+}
+
+fn v2_header(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0x00, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h
+}
+
+#[test]
+fn proxy_protocol_listener_takes_the_client_address_from_v1_and_v2_headers() {
+    use crate::http_backends::HttpBackend;
+    let api = HttpBackend::named("api");
+    let rw = Ringway::builder(proxy_protocol_config(
+        "127.0.0.1:@PORT@",
+        &api.config_addr,
+        "1s",
+    ))
+    .start();
+    let port = rw.port();
+    let get = "GET /x HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n";
+    // v1, then a request: the backend sees the header's client (a documentation address
+    // written in the header; no traffic goes there).
+    let v1 = format!("PROXY TCP4 203.0.113.7 127.0.0.1 40000 {port}\r\n{get}");
+    assert_eq!(request(port, v1).status, 200);
+    // v2, with the request in the same segment.
+    let mut v2 = v2_header([198, 51, 100, 9], 1234, [127, 0, 0, 1], port);
+    v2.extend_from_slice(get.as_bytes());
+    assert_eq!(request(port, v2).status, 200);
+    // v2 LOCAL (a health check by the balancer): the socket's address.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    local.extend_from_slice(get.as_bytes());
+    assert_eq!(request(port, local).status, 200);
+    let seen: Vec<String> = api
+        .served()
+        .iter()
+        .map(|r| r.get("x-forwarded-for").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(seen, ["203.0.113.7", "198.51.100.9", "127.0.0.1"]);
+
+    // Refused without an answer: no header, a bad one, an oversized v1, a truncated one
+    // (closed after timeouts.header).
+    let oversized = format!("PROXY TCP4 {}\r\n", "1".repeat(120));
+    for (what, raw) in [
+        ("no header", get.to_string()),
+        ("bad header", "PROXY TCP4 1.2.3.4 nonsense\r\n".to_string()),
+        ("oversized", oversized),
+        ("truncated", "PROXY TCP4 203.0.113.7 127".to_string()),
+    ] {
+        let mut c = rw.conn();
+        c.send_lossy(raw.as_bytes());
+        let t0 = std::time::Instant::now();
+        let got = c.read_until_closed(WAIT);
+        assert!(
+            got.as_ref().map_or(true, |b| b.is_empty()),
+            "{what}: answered {got:?}"
+        );
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{what}: not closed"
+        );
+    }
+    assert_eq!(api.served().len(), 3, "nothing else reached the backend");
+    let log = rw.log();
+    for why in [
+        "missing",
+        "malformed",
+        "too long",
+        "not complete within timeouts.header",
+    ] {
+        assert!(
+            log.contains(&format!("PROXY protocol header {why}; closed")),
+            "{why}: {log}"
+        );
+    }
+}
+
+/// HAProxy in front (send-proxy and send-proxy-v2 over IPv6 to Ringway on [::1]): the
+/// backend sees the client's IPv4 address, not the balancer's ::1.
+#[test]
+fn haproxy_send_proxy_v1_and_v2_in_front_of_ringway() {
+    use crate::http_backends::HttpBackend;
+    let api = HttpBackend::named("api");
+    let rw = Ringway::builder(proxy_protocol_config(
+        "[::1]:@PORT@",
+        &api.config_addr,
+        "10s",
+    ))
+    .start();
+    let dir = temp_dir();
+    let (f1, f2) = (free_port(), free_port());
+    let cfg = format!(
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend v1\n  bind 127.0.0.1:{f1}\n  default_backend r1\n\
+         backend r1\n  server r [::1]:{p} send-proxy\n\
+         frontend v2\n  bind 127.0.0.1:{f2}\n  default_backend r2\n\
+         backend r2\n  server r [::1]:{p} send-proxy-v2\n",
+        p = rw.port()
+    );
+    let path = write_file(dir.path(), "haproxy.cfg", cfg);
+    let mut haproxy = std::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (apt-get install haproxy)");
+    let up = wait_until(WAIT, || {
+        [f1, f2]
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    });
+    let get = "GET /x HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n";
+    let statuses = up.then(|| (request(f1, get).status, request(f2, get).status));
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    assert_eq!(statuses, Some((200, 200)));
+    let seen: Vec<String> = api
+        .served()
+        .iter()
+        .map(|r| r.get("x-forwarded-for").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        seen,
+        ["127.0.0.1", "127.0.0.1"],
+        "the client's address, not ::1"
+    );
+}
+
+/// `send_proxy`: Ringway writes the client's address first on every backend connection.
+#[test]
+fn send_proxy_v1_and_v2_to_a_backend_that_parses_the_header() {
+    use std::io::{Read, Write};
+    // A backend that reads the header (v1 line or v2 block), then a request head, and answers
+    // with the header's bytes as the body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                // v2: a 16-byte block and its length; v1: a line.
+                let mut header = vec![0u8; 16];
+                if s.read_exact(&mut header).is_err() {
+                    return;
+                }
+                if header.starts_with(b"\r\n\r\n\0\r\nQUIT\n") {
+                    let len = u16::from_be_bytes([header[14], header[15]]) as usize;
+                    let mut rest = vec![0u8; len];
+                    let _ = s.read_exact(&mut rest);
+                    header.extend_from_slice(&rest);
+                } else {
+                    let mut b = [0u8; 1];
+                    while !header.ends_with(b"\r\n") && s.read(&mut b).is_ok_and(|n| n == 1) {
+                        header.push(b[0]);
+                    }
+                }
+                // Then the request head.
+                let mut got = Vec::new();
+                let mut b = [0u8; 1];
+                while find(&got, b"\r\n\r\n").is_none() && s.read(&mut b).is_ok_and(|n| n == 1) {
+                    got.push(b[0]);
+                }
+                let header = &header[..];
+                let mut out = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    header.len()
+                )
+                .into_bytes();
+                out.extend_from_slice(header);
+                let _ = s.write_all(&out);
+            });
+        }
+    });
+    for version in ["v1", "v2"] {
+        let config = format!(
+            "{}\n[[backend]]\nname = \"api\"\nservers = [\"{addr}\"]\nsend_proxy = \"{version}\"\n\n\
+             [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n\n[[vhost.context]]\nuri = \"/\"\n\
+             handler = \"proxy\"\nbackend = \"api\"\n",
+            base_config(1)
+        );
+        let rw = Ringway::builder(config).start();
+        for _ in 0..2 {
+            let mut c = rw.conn();
+            let client_port = c.writer().local_addr().unwrap().port();
+            c.send("GET /x HTTP/1.1\r\nHost: site\r\n\r\n");
+            let resp = c.response();
+            assert_eq!(resp.status, 200);
+            let body = resp.body.clone();
+            if version == "v1" {
+                let want = format!(
+                    "PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {}\r\n",
+                    rw.port()
+                );
+                assert_eq!(String::from_utf8_lossy(&body), want);
+            } else {
+                let mut want = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+                want.extend_from_slice(&[0x21, 0x11, 0x00, 12, 127, 0, 0, 1, 127, 0, 0, 1]);
+                want.extend_from_slice(&client_port.to_be_bytes());
+                want.extend_from_slice(&rw.port().to_be_bytes());
+                assert_eq!(body, want);
+            }
+        }
+    }
+}
