@@ -17,5 +17,6 @@ pub mod route;
 pub mod runtime;
 pub mod static_files;
 pub mod tls;
+pub mod tls_hello;
 pub mod upstream;
 pub mod ws;

@@ -103,6 +103,25 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         .map(|v| vhosts(v, &refs, base_dir, p))
         .unwrap_or_default();
     let admin = s.get("admin").and_then(|v| admin(v, &listeners, p));
+    let tcp_routes = s
+        .get("tcp_route")
+        .map(|v| tcp_routes(v, &listeners, &refs, p))
+        .unwrap_or_default();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.mode == ListenerMode::Tcp && !tcp_routes.iter().any(|r| r.listener == i) {
+            p.add(
+                0,
+                format!(
+                    "listener {:?} has mode = \"tcp\" but no [[tcp_route]]",
+                    l.name
+                ),
+            );
+        }
+    }
+    let tls_passthrough = s
+        .get("tls_passthrough")
+        .map(|v| passthroughs(v, &listeners, &refs, p))
+        .unwrap_or_default();
     let log = log(s.get("log"), base_dir, p);
     s.finish(p);
     let mut backends = backends;
@@ -116,7 +135,96 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         vhosts,
         admin,
         log,
+        tcp_routes,
+        tls_passthrough,
     }
+}
+
+/// A `listener = "<name>"` key, resolved to an index; `check` says what is wrong with it.
+fn listener_ref(
+    s: &mut Section<'_, '_>,
+    listeners: &[Listener],
+    p: &mut Problems,
+    check: impl Fn(&Listener) -> Option<&'static str>,
+) -> Option<usize> {
+    s.req("listener", p, |v, what, p| {
+        let name = string(v, what, p)?;
+        let Some(i) = listeners.iter().position(|l| l.name == name.v) else {
+            p.add(name.at, format!("unknown listener {:?}", name.v));
+            return None;
+        };
+        if let Some(problem) = check(&listeners[i]) {
+            p.add(name.at, format!("listener {:?} {problem}", name.v));
+            return None;
+        }
+        Some(i)
+    })
+}
+
+fn backend_ref(s: &mut Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Option<usize> {
+    let name = s.req("backend", p, |v, what, p| {
+        reference(v, what, refs.backends, p)
+    })?;
+    refs.index.get(&name).copied()
+}
+
+/// `[[tcp_route]] listener = "...", backend = "..."`: one per `mode = "tcp"` listener.
+fn tcp_routes(
+    v: &Val<'_>,
+    listeners: &[Listener],
+    refs: &Refs<'_>,
+    p: &mut Problems,
+) -> Vec<TcpRoute> {
+    let mut out: Vec<TcpRoute> = Vec::new();
+    for mut s in tables(v, "[[tcp_route]]", p) {
+        let at = s.at;
+        let listener = listener_ref(&mut s, listeners, p, |l| {
+            (l.mode != ListenerMode::Tcp).then_some("needs mode = \"tcp\" for a [[tcp_route]]")
+        });
+        let backend = backend_ref(&mut s, refs, p);
+        s.finish(p);
+        let (Some(listener), Some(backend)) = (listener, backend) else {
+            continue;
+        };
+        if out.iter().any(|r| r.listener == listener) {
+            p.add(
+                at,
+                format!(
+                    "listener {:?} has a [[tcp_route]] already",
+                    listeners[listener].name
+                ),
+            );
+            continue;
+        }
+        out.push(TcpRoute { listener, backend });
+    }
+    out
+}
+
+/// `[[tls_passthrough]] listener = "...", sni = [...], backend = "..."` on TLS listeners.
+fn passthroughs(
+    v: &Val<'_>,
+    listeners: &[Listener],
+    refs: &Refs<'_>,
+    p: &mut Problems,
+) -> Vec<Passthrough> {
+    let mut out = Vec::new();
+    for mut s in tables(v, "[[tls_passthrough]]", p) {
+        let listener = listener_ref(&mut s, listeners, p, |l| {
+            (!l.tls).then_some("needs tls = true for [[tls_passthrough]]")
+        });
+        let sni = s.req("sni", p, |v, what, p| list(v, what, true, p, domain));
+        let backend = backend_ref(&mut s, refs, p);
+        s.finish(p);
+        if let (Some(listener), Some(sni), Some(backend)) = (listener, sni, backend) {
+            out.push(Passthrough {
+                listener,
+                sni,
+                backend,
+            });
+        }
+    }
+    out
 }
 
 /// `[admin] listener = "<name>", allow = ["127.0.0.1/32", "::1/128"]` (allow defaults to loopback).
@@ -365,6 +473,23 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
         let address = s.req("address", p, socket_addr);
         let tls = s.opt("tls", p, boolean).unwrap_or(false);
         let proxy_protocol = s.opt("proxy_protocol", p, boolean).unwrap_or(false);
+        let mode = s.opt("mode", p, |v, what, p| {
+            let text = string(v, what, p)?;
+            match text.v {
+                "http" => Some(ListenerMode::Http),
+                "tcp" => Some(ListenerMode::Tcp),
+                other => {
+                    p.add(
+                        text.at,
+                        format!("{what} must be \"http\" or \"tcp\", found {other:?}"),
+                    );
+                    None
+                }
+            }
+        });
+        if mode == Some(ListenerMode::Tcp) && tls {
+            p.add(s.at, "a mode = \"tcp\" listener forwards raw bytes: it cannot have tls = true (use [[tls_passthrough]] on a TLS listener)");
+        }
         s.finish(p);
         // Record the name even when the address is wrong, so references to it resolve.
         let Some(name) = name else { continue };
@@ -382,6 +507,7 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
             address: address.v,
             tls,
             proxy_protocol,
+            mode: mode.unwrap_or(ListenerMode::Http),
         });
     }
     // A wrongly typed `listener` was reported already; an absent or empty one is reported here.

@@ -44,6 +44,48 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// `[log]`: the access log.
     pub log: Log,
+    /// `[[tcp_route]]`: `mode = "tcp"` listeners forwarding raw bytes to a pool.
+    pub tcp_routes: Vec<TcpRoute>,
+    /// `[[tls_passthrough]]`: TLS connections forwarded untouched, by SNI.
+    pub tls_passthrough: Vec<Passthrough>,
+}
+
+/// `[[tcp_route]] listener = "...", backend = "..."` (indexes into `listeners`, `backends`).
+#[derive(Debug, Clone)]
+pub struct TcpRoute {
+    pub listener: usize,
+    pub backend: usize,
+}
+
+/// `[[tls_passthrough]] listener = "...", sni = [...], backend = "..."`.
+#[derive(Debug, Clone)]
+pub struct Passthrough {
+    pub listener: usize,
+    /// Lower-cased names; `*.suffix` matches one or more labels before the suffix.
+    pub sni: Vec<String>,
+    pub backend: usize,
+}
+
+impl Passthrough {
+    pub fn matches(&self, sni: &str) -> bool {
+        self.sni.iter().any(|p| {
+            p == "*"
+                || match p.strip_prefix("*.") {
+                    Some(suffix) => sni
+                        .strip_suffix(suffix)
+                        .and_then(|head| head.strip_suffix('.'))
+                        .is_some_and(|labels| !labels.is_empty()),
+                    None => p == sni,
+                }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    Http,
+    /// Raw TCP to the listener's `[[tcp_route]]` backend.
+    Tcp,
 }
 
 /// `[admin]`: served only on `listener` (an index into `Config::listeners`), to peers in `allow`.
@@ -123,6 +165,7 @@ pub struct Listener {
     /// Every connection starts with a PROXY protocol header (v1 or v2): its client address is
     /// the peer everywhere.
     pub proxy_protocol: bool,
+    pub mode: ListenerMode,
 }
 
 /// `send_proxy`: the PROXY protocol header Ringway writes first on every backend connection.

@@ -16,6 +16,7 @@ pub mod control;
 mod echo;
 mod idle;
 mod io;
+mod l4;
 mod ocsp_core;
 mod perip;
 pub mod pool;
@@ -644,6 +645,36 @@ async fn accept_loop(
             };
             let metric_id = shard.ids.listeners[listener_index];
             metrics::with(|m| m.connection_opened(metric_id));
+            // Raw bytes: a `mode = "tcp"` listener, or a ClientHello whose SNI passes through.
+            let l4 = match shard
+                .config
+                .tcp_routes
+                .iter()
+                .find(|r| r.listener == listener_index)
+            {
+                Some(route) => Ok(Some(route.backend)),
+                None => l4::passthrough_backend(&shard, &stream, listener_index, peer).await,
+            };
+            let stream = match l4 {
+                Ok(None) => stream,
+                Ok(Some(backend)) => {
+                    // A task of its own, holding only what forwarding needs.
+                    let ends = l4::Ends {
+                        peer,
+                        local,
+                        backend,
+                        listener_metric: metric_id,
+                    };
+                    let slot = (permit, ip_guard);
+                    glommio::spawn_local(l4::forward(shard, stream, ends, slot)).detach();
+                    return;
+                }
+                Err(()) => {
+                    metrics::with(|m| m.connection_closed(metric_id));
+                    drop((permit, ip_guard));
+                    return;
+                }
+            };
             let stream = match shard.tls[listener_index].clone() {
                 None => Some(stream::ClientStream::plain(stream)),
                 Some(tls) => handshake(&shard, tls, stream, peer).await,

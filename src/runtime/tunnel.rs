@@ -53,6 +53,8 @@ struct Half {
     stage: Stage,
     /// The destination is the client (server frames are unmasked) or the backend (masked).
     to_client: bool,
+    /// Raw bytes (L4 routes, TLS passthrough): no frames followed, nothing injected.
+    raw: bool,
 }
 
 pub struct Tunnel<'a, A, B> {
@@ -64,6 +66,7 @@ pub struct Tunnel<'a, A, B> {
 }
 
 impl<'a, A, B> Tunnel<'a, A, B> {
+    /// A WebSocket tunnel: `a` is the client, `b` the backend.
     pub fn new(a: &'a mut A, b: &'a mut B, watch: &'a Watch) -> Self {
         Tunnel {
             a,
@@ -75,6 +78,15 @@ impl<'a, A, B> Tunnel<'a, A, B> {
             },
             watch,
         }
+    }
+
+    /// A byte tunnel that knows no framing (L4): a drain lets it run until it ends or the
+    /// drain times out.
+    pub fn raw(a: &'a mut A, b: &'a mut B, watch: &'a Watch) -> Self {
+        let mut t = Tunnel::new(a, b, watch);
+        t.a_to_b.raw = true;
+        t.b_to_a.raw = true;
+        t
     }
 }
 
@@ -129,7 +141,7 @@ where
             continue;
         }
         let mut limit = usize::MAX;
-        if idle::draining() {
+        if idle::draining() && !half.raw {
             match half.stage {
                 Stage::Forwarding if half.frames.at_boundary() => {
                     half.stage = Stage::Closing;
@@ -197,7 +209,9 @@ where
         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
         Poll::Pending => return Poll::Pending,
     };
-    follow_frames(half, &buf[..n]);
+    if !half.raw {
+        follow_frames(half, &buf[..n]);
+    }
     let mut sent = 0;
     while sent < n {
         match write_some(cx, dst, &buf[sent..n]) {

@@ -392,3 +392,193 @@ fn send_proxy_v1_and_v2_to_a_backend_that_parses_the_header() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// L4 routes and TLS passthrough
+
+/// A raw TCP backend: echoes what it reads as it reads it; at the client's EOF it shuts down
+/// its write side (a half-close passed back).
+fn tcp_echo_backend() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 65536];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn tcp_route_forwards_1_mib_both_ways_with_half_close() {
+    use std::io::{Read, Write};
+    let backend = tcp_echo_backend();
+    let config = format!(
+        r#"[runtime]
+cores = 2
+pin = false
+
+[[listener]]
+name = "raw"
+address = "127.0.0.1:@PORT@"
+mode = "tcp"
+
+[[backend]]
+name = "echo"
+servers = ["{backend}"]
+
+[[tcp_route]]
+listener = "raw"
+backend = "echo"
+"#
+    );
+    let rw = Ringway::builder(config).start();
+    for round in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|i: u32| (i.wrapping_mul(31) ^ round) as u8)
+            .collect();
+        let mut writer = s.try_clone().unwrap();
+        let sent = data.clone();
+        let w = std::thread::spawn(move || {
+            writer.write_all(&sent).unwrap();
+            // Half-close: the backend sees EOF, answers everything, then closes its side.
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).expect("everything back, then EOF");
+        w.join().unwrap();
+        assert_eq!(back.len(), data.len(), "round {round}");
+        assert!(back == data, "round {round}: bytes differ");
+    }
+    // The checker refuses a tcp listener without a route, one with tls, and a route on an
+    // HTTP listener.
+    let dir = temp_dir();
+    for (text, problem) in [
+        ("[[listener]]\nname = \"raw\"\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\n", "has mode = \"tcp\" but no [[tcp_route]]"),
+        (
+            "[[listener]]\nname = \"raw\"\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\ntls = true\n[[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:2\"]\n[[tcp_route]]\nlistener = \"raw\"\nbackend = \"b\"\n",
+            "cannot have tls = true",
+        ),
+        (
+            "[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:1\"\n[[backend]]\nname = \"b\"\nservers = [\"127.0.0.1:2\"]\n[[tcp_route]]\nlistener = \"web\"\nbackend = \"b\"\n",
+            "needs mode = \"tcp\"",
+        ),
+    ] {
+        let path = write_file(dir.path(), "bad.toml", text);
+        let (status, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+        assert!(!status.success(), "{text}");
+        assert!(format!("{out}{err}").contains(problem), "{problem}: {out}{err}");
+    }
+}
+
+#[test]
+fn tls_passthrough_by_sni_reaches_the_backends_own_certificate() {
+    use crate::pki::{s_client, LeafOpts, Pki};
+    let dir = site();
+    let pki = Pki::new(dir.path());
+    // The backend: openssl s_server with a certificate Ringway does not have.
+    let db = pki.leaf("db", 0x2002, &LeafOpts::dns(&["db.example.com"]));
+    let db_port = free_port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-accept", &db_port.to_string(), "-cert"])
+        .arg(db.chain_path())
+        .arg("-key")
+        .arg(db.key_path())
+        .args(["-www", "-quiet"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let own = pki.leaf("own", 0x1001, &LeafOpts::dns(&["a.example"]));
+    let config = format!(
+        r#"[runtime]
+cores = 1
+pin = false
+
+[[listener]]
+name = "tls"
+address = "127.0.0.1:@PORT@"
+tls = true
+
+[[backend]]
+name = "db"
+servers = ["127.0.0.1:{db_port}"]
+
+[[tls_passthrough]]
+listener = "tls"
+sni = ["db.example.com", "*.internal"]
+backend = "db"
+
+[[vhost]]
+name = "a"
+domains = ["a.example", "*"]
+doc_root = "www"
+
+[vhost.tls]
+cert = "{}"
+key = "{}"
+"#,
+        own.chain_file(),
+        own.key_file()
+    );
+    let rw = Ringway::builder(config).dir(dir).start();
+    let up = wait_until(WAIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", db_port)).is_ok()
+    });
+    let ca = pki.ca_path();
+    let through = up.then(|| {
+        s_client(
+            rw.port(),
+            Some("db.example.com"),
+            &["-CAfile", ca.to_str().unwrap()],
+        )
+    });
+    let other = s_client(rw.port(), Some("a.example"), &[]);
+    let wildcard = s_client(rw.port(), Some("x.internal"), &[]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let through = through.expect("s_server listening");
+    assert!(through.handshake_ok(), "{}", through.text());
+    assert!(
+        through.out.contains("CN = db.example.com") || through.out.contains("CN=db.example.com"),
+        "{}",
+        through.text()
+    );
+    assert!(
+        through.out.contains("Verify return code: 0 (ok)"),
+        "{}",
+        through.text()
+    );
+    // Another name is terminated by Ringway with its own certificate.
+    assert!(other.handshake_ok(), "{}", other.text());
+    assert!(
+        other.out.contains("CN = a.example") || other.out.contains("CN=a.example"),
+        "{}",
+        other.text()
+    );
+    // `*.internal` passes through too.
+    assert!(wildcard.handshake_ok(), "{}", wildcard.text());
+    assert!(
+        wildcard.out.contains("db.example.com"),
+        "{}",
+        wildcard.text()
+    );
+}

@@ -1,0 +1,128 @@
+//! Layer 4: `mode = "tcp"` listeners (`[[tcp_route]]`) and TLS passthrough by SNI
+//! (`[[tls_passthrough]]`). Bytes go to a backend pool untouched (balancing, health and
+//! `send_proxy` as for HTTP backends; connections are never pooled), bounded by
+//! `timeouts.tunnel_idle`; half-closes pass through.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::io::AsyncWriteExt;
+use glommio::net::TcpStream;
+use glommio::sync::StaticPermit;
+use tracing::{debug, info, warn};
+
+use super::tunnel::Tunnel;
+use super::{idle, pool, Shard};
+use crate::balance::Tried;
+use crate::metrics;
+use crate::tls_hello::{sni, Hello, HELLO_BYTES_MAX};
+
+/// How long to wait before looking again at a ClientHello that arrived in parts.
+const HELLO_POLL: Duration = Duration::from_millis(5);
+
+/// Who a forwarded connection is between, and where it goes.
+pub struct Ends {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub backend: usize,
+    /// The listener's metric id (the connection is counted closed at the end).
+    pub listener_metric: usize,
+}
+
+/// Forwards `client` to a server of `ends.backend` until both sides are done; `slot` (the
+/// connection's slot and per-IP count) is held until then.
+pub async fn forward(
+    shard: Rc<Shard>,
+    client: TcpStream,
+    ends: Ends,
+    slot: (StaticPermit, Option<super::perip::IpGuard>),
+) {
+    forward_bytes(&shard, client, &ends).await;
+    metrics::with(|m| m.connection_closed(ends.listener_metric));
+    drop(slot);
+}
+
+async fn forward_bytes(shard: &Shard, mut client: TcpStream, ends: &Ends) {
+    let (peer, local, backend) = (ends.peer, ends.local, ends.backend);
+    let backends = &shard.backends;
+    let mut lease = match backends
+        .acquire(backend, peer.ip(), &mut Tried::default(), false)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(core = shard.id, peer = %peer, backend = %backends.name(backend), status = e.status(), "L4: no backend server; closed");
+            return;
+        }
+    };
+    if backends.introduce(&mut lease, peer, local).await.is_err() {
+        backends.release(lease, false);
+        return;
+    }
+    let backend_id = shard.ids.backends[backend];
+    metrics::with(|m| m.tunnel_opened(backend_id));
+    let opened = Instant::now();
+    let watch = idle::watch(shard.config.timeouts.tunnel_idle);
+    let result = Tunnel::raw(&mut client, &mut lease.conn, &watch).await;
+    debug!(core = shard.id, peer = %peer, result = ?result.err(), "L4 connection ended");
+    let _ = lease.conn.close().await;
+    let _ = client.close().await;
+    metrics::with(|m| m.tunnel_closed(backend_id, opened.elapsed()));
+    backends.release(lease, false);
+}
+
+/// On a TLS listener with `[[tls_passthrough]]` rules: peeks at the ClientHello (nothing is
+/// consumed) and returns the backend whose `sni` list names its server name, if any.
+/// `Err`: the connection is closed (no hello within `timeouts.header`, or an oversized one).
+pub async fn passthrough_backend(
+    shard: &Shard,
+    stream: &TcpStream,
+    listener: usize,
+    peer: SocketAddr,
+) -> Result<Option<usize>, ()> {
+    let rules: Vec<_> = shard
+        .config
+        .tls_passthrough
+        .iter()
+        .filter(|r| r.listener == listener)
+        .collect();
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + shard.config.timeouts.header;
+    let mut buf = pool::take_vec();
+    buf.resize(HELLO_BYTES_MAX + 64, 0);
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err("no complete ClientHello within timeouts.header");
+        }
+        let peek = async { Some(stream.peek(&mut buf).await) };
+        let timer = async {
+            glommio::timer::sleep(left).await;
+            None
+        };
+        let n = match futures_lite::future::or(peek, timer).await {
+            None => break Err("no complete ClientHello within timeouts.header"),
+            Some(Err(_)) | Some(Ok(0)) => break Err("closed before its ClientHello"),
+            Some(Ok(n)) => n,
+        };
+        match sni(&buf[..n]) {
+            Ok(Hello::Complete(name)) => break Ok(name),
+            Ok(Hello::Incomplete) if n >= buf.len() => break Err("ClientHello too long"),
+            Ok(Hello::Incomplete) => glommio::timer::sleep(HELLO_POLL).await,
+            // Not a ClientHello Ringway can read: rustls answers it (with an alert).
+            Err(_) => break Ok(None),
+        }
+    };
+    pool::give_vec(buf);
+    match result {
+        Ok(Some(name)) => Ok(rules.iter().find(|r| r.matches(&name)).map(|r| r.backend)),
+        Ok(None) => Ok(None),
+        Err(why) => {
+            info!(core = shard.id, peer = %peer, "TLS passthrough: {why}; closed");
+            Err(())
+        }
+    }
+}
