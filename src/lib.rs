@@ -8,6 +8,7 @@ pub mod accesslog;
 pub mod balance;
 pub mod cidr;
 pub mod config;
+pub mod connect;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -25,9 +25,19 @@ pub enum HandlerKind {
     Admin,
     /// Answered before a handler was chosen: bad heads, unknown hosts.
     Error,
+    /// CONNECT forward proxy (counted when its tunnel ends).
+    Connect,
 }
 
-pub const HANDLERS: [&str; 6] = ["static", "proxy", "echo", "websocket", "admin", "error"];
+pub const HANDLERS: [&str; 7] = [
+    "static",
+    "proxy",
+    "echo",
+    "websocket",
+    "admin",
+    "error",
+    "connect",
+];
 
 /// Why an upgrade was refused (`ringway_upgrade_rejected_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +182,7 @@ struct Tables {
     backend_requests: Vec<[u64; 5]>,
     /// Id 0 is `-` (no vhost matched).
     vhosts: Interner,
-    requests: Vec<[[u64; 5]; 6]>,
+    requests: Vec<[[u64; 5]; HANDLERS.len()]>,
     bad_requests: Vec<(u16, u64)>,
     upgrade_rejected: [u64; 7],
 }

@@ -473,6 +473,7 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
         let address = s.req("address", p, socket_addr);
         let tls = s.opt("tls", p, boolean).unwrap_or(false);
         let proxy_protocol = s.opt("proxy_protocol", p, boolean).unwrap_or(false);
+        let forward_proxy = s.opt("forward_proxy", p, boolean).unwrap_or(false);
         let mode = s.opt("mode", p, |v, what, p| {
             let text = string(v, what, p)?;
             match text.v {
@@ -508,6 +509,7 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
             tls,
             proxy_protocol,
             mode: mode.unwrap_or(ListenerMode::Http),
+            forward_proxy,
         });
     }
     // A wrongly typed `listener` was reported already; an absent or empty one is reported here.
@@ -736,7 +738,9 @@ fn vhost(
     let websockets = websockets.filter_map(|s| websocket(s, refs, p)).collect();
     let contexts = contexts.map(|v| tables(v, "[[vhost.context]]", p));
     let contexts = contexts.unwrap_or_default().into_iter();
-    let contexts = contexts.filter_map(|s| context(s, refs, p)).collect();
+    let contexts = contexts
+        .filter_map(|s| context(s, refs, base_dir, p))
+        .collect();
     let name = name?;
     names.add(&name, p);
     Some(VHost {
@@ -874,19 +878,81 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
     })
 }
 
-fn context(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Option<ContextRoute> {
+fn context(
+    mut s: Section<'_, '_>,
+    refs: &Refs<'_>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<ContextRoute> {
     let at = s.at;
     let uri = s.req("uri", p, uri);
     let handler_name = s.req("handler", p, string);
     let backend = s.get("backend");
     let host = s.opt("host", p, string).map(|h| h.v.to_string());
+    let allow_value = s.get("allow");
+    let allow = s.opt("allow", p, |v, what, p| {
+        list(v, what, true, p, |v, what, p| {
+            let text = string(v, what, p)?;
+            crate::connect::Rule::parse(text.v)
+                .map_err(|e| p.add(text.at, format!("{what}: {e}")))
+                .ok()
+        })
+    });
+    let auth = s.opt("auth", p, |v, what, p| connect_auth(v, what, base_dir, p));
     s.finish(p);
-    let handler = handler(handler_name?, backend, at, refs, p);
+    let is_connect = handler_name.as_ref().is_some_and(|h| h.v == "connect");
+    if !is_connect && (allow_value.is_some() || auth.is_some()) {
+        p.add(
+            at,
+            "\"allow\" and \"auth\" are only for handler = \"connect\"",
+        );
+    }
+    let handler = if is_connect {
+        if allow_value.is_none() {
+            p.add(
+                at,
+                "handler \"connect\" needs an \"allow\" list (HOST:PORT entries)",
+            );
+        }
+        Some(Handler::Connect {
+            allow: allow?,
+            users: auth.flatten(),
+        })
+    } else {
+        handler(handler_name?, backend, at, refs, p)
+    };
     let handler = match handler? {
         Handler::Proxy { backend, .. } => Handler::Proxy { backend, host },
         other => other,
     };
     Some(ContextRoute { uri: uri?, handler })
+}
+
+/// `auth = { users_file = "..." }`: the file read and checked now (a reload reads it again).
+fn connect_auth(
+    v: &Val<'_>,
+    what: &str,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Option<Vec<(String, String)>>> {
+    let _ = what;
+    let mut s = Section::of(v, "auth", p)?;
+    let file = s.req("users_file", p, |v, what, p| {
+        existing_file(v, what, base_dir, p)
+    });
+    let at = s.at;
+    s.finish(p);
+    let file = file?;
+    match std::fs::read_to_string(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| crate::connect::parse_users(&t))
+    {
+        Ok(users) => Some(Some(users)),
+        Err(e) => {
+            p.add(at, format!("users_file {}: {e}", file.display()));
+            None
+        }
+    }
 }
 
 fn handler(
@@ -913,7 +979,7 @@ fn handler(
         }
         other => {
             let msg =
-                format!("unknown handler {other:?}: expected \"static\", \"echo\" or \"proxy\"");
+                format!("unknown handler {other:?}: expected \"static\", \"echo\", \"proxy\" or \"connect\"");
             p.add(name.at, msg);
             return None;
         }

@@ -166,6 +166,8 @@ pub struct Listener {
     /// the peer everywhere.
     pub proxy_protocol: bool,
     pub mode: ListenerMode,
+    /// CONNECT requests here go to the vhost's `handler = "connect"` context.
+    pub forward_proxy: bool,
 }
 
 /// `send_proxy`: the PROXY protocol header Ringway writes first on every backend connection.
@@ -319,5 +321,11 @@ pub enum Handler {
     Proxy {
         backend: usize,
         host: Option<String>,
+    },
+    /// CONNECT forward proxy (on a `forward_proxy = true` listener): tunnels to targets that
+    /// `allow` admits; `users` (from `auth.users_file`) demand `Proxy-Authorization: Basic`.
+    Connect {
+        allow: Vec<crate::connect::Rule>,
+        users: Option<Vec<(String, String)>>,
     },
 }

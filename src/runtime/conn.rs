@@ -39,6 +39,13 @@ pub enum Action<'s> {
     TooMany {
         retry_after_s: u64,
     },
+    /// 407 with `Proxy-Authenticate` (CONNECT without valid credentials).
+    ProxyAuth,
+    /// A CONNECT tunnel to `target`, which `rules` allowed (checked again after DNS).
+    Connect {
+        target: crate::connect::Target,
+        rules: &'s [crate::connect::Rule],
+    },
     Static(static_files::StaticResponse, bool),
     EchoUpgrade {
         accept: [u8; 28],
@@ -392,6 +399,11 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
     match action {
         Action::Error { status, close: c2 } => respond_error(c, status, close || c2).await,
         Action::TooMany { retry_after_s } => too_many(c, retry_after_s, close).await,
+        Action::ProxyAuth => {
+            let challenge: &[(&str, &[u8])] = &[("Proxy-Authenticate", b"Basic realm=\"ringway\"")];
+            respond_with(c, 407, challenge, close).await
+        }
+        Action::Connect { target, rules } => super::forward::run(shard, c, target, rules).await,
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
@@ -476,6 +488,10 @@ fn plan<'s>(
         tags.1 = HandlerKind::Admin;
         return admin::plan(shard, c, req);
     }
+    if req.method == "CONNECT" && shard.config.listeners[c.listener].forward_proxy {
+        tags.1 = HandlerKind::Connect;
+        return plan_connect(shard, c, tags, req);
+    }
     let Some((vhost_index, vhost)) = shard.routes.vhost_at(c.listener, req.host) else {
         // Over TLS the connection was set up for another name (RFC 9110 §15.5.20).
         let status = if c.stream.is_tls() { 421 } else { 404 };
@@ -507,6 +523,7 @@ fn plan<'s>(
     tags.1 = match route.context.map(|ctx| &ctx.handler) {
         Some(Handler::Echo) => HandlerKind::Echo,
         Some(Handler::Proxy { .. }) => HandlerKind::Proxy,
+        Some(Handler::Connect { .. }) => HandlerKind::Connect,
         Some(Handler::Static) | None => HandlerKind::Static,
     };
     match route.context.map(|ctx| &ctx.handler) {
@@ -530,6 +547,11 @@ fn plan<'s>(
         Some(Handler::Proxy { backend, host }) => {
             Action::Proxy(plan_proxy(c, req, *backend, host.as_deref()))
         }
+        // A CONNECT context answers only CONNECT (on a forward_proxy listener, above).
+        Some(Handler::Connect { .. }) => Action::Error {
+            status: 405,
+            close: false,
+        },
         Some(Handler::Static) | None => {
             let ims = req.header("if-modified-since");
             let resp = static_files::serve(
@@ -541,6 +563,47 @@ fn plan<'s>(
             );
             Action::Static(resp, req.method == "HEAD")
         }
+    }
+}
+
+/// `CONNECT host:port` on a `forward_proxy` listener: the vhost's `handler = "connect"`
+/// context decides (auth: 407; a target no rule allows: 403; a malformed one: 400).
+fn plan_connect<'s>(
+    shard: &'s Shard,
+    c: &Client,
+    tags: &mut (usize, HandlerKind),
+    req: &Request<'_, '_>,
+) -> Action<'s> {
+    let refuse = |status| Action::Error {
+        status,
+        close: true,
+    };
+    let Some((vhost_index, vhost)) = shard.routes.vhost_at(c.listener, req.host) else {
+        return refuse(403);
+    };
+    tags.0 = shard.ids.vhosts[vhost_index];
+    let Some((allow, users)) = vhost.contexts.iter().find_map(|ctx| match &ctx.handler {
+        Handler::Connect { allow, users } => Some((allow, users)),
+        _ => None,
+    }) else {
+        return refuse(405);
+    };
+    if let Some(users) = users {
+        if !crate::connect::authorized(req.header("proxy-authorization"), users) {
+            info!(core = shard.id, peer = %c.peer, "CONNECT without valid credentials: 407");
+            return Action::ProxyAuth;
+        }
+    }
+    let Some(target) = crate::connect::parse_target(req.target) else {
+        return refuse(400);
+    };
+    if !crate::connect::allowed(allow, &target) {
+        info!(core = shard.id, peer = %c.peer, target = req.target, "CONNECT to a target no rule allows: 403");
+        return refuse(403);
+    }
+    Action::Connect {
+        target,
+        rules: allow,
     }
 }
 

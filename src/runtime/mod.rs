@@ -14,6 +14,7 @@ mod backends;
 mod conn;
 pub mod control;
 mod echo;
+mod forward;
 mod idle;
 mod io;
 mod l4;

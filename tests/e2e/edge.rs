@@ -582,3 +582,115 @@ key = "{}"
         wildcard.text()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// CONNECT forward proxy
+
+fn connect_config(allow: &str, auth: &str) -> String {
+    format!(
+        r#"[runtime]
+cores = 1
+pin = false
+
+[[listener]]
+name = "fwd"
+address = "127.0.0.1:@PORT@"
+forward_proxy = true
+
+[[vhost]]
+name = "proxy"
+domains = ["*"]
+
+[[vhost.context]]
+uri = "/"
+handler = "connect"
+allow = [{allow}]
+{auth}
+"#
+    )
+}
+
+/// curl through the proxy with CONNECT (`-p`): (status of the CONNECT, body of the GET).
+fn curl_via(proxy: u16, url: &str, user: Option<&str>) -> (String, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", "-p", "-x"])
+        .arg(format!("http://127.0.0.1:{proxy}"))
+        .args(["-w", "\n%{http_connect}"]);
+    if let Some(u) = user {
+        cmd.args(["--proxy-user", u]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn connect_forward_proxy_tunnels_allowed_targets_only() {
+    use crate::http_backends::HttpBackend;
+    let api = HttpBackend::named("api");
+    let port = api.config_addr.rsplit_once(':').unwrap().1.to_string();
+    let url = |host: &str| format!("http://{host}:{port}/x");
+    // An address rule: the tunnel carries the request to the backend.
+    let rw = Ringway::builder(connect_config("\"127.0.0.1/32:*\"", "")).start();
+    assert_eq!(
+        curl_via(rw.port(), &url("127.0.0.1"), None),
+        ("200".into(), "api".into())
+    );
+    // A name rule alone: localhost resolves into loopback, a denied range.
+    let rw2 = Ringway::builder(connect_config("\"localhost:*\"", "")).start();
+    assert_eq!(curl_via(rw2.port(), &url("localhost"), None).0, "403");
+    assert!(rw2.log().contains("resolves only into denied ranges"));
+    // A name rule with the range listed: allowed.
+    let rw3 = Ringway::builder(connect_config("\"localhost:*\", \"127.0.0.0/8:*\"", "")).start();
+    assert_eq!(
+        curl_via(rw3.port(), &url("localhost"), None),
+        ("200".into(), "api".into())
+    );
+    // A port no rule allows, and an address outside every rule: 403 before any connect.
+    let rw4 = Ringway::builder(connect_config("\"127.0.0.1/32:443\"", "")).start();
+    assert_eq!(curl_via(rw4.port(), &url("127.0.0.1"), None).0, "403");
+    assert_eq!(
+        api.served().len(),
+        2,
+        "refused CONNECTs never reached the backend"
+    );
+    // A plain GET to the proxy listener's connect context: 405.
+    assert_eq!(
+        request(
+            rw.port(),
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .status,
+        405
+    );
+}
+
+#[test]
+fn connect_forward_proxy_with_basic_auth() {
+    use crate::http_backends::HttpBackend;
+    let api = HttpBackend::named("api");
+    let url = format!("http://{}/x", api.config_addr);
+    let dir = temp_dir();
+    write_file(dir.path(), "users", "# proxy users\nalice:s3cret\n");
+    let config = connect_config("\"127.0.0.1/32:*\"", "auth = { users_file = \"users\" }");
+    let rw = Ringway::builder(config).dir(dir).start();
+    assert_eq!(curl_via(rw.port(), &url, None).0, "407");
+    assert_eq!(curl_via(rw.port(), &url, Some("alice:wrong")).0, "407");
+    assert_eq!(
+        curl_via(rw.port(), &url, Some("alice:s3cret")),
+        ("200".into(), "api".into())
+    );
+    // The challenge names Basic.
+    let mut c = rw.conn();
+    c.send(format!(
+        "CONNECT {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        api.config_addr, api.config_addr
+    ));
+    let resp = c.head_response();
+    assert_eq!(resp.status, 407);
+    assert_eq!(
+        resp.header("proxy-authenticate"),
+        Some("Basic realm=\"ringway\"")
+    );
+}
