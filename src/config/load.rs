@@ -2167,7 +2167,7 @@ mod tests {
             &with(&["[[vhost.context]]", "uri = \"/x\"", "handler = \"php\""]),
             9,
             11,
-            "unknown handler \"php\": expected \"static\", \"echo\" or \"proxy\"",
+            "unknown handler \"php\": expected \"static\", \"echo\", \"proxy\" or \"connect\"",
         );
         one_problem(
             &with(&["[[vhost.context]]", "uri = \"/x\"", "handler = \"proxy\""]),
