@@ -46,7 +46,7 @@ pub const ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 /// is right for HEAD too; a caller may omit it on 304.
 #[derive(Debug)]
 pub struct StaticResponse {
-    /// 200, 304, 400, 403, 404 or 405.
+    /// 200, 304, 400, 403, 404, 405, or 503 (out of descriptors).
     pub status: u16,
     /// Type of the file for 200/304; [`ERROR_CONTENT_TYPE`] for errors.
     pub content_type: &'static str,
@@ -81,6 +81,7 @@ pub fn error_body(status: u16) -> &'static [u8] {
         403 => b"403 Forbidden\n",
         404 => b"404 Not Found\n",
         405 => b"405 Method Not Allowed\n",
+        503 => b"503 Service Unavailable\n",
         _ => b"500 Internal Server Error\n",
     }
 }
@@ -367,8 +368,14 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), u16> {
     Ok((file, meta))
 }
 
-/// Permission denied is 403; anything else (not found, not a directory, loops, …) is 404.
+/// Permission denied is 403. Running out of descriptors or memory is Ringway's trouble, not a
+/// missing file: 503 (the client may retry). Anything else (not found, not a directory,
+/// loops, …) is 404.
 fn io_status(err: io::Error) -> u16 {
+    match err.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => return 503,
+        _ => {}
+    }
     match err.kind() {
         io::ErrorKind::PermissionDenied => 403,
         _ => 404,
@@ -427,6 +434,16 @@ pub fn content_type_for(path: &Path) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn out_of_descriptors_is_503_not_404() {
+        let status = |e: i32| io_status(io::Error::from_raw_os_error(e));
+        assert_eq!(status(libc::EMFILE), 503);
+        assert_eq!(status(libc::ENFILE), 503);
+        assert_eq!(status(libc::ENOENT), 404);
+        assert_eq!(status(libc::EACCES), 403);
+        assert_eq!(error_body(503), b"503 Service Unavailable\n");
+    }
     use super::*;
     use std::io::Read;
     use std::os::unix::fs::{symlink, PermissionsExt};

@@ -156,6 +156,7 @@ pub struct RingwayBuilder {
     dir: Option<TempDir>,
     log_level: Option<String>,
     env: Vec<(String, String)>,
+    nofile: Option<u64>,
 }
 
 impl Ringway {
@@ -167,6 +168,7 @@ impl Ringway {
             dir: None,
             log_level: None,
             env: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -273,6 +275,12 @@ impl RingwayBuilder {
         self
     }
 
+    /// Starts Ringway with RLIMIT_NOFILE lowered to `n` (soft and hard).
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = Some(level.to_string());
         self
@@ -301,6 +309,23 @@ impl RingwayBuilder {
                 cmd.arg("--log-level").arg(level);
             }
             cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+            if let Some(n) = self.nofile {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child here.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        let limit = libc::rlimit {
+                            rlim_cur: n,
+                            rlim_max: n,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                            Ok(())
+                        } else {
+                            Err(io::Error::last_os_error())
+                        }
+                    });
+                }
+            }
             cmd.env_remove("RUST_LOG")
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())

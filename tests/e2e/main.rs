@@ -9,6 +9,7 @@ mod pki;
 mod bad_input;
 mod cli;
 mod edge;
+mod faults;
 mod http_proxy;
 mod ocsp;
 mod operations;

@@ -1,0 +1,188 @@
+//! Fault runs (issue 13, section 2), bounded in time, loopback only: descriptor exhaustion and
+//! a backend killed mid-tunnel and mid-response while other tunnels echo.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use tungstenite::Message;
+
+use crate::backend::EchoBackend;
+use crate::harness::*;
+
+/// With RLIMIT_NOFILE lowered, connections beyond it wait in the kernel's queue: Ringway keeps
+/// serving the ones it has, says so at most once a second, and takes the waiting ones as soon
+/// as descriptors are free again.
+#[test]
+fn descriptor_exhaustion_keeps_serving_and_recovers() {
+    let config = format!(
+        "{}\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.context]]\nuri = \"/echo\"\nhandler = \"echo\"\n",
+        base_config(1)
+    );
+    let rw = Ringway::builder(config).dir(site()).nofile(64).start();
+    // `/echo` without an upgrade is answered 426 without opening anything: a request that
+    // needs no descriptor of its own.
+    let probe = "GET /echo HTTP/1.1\r\nHost: site\r\n\r\n";
+    // Open keep-alive connections until one is not answered: the limit is reached.
+    let mut held = Vec::new();
+    let mut waiting = None;
+    for _ in 0..80 {
+        let mut c = rw.conn();
+        c.send(probe);
+        match c.try_response(Duration::from_millis(500), false) {
+            Ok(r) => {
+                assert_eq!(r.status, 426);
+                held.push(c);
+            }
+            Err(_) => {
+                waiting = Some(c);
+                break;
+            }
+        }
+    }
+    let mut waiting = waiting.expect("the descriptor limit was never reached");
+    assert!(
+        held.len() > 10,
+        "only {} connections before the limit",
+        held.len()
+    );
+    // The connections it has are served as before; a file it cannot open now is a 503
+    // (Ringway's shortage), not a 404.
+    for c in held.iter_mut().take(5) {
+        c.send(probe);
+        assert_eq!(c.response().status, 426);
+    }
+    held[0].send("GET /index.html HTTP/1.1\r\nHost: site\r\n\r\n");
+    assert_eq!(held[0].response().status, 503);
+    // Logged, at most once a second, while it lasts.
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = rw.log().matches("accept failed").count();
+    assert!(lines >= 1, "no log line about the failed accepts");
+    assert!(
+        lines as u64 <= t0.elapsed().as_secs() + 2,
+        "{lines} log lines in 3 s"
+    );
+    // Free descriptors: the waiting connection is accepted and answered.
+    held.truncate(held.len() - 10);
+    let resp = waiting
+        .try_response(WAIT, false)
+        .expect("the waiting connection is served once descriptors are free");
+    assert_eq!(resp.status, 426);
+    assert_eq!(
+        request(
+            rw.port(),
+            "GET /index.html HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n"
+        )
+        .status,
+        200
+    );
+}
+
+/// A second Ringway (a real process) with the built-in echo endpoint is a WebSocket backend
+/// that can be SIGKILLed; 500 other tunnels go to the in-process echo backend.
+#[test]
+fn backend_killed_mid_tunnel_closes_its_clients_and_no_other_tunnel_loses_a_byte() {
+    let victim_config = format!(
+        "{}\n[[vhost]]\nname = \"v\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n[[vhost.context]]\nuri = \"/\"\nhandler = \"echo\"\n",
+        base_config(1)
+    );
+    let mut victim = Ringway::builder(victim_config).dir(site()).start();
+    let echo = EchoBackend::tcp_v4();
+    let config = format!(
+        r#"{}
+[[vhost]]
+name = "site"
+domains = ["*"]
+doc_root = "www"
+
+[[vhost.websocket]]
+uri = "/chat/"
+address = "{}"
+
+[[vhost.websocket]]
+uri = "/doomed/"
+address = "127.0.0.1:{}"
+"#,
+        base_config(2),
+        echo.config_addr,
+        victim.port()
+    );
+    let rw = Ringway::builder(config).dir(site()).start();
+    let url = |p: &str| rw.ws_url(p);
+    let mut others: Vec<Ws> = (0..500)
+        .map(|i| ws_connect(rw.port(), url(&format!("/chat/{i}")).as_str()).0)
+        .collect();
+    let mut doomed: Vec<Ws> = (0..10)
+        .map(|i| ws_connect(rw.port(), url(&format!("/doomed/{i}")).as_str()).0)
+        .collect();
+    for ws in &mut doomed {
+        ws.send(Message::text("before")).unwrap();
+        assert_eq!(ws_next(ws), Message::text("before"));
+    }
+    let round = |others: &mut Vec<Ws>, r: usize| {
+        for (i, ws) in others.iter_mut().enumerate() {
+            ws.send(Message::binary(vec![(i + r) as u8; 1000 + i]))
+                .unwrap();
+        }
+        for (i, ws) in others.iter_mut().enumerate() {
+            assert_eq!(
+                ws_next(ws),
+                Message::binary(vec![(i + r) as u8; 1000 + i]),
+                "tunnel {i} round {r}"
+            );
+        }
+    };
+    round(&mut others, 0);
+    victim.signal(libc::SIGKILL);
+    let _ = victim.wait_exit(WAIT);
+    round(&mut others, 1);
+    // Every client of the dead backend sees its connection end: no frame, no garbage.
+    for (i, ws) in doomed.iter_mut().enumerate() {
+        let s = ws.get_mut();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut rest = Vec::new();
+        let got = s.read_to_end(&mut rest);
+        assert!(got.is_ok() || rest.is_empty(), "tunnel {i}: {got:?}");
+        assert!(rest.is_empty(), "tunnel {i}: {} stray bytes", rest.len());
+    }
+    round(&mut others, 2);
+}
+
+/// A backend killed in the middle of a large response: the client gets the bytes that came,
+/// then the connection closes (short of Content-Length), never a different length.
+#[test]
+fn backend_killed_mid_response_cuts_the_client_short() {
+    let dir = site();
+    write_file(dir.path(), "www/big.bin", vec![7u8; 64 << 20]);
+    let victim_config = format!(
+        "{}\n[[vhost]]\nname = \"v\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n",
+        base_config(1)
+    );
+    let mut victim = Ringway::builder(victim_config).dir(dir).start();
+    let config = format!(
+        "{}\n[[backend]]\nname = \"api\"\nservers = [\"127.0.0.1:{}\"]\n\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n\n[[vhost.context]]\nuri = \"/\"\nhandler = \"proxy\"\nbackend = \"api\"\n",
+        base_config(1),
+        victim.port()
+    );
+    let rw = Ringway::builder(config).start();
+    let mut c = rw.conn();
+    c.send("GET /big.bin HTTP/1.1\r\nHost: site\r\n\r\n");
+    let head = c.try_head(WAIT).expect("the response head");
+    let length: usize = head.get("content-length").unwrap().parse().unwrap();
+    assert_eq!(length, 64 << 20);
+    // Read a little (the client is slow), then the backend dies.
+    let first = c.read_exact(1 << 20);
+    assert!(first.iter().all(|&b| b == 7));
+    victim.signal(libc::SIGKILL);
+    let _ = victim.wait_exit(WAIT);
+    let rest = c
+        .read_until_closed(Duration::from_secs(30))
+        .unwrap_or_default();
+    let total = first.len() + rest.len();
+    assert!(
+        total < length,
+        "got all {total} bytes from a killed backend?"
+    );
+    assert!(rest.iter().all(|&b| b == 7), "only the file's bytes");
+}
