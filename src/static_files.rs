@@ -372,9 +372,8 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), u16> {
 /// missing file: 503 (the client may retry). Anything else (not found, not a directory,
 /// loops, …) is 404.
 fn io_status(err: io::Error) -> u16 {
-    match err.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => return 503,
-        _ => {}
+    if let Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) = err.raw_os_error() {
+        return 503;
     }
     match err.kind() {
         io::ErrorKind::PermissionDenied => 403,
