@@ -1,0 +1,49 @@
+//! Routing on arbitrary Host and path bytes, over a config with exact, wildcard and default
+//! vhosts and prefix, exact and regex routes.
+#![no_main]
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use ringway::route::Routes;
+
+fn routes() -> &'static Routes {
+    static R: OnceLock<Routes> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = std::env::temp_dir().join("ringway-fuzz-routes");
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        let text = r#"
+[[listener]]
+name = "main"
+address = "127.0.0.1:1"
+[[backend]]
+name = "b"
+servers = ["127.0.0.1:2"]
+[[vhost]]
+name = "exact"
+domains = ["example.com", "*.example.com"]
+[[vhost.websocket]]
+uri = "/chat/"
+backend = "b"
+[[vhost.websocket]]
+uri = "exp:^/room/[0-9]+$"
+backend = "b"
+[[vhost.context]]
+uri = "/exact"
+handler = "echo"
+[[vhost]]
+name = "default"
+domains = ["*"]
+"#;
+        Routes::compile(&ringway::config::load_str(text, &dir).expect("fuzz config"))
+    })
+}
+
+fuzz_target!(|input: (Vec<u8>, String)| {
+    let (host, path) = input;
+    let r = routes();
+    if let Some(v) = r.vhost(0, Some(&host)) {
+        let _ = v.route(&path);
+    }
+    let _ = r.vhost(0, None);
+    let _ = r.vhost(7, Some(&host));
+});
