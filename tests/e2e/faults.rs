@@ -186,3 +186,56 @@ fn backend_killed_mid_response_cuts_the_client_short() {
     );
     assert!(rest.iter().all(|&b| b == 7), "only the file's bytes");
 }
+
+/// A backend that sends a 10 GiB body to a client that reads slowly: Ringway holds back (it
+/// reads from the backend only as fast as the client takes), so its memory stays flat.
+#[test]
+fn endless_body_to_a_slow_reader_is_backpressure_not_buffering() {
+    use crate::http_backends::{head, HttpBackend, Then};
+    use std::io::Write;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let api = HttpBackend::with_handler("huge", move |_, _, w| {
+        let mut out = head(200, &[("Content-Length", &(10u64 << 30).to_string())]);
+        out.extend_from_slice(b"\r\n");
+        if w.write_all(&out).is_err() {
+            return Then::Close;
+        }
+        let chunk = vec![b'x'; 64 << 10];
+        while w.write_all(&chunk).is_ok() {
+            counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Then::Close
+    });
+    let config = format!(
+        "{}\n[[backend]]\nname = \"api\"\nservers = [\"{}\"]\n\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n\n[[vhost.context]]\nuri = \"/\"\nhandler = \"proxy\"\nbackend = \"api\"\n",
+        base_config(1),
+        api.config_addr
+    );
+    let rw = Ringway::builder(config).start();
+    let before = rw.rss_kib();
+    let mut c = rw.conn();
+    c.send("GET /huge HTTP/1.1\r\nHost: site\r\n\r\n");
+    assert_eq!(
+        c.try_head(WAIT).expect("head").get("content-length"),
+        Some("10737418240")
+    );
+    // Read 64 KiB every 100 ms for 3 s.
+    let mut got = 0;
+    for _ in 0..30 {
+        got += c.read_exact(64 << 10).len();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = rw.rss_kib().saturating_sub(before);
+    let pushed = sent.load(std::sync::atomic::Ordering::Relaxed);
+    // What the backend could push is what the client read plus the sockets' buffers: a few
+    // MiB, not the 10 GiB it wanted to send.
+    assert!(
+        pushed < (got as u64) + (64 << 20),
+        "backend pushed {pushed} bytes for {got} read"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "Ringway grew by {grown} KiB while relaying to a slow reader"
+    );
+}

@@ -194,6 +194,16 @@ impl Ringway {
         Duration::from_millis(ticks * 10)
     }
 
+    /// Resident memory of the process now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("ringway's /proc/PID/status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Everything ringway wrote on stderr so far, colour codes removed.
     pub fn log(&self) -> String {
         strip_ansi(&String::from_utf8_lossy(
