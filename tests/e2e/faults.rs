@@ -192,7 +192,6 @@ fn backend_killed_mid_response_cuts_the_client_short() {
 #[test]
 fn endless_body_to_a_slow_reader_is_backpressure_not_buffering() {
     use crate::http_backends::{head, HttpBackend, Then};
-    use std::io::Write;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
     let api = HttpBackend::with_handler("huge", move |_, _, w| {
