@@ -238,3 +238,34 @@ fn endless_body_to_a_slow_reader_is_backpressure_not_buffering() {
         "Ringway grew by {grown} KiB while relaying to a slow reader"
     );
 }
+
+/// A backend whose response head never ends: 502 once `limits.max_header_bytes` is passed,
+/// and the backend connection is dropped (it is not read forever).
+#[test]
+fn endless_response_head_gives_502() {
+    use crate::http_backends::{HttpBackend, Then};
+    let api = HttpBackend::with_handler("endless", |_, _, w| {
+        if w.write_all(b"HTTP/1.1 200 OK\r\nX-Endless: ").is_ok() {
+            let chunk = vec![b'a'; 4096];
+            while w.write_all(&chunk).is_ok() {}
+        }
+        Then::Close
+    });
+    let config = format!(
+        "{}\n[[backend]]\nname = \"api\"\nservers = [\"{}\"]\nretries = 0\n\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n\n[[vhost.context]]\nuri = \"/\"\nhandler = \"proxy\"\nbackend = \"api\"\n",
+        base_config(1),
+        api.config_addr
+    );
+    let rw = Ringway::builder(config).start();
+    let t0 = Instant::now();
+    let resp = request(
+        rw.port(),
+        "GET /x HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 502);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(
+        wait_until(WAIT, || api.closed() >= 1),
+        "the backend connection was dropped"
+    );
+}
