@@ -269,3 +269,62 @@ fn endless_response_head_gives_502() {
         "the backend connection was dropped"
     );
 }
+
+/// OCSP responders that misbehave: garbage, a 10 MiB body, silence for 30 s. Serving never
+/// waits on them (beyond the documented start-up wait), nothing is stapled, every fetch is
+/// counted as an error.
+#[test]
+fn ocsp_responder_garbage_huge_or_silent_never_stalls_serving() {
+    use crate::pki::{ocsp_lines, s_client, tls_base, vhost, Answer, LeafOpts, MiniResponder, Pki};
+    let huge = {
+        let mut b = b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: 10485760\r\n\r\n".to_vec();
+        b.resize(b.len() + (10 << 20), 0x30);
+        b
+    };
+    let garbage = b"HTTP/1.0 200 OK\r\nContent-Length: 24\r\n\r\nthis is not DER at all!!".to_vec();
+    for (what, answer) in [
+        ("garbage", Answer::Raw(garbage)),
+        ("10 MiB body", Answer::Raw(huge)),
+        ("silent for 30 s", Answer::Silent(Duration::from_secs(30))),
+    ] {
+        let responder = MiniResponder::start(answer);
+        let dir = site();
+        let pki = Pki::new(dir.path());
+        let a = pki.leaf("a", 0x1001, &LeafOpts::dns(&["a.example"]));
+        let cfg = tls_base(1)
+            + &vhost("a", &["a.example", "*"], &a.chain_file(), &a.key_file())
+                .ocsp(&ocsp_lines(Some(&responder.url()), "1s", "2s"))
+                .toml();
+        let t0 = Instant::now();
+        let rw = Ringway::builder(cfg).dir(dir).start();
+        // Start-up waits at most 5 s for the first fetches (documented), then serves.
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "{what}: start took {:?}",
+            t0.elapsed()
+        );
+        for _ in 0..3 {
+            let t = Instant::now();
+            let o = s_client(rw.port(), Some("a.example"), &[]);
+            assert!(o.handshake_ok(), "{what}: {}", o.text());
+            assert!(
+                o.out.contains("OCSP response: no response sent"),
+                "{what}: stapled? {}",
+                o.text()
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "{what}: a handshake took {:?}",
+                t.elapsed()
+            );
+        }
+        assert!(
+            responder.requests() >= 1,
+            "{what}: the responder was never asked"
+        );
+        let log = rw.log();
+        if what != "silent for 30 s" {
+            assert!(log.contains("OCSP fetch failed"), "{what}: {log}");
+        }
+    }
+}

@@ -649,6 +649,10 @@ pub enum Answer {
     Crafted(Craft),
     /// `503 Service Unavailable`.
     Unavailable,
+    /// These bytes as the whole answer, HTTP head included (garbage, a 10 MiB body, ...).
+    Raw(Vec<u8>),
+    /// Nothing for this long, then close.
+    Silent(Duration),
 }
 
 /// An HTTP OCSP responder on 127.0.0.1, one thread per connection. It counts requests (and
@@ -735,6 +739,14 @@ fn mini_connection(
     requests.fetch_add(1, Ordering::SeqCst);
     let answer = answer.lock().unwrap().clone();
     let der = match answer {
+        Answer::Raw(bytes) => {
+            let _ = s.write_all(&bytes);
+            return;
+        }
+        Answer::Silent(d) => {
+            thread::sleep(d);
+            return;
+        }
         Answer::Fixed(der) => Some(der),
         Answer::Crafted(craft) => match OcspRequest::from_der(&body) {
             Ok(req) if !req.tbs_request.request_list.is_empty() => Some(craft_response(
