@@ -255,3 +255,53 @@ mod tests {
         );
     }
 }
+
+/// Why `peek_until` gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeekEnd {
+    /// `limit` passed before `judge` decided.
+    TimedOut,
+    /// The peer closed (or the socket failed) first.
+    Closed,
+    /// `buf` is full and `judge` still wants more.
+    Full,
+}
+
+/// How long to wait before peeking again at bytes that arrived in parts (peeking at the same
+/// bytes returns at once, so the wait is a sleep).
+const PEEK_POLL: Duration = Duration::from_millis(5);
+
+/// Peeks at what `stream` has received (consuming nothing) until `judge` decides: it returns
+/// `None` while it needs more bytes. Bounded by `limit` and by `buf`'s length. For what must
+/// be read before deciding how to read the rest (a PROXY header, a TLS ClientHello).
+pub async fn peek_until<T>(
+    stream: &glommio::net::TcpStream,
+    limit: Duration,
+    buf: &mut [u8],
+    mut judge: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<T, PeekEnd> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(PeekEnd::TimedOut);
+        }
+        let peek = async { Some(stream.peek(buf).await) };
+        let timer = async {
+            glommio::timer::sleep(left).await;
+            None
+        };
+        let n = match futures_lite::future::or(peek, timer).await {
+            None => return Err(PeekEnd::TimedOut),
+            Some(Err(_)) | Some(Ok(0)) => return Err(PeekEnd::Closed),
+            Some(Ok(n)) => n,
+        };
+        if let Some(decided) = judge(&buf[..n]) {
+            return Ok(decided);
+        }
+        if n >= buf.len() {
+            return Err(PeekEnd::Full);
+        }
+        glommio::timer::sleep(PEEK_POLL).await;
+    }
+}

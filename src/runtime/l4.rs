@@ -5,21 +5,19 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
 use tracing::{debug, info, warn};
 
+use super::io::PeekEnd;
 use super::tunnel::Tunnel;
 use super::{idle, pool, Shard};
 use crate::balance::Tried;
 use crate::metrics;
 use crate::tls_hello::{sni, Hello, HELLO_BYTES_MAX};
-
-/// How long to wait before looking again at a ClientHello that arrived in parts.
-const HELLO_POLL: Duration = Duration::from_millis(5);
 
 /// Who a forwarded connection is between, and where it goes.
 pub struct Ends {
@@ -90,32 +88,21 @@ pub async fn passthrough_backend(
     if rules.is_empty() {
         return Ok(None);
     }
-    let deadline = Instant::now() + shard.config.timeouts.header;
     let mut buf = pool::take_vec();
     buf.resize(HELLO_BYTES_MAX + 64, 0);
-    let result = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break Err("no complete ClientHello within timeouts.header");
-        }
-        let peek = async { Some(stream.peek(&mut buf).await) };
-        let timer = async {
-            glommio::timer::sleep(left).await;
-            None
-        };
-        let n = match futures_lite::future::or(peek, timer).await {
-            None => break Err("no complete ClientHello within timeouts.header"),
-            Some(Err(_)) | Some(Ok(0)) => break Err("closed before its ClientHello"),
-            Some(Ok(n)) => n,
-        };
-        match sni(&buf[..n]) {
-            Ok(Hello::Complete(name)) => break Ok(name),
-            Ok(Hello::Incomplete) if n >= buf.len() => break Err("ClientHello too long"),
-            Ok(Hello::Incomplete) => glommio::timer::sleep(HELLO_POLL).await,
-            // Not a ClientHello Ringway can read: rustls answers it (with an alert).
-            Err(_) => break Ok(None),
-        }
-    };
+    let limit = shard.config.timeouts.header;
+    let result = super::io::peek_until(stream, limit, &mut buf, |b| match sni(b) {
+        Ok(Hello::Incomplete) => None,
+        Ok(Hello::Complete(name)) => Some(name),
+        // Not a ClientHello Ringway can read: rustls answers it (with an alert).
+        Err(_) => Some(None),
+    })
+    .await
+    .map_err(|end| match end {
+        PeekEnd::TimedOut => "no complete ClientHello within timeouts.header",
+        PeekEnd::Closed => "closed before its ClientHello",
+        PeekEnd::Full => "ClientHello too long",
+    });
     pool::give_vec(buf);
     match result {
         Ok(Some(name)) => Ok(rules.iter().find(|r| r.matches(&name)).map(|r| r.backend)),

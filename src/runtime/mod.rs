@@ -699,9 +699,6 @@ async fn accept_loop(
     stop.set(false);
 }
 
-/// How long to wait before looking again at a PROXY header that arrived in parts.
-const PROXY_HEADER_POLL: Duration = Duration::from_millis(5);
-
 /// Reads a PROXY protocol header (v1 or v2) within `limit`, consuming exactly its bytes (what
 /// follows, a TLS ClientHello or a request, stays in the socket). `Err`: why the connection is
 /// closed without an answer.
@@ -711,41 +708,26 @@ async fn read_proxy_header(
 ) -> Result<(Option<SocketAddr>, Option<SocketAddr>), &'static str> {
     use crate::proxy_protocol::{parse, Parsed, ProxyError, V2_BYTES_MAX};
     use futures_lite::io::AsyncReadExt;
-    let deadline = Instant::now() + limit;
     let mut buf = pool::take_vec();
     buf.resize(V2_BYTES_MAX, 0);
-    let result = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break Err("not complete within timeouts.header");
+    let judged = io::peek_until(stream, limit, &mut buf, |b| match parse(b) {
+        Ok(Parsed::Incomplete { .. }) => None,
+        Ok(Parsed::Complete { len, source, dest }) => Some(Ok((len, source, dest))),
+        Err(ProxyError::Missing) => Some(Err("missing")),
+        Err(ProxyError::TooLong) => Some(Err("too long")),
+        Err(ProxyError::Malformed) => Some(Err("malformed")),
+    })
+    .await;
+    let result = match judged {
+        Ok(Ok((len, source, dest))) => {
+            buf.truncate(len);
+            let read = stream.read_exact(&mut buf).await;
+            read.map(|()| (source, dest)).map_err(|_| "unreadable")
         }
-        let peek = async { Some(stream.peek(&mut buf).await) };
-        let timer = async {
-            glommio::timer::sleep(left).await;
-            None
-        };
-        let n = match futures_lite::future::or(peek, timer).await {
-            None => break Err("not complete within timeouts.header"),
-            Some(Err(_)) | Some(Ok(0)) => break Err("missing (connection closed)"),
-            Some(Ok(n)) => n,
-        };
-        match parse(&buf[..n]) {
-            Ok(Parsed::Complete { len, source, dest }) => {
-                let mut header = std::mem::take(&mut buf);
-                header.truncate(len);
-                let read = stream.read_exact(&mut header).await;
-                buf = header;
-                break read.map(|()| (source, dest)).map_err(|_| "unreadable");
-            }
-            Ok(Parsed::Incomplete { .. }) if n >= V2_BYTES_MAX => break Err("too long"),
-            Ok(Parsed::Incomplete { .. }) => {
-                // Part of a header is there: look again shortly (peeking consumes nothing).
-                glommio::timer::sleep(PROXY_HEADER_POLL).await;
-            }
-            Err(ProxyError::Missing) => break Err("missing"),
-            Err(ProxyError::TooLong) => break Err("too long"),
-            Err(ProxyError::Malformed) => break Err("malformed"),
-        }
+        Ok(Err(why)) => Err(why),
+        Err(io::PeekEnd::TimedOut) => Err("not complete within timeouts.header"),
+        Err(io::PeekEnd::Closed) => Err("missing (connection closed)"),
+        Err(io::PeekEnd::Full) => Err("too long"),
     };
     pool::give_vec(buf);
     result
