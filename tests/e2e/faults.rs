@@ -328,3 +328,85 @@ fn ocsp_responder_garbage_huge_or_silent_never_stalls_serving() {
         }
     }
 }
+
+/// p99 of `n` keep-alive requests on one connection, in microseconds.
+fn p99_us(rw: &Ringway, n: usize) -> u64 {
+    let mut c = rw.conn();
+    let mut lat: Vec<u64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            c.send("GET /index.html HTTP/1.1\r\nHost: site\r\n\r\n");
+            assert_eq!(c.response().status, 200);
+            t.elapsed().as_micros() as u64
+        })
+        .collect();
+    lat.sort_unstable();
+    lat[n * 99 / 100]
+}
+
+/// Slowloris, the slow-header half: 5,000 connections sending their head one byte a second.
+/// Other clients keep their latency, memory per slow connection stays small, and
+/// `timeouts.header` cuts the slow ones (408).
+#[test]
+fn slow_header_senders_are_cut_by_the_header_timeout_and_disturb_no_one() {
+    use std::io::Write;
+    let config = format!(
+        "{}\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n",
+        base_config_timeouts(1, &[("header", "3s")])
+    );
+    let rw = Ringway::builder(config).dir(site()).start();
+    let base = p99_us(&rw, 300);
+    let rss_before = rw.rss_kib();
+    let mut slow: Vec<std::net::TcpStream> = (0..5000)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(("127.0.0.1", rw.port())).expect("connect");
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let opened = Instant::now();
+    let head = b"GET /index.html HTTP/1.1\r\n";
+    // One byte a second on every connection, for two seconds.
+    for i in 0..2 {
+        for s in &mut slow {
+            let _ = s.write(&head[i..i + 1]);
+        }
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    let rss_per_conn = (rw.rss_kib().saturating_sub(rss_before)) as f64 / 5000.0;
+    let loaded = p99_us(&rw, 300);
+    eprintln!(
+        "slowloris: p99 {base} µs unloaded, {loaded} µs beside 5,000 slow heads; \
+         {rss_per_conn:.2} KiB RSS per slow connection"
+    );
+    // Within 2x of the unloaded run (and 2 ms of slack for a loaded 2-CPU machine).
+    assert!(
+        loaded <= 2 * base + 2000,
+        "p99 {loaded} µs loaded vs {base} µs unloaded"
+    );
+    assert!(
+        rss_per_conn < 16.0,
+        "{rss_per_conn:.2} KiB per slow connection"
+    );
+    // `header` (3 s from accept) cuts them: each gets 408, then EOF.
+    let deadline = opened + Duration::from_secs(10);
+    let mut cut = 0;
+    for s in slow.iter_mut().step_by(50) {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10)),
+        ))
+        .unwrap();
+        let mut got = Vec::new();
+        if s.read_to_end(&mut got).is_ok() && got.starts_with(b"HTTP/1.1 408") {
+            cut += 1;
+        }
+    }
+    assert_eq!(
+        cut, 100,
+        "every sampled slow connection gets 408 and is closed"
+    );
+    assert!(opened.elapsed() < Duration::from_secs(10));
+}
