@@ -205,6 +205,8 @@ pub struct CoreMetrics {
     /// Refused by the per-IP limits: connections closed, upgrades answered 429.
     pub limited_connections: Cell<u64>,
     pub limited_upgrades: Cell<u64>,
+    /// Client connections closed because a write made no progress within `timeouts.send`.
+    pub send_timeouts: Cell<u64>,
     tables: RefCell<Tables>,
     hists: RefCell<Option<Histograms>>,
 }
@@ -240,6 +242,7 @@ impl CoreMetrics {
             messages_out: Cell::new(0),
             limited_connections: Cell::new(0),
             limited_upgrades: Cell::new(0),
+            send_timeouts: Cell::new(0),
             tables: RefCell::new(Tables::default()),
             hists: RefCell::new(None),
         }
@@ -337,6 +340,7 @@ impl CoreMetrics {
             messages_in: self.messages_in.get(),
             messages_out: self.messages_out.get(),
             limited: [self.limited_connections.get(), self.limited_upgrades.get()],
+            send_timeouts: self.send_timeouts.get(),
             tables: self.tables.borrow().clone(),
             hists: self.hists.borrow().clone(),
         }
@@ -352,6 +356,7 @@ pub struct CoreSnapshot {
     messages_in: u64,
     messages_out: u64,
     limited: [u64; 2],
+    send_timeouts: u64,
     tables: Tables,
     hists: Option<Histograms>,
 }
@@ -611,6 +616,19 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
                 c.core
             );
         }
+    }
+    family(
+        o,
+        "ringway_send_timeouts_total",
+        "counter",
+        "Client connections closed because they accepted no data within timeouts.send.",
+    );
+    for c in cores {
+        let _ = writeln!(
+            o,
+            "ringway_send_timeouts_total{{core=\"{}\"}} {}",
+            c.core, c.send_timeouts
+        );
     }
     family(
         o,

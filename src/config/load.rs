@@ -411,6 +411,7 @@ fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         upstream_read: UPSTREAM_READ_TIMEOUT_DEFAULT,
         upstream_keepalive: UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT,
         drain: DRAIN_TIMEOUT_DEFAULT,
+        send: SEND_TIMEOUT_DEFAULT,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[timeouts]", p)) else {
         return t;
@@ -426,6 +427,7 @@ fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         .opt("upstream_keepalive", p, duration)
         .unwrap_or(t.upstream_keepalive);
     t.drain = s.opt("drain", p, duration).unwrap_or(t.drain);
+    t.send = s.opt("send", p, duration).unwrap_or(t.send);
     s.finish(p);
     t
 }
@@ -1725,6 +1727,7 @@ mod tests {
             "[timeouts]",
             "upstream_read = \"2s\"",
             "upstream_keepalive = \"3s\"",
+            "send = \"7s\"",
             "[[backend]]",
             "name = \"b\"",
             "servers = [\"127.0.0.1:1\"]",
@@ -1747,6 +1750,7 @@ mod tests {
             (c.timeouts.upstream_read, c.timeouts.upstream_keepalive),
             (Duration::from_secs(2), Duration::from_secs(3))
         );
+        assert_eq!(c.timeouts.send, Duration::from_secs(7));
         let h = Health {
             interval: Duration::from_millis(500),
             timeout: Duration::from_millis(200),

@@ -21,6 +21,9 @@ pub const UPSTREAM_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 pub const UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Graceful drain: in-flight requests and WebSocket close handshakes get this long.
 pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// A client that accepts no byte of a pending write for this long is cut (nginx's
+/// `send_timeout` is 60 s too).
+pub const SEND_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 /// Further attempts on other servers after a failed one.
 pub const RETRIES_DEFAULT: u32 = 2;
 pub const MAX_FAILS_DEFAULT: u32 = 3;
@@ -145,6 +148,8 @@ pub struct Timeouts {
     pub upstream_keepalive: Duration,
     /// Graceful drain (SIGTERM, upgrade): what is still open after this is closed.
     pub drain: Duration,
+    /// A write to the client that makes no progress for this long closes the connection.
+    pub send: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -267,7 +267,9 @@ pub async fn serve(core: Rc<Core>, client: Client) -> Option<TunnelJob> {
             }
         }
     }
-    if linger {
+    if client.stream.send_timed_out() {
+        info!(peer = %client.peer, "client accepted no data within timeouts.send: closed");
+    } else if linger {
         io::linger_close(&mut client.stream, &mut client.rb, &client.watch).await;
     } else {
         let _ = client.stream.close().await;

@@ -677,7 +677,10 @@ async fn accept_loop(
                 }
             };
             let stream = match shard.tls[listener_index].clone() {
-                None => Some(stream::ClientStream::plain(stream)),
+                None => Some(stream::ClientStream::plain(
+                    stream,
+                    shard.config.timeouts.send,
+                )),
                 Some(tls) => handshake(&shard, tls, stream, peer).await,
             };
             drop(shard);
@@ -754,7 +757,10 @@ async fn handshake(
         None
     };
     match futures_lite::future::or(accept, timer).await {
-        Some(Ok(s)) => Some(stream::ClientStream::tls(Box::new(s))),
+        Some(Ok(s)) => Some(stream::ClientStream::tls(
+            Box::new(s),
+            shard.config.timeouts.send,
+        )),
         Some(Err((e, mut tcp))) => {
             info!(core = shard.id, peer = %peer, error = %e, "TLS handshake failed");
             // The alert is out; the client may still be sending its first flight.

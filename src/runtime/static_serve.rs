@@ -82,7 +82,14 @@ pub async fn send(c: &mut Client, resp: StaticResponse, is_head: bool, close: bo
 /// Reads are plain blocking reads: static files are the demo page and small assets, served from
 /// the page cache. A file that shrinks under us ends the connection (the promised
 /// Content-Length cannot be met).
+///
+/// On plain TCP a file larger than one buffer goes out with `sendfile(2)` after the head: no
+/// copy through user space, and a client that stops reading holds no buffer of Ringway's while
+/// `timeouts.send` runs (a pooled 64 KiB buffer per slow reader otherwise).
 async fn send_file(c: &mut Client, mut head: &[u8], mut file: std::fs::File, length: u64) -> bool {
+    if length > pool::BUF_BYTES as u64 && !c.stream.is_tls() {
+        return sendfile(c, head, &file, length).await;
+    }
     let mut buf = pool::take();
     let mut left = length;
     let mut ok = true;
@@ -107,4 +114,35 @@ async fn send_file(c: &mut Client, mut head: &[u8], mut file: std::fs::File, len
     }
     pool::give(buf);
     ok
+}
+
+/// `send_file` for plain TCP: the head, then `length` bytes of the file by `sendfile(2)`.
+async fn sendfile(c: &mut Client, head: &[u8], file: &std::fs::File, length: u64) -> bool {
+    use std::os::unix::io::AsRawFd;
+    if c.stream.write_all(head).await.is_err() {
+        return false;
+    }
+    let fd = file.as_raw_fd();
+    // From wherever the file stands (it has not been read: the start).
+    let Ok(mut offset) = std::io::Seek::stream_position(&mut &*file).map(|p| p as i64) else {
+        return false;
+    };
+    let mut left = length;
+    while left > 0 {
+        let count = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+        let sent = futures_lite::future::poll_fn(|cx| {
+            c.stream
+                .poll_sendfile(cx, fd, &mut offset, count)
+                .unwrap_or(std::task::Poll::Ready(Err(
+                    std::io::ErrorKind::Unsupported.into()
+                )))
+        })
+        .await;
+        match sent {
+            // Ok(0): the file shrank under us; the promised length cannot be met.
+            Ok(0) | Err(_) => return false,
+            Ok(n) => left -= n as u64,
+        }
+    }
+    true
 }

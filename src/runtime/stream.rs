@@ -10,28 +10,117 @@ pub enum Inner {
 
 /// The client's stream, counting the bytes it moves (for the access log and, per core, for
 /// `ringway_bytes_total`): two additions per read or write.
+///
+/// It also enforces `timeouts.send` on every write to the client, whoever makes it (responses,
+/// static files, streamed bodies, tunnels, TLS flushes): a write that stays pending without
+/// progress for the limit fails with `TimedOut`, and the caller closes the connection. A write
+/// that completes at once (the common case) costs one flag test; the sweeper's `Watch` is made
+/// the first time a write on this connection has to wait, so a client that always reads holds
+/// none.
 pub struct ClientStream {
     inner: Inner,
     /// Bytes read from and written to the client so far (TLS: plaintext).
     pub bytes_in: u64,
     pub bytes_out: u64,
+    send: SendClock,
+}
+
+/// `timeouts.send` for one stream (see `ClientStream`).
+struct SendClock {
+    /// Milliseconds (16 bytes less than a `Duration` in every tunnel's future).
+    limit_ms: u32,
+    /// Made on the first write that has to wait.
+    watch: Option<std::rc::Rc<super::idle::Watch>>,
+    /// A write is pending and the clock runs.
+    waiting: bool,
+    /// The limit passed: every later write, flush or close fails at once (a TLS close_notify
+    /// must not wait another full limit).
+    timed_out: bool,
+}
+
+fn timed_out<T>() -> std::task::Poll<std::io::Result<T>> {
+    std::task::Poll::Ready(Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "client accepted no data within timeouts.send",
+    )))
+}
+
+impl SendClock {
+    /// Returns the write's result, or `TimedOut` once the client has accepted nothing for the
+    /// limit.
+    fn check<T>(
+        &mut self,
+        cx: &std::task::Context<'_>,
+        r: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if r.is_ready() {
+            self.waiting = false;
+            return r;
+        }
+        let limit = std::time::Duration::from_millis(u64::from(self.limit_ms));
+        let watch = self.watch.get_or_insert_with(|| super::idle::watch(limit));
+        if !self.waiting {
+            self.waiting = true;
+            watch.restart(limit);
+        } else if watch.expired() {
+            self.waiting = false;
+            self.timed_out = true;
+            crate::metrics::with(|m| m.send_timeouts.set(m.send_timeouts.get() + 1));
+            return timed_out();
+        }
+        watch.register(cx);
+        Poll::Pending
+    }
 }
 
 impl ClientStream {
-    pub fn plain(s: TcpStream) -> ClientStream {
-        ClientStream::new(Inner::Plain(s))
+    pub fn plain(s: TcpStream, send_timeout: std::time::Duration) -> ClientStream {
+        ClientStream::new(Inner::Plain(s), send_timeout)
     }
 
-    pub fn tls(s: Box<TlsStream<TcpStream>>) -> ClientStream {
-        ClientStream::new(Inner::Tls(s))
+    pub fn tls(s: Box<TlsStream<TcpStream>>, send_timeout: std::time::Duration) -> ClientStream {
+        ClientStream::new(Inner::Tls(s), send_timeout)
     }
 
-    fn new(inner: Inner) -> ClientStream {
+    fn new(inner: Inner, limit: std::time::Duration) -> ClientStream {
         ClientStream {
             inner,
             bytes_in: 0,
             bytes_out: 0,
+            send: SendClock {
+                limit_ms: u32::try_from(limit.as_millis()).unwrap_or(u32::MAX),
+                watch: None,
+                waiting: false,
+                timed_out: false,
+            },
         }
+    }
+
+    /// Plain TCP only (`None` for TLS): sends up to `count` bytes of `file` from `*offset` with
+    /// `sendfile(2)`, so a client that reads slowly pins no buffer of Ringway's. Counted and
+    /// bounded by `timeouts.send` like a write.
+    pub fn poll_sendfile(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        file: std::os::unix::io::RawFd,
+        offset: &mut i64,
+        count: usize,
+    ) -> Option<std::task::Poll<std::io::Result<usize>>> {
+        let Inner::Plain(tcp) = &mut self.inner else {
+            return None;
+        };
+        if self.send.timed_out {
+            return Some(timed_out());
+        }
+        let r = tcp.poll_sendfile(cx, file, offset, count);
+        let r = self.send.check(cx, r);
+        Some(counted(r, &mut self.bytes_out, |m| &m.bytes_out))
+    }
+
+    /// Whether the last write to the client failed by `timeouts.send`.
+    pub fn send_timed_out(&self) -> bool {
+        self.send.timed_out
     }
 
     pub fn is_tls(&self) -> bool {
@@ -70,7 +159,11 @@ impl futures_lite::io::AsyncWrite for ClientStream {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.send.timed_out {
+            return timed_out();
+        }
         let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        let r = this.send.check(cx, r);
         counted(r, &mut this.bytes_out, |m| &m.bytes_out)
     }
 
@@ -80,22 +173,37 @@ impl futures_lite::io::AsyncWrite for ClientStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.send.timed_out {
+            return timed_out();
+        }
         let r = std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let r = this.send.check(cx, r);
         counted(r, &mut this.bytes_out, |m| &m.bytes_out)
     }
 
+    /// TLS: writes out what rustls holds; bounded by `timeouts.send` like a write.
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if this.send.timed_out {
+            return timed_out();
+        }
+        let r = std::pin::Pin::new(&mut this.inner).poll_flush(cx);
+        this.send.check(cx, r)
     }
 
     fn poll_close(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_close(cx)
+        let this = self.get_mut();
+        if this.send.timed_out {
+            return timed_out();
+        }
+        let r = std::pin::Pin::new(&mut this.inner).poll_close(cx);
+        this.send.check(cx, r)
     }
 }
 

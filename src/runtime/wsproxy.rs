@@ -183,6 +183,9 @@ pub fn run_tunnel(
         let (up, down) = (job.stream.bytes_in, job.stream.bytes_out);
         match result {
             Ok(()) => debug!(core, peer = %peer, up, down, "tunnel closed"),
+            Err(_) if job.stream.send_timed_out() => {
+                info!(core, peer = %peer, up, down, "client accepted no data within timeouts.send: tunnel closed")
+            }
             Err(e) => debug!(core, peer = %peer, up, down, error = %e, "tunnel ended"),
         }
         let _ = job.lease.conn.close().await;

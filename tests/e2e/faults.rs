@@ -410,3 +410,128 @@ fn slow_header_senders_are_cut_by_the_header_timeout_and_disturb_no_one() {
     );
     assert!(opened.elapsed() < Duration::from_secs(10));
 }
+
+/// Slowloris, the slow-reader half: 5,000 connections each ask for an 8 MiB file and then read
+/// one byte a second. Other clients keep their latency; the slow ones hold no buffer of
+/// Ringway's (the file goes out by `sendfile`), and `timeouts.send` cuts them, each logged once.
+#[test]
+fn slow_readers_are_cut_by_the_send_timeout_and_disturb_no_one() {
+    use std::io::Write;
+    const BIG: usize = 8 << 20;
+    const SLOW: usize = 5000;
+    let config = format!(
+        "{}\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n",
+        base_config_timeouts(1, &[("send", "3s")])
+    );
+    let dir = site();
+    let big: Vec<u8> = (0..BIG).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.path().join("www/big.bin"), &big).unwrap();
+    let rw = Ringway::builder(config).dir(dir).start();
+    let base = p99_us(&rw, 300);
+    let rss_before = rw.rss_kib();
+    let mut slow: Vec<std::net::TcpStream> = (0..SLOW)
+        .map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            // A small window: the kernel buffers little on either side, so the writes stall.
+            s.set_recv_buffer_size(4096).unwrap();
+            s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], rw.port())).into())
+                .expect("connect");
+            let mut s: std::net::TcpStream = s.into();
+            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: site\r\n\r\n")
+                .unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let opened = Instant::now();
+    let mut got = vec![0usize; SLOW];
+    let mut read_round = |slow: &mut Vec<std::net::TcpStream>| {
+        for (s, n) in slow.iter_mut().zip(got.iter_mut()) {
+            let mut b = [0u8; 1];
+            if let Ok(1) = s.read(&mut b) {
+                *n += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(900));
+    };
+    // One byte a second from every connection, for two seconds; then measure.
+    read_round(&mut slow);
+    read_round(&mut slow);
+    let rss_per_conn = (rw.rss_kib().saturating_sub(rss_before)) as f64 / SLOW as f64;
+    let loaded = p99_us(&rw, 300);
+    eprintln!(
+        "slow readers: p99 {base} µs unloaded, {loaded} µs beside {SLOW} slow readers; \
+         {rss_per_conn:.2} KiB RSS per slow connection"
+    );
+    assert!(
+        loaded <= 2 * base + 2000,
+        "p99 {loaded} µs loaded vs {base} µs unloaded"
+    );
+    assert!(
+        rss_per_conn < 16.0,
+        "{rss_per_conn:.2} KiB per slow connection"
+    );
+    // Still one byte a second while `send` (3 s without progress) runs out: each is cut and
+    // logged once.
+    while opened.elapsed() < Duration::from_secs(5) {
+        read_round(&mut slow);
+    }
+    assert!(
+        rw.wait_log("timeouts.send", SLOW, Duration::from_secs(10)),
+        "{} of {SLOW} slow readers cut",
+        rw.log().matches("timeouts.send").count()
+    );
+    assert_eq!(rw.log().matches("timeouts.send").count(), SLOW);
+    // A sampled one reads what the kernel still held, then the connection ends short of the
+    // promised length: a truncated body, never a wrong one.
+    for (s, n) in slow.iter_mut().zip(&got).step_by(250) {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let total = n + rest.len();
+        assert!(total < BIG, "{total} bytes: the connection was not cut");
+    }
+    // Serving goes on.
+    assert!(p99_us(&rw, 50) > 0);
+}
+
+/// A WebSocket client that sends and never reads: the echoes back up until Ringway's writes to
+/// it stall, and `timeouts.send` closes the tunnel (logged once); a reading client beside it is
+/// served throughout.
+#[test]
+fn tunnel_client_that_never_reads_is_cut_by_the_send_timeout() {
+    let echo = EchoBackend::tcp_v4();
+    let config = format!(
+        "{}\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.websocket]]\nuri = \"/chat/\"\naddress = \"{}\"\n",
+        base_config_timeouts(1, &[("send", "2s")]),
+        echo.config_addr
+    );
+    let rw = Ringway::builder(config).dir(site()).start();
+    let (mut deaf, _) = ws_connect(rw.port(), rw.ws_url("/chat/deaf").as_str());
+    let (mut good, _) = ws_connect(rw.port(), rw.ws_url("/chat/good").as_str());
+    deaf.get_mut()
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Write until the whole chain is full (our send blocks); keep going until it fails.
+    let t0 = Instant::now();
+    let mut failed = false;
+    while t0.elapsed() < Duration::from_secs(15) {
+        if deaf.send(Message::binary(vec![7u8; 64 * 1024])).is_err() {
+            failed = true;
+            break;
+        }
+        good.send(Message::text("still here")).unwrap();
+        assert_eq!(ws_next(&mut good), Message::text("still here"));
+    }
+    assert!(
+        rw.wait_log("timeouts.send: tunnel closed", 1, Duration::from_secs(10)),
+        "the deaf client was not cut (its own send failed: {failed}): {}",
+        rw.log()
+    );
+    assert_eq!(rw.log().matches("timeouts.send").count(), 1);
+    good.send(Message::text("after")).unwrap();
+    assert_eq!(ws_next(&mut good), Message::text("after"));
+}

@@ -37,6 +37,39 @@ fn yolo_send(fd: RawFd, buf: &[u8]) -> Option<io::Result<usize>> {
     }
 }
 
+/// Ringway patch: a non-blocking `sendfile` of up to `count` bytes of `file` from `*offset`
+/// (advanced by what was sent). The socket is blocking (glommio sends with `MSG_DONTWAIT`) and
+/// `sendfile` takes no flags, so `O_NONBLOCK` is set for the call and put back after it.
+fn yolo_sendfile(
+    fd: RawFd,
+    file: RawFd,
+    offset: &mut i64,
+    count: usize,
+) -> Option<io::Result<usize>> {
+    // SAFETY: plain fcntl/sendfile calls on descriptors the caller owns; `offset` is a valid
+    // pointer for the duration of the call.
+    let (n, err) = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Some(Err(io::Error::last_os_error()));
+        }
+        if libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Some(Err(io::Error::last_os_error()));
+        }
+        let n = libc::sendfile(fd, file, offset as *mut i64, count);
+        let err = io::Error::last_os_error();
+        libc::fcntl(fd, libc::F_SETFL, flags);
+        (n, err)
+    };
+    if n >= 0 {
+        return Some(Ok(n as usize));
+    }
+    match err.kind() {
+        io::ErrorKind::WouldBlock => None,
+        _ => Some(Err(err)),
+    }
+}
+
 /// Ringway patch: a gathered non-blocking send (sendmsg with several iovecs).
 fn yolo_sendv(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
     // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the slices outlive the call.

@@ -449,6 +449,17 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         self.poll_write_with(cx, |fd| super::yolo_sendv(fd, bufs))
     }
 
+    /// Ringway patch: `sendfile` from `file` at `*offset`, waiting for room like a write.
+    pub(crate) fn poll_sendfile(
+        &mut self,
+        cx: &Context<'_>,
+        file: RawFd,
+        offset: &mut i64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |fd| super::yolo_sendfile(fd, file, offset, count))
+    }
+
     /// Ringway patch: whether no data, hang-up or error has been reported on the stream since a
     /// read drained it: both polls are armed and nothing came from them. A pooled keep-alive
     /// connection that is quiet needs no `MSG_PEEK` probe before reuse (completions the reactor
@@ -654,6 +665,17 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.stream.poll_write_vectored(cx, bufs)
+    }
+
+    /// Ringway patch: see `NonBufferedStream::poll_sendfile`.
+    pub(crate) fn poll_sendfile(
+        &mut self,
+        cx: &Context<'_>,
+        file: RawFd,
+        offset: &mut i64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_sendfile(cx, file, offset, count)
     }
 
     /// Ringway patch: see `NonBufferedStream::is_read_quiet`.

@@ -652,6 +652,19 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// Ringway patch: sends up to `count` bytes of `file` from `*offset` with `sendfile(2)`
+    /// (no user-space buffer), advancing `*offset`; pending while the socket has no room, like
+    /// a write. `Ready(Ok(0))` means the file ended.
+    pub fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: std::os::unix::io::RawFd,
+        offset: &mut i64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_sendfile(cx, file, offset, count)
+    }
+
     /// Ringway patch: whether nothing (data, hang-up, error) has been reported on the stream
     /// since a read drained it, so that a pooled keep-alive connection can be reused without a
     /// `MSG_PEEK` probe. False whenever that is not known (no read has waited yet, the last read
