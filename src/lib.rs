@@ -21,3 +21,4 @@ pub mod tls;
 pub mod tls_hello;
 pub mod upstream;
 pub mod ws;
+pub mod ws_endpoint;

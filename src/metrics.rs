@@ -194,6 +194,9 @@ struct Histograms {
     tunnel: Latency,
 }
 
+/// Close codes Ringway sends in tunnel mode (`ringway_ws_closes_sent_total{code}`).
+pub const WS_CLOSE_CODES: [u16; 6] = [1000, 1001, 1002, 1007, 1009, 1011];
+
 /// One core's metrics. Reach it with `with`.
 pub struct CoreMetrics {
     /// Client-side bytes, read and written (TLS: ciphertext is not counted, plaintext is).
@@ -207,6 +210,10 @@ pub struct CoreMetrics {
     pub limited_upgrades: Cell<u64>,
     /// Client connections closed because a write made no progress within `timeouts.send`.
     pub send_timeouts: Cell<u64>,
+    /// Tunnel mode: clients closed for leaving two pings unanswered.
+    pub ws_ping_timeouts: Cell<u64>,
+    /// Tunnel mode: Close frames Ringway sent, by code (`WS_CLOSE_CODES`).
+    ws_closes: [Cell<u64>; WS_CLOSE_CODES.len()],
     tables: RefCell<Tables>,
     hists: RefCell<Option<Histograms>>,
 }
@@ -243,6 +250,8 @@ impl CoreMetrics {
             limited_connections: Cell::new(0),
             limited_upgrades: Cell::new(0),
             send_timeouts: Cell::new(0),
+            ws_ping_timeouts: Cell::new(0),
+            ws_closes: Default::default(),
             tables: RefCell::new(Tables::default()),
             hists: RefCell::new(None),
         }
@@ -332,6 +341,13 @@ impl CoreMetrics {
         f(h);
     }
 
+    /// Tunnel mode: Ringway sent a Close with `code`.
+    pub fn ws_close_sent(&self, code: u16) {
+        if let Some(i) = WS_CLOSE_CODES.iter().position(|&c| c == code) {
+            self.ws_closes[i].set(self.ws_closes[i].get() + 1);
+        }
+    }
+
     pub fn snapshot(&self, core: usize) -> CoreSnapshot {
         CoreSnapshot {
             core,
@@ -341,6 +357,8 @@ impl CoreMetrics {
             messages_out: self.messages_out.get(),
             limited: [self.limited_connections.get(), self.limited_upgrades.get()],
             send_timeouts: self.send_timeouts.get(),
+            ws_ping_timeouts: self.ws_ping_timeouts.get(),
+            ws_closes: std::array::from_fn(|i| self.ws_closes[i].get()),
             tables: self.tables.borrow().clone(),
             hists: self.hists.borrow().clone(),
         }
@@ -357,6 +375,8 @@ pub struct CoreSnapshot {
     messages_out: u64,
     limited: [u64; 2],
     send_timeouts: u64,
+    ws_ping_timeouts: u64,
+    ws_closes: [u64; WS_CLOSE_CODES.len()],
     tables: Tables,
     hists: Option<Histograms>,
 }
@@ -628,6 +648,34 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
             o,
             "ringway_send_timeouts_total{{core=\"{}\"}} {}",
             c.core, c.send_timeouts
+        );
+    }
+    family(
+        o,
+        "ringway_ws_closes_sent_total",
+        "counter",
+        "Tunnel mode: Close frames Ringway sent to clients, by code.",
+    );
+    for c in cores {
+        for (code, n) in WS_CLOSE_CODES.iter().zip(c.ws_closes) {
+            let _ = writeln!(
+                o,
+                "ringway_ws_closes_sent_total{{core=\"{}\",code=\"{code}\"}} {n}",
+                c.core
+            );
+        }
+    }
+    family(
+        o,
+        "ringway_ws_ping_timeouts_total",
+        "counter",
+        "Tunnel mode: clients closed (1001) for leaving two pings unanswered.",
+    );
+    for c in cores {
+        let _ = writeln!(
+            o,
+            "ringway_ws_ping_timeouts_total{{core=\"{}\"}} {}",
+            c.core, c.ws_ping_timeouts
         );
     }
     family(

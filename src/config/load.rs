@@ -855,6 +855,7 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
         })
     });
     let allow_missing_origin = s.opt("allow_missing_origin", p, boolean);
+    let tunnel = tunnel_mode(&mut s, p);
     s.finish(p);
     let backend = match (backend, address_value) {
         (Some(b), None) => {
@@ -877,6 +878,91 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
         backend,
         origins: origins.unwrap_or_default(),
         allow_missing_origin: allow_missing_origin.unwrap_or(false),
+        tunnel,
+    })
+}
+
+/// `mode` and the keys that go with `mode = "tunnel"` in a `[[vhost.websocket]]` entry.
+fn tunnel_mode(s: &mut Section<'_, '_>, p: &mut Problems) -> Option<TunnelMode> {
+    let at = s.at;
+    let tunnel = s
+        .opt("mode", p, |v, what, p| {
+            let text = string(v, what, p)?;
+            match text.v {
+                "proxy" => Some(false),
+                "tunnel" => Some(true),
+                other => {
+                    p.add(
+                        text.at,
+                        format!("{what} must be \"proxy\" or \"tunnel\", found {other:?}"),
+                    );
+                    None
+                }
+            }
+        })
+        .unwrap_or(false);
+    let text = s.opt("frame", p, |v, what, p| {
+        let t = string(v, what, p)?;
+        match t.v {
+            "text" => Some(true),
+            "binary" => Some(false),
+            other => {
+                p.add(
+                    t.at,
+                    format!("{what} must be \"text\" or \"binary\", found {other:?}"),
+                );
+                None
+            }
+        }
+    });
+    let subprotocols = s.opt("subprotocols", p, |v, what, p| {
+        list(v, what, false, p, |v, what, p| {
+            let t = string(v, what, p)?;
+            // A token (RFC 6455 §4.1): visible ASCII without separators.
+            let token = !t.v.is_empty()
+                && t.v
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !token {
+                p.add(
+                    t.at,
+                    format!("{what} must be a token (like \"chat.v1\"), found {:?}", t.v),
+                );
+                return None;
+            }
+            Some(t.v.to_string())
+        })
+    });
+    let ping_interval = s.opt("ping_interval", p, |v, what, p| {
+        let t = string(v, what, p)?;
+        if matches!(t.v, "0" | "0s" | "0ms") {
+            return Some(None);
+        }
+        parse_duration(t.v)
+            .map_err(|e| p.add(t.at, e))
+            .ok()
+            .map(Some)
+    });
+    let max_message = s.opt("max_message", p, |v, what, p| {
+        size(v, what, 1..=256 * 1024 * 1024, p)
+    });
+    if !tunnel {
+        let given = [
+            ("frame", text.is_some()),
+            ("subprotocols", subprotocols.is_some()),
+            ("ping_interval", ping_interval.is_some()),
+            ("max_message", max_message.is_some()),
+        ];
+        for (key, _) in given.iter().filter(|(_, g)| *g) {
+            p.add(at, format!("\"{key}\" applies to mode = \"tunnel\" only"));
+        }
+        return None;
+    }
+    Some(TunnelMode {
+        text: text.unwrap_or(true),
+        subprotocols: subprotocols.unwrap_or_default(),
+        ping_interval: ping_interval.unwrap_or(Some(TUNNEL_PING_INTERVAL_DEFAULT)),
+        max_message: max_message.unwrap_or(TUNNEL_MAX_MESSAGE_DEFAULT),
     })
 }
 
@@ -2192,6 +2278,73 @@ mod tests {
             13,
             11,
             "\"backend\" is only allowed with handler = \"proxy\", not \"echo\"",
+        );
+    }
+
+    #[test]
+    fn websocket_tunnel_mode_keys() {
+        fn route<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+            let mut lines = vec![
+                "[[vhost.websocket]]",
+                "uri = \"/feed/\"",
+                "backend = \"line\"",
+            ];
+            lines.extend_from_slice(extra);
+            lines.extend([
+                "[[backend]]",
+                "name = \"line\"",
+                "servers = [\"127.0.0.1:9\"]",
+            ]);
+            with(&lines)
+        }
+        let (c, _d) = ok(&route(&[]));
+        assert_eq!(c.vhosts[0].websockets[0].tunnel, None);
+        let (c, _d) = ok(&route(&["mode = \"tunnel\""]));
+        assert_eq!(
+            c.vhosts[0].websockets[0].tunnel,
+            Some(TunnelMode {
+                text: true,
+                subprotocols: vec![],
+                ping_interval: Some(TUNNEL_PING_INTERVAL_DEFAULT),
+                max_message: TUNNEL_MAX_MESSAGE_DEFAULT,
+            })
+        );
+        let (c, _d) = ok(&route(&[
+            "mode = \"tunnel\"",
+            "frame = \"binary\"",
+            "subprotocols = [\"chat.v1\", \"mqtt\"]",
+            "ping_interval = \"0s\"",
+            "max_message = \"64KiB\"",
+        ]));
+        assert_eq!(
+            c.vhosts[0].websockets[0].tunnel,
+            Some(TunnelMode {
+                text: false,
+                subprotocols: vec!["chat.v1".into(), "mqtt".into()],
+                ping_interval: None,
+                max_message: 64 * 1024,
+            })
+        );
+        for (extra, want) in [
+            ("mode = \"pass\"", "must be \"proxy\" or \"tunnel\""),
+            ("frame = \"hex\"", "must be \"text\" or \"binary\""),
+            ("max_message = \"0B\"", "must be between"),
+            ("ping_interval = \"soon\"", "invalid duration"),
+            ("subprotocols = [\"a b\"]", "must be a token"),
+        ] {
+            let mode = if extra.starts_with("mode") {
+                ""
+            } else {
+                "mode = \"tunnel\""
+            };
+            let ps = problems(&route(&[mode, extra]));
+            assert!(ps.iter().any(|p| p.2.contains(want)), "{extra}: {ps:?}");
+        }
+        let ps = problems(&route(&["frame = \"text\""]));
+        assert!(
+            ps.iter()
+                .any(|p| p.2.contains("\"frame\" applies to mode = \"tunnel\" only")),
+            "{ps:?}"
         );
     }
 

@@ -310,7 +310,27 @@ pub struct WebSocketRoute {
     /// `allow_missing_origin`: an upgrade without `Origin` passes the list (non-browser
     /// clients send none).
     pub allow_missing_origin: bool,
+    /// `mode = "tunnel"`: Ringway ends the WebSocket itself and passes message payloads to a
+    /// raw TCP/UDS backend. `None`: `mode = "proxy"`, the upgrade goes to the backend.
+    pub tunnel: Option<TunnelMode>,
 }
+
+/// `[[vhost.websocket]] mode = "tunnel"` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelMode {
+    /// `frame`: what the backend's bytes are sent to the client as (`"text"`, the default, or
+    /// `"binary"`).
+    pub text: bool,
+    /// `subprotocols`: offered back when the client asks for one of them.
+    pub subprotocols: Vec<String>,
+    /// `ping_interval` (default 30 s; `"0s"` = `None`, no pings).
+    pub ping_interval: Option<Duration>,
+    /// `max_message` (default 1 MiB): a larger message from the client → Close 1009.
+    pub max_message: usize,
+}
+
+pub const TUNNEL_PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+pub const TUNNEL_MAX_MESSAGE_DEFAULT: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ContextRoute {

@@ -55,6 +55,13 @@ pub enum Action<'s> {
         key: [u8; 24],
         head: Vec<u8>,
     },
+    /// A tunnel-mode route: Ringway answers the handshake (with the route's subprotocol
+    /// `protocol`, an index, when the client asked for one it offers).
+    WsTunnel {
+        route: &'s WebSocketRoute,
+        accept: [u8; 28],
+        protocol: Option<usize>,
+    },
     Proxy(ProxyPlan<'s>),
     /// A request on the `[admin]` listener.
     Admin(admin::Request),
@@ -66,6 +73,9 @@ pub enum Next {
     Close,
     /// A verified WebSocket upgrade: the connection becomes a tunnel to this backend lease.
     Tunnel(Lease),
+    /// A tunnel-mode route (`mode = "tunnel"`): Ringway answered the handshake itself and
+    /// frames the bytes of this raw backend lease.
+    Terminate(Lease, Box<super::wstunnel::Terminate>),
 }
 
 /// A connection handed over to a tunnel: it runs in a task of its own, so a tunnel holds only
@@ -79,6 +89,8 @@ pub struct TunnelJob {
     /// The upgrade request, for the tunnel's access log line when it ends.
     pub request: Option<Box<AccessRequest>>,
     pub vhost: usize,
+    /// Tunnel mode: Ringway ends the WebSocket (`None`: bytes pass through).
+    pub terminate: Option<Box<super::wstunnel::Terminate>>,
 }
 
 /// What the access log needs of a request head, copied only when the log is on.
@@ -225,7 +237,8 @@ pub async fn serve(core: Rc<Core>, client: Client) -> Option<TunnelJob> {
         match read_head(&shard, &mut client, first).await {
             Ok(Some(end)) => {
                 let next = handle(&shard, &mut client, end).await;
-                finish_exchange(&shard, &mut client, matches!(next, Next::Tunnel(_)));
+                let tunnel = matches!(next, Next::Tunnel(_) | Next::Terminate(..));
+                finish_exchange(&shard, &mut client, tunnel);
                 match next {
                     Next::KeepAlive => first = false,
                     Next::Close => {
@@ -240,6 +253,18 @@ pub async fn serve(core: Rc<Core>, client: Client) -> Option<TunnelJob> {
                             shard,
                             request: client.access.take(),
                             vhost: client.vhost,
+                            terminate: None,
+                        })
+                    }
+                    Next::Terminate(lease, t) => {
+                        return Some(TunnelJob {
+                            stream: client.stream,
+                            peer: client.peer,
+                            lease,
+                            shard,
+                            request: client.access.take(),
+                            vhost: client.vhost,
+                            terminate: Some(t),
                         })
                     }
                 }
@@ -409,6 +434,11 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
+        Action::WsTunnel {
+            route,
+            accept,
+            protocol,
+        } => super::wstunnel::open(shard, c, route, &accept, protocol).await,
         Action::Proxy(plan) => proxy::run(shard, c, plan).await,
         Action::Admin(req) => admin::serve(shard, c, req, close).await,
     }
@@ -645,6 +675,19 @@ fn plan_ws_proxy<'s>(
         ws::Upgrade::WebSocket { key } => {
             if let Some(refusal) = upgrade_limited(c) {
                 return refusal;
+            }
+            if let Some(mode) = &route.tunnel {
+                let requested: Vec<&[u8]> = req
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+                    .map(|h| h.value)
+                    .collect();
+                return Action::WsTunnel {
+                    route,
+                    accept: ws::accept_key(key),
+                    protocol: super::wstunnel::choose_subprotocol(&mode.subprotocols, &requested),
+                };
             }
             let mut k = [0u8; 24];
             k.copy_from_slice(key);

@@ -29,6 +29,7 @@ mod stream;
 pub mod tunnel;
 mod upstream;
 mod wsproxy;
+mod wstunnel;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

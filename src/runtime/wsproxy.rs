@@ -177,7 +177,15 @@ pub fn run_tunnel(
         let opened = std::time::Instant::now();
         // Idle timeout from the per-core sweeper: no timer is polled per message.
         let watch = super::idle::watch(job.shard.config.timeouts.tunnel_idle);
-        let result = Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch).await;
+        let result = match job.terminate.as_deref_mut() {
+            None => Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch).await,
+            Some(t) => {
+                let end =
+                    super::wstunnel::Endpoint::new(&mut job.stream, &mut job.lease.conn, &watch, t)
+                        .await;
+                end.map(|end| debug!(core = job.shard.id, peer = %job.peer, ?end, "websocket tunnel ended"))
+            }
+        };
         drop(watch);
         let (core, peer) = (job.shard.id, job.peer);
         let (up, down) = (job.stream.bytes_in, job.stream.bytes_out);

@@ -17,3 +17,4 @@ mod routing;
 mod static_files;
 mod tls;
 mod ws_proxy;
+mod ws_tunnel;
