@@ -11,6 +11,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::AccessFormat;
 
+/// `Entry::minor` of an HTTP/2 request.
+pub const HTTP2: u8 = 20;
+
+fn protocol(minor: u8) -> &'static str {
+    match minor {
+        0 => "HTTP/1.0",
+        HTTP2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    }
+}
+
 pub struct Entry<'a> {
     pub time: SystemTime,
     pub client: IpAddr,
@@ -18,7 +29,7 @@ pub struct Entry<'a> {
     pub vhost: &'a str,
     pub method: &'a [u8],
     pub target: &'a [u8],
-    /// HTTP/1.`minor`.
+    /// HTTP/1.`minor`; `HTTP2` for an HTTP/2 stream.
     pub minor: u8,
     pub status: u16,
     /// Client-side bytes read and written for this request (or tunnel).
@@ -58,7 +69,13 @@ fn combined(s: &mut String, e: &Entry<'_>) {
     quoted_bytes(s, e.method);
     s.push(' ');
     quoted_bytes(s, e.target);
-    let _ = write!(s, " HTTP/1.{}\" {} {} \"", e.minor, e.status, e.bytes_out);
+    let _ = write!(
+        s,
+        " {}\" {} {} \"",
+        protocol(e.minor),
+        e.status,
+        e.bytes_out
+    );
     quoted_or_dash(s, e.referer);
     s.push_str("\" \"");
     quoted_or_dash(s, e.user_agent);
@@ -112,8 +129,8 @@ fn json(s: &mut String, e: &Entry<'_>) {
     json_bytes(s, e.target);
     let _ = write!(
         s,
-        ",\"protocol\":\"HTTP/1.{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_s\":{:.6},\"backend\":",
-        e.minor,
+        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_s\":{:.6},\"backend\":",
+        protocol(e.minor),
         e.status,
         e.bytes_in,
         e.bytes_out,

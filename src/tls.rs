@@ -124,13 +124,16 @@ impl ResolvesServerCert for SniResolver {
 pub fn server_config(
     hosts: HostTable,
     slots: Vec<Option<Arc<CertSlot>>>,
+    alpn: &[String],
 ) -> Result<Arc<ServerConfig>, String> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { hosts, slots }));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The listener's `alpn` (default h2, then http/1.1); a client that offers none of them
+    // is refused by rustls (no_application_protocol), one that offers no ALPN gets HTTP/1.1.
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -437,6 +437,7 @@ fn limits(v: Option<&Val<'_>>, p: &mut Problems) -> Limits {
         max_header_bytes: HEADER_BYTES_MAX_DEFAULT,
         max_connections_per_ip: None,
         upgrades_per_ip: None,
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS_DEFAULT,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[limits]", p)) else {
         return l;
@@ -452,6 +453,11 @@ fn limits(v: Option<&Val<'_>>, p: &mut Problems) -> Limits {
             count(v, what, 1..=i64::from(u32::MAX), p)
         })
         .map(|n| n as u32);
+    if let Some(n) = s.opt("max_concurrent_streams", p, |v, what, p| {
+        count(v, what, 1..=65535, p)
+    }) {
+        l.max_concurrent_streams = n as u32;
+    }
     l.upgrades_per_ip = s.opt("upgrades_per_ip", p, |v, what, p| {
         let text = string(v, what, p)?;
         match crate::limits::Rate::parse(text.v, parse_duration) {
@@ -490,6 +496,31 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
                 }
             }
         });
+        let alpn = s.opt("alpn", p, |v, what, p| {
+            list(v, what, true, p, |v, what, p| {
+                let t = string(v, what, p)?;
+                match t.v {
+                    "h2" | "http/1.1" => Some(t.v.to_string()),
+                    other => {
+                        p.add(
+                            t.at,
+                            format!("{what} must be \"h2\" or \"http/1.1\", found {other:?}"),
+                        );
+                        None
+                    }
+                }
+            })
+        });
+        let http2 = s.opt("http2", p, boolean).unwrap_or(false);
+        if alpn.is_some() && !tls {
+            p.add(s.at, "\"alpn\" applies to tls = true listeners (a plain listener takes http2 = true for h2c)");
+        }
+        if http2 && tls {
+            p.add(
+                s.at,
+                "\"http2\" applies to plain listeners (h2c); a TLS listener offers h2 by \"alpn\"",
+            );
+        }
         if mode == Some(ListenerMode::Tcp) && tls {
             p.add(s.at, "a mode = \"tcp\" listener forwards raw bytes: it cannot have tls = true (use [[tls_passthrough]] on a TLS listener)");
         }
@@ -512,6 +543,8 @@ fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>, Names) {
             proxy_protocol,
             mode: mode.unwrap_or(ListenerMode::Http),
             forward_proxy,
+            alpn: alpn.unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]),
+            http2,
         });
     }
     // A wrongly typed `listener` was reported already; an absent or empty one is reported here.

@@ -159,7 +159,11 @@ pub struct Limits {
     pub max_connections_per_ip: Option<u32>,
     /// WebSocket upgrades per client IP, per core (token bucket); over it: 429.
     pub upgrades_per_ip: Option<crate::limits::Rate>,
+    /// HTTP/2: streams a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
 }
+
+pub const MAX_CONCURRENT_STREAMS_DEFAULT: u32 = 128;
 
 #[derive(Debug, Clone)]
 pub struct Listener {
@@ -173,6 +177,10 @@ pub struct Listener {
     pub mode: ListenerMode,
     /// CONNECT requests here go to the vhost's `handler = "connect"` context.
     pub forward_proxy: bool,
+    /// TLS listeners: the ALPN protocols offered, in order (`h2`, `http/1.1`).
+    pub alpn: Vec<String>,
+    /// Plain listeners: HTTP/2 with prior knowledge (h2c) besides HTTP/1.1.
+    pub http2: bool,
 }
 
 /// `send_proxy`: the PROXY protocol header Ringway writes first on every backend connection.

@@ -4,6 +4,8 @@
 
 /// Longest chunk-size line we accept (size, extensions), like nginx's limits.
 const CHUNK_LINE_BYTES_MAX: usize = 4096;
+/// Largest trailer section `feed_parts` collects.
+pub const TRAILER_BYTES_MAX: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -70,6 +72,43 @@ impl ChunkedDecoder {
         Ok(i)
     }
 
+    /// Like `feed`, for a relay that removes the chunked coding (HTTP/2 has none): `on_data`
+    /// gets the ranges of `buf` that are chunk data, and the trailer section's lines are
+    /// appended to `trailers` (raw, CRLF-separated; at most `TRAILER_BYTES_MAX`).
+    pub fn feed_parts(
+        &mut self,
+        buf: &[u8],
+        mut on_data: impl FnMut(std::ops::Range<usize>),
+        trailers: &mut Vec<u8>,
+    ) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < buf.len() && self.state != State::Done {
+            if let State::Data(left) = self.state {
+                let take = left.min((buf.len() - i) as u64);
+                on_data(i..i + take as usize);
+                i += take as usize;
+                self.state = if take == left {
+                    State::DataCr
+                } else {
+                    State::Data(left - take)
+                };
+                continue;
+            }
+            if matches!(
+                self.state,
+                State::TrailerStart | State::Trailer | State::TrailerLf
+            ) {
+                if trailers.len() >= TRAILER_BYTES_MAX {
+                    return Err(ChunkError);
+                }
+                trailers.push(buf[i]);
+            }
+            self.step(buf[i])?;
+            i += 1;
+        }
+        Ok(i)
+    }
+
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
         self.line_bytes += 1;
         if self.line_bytes > CHUNK_LINE_BYTES_MAX {
@@ -125,6 +164,32 @@ impl ChunkedDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feed_parts_separates_data_and_trailers_in_any_split() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Sum: 42\r\nX-B: b\r\n\r\nNEXT";
+        for step in 1..body.len() {
+            let mut d = ChunkedDecoder::default();
+            let (mut data, mut trailers, mut used) = (Vec::new(), Vec::new(), 0);
+            for piece in body.chunks(step) {
+                if d.is_done() {
+                    break;
+                }
+                let n = d
+                    .feed_parts(piece, |r| data.extend_from_slice(&piece[r]), &mut trailers)
+                    .unwrap();
+                used += n;
+            }
+            assert_eq!(data, b"Wikipedia", "step {step}");
+            assert_eq!(used, body.len() - 4, "step {step}");
+            let text = String::from_utf8(trailers).unwrap();
+            let lines: Vec<&str> = text
+                .split("\r\n")
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            assert_eq!(lines, ["X-Sum: 42", "X-B: b"], "step {step}");
+        }
+    }
 
     fn feed_all(input: &[u8]) -> Result<usize, ChunkError> {
         let mut d = ChunkedDecoder::default();

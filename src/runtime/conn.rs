@@ -106,7 +106,7 @@ pub struct AccessRequest {
 }
 
 impl AccessRequest {
-    fn fill(&mut self, req: &Request<'_, '_>) {
+    pub(crate) fn fill(&mut self, req: &Request<'_, '_>) {
         self.buf.clear();
         let parts: [&[u8]; 4] = [
             req.method.as_bytes(),

@@ -15,6 +15,7 @@ mod conn;
 pub mod control;
 mod echo;
 mod forward;
+mod h2srv;
 mod idle;
 mod io;
 mod l4;
@@ -229,7 +230,11 @@ fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result<Shard, Str
         let built = l
             .tls
             .then(|| {
-                crate::tls::server_config(routes.hosts_by_listener[i].clone(), gen.slots.to_vec())
+                crate::tls::server_config(
+                    routes.hosts_by_listener[i].clone(),
+                    gen.slots.to_vec(),
+                    &l.alpn,
+                )
             })
             .transpose()
             .map_err(|e| format!("core {id}: TLS on listener {}: {e}", l.name))?;
@@ -677,6 +682,26 @@ async fn accept_loop(
                     return;
                 }
             };
+            // h2c prior knowledge on an `http2 = true` listener: the preface decides.
+            let mut h2 = false;
+            if shard.config.listeners[listener_index].http2 && shard.tls[listener_index].is_none() {
+                let mut buf = [0u8; 24];
+                match io::peek_until(
+                    &stream,
+                    shard.config.timeouts.header,
+                    &mut buf,
+                    h2srv::judge_preface,
+                )
+                .await
+                {
+                    Ok(is_h2) => h2 = is_h2,
+                    Err(_) => {
+                        metrics::with(|m| m.connection_closed(metric_id));
+                        drop((permit, ip_guard));
+                        return;
+                    }
+                }
+            }
             let stream = match shard.tls[listener_index].clone() {
                 None => Some(stream::ClientStream::plain(
                     stream,
@@ -685,6 +710,13 @@ async fn accept_loop(
                 Some(tls) => handshake(&shard, tls, stream, peer).await,
             };
             drop(shard);
+            let (h2_stream, stream) = match stream {
+                Some(s) if h2 || s.alpn_h2() => (Some(s), None),
+                other => (None, other),
+            };
+            if let Some(s) = h2_stream {
+                h2srv::serve(core.clone(), s, peer, local, listener_index).await;
+            }
             if let Some(stream) = stream {
                 let client = conn::Client::new(stream, peer, local, listener_index, &core);
                 if let Some(job) = conn::serve(core.clone(), client).await {

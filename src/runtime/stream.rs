@@ -126,6 +126,14 @@ impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self.inner, Inner::Tls(_))
     }
+
+    /// TLS with `h2` chosen by ALPN.
+    pub fn alpn_h2(&self) -> bool {
+        match &self.inner {
+            Inner::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
+            Inner::Plain(_) => false,
+        }
+    }
 }
 
 fn counted(

@@ -29,7 +29,6 @@ use tracing::info;
 
 use super::idle::{self, Watch};
 use super::pool;
-use super::stream::ClientStream;
 use super::upstream::Upstream;
 use crate::metrics;
 use crate::ws::opcode;
@@ -127,8 +126,8 @@ pub enum End {
     ClientGone,
 }
 
-pub struct Endpoint<'a> {
-    client: &'a mut ClientStream,
+pub struct Endpoint<'a, C> {
+    client: &'a mut C,
     backend: &'a mut Upstream,
     watch: &'a Rc<Watch>,
     ping: Option<(Rc<Watch>, Duration)>,
@@ -149,9 +148,9 @@ pub struct Endpoint<'a> {
     end: Option<End>,
 }
 
-impl<'a> Endpoint<'a> {
+impl<'a, C: AsyncRead + AsyncWrite + Unpin> Endpoint<'a, C> {
     pub fn new(
-        client: &'a mut ClientStream,
+        client: &'a mut C,
         backend: &'a mut Upstream,
         watch: &'a Rc<Watch>,
         t: &mut Terminate,
@@ -424,7 +423,7 @@ fn write_some<W: AsyncWrite + Unpin>(
     }
 }
 
-impl Future for Endpoint<'_> {
+impl<C: AsyncRead + AsyncWrite + Unpin> Future for Endpoint<'_, C> {
     type Output = io::Result<End>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod edge;
 mod faults;
+mod h2;
 mod http_proxy;
 mod ocsp;
 mod operations;
