@@ -51,13 +51,11 @@ use crate::balance::Tried;
 use crate::config::{Handler, WebSocketRoute};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::forward::{self, ForwardInfo};
+use crate::http::h2map::{request_field_forwarded, response_field_forwarded, trailer_fields};
 use crate::http::head::{self, empty_headers, parse_response, Body};
 use crate::http::response;
 use crate::metrics::{self, HandlerKind, Rejected};
 use crate::{static_files, ws};
-
-/// The client connection preface (RFC 9113 §3.4): how an h2c prior-knowledge client starts.
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Client resets of accepted streams per connection per second before GOAWAY.
 const RESETS_PER_SECOND_MAX: u32 = 200;
@@ -535,21 +533,6 @@ async fn static_file(
     result
 }
 
-/// Client request headers that are not forwarded (HTTP/2 has no connection-specific fields;
-/// `te: trailers` is the only one allowed, and means nothing to an HTTP/1.1 backend here).
-fn request_field_forwarded(name: &HeaderName) -> bool {
-    !matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "host"
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 /// Builds the HTTP/1.1 request head for the backend from an HTTP/2 request. Cookies split
 /// over several fields (RFC 9113 §8.2.3) are joined again.
@@ -573,7 +556,7 @@ fn backend_head(
     let mut fields: Vec<httparse::Header<'_>> = parts
         .headers
         .iter()
-        .filter(|(n, _)| request_field_forwarded(n) && *n != http::header::COOKIE)
+        .filter(|(n, _)| request_field_forwarded(n.as_str()) && *n != http::header::COOKIE)
         .map(|(n, v)| httparse::Header {
             name: n.as_str(),
             value: v.as_bytes(),
@@ -629,24 +612,6 @@ fn backend_head(
     let mut out = pool::take_vec();
     forward::write_request_head(&mut out, &req, &info);
     out
-}
-
-/// Response fields that do not exist in HTTP/2 (RFC 9113 §8.2.2), and those the backend's
-/// `Connection` names.
-fn response_field_forwarded(name: &str, connection_names: &[&[u8]]) -> bool {
-    let hop = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "te",
-        "trailer",
-    ];
-    !hop.iter().any(|h| name.eq_ignore_ascii_case(h))
-        && !connection_names
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Why a proxied exchange failed.
@@ -958,7 +923,7 @@ async fn response_body(
                 }
                 brb.consume(used);
                 if dec.is_done() {
-                    let map = parse_trailers(&trailers);
+                    let map = trailer_map(&trailers);
                     if map.is_empty() {
                         send.send_data(Bytes::new(), true)?;
                     } else {
@@ -981,27 +946,6 @@ async fn response_body(
     }
     send.send_data(Bytes::new(), true)?;
     Ok(true)
-}
-
-/// Trailer lines (`name: value`, CRLF-separated) as HTTP/2 trailers; invalid ones dropped.
-fn parse_trailers(raw: &[u8]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for line in raw.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.trim_ascii()),
-            HeaderValue::from_bytes(value),
-        ) {
-            if response_field_forwarded(n.as_str(), &[]) {
-                map.append(n, v);
-            }
-        }
-    }
-    map
 }
 
 // ---- RFC 8441 ----------------------------------------------------------------------------
@@ -1331,54 +1275,13 @@ async fn websocket(
     Ok(())
 }
 
-/// Whether a connection's first bytes are the HTTP/2 preface (h2c prior knowledge):
-/// `Some(true)` once all 24 are there, `Some(false)` as soon as they differ, `None` while a
-/// prefix of it is all that arrived.
-pub fn judge_preface(bytes: &[u8]) -> Option<bool> {
-    let n = bytes.len().min(PREFACE.len());
-    if bytes[..n] != PREFACE[..n] {
-        return Some(false);
-    }
-    (n == PREFACE.len()).then_some(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn preface_is_recognized_from_its_first_differing_byte() {
-        assert_eq!(judge_preface(b"GET / HTTP/1.1\r\n"), Some(false));
-        assert_eq!(judge_preface(b"PRI * HTTP/2.0\r\n"), None);
-        assert_eq!(judge_preface(PREFACE), Some(true));
-        assert_eq!(judge_preface(b"PRI * HTTP/1.1\r\n\r\n"), Some(false));
-        assert_eq!(judge_preface(b"P"), None);
-    }
-
-    #[test]
-    fn trailers_parse_into_fields_and_hop_by_hop_ones_are_dropped() {
-        let map = parse_trailers(
-            b"X-Checksum: abc\r\nServer-Timing: db;dur=5\r\nConnection: x\r\nbad line\r\n",
-        );
-        assert_eq!(map.get("x-checksum").unwrap(), "abc");
-        assert_eq!(map.get("server-timing").unwrap(), "db;dur=5");
-        assert!(map.get("connection").is_none());
-        assert_eq!(map.len(), 2);
-    }
-
-    #[test]
-    fn connection_specific_response_fields_are_not_forwarded() {
-        for f in [
-            "Connection",
-            "Keep-Alive",
-            "Transfer-Encoding",
-            "Upgrade",
-            "TE",
-            "Trailer",
-        ] {
-            assert!(!response_field_forwarded(f, &[]), "{f}");
+/// Trailer lines as HTTP/2 trailers (`h2map::trailer_fields`; invalid names or values dropped).
+fn trailer_map(raw: &[u8]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in trailer_fields(raw) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(n, v);
         }
-        assert!(response_field_forwarded("content-type", &[]));
-        assert!(!response_field_forwarded("X-Hop", &[b"x-hop"]));
     }
+    map
 }

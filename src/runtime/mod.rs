@@ -690,7 +690,7 @@ async fn accept_loop(
                     &stream,
                     shard.config.timeouts.header,
                     &mut buf,
-                    h2srv::judge_preface,
+                    crate::http::h2map::judge_preface,
                 )
                 .await
                 {

@@ -606,3 +606,43 @@ fn chromium_opens_wss_over_http2_with_rfc_8441() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// A drain (SIGTERM) reaches WebSockets over HTTP/2: each gets Close 1001 on its stream, and
+/// once they have answered, Ringway exits 0.
+#[test]
+fn drain_sends_close_1001_to_websockets_over_http2() {
+    let echo = EchoBackend::tcp_v4();
+    let config = h2c_config(&format!(
+        "[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.websocket]]\nuri = \"/chat/\"\naddress = \"{}\"\n",
+        echo.config_addr
+    ));
+    let mut rw = Ringway::builder(config).dir(site()).start();
+    let port = rw.port();
+    let pid = rw.pid();
+    let codes = rt().block_on(async {
+        let mut client = h2c(port).await;
+        let mut streams = Vec::new();
+        for i in 0..5 {
+            let mut ws = H2Ws::open(&mut client, port, &format!("/chat/{i}"), &[])
+                .await
+                .unwrap();
+            ws.send(0x1, b"before");
+            assert_eq!(ws.next().await, Some((0x1, b"before".to_vec())));
+            streams.push(ws);
+        }
+        // SAFETY: signalling the Ringway child this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let mut codes = Vec::new();
+        for ws in &mut streams {
+            let (op, p) = ws.next().await.expect("a frame after SIGTERM");
+            assert_eq!(op, 0x8);
+            codes.push(u16::from_be_bytes([p[0], p[1]]));
+            ws.send(0x8, &1001u16.to_be_bytes());
+        }
+        codes
+    });
+    assert_eq!(codes, vec![1001; 5]);
+    let status = rw.wait_exit(Duration::from_secs(15)).expect("exited");
+    assert!(status.success(), "{status:?}");
+}
