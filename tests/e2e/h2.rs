@@ -646,3 +646,30 @@ fn drain_sends_close_1001_to_websockets_over_http2() {
     let status = rw.wait_exit(Duration::from_secs(15)).expect("exited");
     assert!(status.success(), "{status:?}");
 }
+
+/// A load smoke run with h2load (Debian's nghttp2-client): thousands of multiplexed requests,
+/// static and proxied, every one answered 2xx.
+#[test]
+fn h2load_smoke_run_answers_every_request() {
+    let app = HttpBackend::named("app");
+    let config = h2c_config(&format!(
+        "[[backend]]\nname = \"app\"\nservers = [\"{}\"]\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.context]]\nuri = \"/api/\"\nhandler = \"proxy\"\nbackend = \"app\"\n",
+        app.config_addr
+    ));
+    let rw = Ringway::builder(config).dir(site()).start();
+    for path in ["/index.html", "/api/load"] {
+        let out = Command::new("h2load")
+            .args(["-n", "4000", "-c", "4", "-m", "16", "-t", "1"])
+            .arg(format!("http://127.0.0.1:{}{path}", rw.port()))
+            .output()
+            .expect("h2load (apt-get install nghttp2-client)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("requests: 4000 total, 4000 started, 4000 done, 4000 succeeded, 0 failed, 0 errored"),
+            "{path}: {text}"
+        );
+        assert!(text.contains("status codes: 4000 2xx"), "{path}: {text}");
+    }
+}
