@@ -185,6 +185,15 @@ pub async fn serve(
         match next {
             Some(Ok((req, respond))) => {
                 watch.touch();
+                let (req, respond) = match serve_inline(&ctx, req, respond) {
+                    Ok(outcome) => {
+                        if outcome.reset {
+                            ctx.note_reset();
+                        }
+                        continue;
+                    }
+                    Err(back) => back,
+                };
                 ctx.active.set(ctx.active.get() + 1);
                 let ctx = ctx.clone();
                 glommio::spawn_local(async move {
@@ -233,14 +242,23 @@ struct Exchange {
     tunnel: bool,
 }
 
-async fn handle(
-    ctx: &Rc<ConnCtx>,
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+/// `:authority` (or `Host`) and the request target of a stream, borrowed.
+fn target_of<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> (Option<&'a str>, &'a str) {
+    let authority = uri.authority().map(|a| a.as_str()).or_else(|| {
+        headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    (authority, target)
+}
+
+fn new_exchange(
+    parts: &http::request::Parts,
+    authority: Option<&str>,
+    target: &str,
     started: Instant,
-) -> Outcome {
-    let shard = ctx.core.current();
-    let (parts, body) = req.into_parts();
+) -> Exchange {
     let mut ex = Exchange {
         vhost: metrics::NO_VHOST,
         handler: HandlerKind::Error,
@@ -251,23 +269,6 @@ async fn handle(
         started,
         tunnel: false,
     };
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
     if access_enabled() {
         let mut headers: Vec<httparse::Header<'_>> = Vec::new();
         for name in ["referer", "user-agent"] {
@@ -280,11 +281,11 @@ async fn handle(
         }
         let r = head::Request {
             method: parts.method.as_str(),
-            target: &path_and_query,
+            target,
             minor_version: crate::accesslog::HTTP2,
             headers: &headers,
             head_len: 0,
-            host: authority.as_deref().map(str::as_bytes),
+            host: authority.map(str::as_bytes),
             body: Body::None,
             keep_alive: true,
         };
@@ -293,17 +294,11 @@ async fn handle(
         a.started = Some(started);
         ex.access = Some(a);
     }
-    let result = route(
-        ctx,
-        &shard,
-        &parts,
-        body,
-        &mut respond,
-        &mut ex,
-        authority.as_deref(),
-        &path_and_query,
-    )
-    .await;
+    ex
+}
+
+/// Counts and logs a finished exchange (a tunnel was logged when it ended).
+fn finish(ctx: &ConnCtx, shard: &Shard, ex: &Exchange, result: Result<(), h2::Error>) -> Outcome {
     let mut outcome = Outcome::default();
     if let Err(e) = result {
         outcome.reset = was_reset(&e);
@@ -312,7 +307,7 @@ async fn handle(
     if ex.status != 0 && !ex.tunnel {
         metrics::with(|m| m.request(ex.vhost, ex.handler, ex.status, ex.started.elapsed()));
         log_access(
-            &shard,
+            shard,
             ctx.peer,
             ex.access.as_deref(),
             ex.vhost,
@@ -323,6 +318,99 @@ async fn handle(
         );
     }
     outcome
+}
+
+/// Serves, in the connection's task, a stream that needs no waiting: a `GET`/`HEAD` for a
+/// static file up to `SMALL_FILE_MAX` (or its error). No task is spawned for it: the common
+/// static request costs one call. Anything else comes back, for a task of its own.
+#[allow(clippy::result_large_err)]
+fn serve_inline(
+    ctx: &Rc<ConnCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) -> Result<Outcome, (Request<RecvStream>, SendResponse<Bytes>)> {
+    let method = req.method();
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return Err((req, respond));
+    }
+    let shard = ctx.core.current();
+    let found = {
+        let (authority, target) = target_of(req.uri(), req.headers());
+        let path = target.split(['?', '#']).next().unwrap_or("/");
+        shard
+            .routes
+            .vhost_at(ctx.listener, authority.map(str::as_bytes))
+            .map(|(i, v)| {
+                let handler = v.route(path).context.map(|c| &c.handler);
+                (i, matches!(handler, Some(Handler::Static) | None))
+            })
+    };
+    let vhost_index = match found {
+        Some((i, true)) => i,
+        // Other handlers, and unknown hosts (answered by `route`), go the general way.
+        _ => return Err((req, respond)),
+    };
+    let vhost = &shard.routes.vhosts[vhost_index];
+    let (parts, _body) = req.into_parts();
+    let (authority, target) = target_of(&parts.uri, &parts.headers);
+    let mut ex = new_exchange(&parts, authority, target, Instant::now());
+    ex.vhost = shard.ids.vhosts[vhost_index];
+    ex.handler = HandlerKind::Static;
+    let head_only = parts.method == http::Method::HEAD;
+    let ims = parts
+        .headers
+        .get(http::header::IF_MODIFIED_SINCE)
+        .map(HeaderValue::as_bytes);
+    let resp = static_files::serve(
+        &vhost.doc_root,
+        super::static_serve::root_fd(&vhost.doc_root),
+        parts.method.as_str().as_bytes(),
+        target.as_bytes(),
+        ims,
+    );
+    match static_head(&mut respond, &mut ex, resp, head_only) {
+        Ok(None) => Ok(finish(ctx, &shard, &ex, Ok(()))),
+        Err(e) => Ok(finish(ctx, &shard, &ex, Err(e))),
+        Ok(Some((send, file, len))) => {
+            // A large file: its own task, within the window.
+            let ctx = ctx.clone();
+            ctx.active.set(ctx.active.get() + 1);
+            glommio::spawn_local(async move {
+                let result = big_file(send, file, len, &mut ex).await;
+                let outcome = finish(&ctx, &shard, &ex, result);
+                if outcome.reset {
+                    ctx.note_reset();
+                }
+                ctx.active.set(ctx.active.get() - 1);
+            })
+            .detach();
+            Ok(Outcome::default())
+        }
+    }
+}
+
+async fn handle(
+    ctx: &Rc<ConnCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    started: Instant,
+) -> Outcome {
+    let shard = ctx.core.current();
+    let (parts, body) = req.into_parts();
+    let (authority, target) = target_of(&parts.uri, &parts.headers);
+    let mut ex = new_exchange(&parts, authority, target, started);
+    let result = route(
+        ctx,
+        &shard,
+        &parts,
+        body,
+        &mut respond,
+        &mut ex,
+        authority,
+        target,
+    )
+    .await;
+    finish(ctx, &shard, &ex, result)
 }
 
 fn access_enabled() -> bool {
@@ -380,7 +468,9 @@ async fn route(
         ex.handler = HandlerKind::WebSocket;
         return match (protocol, route.websocket) {
             (Some(p), Some(ws_route)) if p.as_str().eq_ignore_ascii_case("websocket") => {
-                websocket(
+                // Boxed, here and below: the stream's task stays small (a 3 KiB future was
+                // copied on every spawn); a branch's state is allocated when it runs.
+                Box::pin(websocket(
                     ctx,
                     shard,
                     parts,
@@ -390,7 +480,7 @@ async fn route(
                     ws_route,
                     authority,
                     path_and_query,
-                )
+                ))
                 .await
             }
             // Extended CONNECT for something else, or to a URI without a WebSocket route.
@@ -416,7 +506,7 @@ async fn route(
         ),
         Some(Handler::Connect { .. }) => respond_status(respond, ex, 405, &[], head_only),
         Some(Handler::Proxy { backend, host }) => {
-            proxy(
+            Box::pin(proxy(
                 ctx,
                 shard,
                 parts,
@@ -427,7 +517,7 @@ async fn route(
                 host.as_deref(),
                 authority,
                 path_and_query,
-            )
+            ))
             .await
         }
         Some(Handler::Static) | None => {
@@ -442,10 +532,17 @@ async fn route(
                 path_and_query.as_bytes(),
                 ims,
             );
-            static_file(respond, ex, resp, head_only).await
+            match static_head(respond, ex, resp, head_only)? {
+                None => Ok(()),
+                Some((send, file, len)) => Box::pin(big_file(send, file, len, ex)).await,
+            }
         }
     }
 }
+
+/// Files up to this size go out in one DATA write from an exact-size buffer, without waiting
+/// for window (h2 holds what the window does not take yet; bounded by this).
+const SMALL_FILE_MAX: u64 = 64 * 1024;
 
 /// Waits for room in the stream's send window; returns how many bytes may go now.
 async fn capacity(send: &mut SendStream<Bytes>, want: usize) -> Result<usize, h2::Error> {
@@ -473,18 +570,21 @@ async fn send_all(send: &mut SendStream<Bytes>, mut data: &[u8]) -> Result<(), h
     Ok(())
 }
 
-async fn static_file(
+/// Answers a static response: the head, and the body when it is small (one DATA write from an
+/// exact-size buffer). A larger file comes back with its stream, for `big_file`.
+#[allow(clippy::type_complexity)]
+fn static_head(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     resp: static_files::StaticResponse,
     head_only: bool,
-) -> Result<(), h2::Error> {
+) -> Result<Option<(SendStream<Bytes>, std::fs::File, u64)>, h2::Error> {
     use std::io::Read;
     ex.status = resp.status;
     let body = !head_only && resp.status != 304;
     let mut r = Response::builder()
         .status(resp.status)
-        .header("content-type", resp.content_type);
+        .header("content-type", HeaderValue::from_static(resp.content_type));
     if resp.status != 304 {
         r = r.header("content-length", resp.content_length);
     }
@@ -502,14 +602,40 @@ async fn static_file(
             ex.bytes.1 += text.len() as u64;
             send.send_data(Bytes::from_static(text), true)?;
         }
-        return Ok(());
+        return Ok(None);
     };
     if resp.content_length == 0 {
         respond.send_response(r.body(()).unwrap_or_default(), true)?;
-        return Ok(());
+        return Ok(None);
     }
-    let mut send = respond.send_response(r.body(()).unwrap_or_default(), false)?;
-    let mut left = resp.content_length;
+    if resp.content_length <= SMALL_FILE_MAX {
+        let mut data = Vec::with_capacity(resp.content_length as usize);
+        let complete = (&mut file)
+            .take(resp.content_length)
+            .read_to_end(&mut data)
+            .is_ok_and(|n| n as u64 == resp.content_length);
+        let mut send = respond.send_response(r.body(()).unwrap_or_default(), false)?;
+        if !complete {
+            // The file shrank: the promised length cannot be met.
+            send.send_reset(Reason::INTERNAL_ERROR);
+            return Ok(None);
+        }
+        ex.bytes.1 += data.len() as u64;
+        send.send_data(Bytes::from(data), true)?;
+        return Ok(None);
+    }
+    let send = respond.send_response(r.body(()).unwrap_or_default(), false)?;
+    Ok(Some((send, file, resp.content_length)))
+}
+
+/// A file larger than `SMALL_FILE_MAX`: read in pooled buffers, sent within the window.
+async fn big_file(
+    mut send: SendStream<Bytes>,
+    mut file: std::fs::File,
+    mut left: u64,
+    ex: &mut Exchange,
+) -> Result<(), h2::Error> {
+    use std::io::Read;
     let mut buf = pool::take();
     let result = async {
         while left > 0 {
@@ -780,9 +906,10 @@ async fn response_head(
     conn: &mut Upstream,
     brb: &mut ReadBuf,
     limit_time: Duration,
+    watch: &Rc<idle::Watch>,
 ) -> Result<usize, u16> {
     let limit = shard.config.limits.max_header_bytes + 1;
-    let watch = idle::watch(limit_time);
+    watch.restart(limit_time);
     loop {
         if let Some(end) = head_end(brb.data(), 0) {
             let interim =
@@ -796,7 +923,7 @@ async fn response_head(
         if brb.len() >= limit {
             return Err(502);
         }
-        match brb.fill_watched(conn, limit, &watch).await {
+        match brb.fill_watched(conn, limit, watch).await {
             Ok(0) | Err(ReadError::Io) => return Err(502),
             Ok(_) => {}
             Err(ReadError::TimedOut) => return Err(504),
@@ -812,48 +939,61 @@ async fn response(
     ex: &mut Exchange,
     head_only: bool,
 ) -> Result<bool, ProxyFail> {
+    // One watch for the exchange: the head's deadline, then each silence of the body.
+    let watch = idle::watch(shard.config.timeouts.upstream_read);
     let end = response_head(
         shard,
         &mut lease.conn,
         brb,
         shard.config.timeouts.upstream_read,
+        &watch,
     )
     .await
     .map_err(ProxyFail::Status)?;
+    // The head in one shared buffer: every field value is a slice of it (no copy per field).
+    let head = Bytes::copy_from_slice(&brb.data()[..end]);
     let (resp, framing, keep_alive) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
-        let Ok(Some(r)) = parse_response(&brb.data()[..end], &mut headers, max) else {
+        let Ok(Some(r)) = parse_response(&head, &mut headers, max) else {
             return Err(ProxyFail::Status(502));
         };
         let method = if head_only { "HEAD" } else { "GET" };
         let framing = r.body(method).map_err(|_| ProxyFail::Status(502))?;
-        let connection_names: Vec<&[u8]> = r
-            .headers
+        let mut connection_names: Vec<&[u8]> = Vec::new();
+        if r.headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|&b| b == b',').map(|t| t.trim_ascii()))
-            .collect();
-        let mut out = Response::builder().status(r.code);
+            .any(|h| h.name.eq_ignore_ascii_case("connection"))
+        {
+            connection_names = r
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|h| h.value.split(|&b| b == b',').map(|t| t.trim_ascii()))
+                .collect();
+        }
+        let mut out = Response::new(());
+        *out.status_mut() =
+            http::StatusCode::from_u16(r.code).map_err(|_| ProxyFail::Status(502))?;
+        let map = out.headers_mut();
+        map.reserve(r.headers.len());
         for h in r.headers {
             if !response_field_forwarded(h.name, &connection_names) {
                 continue;
             }
+            let at = h.value.as_ptr() as usize - head.as_ptr() as usize;
+            let value = head.slice(at..at + h.value.len());
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_bytes(h.value),
+                HeaderValue::from_maybe_shared(value),
             ) {
-                out = out.header(n, v);
+                map.append(n, v);
             }
         }
         let server = shard.ids.servers[lease.backend][lease.server];
         metrics::with(|m| m.backend_request(server, r.code));
         ex.status = r.code;
-        (
-            out.body(()).map_err(|_| ProxyFail::Status(502))?,
-            framing,
-            r.keep_alive(),
-        )
+        (out, framing, r.keep_alive())
     };
     brb.consume(end);
     if framing == Body::None {
@@ -862,7 +1002,7 @@ async fn response(
     }
     let mut send = respond.send_response(resp, false)?;
     let limit = shard.config.timeouts.upstream_read;
-    let done = response_body(&mut lease.conn, brb, framing, &mut send, limit, ex).await?;
+    let done = response_body(&mut lease.conn, brb, framing, &mut send, limit, &watch, ex).await?;
     Ok(done && keep_alive && framing != Body::UntilClose && brb.is_empty())
 }
 
@@ -875,9 +1015,9 @@ async fn response_body(
     framing: Body,
     send: &mut SendStream<Bytes>,
     silence: Duration,
+    watch: &Rc<idle::Watch>,
     ex: &mut Exchange,
 ) -> Result<bool, ProxyFail> {
-    let watch = idle::watch(silence);
     let mut left = match framing {
         Body::Length(n) => n,
         _ => u64::MAX,
@@ -890,7 +1030,7 @@ async fn response_body(
                 break;
             }
             watch.restart(silence);
-            match brb.fill_watched(conn, 64 * 1024, &watch).await {
+            match brb.fill_watched(conn, 64 * 1024, watch).await {
                 Ok(0) => {
                     if framing == Body::UntilClose {
                         break;
@@ -1174,11 +1314,13 @@ async fn websocket(
                 return respond_status(respond, ex, 502, &[], false);
             }
             let mut brb = ReadBuf::new();
+            let watch = idle::watch(shard.config.timeouts.header);
             let end = match response_head(
                 shard,
                 &mut lease.conn,
                 &mut brb,
                 shard.config.timeouts.header,
+                &watch,
             )
             .await
             {

@@ -555,15 +555,28 @@ fn chromium_opens_wss_over_http2_with_rfc_8441() {
          ws.onopen = () => ws.send('hello over h2');\n\
          ws.onmessage = e => { document.getElementById('r').textContent = 'echo:' + e.data; ws.close(1000); };\n\
          ws.onerror = () => { document.getElementById('r').textContent = 'error'; };\n\
+         fetch('/hold/').then(r => r.text());\n\
          </script></body></html>\n",
     )
     .unwrap();
+    // Chromium's virtual time stands still while a fetch is pending: this one holds it for
+    // two real seconds, plenty for the WebSocket however loaded the machine is.
+    let hold = HttpBackend::with_handler("hold", |_, _, w| {
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        Then::KeepAlive
+    });
     let pki = Pki::new(dir.path());
     let a = pki.leaf("a", 0x1001, &LeafOpts::dns(&["localhost"]));
     let cfg = tls_base(1)
         + "[log]\naccess = \"access.log\"\n"
+        + &format!(
+            "[[backend]]\nname = \"hold\"\nservers = [\"{}\"]\n",
+            hold.config_addr
+        )
         + &vhost("a", &["localhost", "*"], &a.chain_file(), &a.key_file())
             .websocket("/chat/", &echo.config_addr)
+            .context_proxy("/hold/", "hold")
             .toml();
     let rw = Ringway::builder(cfg).dir(dir).start();
     // Virtual time can run out before the WebSocket answers on a loaded machine: a few tries.

@@ -919,6 +919,14 @@ impl VhostToml {
         self
     }
 
+    /// A `[[vhost.context]]` proxying `uri` to the backend named `backend`.
+    pub fn context_proxy(mut self, uri: &str, backend: &str) -> Self {
+        self.extra.push_str(&format!(
+            "\n[[vhost.context]]\nuri = {uri:?}\nhandler = \"proxy\"\nbackend = {backend:?}\n"
+        ));
+        self
+    }
+
     pub fn toml(&self) -> String {
         let domains: Vec<String> = self.domains.iter().map(|d| format!("{d:?}")).collect();
         let mut s = format!(
