@@ -686,3 +686,71 @@ fn h2load_smoke_run_answers_every_request() {
         assert!(text.contains("status codes: 4000 2xx"), "{path}: {text}");
     }
 }
+
+/// Flow control over RFC 8441: a client that stops reading its stream pauses Ringway's reads
+/// from the backend (the backend's writes block); Ringway holds no more than a window and a
+/// read, and the stream resumes when the client reads again.
+#[test]
+fn a_slow_http2_websocket_client_pauses_the_backend() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A raw backend that pushes 64 KiB writes for as long as it is let, counting what the
+    // kernel took.
+    let pushed = Arc::new(AtomicUsize::new(0));
+    let line = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let line_port = line.local_addr().unwrap().port();
+    let counter = pushed.clone();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = line.accept() {
+            let chunk = vec![b'x'; 64 * 1024];
+            while s.write_all(&chunk).is_ok() {
+                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+                if counter.load(Ordering::SeqCst) >= 256 << 20 {
+                    break;
+                }
+            }
+        }
+    });
+    let config = h2c_config(&format!(
+        "[[backend]]\nname = \"line\"\nservers = [\"127.0.0.1:{line_port}\"]\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.websocket]]\nuri = \"/feed/\"\nbackend = \"line\"\nmode = \"tunnel\"\nframe = \"binary\"\n"
+    ));
+    let rw = Ringway::builder(config).dir(site()).start();
+    let port = rw.port();
+    let rss_before = rw.rss_kib();
+    let (stalled, rss_stalled, resumed) = rt().block_on(async {
+        let mut client = h2c(port).await;
+        let mut ws = H2Ws::open(&mut client, port, "/feed/", &[]).await.unwrap();
+        // Read nothing for two seconds.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stalled = pushed.load(Ordering::SeqCst);
+        let rss_stalled = rw.rss_kib();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            pushed.load(Ordering::SeqCst),
+            stalled,
+            "the backend kept writing while the client read nothing"
+        );
+        // Read again: 8 MiB arrive, and the backend moves on.
+        let got = ws.read_bytes(8 << 20).await;
+        assert!(got.iter().all(|&b| b == b'x'));
+        (stalled, rss_stalled, pushed.load(Ordering::SeqCst))
+    });
+    eprintln!(
+        "slow h2 client: backend stalled after {} KiB; Ringway RSS +{} KiB",
+        stalled / 1024,
+        rss_stalled.saturating_sub(rss_before)
+    );
+    // The kernel's socket buffers take some megabytes; Ringway itself adds little.
+    assert!(
+        stalled < 64 << 20,
+        "backend pushed {stalled} bytes unhindered"
+    );
+    assert!(
+        rss_stalled.saturating_sub(rss_before) < 8 * 1024,
+        "Ringway grew {} KiB",
+        rss_stalled - rss_before
+    );
+    assert!(resumed > stalled, "the backend did not resume");
+}
