@@ -483,6 +483,14 @@ async fn route(
                 ))
                 .await
             }
+            // The built-in echo endpoint over RFC 8441.
+            (Some(p), None)
+                if p.as_str().eq_ignore_ascii_case("websocket")
+                    && matches!(route.context.map(|c| &c.handler), Some(Handler::Echo)) =>
+            {
+                ex.handler = HandlerKind::Echo;
+                Box::pin(echo(ctx, shard, parts, body, respond, ex)).await
+            }
             // Extended CONNECT for something else, or to a URI without a WebSocket route.
             (Some(_), _) => respond_status(respond, ex, 404, &[], false),
             // Plain CONNECT: Ringway is no forward proxy over HTTP/2.
@@ -1184,6 +1192,125 @@ impl AsyncWrite for H2Io {
         let _ = self.send.send_data(Bytes::new(), true);
         Poll::Ready(Ok(()))
     }
+}
+
+/// The built-in echo endpoint (`handler = "echo"`) over an RFC 8441 stream: every message
+/// comes back as one frame of its type; ping → pong, Close → Close; violations close with
+/// their code, as tunnel mode's endpoint does (the same decoder).
+async fn echo(
+    ctx: &Rc<ConnCtx>,
+    shard: &Rc<Shard>,
+    parts: &http::request::Parts,
+    body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+) -> Result<(), h2::Error> {
+    use crate::ws_endpoint::{self as wse, Decoder, Event};
+    use futures_lite::io::AsyncReadExt;
+    if parts
+        .headers
+        .get("sec-websocket-version")
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        metrics::with(|m| m.upgrade_rejected(Rejected::Version));
+        return respond_status(respond, ex, 426, &[("sec-websocket-version", "13")], false);
+    }
+    if let Err(wait) = super::perip::upgrade(ctx.peer.ip()) {
+        ex.status = 429;
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).to_string();
+        let r = Response::builder()
+            .status(429)
+            .header("retry-after", secs)
+            .body(());
+        respond.send_response(r.unwrap_or_default(), true)?;
+        return Ok(());
+    }
+    let send = respond.send_response(Response::new(()), false)?;
+    ex.status = 200;
+    let mut io = H2Io::new(body, send);
+    let mut dec = Decoder::new(crate::config::TUNNEL_MAX_MESSAGE_DEFAULT);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let watch = idle::watch(shard.config.timeouts.tunnel_idle);
+    'session: loop {
+        let read = async { Some(io.read(&mut chunk).await) };
+        let idle_out = futures_lite::future::poll_fn(|cx| {
+            watch.register(cx);
+            if watch.expired() || idle::draining() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        });
+        let n = match futures_lite::future::or(read, idle_out).await {
+            Some(Ok(n)) if n > 0 => n,
+            // Draining or idle: Close 1001 (this endpoint is always between messages here).
+            None => {
+                let mut out = Vec::new();
+                wse::close(&mut out, wse::code::GOING_AWAY);
+                let _ = io.write_all(&out).await;
+                break;
+            }
+            _ => break,
+        };
+        watch.touch();
+        ex.bytes.0 += n as u64;
+        buf.extend_from_slice(&chunk[..n]);
+        let mut used = 0;
+        let mut out = Vec::new();
+        let mut end = false;
+        loop {
+            match dec.decode(&mut buf[used..]) {
+                Err(v) => {
+                    wse::close(&mut out, v.code());
+                    end = true;
+                    break;
+                }
+                Ok((0, None)) => break,
+                Ok((n, ev)) => {
+                    used += n;
+                    match ev {
+                        Some(Event::Message { text, payload }) => {
+                            let op = if text {
+                                ws::opcode::TEXT
+                            } else {
+                                ws::opcode::BINARY
+                            };
+                            let (h, hn) = wse::frame_header(op, payload.len());
+                            out.extend_from_slice(&h[..hn]);
+                            out.extend_from_slice(payload);
+                        }
+                        Some(Event::Ping(p)) => wse::control_frame(&mut out, ws::opcode::PONG, p),
+                        Some(Event::Close { code, .. }) => {
+                            match code {
+                                Some(c) => wse::close(&mut out, c),
+                                None => wse::control_frame(&mut out, ws::opcode::CLOSE, &[]),
+                            }
+                            end = true;
+                        }
+                        Some(Event::Pong(_)) | None => {}
+                    }
+                    dec.release();
+                    if end {
+                        break;
+                    }
+                }
+            }
+        }
+        buf.drain(..used);
+        if !out.is_empty() {
+            ex.bytes.1 += out.len() as u64;
+            if io.write_all(&out).await.is_err() {
+                break 'session;
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    let _ = futures_lite::future::poll_fn(|cx| Pin::new(&mut io).poll_close(cx)).await;
+    Ok(())
 }
 
 /// A nonce for the backend handshake (`Sec-WebSocket-Key`: 16 bytes, base64); the clock and a

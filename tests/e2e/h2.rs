@@ -754,3 +754,52 @@ fn a_slow_http2_websocket_client_pauses_the_backend() {
     );
     assert!(resumed > stalled, "the backend did not resume");
 }
+
+/// The built-in echo endpoint over RFC 8441, and `limits.max_concurrent_streams` as the
+/// connection's SETTINGS announce it.
+#[test]
+fn echo_endpoint_over_http2_and_max_concurrent_streams() {
+    let config = h2c_config(
+        "[limits]\nmax_concurrent_streams = 7\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.context]]\nuri = \"/echo\"\nhandler = \"echo\"\n",
+    );
+    let rw = Ringway::builder(config).dir(site()).start();
+    let port = rw.port();
+    // The server's SETTINGS: MAX_CONCURRENT_STREAMS (0x3) and ENABLE_CONNECT_PROTOCOL (0x8).
+    let mut s = raw_h2c(port);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[3], 0x4, "the server's first frame is SETTINGS");
+    let mut payload = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+    s.read_exact(&mut payload).unwrap();
+    let settings: Vec<(u16, u32)> = payload
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    assert!(settings.contains(&(0x3, 7)), "{settings:?}");
+    assert!(settings.contains(&(0x8, 1)), "{settings:?}");
+    rt().block_on(async {
+        let mut client = h2c(port).await;
+        let mut ws = H2Ws::open(&mut client, port, "/echo", &[]).await.unwrap();
+        ws.send(0x1, "κόσμε".as_bytes());
+        assert_eq!(ws.next().await, Some((0x1, "κόσμε".as_bytes().to_vec())));
+        let big = vec![9u8; 200_000];
+        ws.send(0x2, &big);
+        assert_eq!(ws.next().await, Some((0x2, big)));
+        ws.send(0x9, b"p");
+        assert_eq!(ws.next().await, Some((0xA, b"p".to_vec())));
+        // Not UTF-8: 1007, as over HTTP/1.1 tunnel mode.
+        ws.send(0x1, &[0xFF]);
+        assert_eq!(ws.next().await, Some((0x8, 1007u16.to_be_bytes().to_vec())));
+        let mut ws = H2Ws::open(&mut client, port, "/echo", &[]).await.unwrap();
+        ws.send(0x8, &1000u16.to_be_bytes());
+        assert_eq!(ws.next().await, Some((0x8, 1000u16.to_be_bytes().to_vec())));
+    });
+}
