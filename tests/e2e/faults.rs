@@ -535,3 +535,91 @@ fn tunnel_client_that_never_reads_is_cut_by_the_send_timeout() {
     good.send(Message::text("after")).unwrap();
     assert_eq!(ws_next(&mut good), Message::text("after"));
 }
+
+/// WebSocket backends that fail at the handshake: one accepts and never answers (the client
+/// gets 504 when `timeouts.header` runs out), one answers a valid 101 and closes at once (the
+/// client's connection ends cleanly: no frame, no stray byte). A tunnel beside them echoes
+/// throughout.
+#[test]
+fn websocket_backend_silent_or_closing_after_101() {
+    use std::io::Write;
+    // Accepts, reads the request, never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    // Answers a correct 101, then closes.
+    let quitter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let quitter_addr = quitter.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in quitter.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut b = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let key = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with("sec-websocket-key:")
+                        .then(|| l[18..].trim().to_string())
+                })
+                .unwrap_or_default();
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let _ = write!(
+                s,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+        }
+    });
+    let echo = EchoBackend::tcp_v4();
+    let config = format!(
+        "{}\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.websocket]]\nuri = \"/chat/\"\naddress = \"{}\"\n\
+         [[vhost.websocket]]\nuri = \"/silent/\"\naddress = \"{silent_addr}\"\n\
+         [[vhost.websocket]]\nuri = \"/quits/\"\naddress = \"{quitter_addr}\"\n",
+        base_config_timeouts(1, &[("header", "1s")]),
+        echo.config_addr
+    );
+    let rw = Ringway::builder(config).dir(site()).start();
+    let (mut good, _) = ws_connect(rw.port(), rw.ws_url("/chat/good").as_str());
+    let upgrade = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: site\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    // Silent: 504 after about `header`.
+    let t0 = Instant::now();
+    let mut c = rw.conn();
+    c.send(upgrade("/silent/x"));
+    assert_eq!(c.response().status, 504);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    good.send(Message::text("during")).unwrap();
+    assert_eq!(ws_next(&mut good), Message::text("during"));
+    // 101 then EOF: the client gets the 101, then its connection ends with nothing more.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(upgrade("/quits/x").as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let body = &got[text.find("\r\n\r\n").expect("a complete head") + 4..];
+    assert!(body.is_empty(), "{} stray bytes after the 101", body.len());
+    good.send(Message::text("after")).unwrap();
+    assert_eq!(ws_next(&mut good), Message::text("after"));
+}
