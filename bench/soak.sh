@@ -124,6 +124,7 @@ log "ringway pid $RW on :$PORT, $CORES cores, $MINUTES min"
 rss_kib() { awk '/^VmRSS/ { print $2 }' /proc/$RW/status 2>/dev/null; }
 fds() { ls /proc/$RW/fd 2>/dev/null | wc -l; }
 tunnels() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^ringway_tunnels_active/ { s += $2 } END { print s + 0 }'; }
+pool_kib() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^ringway_buffer_pool_bytes/ { s += $2 } END { print int(s / 1024) }'; }
 
 $NICE wrk -t1 -c32 -d${SECS}s --timeout 30s "http://127.0.0.1:$PORT/api/soak" >"$TMP/wrk.txt" 2>&1 &
 PIDS+=($!)
@@ -138,16 +139,16 @@ START=$(date +%s)
 END=$(( START + SECS + 3 ))
 static_ok=0; static_bad=0; scrapes_ok=0; scrapes_bad=0; reloads=0
 next_sample=$START; next_static=$START; next_scrape=$START; next_reload=$(( START + RELOAD ))
-echo "| t (s) | RSS (KiB) | fds | tunnels |" > "$TMP/samples.md"
-echo "|---|---|---|---|" >> "$TMP/samples.md"
+echo "| t (s) | RSS (KiB) | buffer pools (KiB) | fds | tunnels |" > "$TMP/samples.md"
+echo "|---|---|---|---|---|" >> "$TMP/samples.md"
 first_rss=""; last_rss=""; max_rss=0
 while :; do
   now=$(date +%s)
   [ "$now" -ge "$END" ] && break
   kill -0 $RW 2>/dev/null || { log "ringway exited"; break; }
   if [ "$now" -ge "$next_sample" ]; then
-    r=$(rss_kib); f=$(fds); t=$(tunnels)
-    echo "| $(( now - START )) | $r | $f | $t |" >> "$TMP/samples.md"
+    r=$(rss_kib); f=$(fds); t=$(tunnels); pk=$(pool_kib)
+    echo "| $(( now - START )) | $r | $pk | $f | $t |" >> "$TMP/samples.md"
     # The first sample is taken once the load is up (the echo warm-up is 1 s).
     if [ -z "$first_rss" ] && [ "$now" -gt "$START" ]; then first_rss=$r; fi
     last_rss=$r; [ "${r:-0}" -gt "$max_rss" ] && max_rss=$r

@@ -357,6 +357,7 @@ impl CoreMetrics {
             messages_out: self.messages_out.get(),
             limited: [self.limited_connections.get(), self.limited_upgrades.get()],
             send_timeouts: self.send_timeouts.get(),
+            pooled_bytes: 0,
             ws_ping_timeouts: self.ws_ping_timeouts.get(),
             ws_closes: std::array::from_fn(|i| self.ws_closes[i].get()),
             tables: self.tables.borrow().clone(),
@@ -375,6 +376,8 @@ pub struct CoreSnapshot {
     messages_out: u64,
     limited: [u64; 2],
     send_timeouts: u64,
+    /// Set by the runtime when it takes the snapshot (`ringway_buffer_pool_bytes`).
+    pub pooled_bytes: u64,
     ws_ping_timeouts: u64,
     ws_closes: [u64; WS_CLOSE_CODES.len()],
     tables: Tables,
@@ -648,6 +651,19 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
             o,
             "ringway_send_timeouts_total{{core=\"{}\"}} {}",
             c.core, c.send_timeouts
+        );
+    }
+    family(
+        o,
+        "ringway_buffer_pool_bytes",
+        "gauge",
+        "Bytes a core's buffer pools keep for reuse.",
+    );
+    for c in cores {
+        let _ = writeln!(
+            o,
+            "ringway_buffer_pool_bytes{{core=\"{}\"}} {}",
+            c.core, c.pooled_bytes
         );
     }
     family(

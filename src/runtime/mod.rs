@@ -348,7 +348,11 @@ async fn control_loop(core: &Rc<Core>, hub: &Arc<Hub>) {
         .await;
         match msg {
             None => return,
-            Some(Msg::Snapshot(reply)) => reply.send(metrics::with(|m| m.snapshot(core.id))),
+            Some(Msg::Snapshot(reply)) => reply.send(metrics::with(|m| {
+                let mut snap = m.snapshot(core.id);
+                snap.pooled_bytes = pool::pooled_bytes();
+                snap
+            })),
             Some(Msg::Reload(gen, ack)) => {
                 reload(core, &gen);
                 ack.send(core.id);

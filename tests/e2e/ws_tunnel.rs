@@ -385,6 +385,13 @@ fn protocol_violations_close_with_the_rfc_6455_codes() {
     );
     assert!(m.contains("ringway_ws_closes_sent_total{core=\"0\",code=\"1007\"} 2"));
     assert!(m.contains("ringway_ws_closes_sent_total{core=\"0\",code=\"1009\"} 2"));
+    // The pools kept the buffers those messages used (a gauge, in bytes).
+    let pooled = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ringway_buffer_pool_bytes{core=\"0\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("ringway_buffer_pool_bytes");
+    assert!(pooled > 0 && pooled < 64 << 20, "{pooled}");
 }
 
 #[test]
