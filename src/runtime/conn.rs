@@ -245,27 +245,9 @@ pub async fn serve(core: Rc<Core>, client: Client) -> Option<TunnelJob> {
                         linger = true;
                         break;
                     }
-                    Next::Tunnel(lease) => {
-                        return Some(TunnelJob {
-                            stream: client.stream,
-                            peer: client.peer,
-                            lease,
-                            shard,
-                            request: client.access.take(),
-                            vhost: client.vhost,
-                            terminate: None,
-                        })
-                    }
+                    Next::Tunnel(lease) => return Some(tunnel_job(client, shard, lease, None)),
                     Next::Terminate(lease, t) => {
-                        return Some(TunnelJob {
-                            stream: client.stream,
-                            peer: client.peer,
-                            lease,
-                            shard,
-                            request: client.access.take(),
-                            vhost: client.vhost,
-                            terminate: Some(t),
-                        })
+                        return Some(tunnel_job(client, shard, lease, Some(t)))
                     }
                 }
             }
@@ -300,6 +282,24 @@ pub async fn serve(core: Rc<Core>, client: Client) -> Option<TunnelJob> {
         let _ = client.stream.close().await;
     }
     None
+}
+
+/// The connection, become a tunnel, for a task of its own.
+fn tunnel_job(
+    mut client: Client,
+    shard: Rc<Shard>,
+    lease: Lease,
+    terminate: Option<Box<super::wstunnel::Terminate>>,
+) -> TunnelJob {
+    TunnelJob {
+        request: client.access.take(),
+        stream: client.stream,
+        peer: client.peer,
+        lease,
+        shard,
+        vhost: client.vhost,
+        terminate,
+    }
 }
 
 /// Why reading a head ended without one.

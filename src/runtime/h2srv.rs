@@ -357,17 +357,7 @@ fn serve_inline(
     ex.vhost = shard.ids.vhosts[vhost_index];
     ex.handler = HandlerKind::Static;
     let head_only = parts.method == http::Method::HEAD;
-    let ims = parts
-        .headers
-        .get(http::header::IF_MODIFIED_SINCE)
-        .map(HeaderValue::as_bytes);
-    let resp = static_files::serve(
-        &vhost.doc_root,
-        super::static_serve::root_fd(&vhost.doc_root),
-        parts.method.as_str().as_bytes(),
-        target.as_bytes(),
-        ims,
-    );
+    let resp = static_lookup(vhost, &parts, target);
     match static_head(&mut respond, &mut ex, resp, head_only) {
         Ok(None) => Ok(finish(ctx, &shard, &ex, Ok(()))),
         Err(e) => Ok(finish(ctx, &shard, &ex, Err(e))),
@@ -529,23 +519,32 @@ async fn route(
             .await
         }
         Some(Handler::Static) | None => {
-            let ims = parts
-                .headers
-                .get(http::header::IF_MODIFIED_SINCE)
-                .map(HeaderValue::as_bytes);
-            let resp = static_files::serve(
-                &vhost.doc_root,
-                super::static_serve::root_fd(&vhost.doc_root),
-                parts.method.as_str().as_bytes(),
-                path_and_query.as_bytes(),
-                ims,
-            );
+            let resp = static_lookup(vhost, parts, path_and_query);
             match static_head(respond, ex, resp, head_only)? {
                 None => Ok(()),
                 Some((send, file, len)) => Box::pin(big_file(send, file, len, ex)).await,
             }
         }
     }
+}
+
+/// The static answer for a request (`static_files::serve`, as over HTTP/1.1).
+fn static_lookup(
+    vhost: &crate::config::VHost,
+    parts: &http::request::Parts,
+    target: &str,
+) -> static_files::StaticResponse {
+    let ims = parts
+        .headers
+        .get(http::header::IF_MODIFIED_SINCE)
+        .map(HeaderValue::as_bytes);
+    static_files::serve(
+        &vhost.doc_root,
+        super::static_serve::root_fd(&vhost.doc_root),
+        parts.method.as_str().as_bytes(),
+        target.as_bytes(),
+        ims,
+    )
 }
 
 /// Files up to this size go out in one DATA write from an exact-size buffer, without waiting

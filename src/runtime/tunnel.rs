@@ -276,7 +276,7 @@ fn mask_key() -> [u8; 4] {
     nanos.wrapping_mul(0x9E37_79B9).to_le_bytes()
 }
 
-fn write_some<W: AsyncWrite + Unpin>(
+pub(super) fn write_some<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     dst: &mut W,
     bytes: &[u8],

@@ -29,6 +29,7 @@ use tracing::info;
 
 use super::idle::{self, Watch};
 use super::pool;
+use super::tunnel::write_some;
 use super::upstream::Upstream;
 use crate::metrics;
 use crate::ws::opcode;
@@ -409,17 +410,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Endpoint<'a, C> {
         let mut f = Vec::with_capacity(9);
         wse::control_frame(&mut f, opcode::PING, b"ringway");
         self.to_client.push(&f);
-    }
-}
-
-fn write_some<W: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    dst: &mut W,
-    bytes: &[u8],
-) -> Poll<io::Result<usize>> {
-    match Pin::new(dst).poll_write(cx, bytes) {
-        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-        other => other,
     }
 }
 
