@@ -1193,6 +1193,52 @@ impl AsyncWrite for H2Io {
     }
 }
 
+/// RFC 8441 §5: the checks of an HTTP/1.1 upgrade, minus the key: version 13 (else 426), the
+/// route's `origins` (else 403), `upgrades_per_ip` (else 429). `Ok(false)`: refused, and
+/// answered.
+fn upgrade_allowed(
+    ctx: &ConnCtx,
+    shard: &Shard,
+    parts: &http::request::Parts,
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    route: Option<&WebSocketRoute>,
+) -> Result<bool, h2::Error> {
+    let version = parts
+        .headers
+        .get("sec-websocket-version")
+        .map(HeaderValue::as_bytes);
+    if version != Some(b"13".as_slice()) {
+        metrics::with(|m| m.upgrade_rejected(Rejected::Version));
+        respond_status(respond, ex, 426, &[("sec-websocket-version", "13")], false)?;
+        return Ok(false);
+    }
+    let origin = parts
+        .headers
+        .get(http::header::ORIGIN)
+        .map(HeaderValue::as_bytes);
+    if let Some(route) = route.filter(|r| !r.origins.is_empty()) {
+        if !ws::origin_allowed(origin, &route.origins, route.allow_missing_origin) {
+            info!(core = shard.id, peer = %ctx.peer, "websocket (HTTP/2) refused: origin not allowed");
+            metrics::with(|m| m.upgrade_rejected(Rejected::Origin));
+            respond_status(respond, ex, 403, &[], false)?;
+            return Ok(false);
+        }
+    }
+    if let Err(wait) = super::perip::upgrade(ctx.peer.ip()) {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).to_string();
+        ex.status = 429;
+        let r = Response::builder()
+            .status(429)
+            .header("retry-after", secs)
+            .body(())
+            .unwrap_or_default();
+        respond.send_response(r, true)?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// The built-in echo endpoint (`handler = "echo"`) over an RFC 8441 stream: every message
 /// comes back as one frame of its type; ping → pong, Close → Close; violations close with
 /// their code, as tunnel mode's endpoint does (the same decoder).
@@ -1206,23 +1252,7 @@ async fn echo(
 ) -> Result<(), h2::Error> {
     use crate::ws_endpoint::{self as wse, Decoder, Event};
     use futures_lite::io::AsyncReadExt;
-    if parts
-        .headers
-        .get("sec-websocket-version")
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        metrics::with(|m| m.upgrade_rejected(Rejected::Version));
-        return respond_status(respond, ex, 426, &[("sec-websocket-version", "13")], false);
-    }
-    if let Err(wait) = super::perip::upgrade(ctx.peer.ip()) {
-        ex.status = 429;
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).to_string();
-        let r = Response::builder()
-            .status(429)
-            .header("retry-after", secs)
-            .body(());
-        respond.send_response(r.unwrap_or_default(), true)?;
+    if !upgrade_allowed(ctx, shard, parts, respond, ex, None)? {
         return Ok(());
     }
     let send = respond.send_response(Response::new(()), false)?;
@@ -1347,35 +1377,7 @@ async fn websocket(
     authority: Option<&str>,
     target: &str,
 ) -> Result<(), h2::Error> {
-    // RFC 8441 §5: the same checks as an HTTP/1.1 upgrade, minus the key.
-    let version = parts
-        .headers
-        .get("sec-websocket-version")
-        .map(HeaderValue::as_bytes);
-    if version != Some(b"13".as_slice()) {
-        metrics::with(|m| m.upgrade_rejected(Rejected::Version));
-        return respond_status(respond, ex, 426, &[("sec-websocket-version", "13")], false);
-    }
-    let origin = parts
-        .headers
-        .get(http::header::ORIGIN)
-        .map(HeaderValue::as_bytes);
-    if !route.origins.is_empty()
-        && !ws::origin_allowed(origin, &route.origins, route.allow_missing_origin)
-    {
-        info!(core = shard.id, peer = %ctx.peer, "websocket (HTTP/2) refused: origin not allowed");
-        metrics::with(|m| m.upgrade_rejected(Rejected::Origin));
-        return respond_status(respond, ex, 403, &[], false);
-    }
-    if let Err(wait) = super::perip::upgrade(ctx.peer.ip()) {
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).to_string();
-        ex.status = 429;
-        let r = Response::builder()
-            .status(429)
-            .header("retry-after", secs)
-            .body(())
-            .unwrap_or_default();
-        respond.send_response(r, true)?;
+    if !upgrade_allowed(ctx, shard, parts, respond, ex, Some(route))? {
         return Ok(());
     }
     let backends = &shard.backends;
