@@ -85,7 +85,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
     let runtime = runtime(s.get("runtime"), base_dir, p);
     let timeouts = timeouts(s.get("timeouts"), p);
     let limits = limits(s.get("limits"), p);
-    let (listeners, listener_names) = listeners(s.get("listener"), p);
+    let (mut listeners, listener_names) = listeners(s.get("listener"), p);
     let (backends, backend_names) = backends(s.get("backend"), base_dir, p);
     let refs = Refs {
         listeners: &listener_names,
@@ -102,7 +102,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         .get("vhost")
         .map(|v| vhosts(v, &refs, base_dir, p))
         .unwrap_or_default();
-    let admin = s.get("admin").and_then(|v| admin(v, &listeners, p));
+    let admin = s.get("admin").and_then(|v| admin(v, &mut listeners, p));
     let tcp_routes = s
         .get("tcp_route")
         .map(|v| tcp_routes(v, &listeners, &refs, p))
@@ -228,8 +228,9 @@ fn passthroughs(
 }
 
 /// `[admin] listener = "<name>", allow = ["127.0.0.1/32", "::1/128"]` (allow defaults to loopback).
-fn admin(v: &Val<'_>, listeners: &[Listener], p: &mut Problems) -> Option<Admin> {
+fn admin(v: &Val<'_>, listeners: &mut [Listener], p: &mut Problems) -> Option<Admin> {
     let mut s = Section::of(v, "[admin]", p)?;
+    let at = s.at;
     let listener = s.req("listener", p, |v, what, p| {
         let name = string(v, what, p)?;
         let found = listeners.iter().position(|l| l.name == name.v);
@@ -257,8 +258,22 @@ fn admin(v: &Val<'_>, listeners: &[Listener], p: &mut Problems) -> Option<Admin>
             .filter_map(|c| c.parse().ok())
             .collect()
     };
+    let listener = listener?;
+    // The admin endpoint (metrics, dashboard, live feed) speaks HTTP/1.1 only: its TLS
+    // listener offers http/1.1 alone, and h2c is refused.
+    let l = &mut listeners[listener];
+    if l.http2 {
+        p.add(
+            at,
+            format!(
+                "the [admin] listener {:?} serves HTTP/1.1 only: remove http2 = true",
+                l.name
+            ),
+        );
+    }
+    l.alpn = vec!["http/1.1".into()];
     Some(Admin {
-        listener: listener?,
+        listener,
         allow: allow.unwrap_or_else(loopback),
     })
 }
@@ -2311,6 +2326,32 @@ mod tests {
             13,
             11,
             "\"backend\" is only allowed with handler = \"proxy\", not \"echo\"",
+        );
+    }
+
+    #[test]
+    fn admin_listener_is_http1_only() {
+        let base = [
+            "[[listener]]",
+            "name = \"admin\"",
+            "address = \"127.0.0.1:9090\"",
+            "tls = true",
+            "[admin]",
+            "listener = \"admin\"",
+        ];
+        let (c, _d) = ok(&with(&base));
+        let admin = c.listeners.iter().find(|l| l.name == "admin").unwrap();
+        assert_eq!(admin.alpn, vec!["http/1.1".to_string()]);
+        assert_eq!(
+            c.listeners[0].alpn,
+            vec!["h2".to_string(), "http/1.1".to_string()]
+        );
+        let mut h2c = base.to_vec();
+        h2c[3] = "http2 = true";
+        let ps = problems(&with(&h2c));
+        assert!(
+            ps.iter().any(|p| p.2.contains("serves HTTP/1.1 only")),
+            "{ps:?}"
         );
     }
 
