@@ -3,6 +3,7 @@
 # lost and nothing grows. Not part of CI.
 #
 #   bench/soak.sh [--minutes 30] [--sample 30] [--reload 60] [--cores 2] [--nice] [--out FILE]
+#                 [--port 19600] [--env NAME=VALUE]...
 #
 # Load, all at once for the whole run (loopback only), against one Ringway (release build, the
 # given cores) in front of bench-backend:
@@ -14,7 +15,12 @@
 #   static   a 4 MiB file (sendfile path) fetched with curl every 2 s, its SHA-256 compared
 #   metrics  /metrics scraped every 10 s from the [admin] listener
 #   reload   SIGHUP every --reload seconds, each confirmed in Ringway's log
-# Every --sample seconds: Ringway's RSS (VmRSS), open descriptors, tunnels active.
+# Every --sample seconds: Ringway's RSS (VmRSS), the allocator's live and free heap bytes
+# (ringway_memory_bytes), the buffer pools, open descriptors, tunnels active. The resident
+# memory by mapping ([heap], other anonymous, files) is reported at the first and last sample.
+# --port: the first of three ports used (Ringway, backend, admin), so two soaks can run side
+# by side. --env: set in Ringway's environment only (e.g. GLIBC_TUNABLES=... to compare
+# allocator settings).
 # --nice runs Ringway and the load at nice 19 (so other work on the machine keeps its CPU: the
 # throughput figures then mean little, the checks still hold).
 # Output: a Markdown report (samples, totals, verdict) printed and written to --out (default
@@ -31,8 +37,7 @@ CORES=2
 NICE=""
 OUT=""
 PORT=19600
-BACKEND_PORT=19601
-ADMIN_PORT=19602
+RW_ENV=()
 
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -43,10 +48,14 @@ while [ $# -gt 0 ]; do
     --cores) CORES=$2; shift 2 ;;
     --nice) NICE="nice -n 19"; shift ;;
     --out) OUT=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    --env) RW_ENV+=("$2"); shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "soak.sh: unknown argument $1" >&2; usage 2 ;;
   esac
 done
+BACKEND_PORT=$(( PORT + 1 ))
+ADMIN_PORT=$(( PORT + 2 ))
 log() { echo "soak.sh: $*" >&2; }
 for t in wrk curl sha256sum ss; do command -v $t >/dev/null || { log "needs $t"; exit 1; }; done
 
@@ -115,7 +124,7 @@ EOF
 $NICE "$BACKEND" --listen "127.0.0.1:$BACKEND_PORT" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
 wait_port $BACKEND_PORT || { log "bench-backend did not start"; exit 1; }
-$NICE "$RINGWAY" --config "$TMP/ringway.toml" >"$TMP/ringway.log" 2>&1 &
+$NICE env ${RW_ENV[@]+"${RW_ENV[@]}"} "$RINGWAY" --config "$TMP/ringway.toml" >"$TMP/ringway.log" 2>&1 &
 RW=$!
 PIDS+=($RW)
 wait_port $PORT || { log "ringway did not start"; cat "$TMP/ringway.log" >&2; exit 1; }
@@ -124,7 +133,21 @@ log "ringway pid $RW on :$PORT, $CORES cores, $MINUTES min"
 rss_kib() { awk '/^VmRSS/ { print $2 }' /proc/$RW/status 2>/dev/null; }
 fds() { ls /proc/$RW/fd 2>/dev/null | wc -l; }
 tunnels() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^ringway_tunnels_active/ { s += $2 } END { print s + 0 }'; }
-pool_kib() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^ringway_buffer_pool_bytes/ { s += $2 } END { print int(s / 1024) }'; }
+# One scrape per sample: pools, live heap, free heap (KiB).
+mem_kib() {
+  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+    /^ringway_buffer_pool_bytes/ { p += $2 }
+    /^ringway_memory_bytes\{kind="heap_in_use"\}/ { u = $2 }
+    /^ringway_memory_bytes\{kind="heap_free"\}/ { f = $2 }
+    END { printf "%d | %d | %d\n", p / 1024, u / 1024, f / 1024 }'
+}
+# Resident KiB by mapping: [heap] (brk), other anonymous (thread arenas, mmap'd blocks,
+# stacks, rings), file-backed.
+smaps_kib() {
+  awk '/^[0-9a-f]+-[0-9a-f]+ / { kind = ($6 == "[heap]") ? "heap" : ($6 == "" ? "anon" : "file"); next }
+       /^Rss:/ { s[kind] += $2 }
+       END { printf "[heap] %d, other anonymous %d, files %d", s["heap"], s["anon"], s["file"] }' /proc/$RW/smaps 2>/dev/null
+}
 
 $NICE wrk -t1 -c32 -d${SECS}s --timeout 30s "http://127.0.0.1:$PORT/api/soak" >"$TMP/wrk.txt" 2>&1 &
 PIDS+=($!)
@@ -139,18 +162,20 @@ START=$(date +%s)
 END=$(( START + SECS + 3 ))
 static_ok=0; static_bad=0; scrapes_ok=0; scrapes_bad=0; reloads=0
 next_sample=$START; next_static=$START; next_scrape=$START; next_reload=$(( START + RELOAD ))
-echo "| t (s) | RSS (KiB) | buffer pools (KiB) | fds | tunnels |" > "$TMP/samples.md"
-echo "|---|---|---|---|---|" >> "$TMP/samples.md"
+echo "| t (s) | RSS (KiB) | buffer pools (KiB) | heap in use (KiB) | heap free (KiB) | fds | tunnels |" > "$TMP/samples.md"
+echo "|---|---|---|---|---|---|---|" >> "$TMP/samples.md"
+first_smaps=""
 first_rss=""; last_rss=""; max_rss=0
 while :; do
   now=$(date +%s)
   [ "$now" -ge "$END" ] && break
   kill -0 $RW 2>/dev/null || { log "ringway exited"; break; }
   if [ "$now" -ge "$next_sample" ]; then
-    r=$(rss_kib); f=$(fds); t=$(tunnels); pk=$(pool_kib)
-    echo "| $(( now - START )) | $r | $pk | $f | $t |" >> "$TMP/samples.md"
+    r=$(rss_kib); f=$(fds); t=$(tunnels); mk=$(mem_kib)
+    echo "| $(( now - START )) | $r | $mk | $f | $t |" >> "$TMP/samples.md"
     # The first sample is taken once the load is up (the echo warm-up is 1 s).
-    if [ -z "$first_rss" ] && [ "$now" -gt "$START" ]; then first_rss=$r; fi
+    if [ -z "$first_rss" ] && [ "$now" -gt "$START" ]; then first_rss=$r; first_smaps=$(smaps_kib); fi
+    last_smaps=$(smaps_kib)
     last_rss=$r; [ "${r:-0}" -gt "$max_rss" ] && max_rss=$r
     next_sample=$(( next_sample + SAMPLE ))
   fi
@@ -191,6 +216,7 @@ verdict=PASS; why=()
 [ "$alive" = yes ] || { verdict=FAIL; why+=("ringway exited"); }
 [ "$panics" = 0 ] || { verdict=FAIL; why+=("panic in the log"); }
 [ "${wrk_non2xx}" = 0 ] && [ "${wrk_sockerr}" = 0 ] || { verdict=FAIL; why+=("http errors"); }
+[ -n "$wrk_req" ] && [ "$wrk_req" != 0 ] || { verdict=FAIL; why+=("no wrk result (the http load died)"); }
 [ "${e_bad:-x}" = 0 ] && [ "${e_drop:-x}" = 0 ] && [ "$e_err" = 0 ] || { verdict=FAIL; why+=("echo errors"); }
 [ "${c_bad:-x}" = 0 ] && [ "${c_fail:-x}" = 0 ] && [ "$c_err" = 0 ] || { verdict=FAIL; why+=("churn errors"); }
 [ "$static_bad" = 0 ] || { verdict=FAIL; why+=("static fetch mismatch"); }
@@ -204,7 +230,7 @@ fi
 {
   echo "## Soak — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r)"
   echo
-  echo "\`bench/soak.sh --minutes $MINUTES --sample $SAMPLE --reload $RELOAD --cores $CORES${NICE:+ --nice}\`: Ringway ($CORES cores) in front of bench-backend, all loads at once for $MINUTES min."
+  echo "\`bench/soak.sh --minutes $MINUTES --sample $SAMPLE --reload $RELOAD --cores $CORES${NICE:+ --nice}${RW_ENV[*]:+ --env ${RW_ENV[*]}}\`: Ringway ($CORES cores) in front of bench-backend, all loads at once for $MINUTES min."
   echo
   echo "| load | done | errors |"
   echo "|---|---|---|"
@@ -216,6 +242,9 @@ fi
   echo "| reloads (SIGHUP) | $reloads sent | $confirmed confirmed |"
   echo
   echo "RSS: ${first_rss:-?} KiB at the first sample, $last_rss at the last, max $max_rss; after the load stopped: ${final_rss:-?} KiB, $final_fds fds, $final_tunnels tunnels. Ringway alive at the end: $alive."
+  echo
+  echo "Resident by mapping (KiB): first sample ${first_smaps:-?}; last sample ${last_smaps:-?}."
+  [ ${#RW_ENV[@]} -gt 0 ] && { echo; echo "Ringway's environment: ${RW_ENV[*]}"; }
   echo
   echo "**$verdict**${why[*]:+: ${why[*]}}"
   echo

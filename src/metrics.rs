@@ -427,6 +427,19 @@ pub struct Global {
     /// (backend, server, up) as core 0's health checks see it.
     pub backends: Vec<(String, String, bool)>,
     pub staples: Vec<StapleState>,
+    /// The process's memory, read when the snapshot is taken.
+    pub memory: MemoryState,
+}
+
+/// Process memory as the kernel and the allocator see it (`ringway_memory_bytes`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryState {
+    /// VmRSS.
+    pub resident: u64,
+    /// Bytes the allocator has handed out and not had back (glibc: uordblks + hblkhd).
+    pub heap_in_use: u64,
+    /// Bytes the allocator holds free for reuse (glibc: fordblks); resident where touched.
+    pub heap_free: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -873,6 +886,20 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
         "The serving configuration's generation (1 at start).",
     );
     let _ = writeln!(o, "ringway_config_generation {}", g.generation);
+    family(
+        o,
+        "ringway_memory_bytes",
+        "gauge",
+        "Process memory: resident (VmRSS), heap_in_use (allocated and live), heap_free (kept by the allocator for reuse).",
+    );
+    let m = &g.memory;
+    for (kind, n) in [
+        ("resident", m.resident),
+        ("heap_in_use", m.heap_in_use),
+        ("heap_free", m.heap_free),
+    ] {
+        let _ = writeln!(o, "ringway_memory_bytes{{kind=\"{kind}\"}} {n}");
+    }
     family(
         o,
         "ringway_build_info",

@@ -76,7 +76,7 @@ pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> 
 
 async fn send(c: &mut Client, status: u16, kind: &[u8], body: &[u8], close: bool) -> Next {
     c.status = status;
-    let mut out = pool::take_vec();
+    let mut out = pool::take_vec_for(body.len() + 256);
     let fields: [(&str, &[u8]); 2] = [("Content-Type", kind), ("Cache-Control", b"no-store")];
     response::write_head(&mut out, status, &fields, Some(body.len() as u64), close);
     out.extend_from_slice(body);
@@ -147,6 +147,7 @@ fn global(shard: &Shard) -> Global {
         reloads_error: hub.reloads_error.load(Ordering::Relaxed),
         backends,
         staples,
+        memory: super::memory::read(),
     }
 }
 

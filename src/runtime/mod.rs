@@ -19,6 +19,7 @@ mod h2srv;
 mod idle;
 mod io;
 mod l4;
+mod memory;
 mod ocsp_core;
 mod perip;
 pub mod pool;
@@ -748,7 +749,7 @@ async fn read_proxy_header(
 ) -> Result<(Option<SocketAddr>, Option<SocketAddr>), &'static str> {
     use crate::proxy_protocol::{parse, Parsed, ProxyError, V2_BYTES_MAX};
     use futures_lite::io::AsyncReadExt;
-    let mut buf = pool::take_vec();
+    let mut buf = pool::take_vec_for(V2_BYTES_MAX);
     buf.resize(V2_BYTES_MAX, 0);
     let judged = io::peek_until(stream, limit, &mut buf, |b| match parse(b) {
         Ok(Parsed::Incomplete { .. }) => None,
