@@ -174,11 +174,18 @@ pub fn sweep_once(interval: Duration) {
     });
 }
 
-/// The per-core sweeper task.
+/// The per-core sweeper task. It also lets the buffer pools decay (`pool::decay`).
 pub async fn sweeper() {
+    let decay_every = (super::pool::DECAY_INTERVAL.as_millis() / SWEEP_INTERVAL.as_millis()) as u32;
+    let mut sweeps = 0u32;
     loop {
         glommio::timer::sleep(SWEEP_INTERVAL).await;
         sweep_once(SWEEP_INTERVAL);
+        sweeps += 1;
+        if sweeps == decay_every {
+            sweeps = 0;
+            super::memory::released(super::pool::decay());
+        }
     }
 }
 

@@ -88,7 +88,7 @@ pub async fn passthrough_backend(
     if rules.is_empty() {
         return Ok(None);
     }
-    let mut buf = pool::take_vec();
+    let mut buf = pool::take_vec_for(HELLO_BYTES_MAX + 64);
     buf.resize(HELLO_BYTES_MAX + 64, 0);
     let limit = shard.config.timeouts.header;
     let result = super::io::peek_until(stream, limit, &mut buf, |b| match sni(b) {

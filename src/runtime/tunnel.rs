@@ -221,7 +221,7 @@ where
         }
     }
     if sent < n {
-        let mut spill = pool::take_vec();
+        let mut spill = pool::take_vec_for(n - sent);
         spill.extend_from_slice(&buf[sent..n]);
         half.spill = Some(spill);
         half.pos = 0;

@@ -70,7 +70,7 @@ impl Spill {
 
     fn push(&mut self, bytes: &[u8]) {
         self.buf
-            .get_or_insert_with(pool::take_vec)
+            .get_or_insert_with(|| pool::take_vec_for(bytes.len()))
             .extend_from_slice(bytes);
     }
 

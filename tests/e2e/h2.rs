@@ -803,3 +803,120 @@ fn echo_endpoint_over_http2_and_max_concurrent_streams() {
         assert_eq!(ws.next().await, Some((0x8, 1000u16.to_be_bytes().to_vec())));
     });
 }
+
+/// The sum of the samples of `metric` (with `labels` a prefix of its label set, if given) in
+/// Ringway's `/metrics` on the admin port.
+fn metric_sum(admin: u16, metric: &str, labels: &str) -> f64 {
+    let text = request(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .body_text();
+    let prefix = format!("{metric}{{{labels}");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The buffer pools give memory back once the demand that filled them is gone. 48 streams on
+/// one connection each fetch a 1 MiB file while the client reads nothing: each stream's task
+/// holds a 64 KiB buffer, waiting for window. When the client has read everything, the pool
+/// holds those buffers; within a few decay intervals (10 s) it is empty again, and the
+/// allocator's live bytes (`ringway_memory_bytes{kind="heap_in_use"}`) have fallen with it.
+#[test]
+fn buffer_pools_shrink_after_a_burst_and_memory_metrics_show_it() {
+    const STREAMS: usize = 48;
+    const FILE: usize = 1 << 20;
+    let config = format!(
+        "{}http2 = true\n[[listener]]\nname = \"admin\"\naddress = \"127.0.0.1:@PORT1@\"\n\
+         [admin]\nlistener = \"admin\"\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\nlisteners = [\"main\"]\ndoc_root = \"www\"\n",
+        base_config(1)
+    );
+    let dir = site();
+    std::fs::write(dir.path().join("www/big.bin"), vec![b'b'; FILE]).unwrap();
+    let rw = Ringway::builder(config).dir(dir).start();
+    let admin = rw.port_n(1);
+    let resident = metric_sum(admin, "ringway_memory_bytes", "kind=\"resident\"");
+    let rss = rw.rss_kib() as f64 * 1024.0;
+    assert!(
+        resident > 1e6 && (resident - rss).abs() < 4e6,
+        "resident {resident} vs VmRSS {rss}"
+    );
+    let in_use_before = metric_sum(admin, "ringway_memory_bytes", "kind=\"heap_in_use\"");
+    assert!(in_use_before > 0.0);
+    let rt = rt();
+    rt.block_on(async {
+        let client = h2c(rw.port()).await;
+        let mut bodies = Vec::new();
+        for _ in 0..STREAMS {
+            let req = Request::get(format!("http://127.0.0.1:{}/big.bin", rw.port()))
+                .body(())
+                .unwrap();
+            let mut c = client.clone().ready().await.expect("ready");
+            let (resp, _) = c.send_request(req, true).expect("request");
+            bodies.push(resp);
+        }
+        let mut heads = Vec::new();
+        for resp in bodies {
+            let resp = resp.await.expect("response");
+            assert_eq!(resp.status(), 200);
+            heads.push(resp.into_body());
+        }
+        // Every stream has its head; the windows are full and nothing is read yet.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Then all are read at once (one at a time would deadlock: the connection window
+        // freed by one stream may go to another that is not being read).
+        let readers: Vec<_> = heads
+            .into_iter()
+            .map(|mut body| {
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while let Some(chunk) = body.data().await {
+                        let chunk = chunk.expect("data");
+                        n += chunk.len();
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                    n
+                })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.await.expect("reader"), FILE);
+        }
+    });
+    let pooled = metric_sum(admin, "ringway_buffer_pool_bytes", "");
+    let in_use_after = metric_sum(admin, "ringway_memory_bytes", "kind=\"heap_in_use\"");
+    eprintln!(
+        "heap in use {:.0} KiB before the burst, {:.0} KiB after it with {:.0} KiB pooled",
+        in_use_before / 1024.0,
+        in_use_after / 1024.0,
+        pooled / 1024.0
+    );
+    assert!(
+        pooled >= (STREAMS as f64 / 2.0) * 65536.0,
+        "the stalled streams' buffers went back to the pool: {pooled}"
+    );
+    // Nothing needs them now: the pool decays (a scrape uses a few small Vecs of its own).
+    let t0 = Instant::now();
+    let (left, in_use) = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let left = metric_sum(admin, "ringway_buffer_pool_bytes", "");
+        let in_use = metric_sum(admin, "ringway_memory_bytes", "kind=\"heap_in_use\"");
+        if left < 256.0 * 1024.0 || t0.elapsed() > Duration::from_secs(40) {
+            break (left, in_use);
+        }
+    };
+    eprintln!(
+        "pools {:.0} KiB and heap in use {:.0} KiB after {:.0?}",
+        left / 1024.0,
+        in_use / 1024.0,
+        t0.elapsed()
+    );
+    assert!(left < 256.0 * 1024.0, "pools still hold {left} bytes");
+    assert!(
+        in_use < in_use_after - 0.8 * (pooled - left),
+        "heap in use {in_use} did not fall with the pools (from {in_use_after})"
+    );
+}
