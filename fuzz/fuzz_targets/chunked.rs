@@ -3,7 +3,7 @@
 //! and end the body at the same byte.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringway::http::chunked::ChunkedDecoder;
+use ringway::protocol::http::chunked::ChunkedDecoder;
 
 fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
     let (body, cuts) = input;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use ringway::connect::{allowed, authorized, parse_target, usable, Rule, Target};
+use ringway::policy::connect::{allowed, authorized, parse_target, usable, Rule, Target};
 
 fuzz_target!(
     |input: (Vec<String>, String, Vec<u8>, Vec<([u8; 4], u16)>)| {

@@ -3,7 +3,7 @@
 //! the strict reference parser: what it accepts, Ringway reads the same way.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringway::http::head::{check_request_line, empty_headers, parse_request, HeadError};
+use ringway::protocol::http::head::{check_request_line, empty_headers, parse_request, HeadError};
 
 const MAX: usize = 32 * 1024;
 

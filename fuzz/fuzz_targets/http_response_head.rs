@@ -2,7 +2,7 @@
 //! HEAD; never a panic, and a complete head never longer than the input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringway::http::head::{empty_headers, parse_response};
+use ringway::protocol::http::head::{empty_headers, parse_response};
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = empty_headers();

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use ringway::ocsp::{verify, CertInfo};
+use ringway::protocol::ocsp::{verify, CertInfo};
 
 fn info() -> &'static CertInfo {
     static I: OnceLock<CertInfo> = OnceLock::new();
@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
     // A minute after the fixture response's thisUpdate (2026-12-05 08:44:28 UTC).
     let now = UNIX_EPOCH + Duration::from_secs(1_796_460_268 + 60);
     let _ = verify(data, info(), now);
-    let _ = ringway::ocsp::parse_http_response(data);
+    let _ = ringway::protocol::ocsp::parse_http_response(data);
     let _ = SystemTime::now();
 });

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
-use ringway::proxy_protocol::{parse, write_v1, write_v2, Parsed};
+use ringway::protocol::proxy_protocol::{parse, write_v1, write_v2, Parsed};
 
 fuzz_target!(|input: (Vec<u8>, [u8; 16], [u8; 16], u16, u16, bool)| {
     let (data, a, b, pa, pb, v4) = input;

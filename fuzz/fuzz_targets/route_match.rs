@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ringway::route::Routes;
+use ringway::policy::route::Routes;
 
 fn routes() -> &'static Routes {
     static R: OnceLock<Routes> = OnceLock::new();

@@ -2,7 +2,7 @@
 //! same bytes never gives a different name.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringway::tls_hello::{sni, Hello};
+use ringway::protocol::tls_hello::{sni, Hello};
 
 fuzz_target!(|data: &[u8]| {
     let whole = sni(data);

@@ -3,7 +3,7 @@
 //! boundary state, and never advise reading past the next boundary.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringway::ws::{FrameHeader, FrameTracker};
+use ringway::protocol::ws::{FrameHeader, FrameTracker};
 
 fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
     let (stream, cuts) = input;

@@ -4,7 +4,7 @@
 //! the same verdict (except that bad UTF-8 in a truncated text frame shows early in pieces); no message may exceed `max_message`, and nothing follows a Close.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringway::ws_endpoint::{Decoder, Event};
+use ringway::protocol::ws_endpoint::{Decoder, Event};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Got {

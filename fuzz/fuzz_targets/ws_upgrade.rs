@@ -2,8 +2,8 @@
 //! plain), and a backend's 101 checked against a fixed key.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringway::http::head::{empty_headers, parse_request, parse_response};
-use ringway::ws::{accept_key, check_backend_101, classify, Upgrade};
+use ringway::protocol::http::head::{empty_headers, parse_request, parse_response};
+use ringway::protocol::ws::{accept_key, check_backend_101, classify, Upgrade};
 
 const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
 

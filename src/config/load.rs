@@ -17,8 +17,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::*;
-use crate::route::UriMatch;
-use crate::upstream::Address;
+use crate::policy::route::UriMatch;
+use crate::policy::upstream::Address;
 
 /// Upper bound for `[runtime] cores`.
 const CORES_MAX: i64 = 1024;
@@ -242,7 +242,7 @@ fn admin(v: &Val<'_>, listeners: &mut [Listener], p: &mut Problems) -> Option<Ad
     let allow = s.opt("allow", p, |v, what, p| {
         list(v, what, false, p, |v, what, p| {
             let text = string(v, what, p)?;
-            match text.v.parse::<crate::cidr::Cidr>() {
+            match text.v.parse::<crate::policy::cidr::Cidr>() {
                 Ok(c) => Some(c),
                 Err(e) => {
                     p.add(text.at, format!("{what}: {e}"));
@@ -475,7 +475,7 @@ fn limits(v: Option<&Val<'_>>, p: &mut Problems) -> Limits {
     }
     l.upgrades_per_ip = s.opt("upgrades_per_ip", p, |v, what, p| {
         let text = string(v, what, p)?;
-        match crate::limits::Rate::parse(text.v, parse_duration) {
+        match crate::policy::limits::Rate::parse(text.v, parse_duration) {
             Ok(r) => Some(r),
             Err(e) => {
                 p.add(text.at, format!("{what}: {e}"));
@@ -893,7 +893,7 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
     let origins = s.opt("origins", p, |v, what, p| {
         list(v, what, true, p, |v, what, p| {
             let text = string(v, what, p)?;
-            match crate::ws::check_origin_pattern(text.v) {
+            match crate::protocol::ws::check_origin_pattern(text.v) {
                 Ok(()) => Some(text.v.to_ascii_lowercase()),
                 Err(e) => {
                     p.add(text.at, format!("{what}: {e}"));
@@ -1029,7 +1029,7 @@ fn context(
     let allow = s.opt("allow", p, |v, what, p| {
         list(v, what, true, p, |v, what, p| {
             let text = string(v, what, p)?;
-            crate::connect::Rule::parse(text.v)
+            crate::policy::connect::Rule::parse(text.v)
                 .map_err(|e| p.add(text.at, format!("{what}: {e}")))
                 .ok()
         })
@@ -1081,7 +1081,7 @@ fn connect_auth(
     let file = file?;
     match std::fs::read_to_string(&file)
         .map_err(|e| e.to_string())
-        .and_then(|t| crate::connect::parse_users(&t))
+        .and_then(|t| crate::policy::connect::parse_users(&t))
     {
         Ok(users) => Some(Some(users)),
         Err(e) => {

@@ -2,7 +2,10 @@
 //! `FILE:LINE:COL: message` (what `ringway check` prints).
 
 mod load;
+mod routes;
+pub mod tls;
 mod types;
 
 pub use load::{load, load_str, Problem};
+pub use routes::{PathRoute, Routes};
 pub use types::*;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::route::UriMatch;
-use crate::upstream::Address;
+use crate::policy::route::UriMatch;
+use crate::policy::upstream::Address;
 
 /// Defaults, named with units last. Each is documented in README's config reference.
 pub const HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -95,7 +95,7 @@ pub enum ListenerMode {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listener: usize,
-    pub allow: Vec<crate::cidr::Cidr>,
+    pub allow: Vec<crate::policy::cidr::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +158,7 @@ pub struct Limits {
     /// Open connections per client IP, per core; over it a new connection is closed at once.
     pub max_connections_per_ip: Option<u32>,
     /// WebSocket upgrades per client IP, per core (token bucket); over it: 429.
-    pub upgrades_per_ip: Option<crate::limits::Rate>,
+    pub upgrades_per_ip: Option<crate::policy::limits::Rate>,
     /// HTTP/2: streams a client may have open at once on one connection.
     pub max_concurrent_streams: u32,
 }
@@ -226,17 +226,7 @@ pub struct Server {
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
-    /// Smooth weighted round robin (nginx's algorithm).
-    RoundRobin,
-    /// Fewest active connections on this core, relative to weight.
-    LeastConn,
-    /// Sticky by client IP (rendezvous hashing: a server's clients move only when it is down).
-    IpHash,
-    /// Power of two random choices by active connections.
-    RandomTwo,
-}
+pub use crate::policy::balance::Balance;
 
 /// Active health checks, run by one core and published to all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +243,16 @@ pub struct Health {
 
 impl Backend {
     /// A one-server pool with default settings (for `address = ...` routes).
+    /// What the balancer needs of this backend.
+    pub fn balance_settings(&self) -> crate::policy::balance::Settings {
+        crate::policy::balance::Settings {
+            balance: self.balance,
+            max_fails: self.max_fails,
+            fail_window: self.fail_window,
+            fail_timeout: self.fail_timeout,
+        }
+    }
+
     pub fn single(address: Address, name: String) -> Backend {
         Backend {
             name,
@@ -358,7 +358,7 @@ pub enum Handler {
     /// CONNECT forward proxy (on a `forward_proxy = true` listener): tunnels to targets that
     /// `allow` admits; `users` (from `auth.users_file`) demand `Proxy-Authorization: Basic`.
     Connect {
-        allow: Vec<crate::connect::Rule>,
+        allow: Vec<crate::policy::connect::Rule>,
         users: Option<Vec<(String, String)>>,
     },
 }

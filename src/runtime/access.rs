@@ -1,4 +1,4 @@
-//! The access log's per-core buffer: lines are formatted into it (`crate::accesslog`) and
+//! The access log's per-core buffer: lines are formatted into it (`crate::observe::accesslog`) and
 //! written out with one `write` at least once a second (`flusher`), when it passes
 //! `FLUSH_BYTES`, and when the core stops: never a syscall per request. Each core opens the
 //! file itself with `O_APPEND`, so whole-buffer writes from several cores never interleave
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::accesslog::{self, Entry};
+use crate::observe::accesslog::{self, Entry};
 use crate::config::{AccessFormat, AccessTarget, Log};
 
 /// A buffer this full is written at once, without waiting for the next tick.

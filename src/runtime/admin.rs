@@ -11,10 +11,10 @@ use tracing::debug;
 
 use super::conn::{respond_error, Action, Client, Next};
 use super::{idle, pool, Shard};
-use crate::http::head::Request as HttpRequest;
-use crate::http::response;
-use crate::metrics::{self, Global, StapleState};
-use crate::ws::{self, close_frame, opcode, FrameHeader};
+use crate::protocol::http::head::Request as HttpRequest;
+use crate::protocol::http::response;
+use crate::observe::metrics::{self, Global, StapleState};
+use crate::protocol::ws::{self, close_frame, opcode, FrameHeader};
 
 /// The dashboard page (inline CSS and script, no external asset).
 const DASHBOARD_HTML: &str = include_str!("../admin/dashboard.html");

@@ -14,9 +14,9 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::upstream::{connect, Upstream};
-use crate::balance::{Pool, Tried};
+use crate::policy::balance::{Pool, Tried};
 use crate::config::{Backend, Config, Health, SendProxy};
-use crate::tls::Connector;
+use crate::config::tls::Connector;
 
 /// Up/down per server per backend, written by the health-checking core only.
 pub struct HealthTable {
@@ -92,7 +92,11 @@ impl Backends {
             .backends
             .iter()
             .enumerate()
-            .map(|(i, b)| RefCell::new(Pool::new(b, seed ^ (i as u64).wrapping_mul(0x9E37))))
+            .map(|(i, b)| {
+                let weights = b.servers.iter().map(|s| s.weight);
+                let seed = seed ^ (i as u64).wrapping_mul(0x9E37);
+                RefCell::new(Pool::new(b.balance_settings(), weights, seed))
+            })
             .collect();
         let idle = config
             .backends
@@ -171,7 +175,7 @@ impl Backends {
             .await
             {
                 Ok(conn) => {
-                    crate::metrics::with(|m| m.backend_connected(started.elapsed()));
+                    crate::observe::metrics::with(|m| m.backend_connected(started.elapsed()));
                     self.pools[backend].borrow_mut().begin(server);
                     return Ok(Lease {
                         backend,
@@ -202,7 +206,7 @@ impl Backends {
         .await
         {
             Ok(conn) => {
-                crate::metrics::with(|m| m.backend_connected(started.elapsed()));
+                crate::observe::metrics::with(|m| m.backend_connected(started.elapsed()));
                 lease.conn = conn;
                 lease.reused = false;
                 Ok(())
@@ -243,8 +247,8 @@ impl Backends {
         }
         let mut header = Vec::with_capacity(64);
         match version {
-            SendProxy::V1 => crate::proxy_protocol::write_v1(&mut header, client, local),
-            SendProxy::V2 => crate::proxy_protocol::write_v2(&mut header, client, local),
+            SendProxy::V1 => crate::protocol::proxy_protocol::write_v1(&mut header, client, local),
+            SendProxy::V2 => crate::protocol::proxy_protocol::write_v2(&mut header, client, local),
         }
         lease.conn.write_all(&header).await
     }
@@ -314,8 +318,8 @@ fn still_open(conn: &Upstream) -> bool {
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
-fn authority(address: &crate::upstream::Address) -> String {
-    use crate::upstream::Address;
+fn authority(address: &crate::policy::upstream::Address) -> String {
+    use crate::policy::upstream::Address;
     match address {
         Address::Tcp(a) | Address::Tls(a) => a.to_string(),
         // A Unix-socket backend has no authority a client could be sent to.
@@ -331,7 +335,7 @@ fn connectors(config: &Config) -> Result<Vec<Option<Connector>>, String> {
         .map(|b| {
             b.tls
                 .as_ref()
-                .map(|t| crate::tls::connector(t).map_err(|e| format!("backend {}: {e}", b.name)))
+                .map(|t| crate::config::tls::connector(t).map_err(|e| format!("backend {}: {e}", b.name)))
                 .transpose()
         })
         .collect()
@@ -394,7 +398,7 @@ async fn check_server(
 }
 
 /// One probe: TCP connect, and with `http_path` a GET answered 2xx or 3xx.
-async fn probe(address: &crate::upstream::Address, h: &Health, tls: Option<&Connector>) -> bool {
+async fn probe(address: &crate::policy::upstream::Address, h: &Health, tls: Option<&Connector>) -> bool {
     let Ok(mut conn) = connect(address, h.timeout, tls).await else {
         return false;
     };

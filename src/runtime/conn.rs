@@ -19,12 +19,12 @@ use super::io::{self, head_end, ReadBuf, ReadError};
 use super::proxy::{self, ProxyPlan};
 use super::{access, admin, echo, idle, pool, static_serve, wsproxy, Core, Shard};
 use crate::config::{Handler, WebSocketRoute};
-use crate::http::forward::{self, ForwardInfo};
-use crate::http::head::{self, empty_headers, Body, HeadError, Request};
-use crate::http::response;
-use crate::metrics::{self, HandlerKind, Rejected};
-use crate::static_files;
-use crate::ws;
+use crate::protocol::http::forward::{self, ForwardInfo};
+use crate::protocol::http::head::{self, empty_headers, Body, HeadError, Request};
+use crate::protocol::http::response;
+use crate::observe::metrics::{self, HandlerKind, Rejected};
+use crate::policy::static_files;
+use crate::protocol::ws;
 
 /// Where a request goes, decided while the head is borrowed; owns everything it needs.
 // The proxy plan carries the client's Host inline (255 bytes) so a request allocates nothing;
@@ -43,8 +43,8 @@ pub enum Action<'s> {
     ProxyAuth,
     /// A CONNECT tunnel to `target`, which `rules` allowed (checked again after DNS).
     Connect {
-        target: crate::connect::Target,
-        rules: &'s [crate::connect::Rule],
+        target: crate::policy::connect::Target,
+        rules: &'s [crate::policy::connect::Rule],
     },
     Static(static_files::StaticResponse, bool),
     EchoUpgrade {
@@ -149,7 +149,7 @@ pub fn log_access(
         .iter()
         .position(|&id| id == vhost)
         .map_or("-", |i| shard.config.vhosts[i].name.as_str());
-    let entry = crate::accesslog::Entry {
+    let entry = crate::observe::accesslog::Entry {
         time: SystemTime::now(),
         client: peer.ip(),
         vhost: vhost_name,
@@ -468,7 +468,7 @@ fn finish_exchange(shard: &Shard, c: &mut Client, tunnel: bool) {
 
 async fn too_many(c: &mut Client, retry_after_s: u64, close: bool) -> Next {
     let mut secs = Vec::with_capacity(20);
-    crate::http::push_decimal(&mut secs, retry_after_s);
+    crate::protocol::http::push_decimal(&mut secs, retry_after_s);
     respond_with(c, 429, &[("Retry-After", &secs)], close).await
 }
 
@@ -621,15 +621,15 @@ fn plan_connect<'s>(
         return refuse(405);
     };
     if let Some(users) = users {
-        if !crate::connect::authorized(req.header("proxy-authorization"), users) {
+        if !crate::policy::connect::authorized(req.header("proxy-authorization"), users) {
             info!(core = shard.id, peer = %c.peer, "CONNECT without valid credentials: 407");
             return Action::ProxyAuth;
         }
     }
-    let Some(target) = crate::connect::parse_target(req.target) else {
+    let Some(target) = crate::policy::connect::parse_target(req.target) else {
         return refuse(400);
     };
-    if !crate::connect::allowed(allow, &target) {
+    if !crate::policy::connect::allowed(allow, &target) {
         info!(core = shard.id, peer = %c.peer, target = req.target, "CONNECT to a target no rule allows: 403");
         return refuse(403);
     }

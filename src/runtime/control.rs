@@ -16,8 +16,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::backends::HealthTable;
 use crate::config::Config;
-use crate::metrics::CoreSnapshot;
-use crate::tls::CertSlot;
+use crate::observe::metrics::CoreSnapshot;
+use crate::config::tls::CertSlot;
 
 pub struct Mailbox<T> {
     tx: Sender<T>,

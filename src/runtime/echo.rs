@@ -11,7 +11,7 @@ use super::conn::{Client, Next};
 use super::idle;
 use super::io::ReadError;
 use super::Shard;
-use crate::ws::{opcode, unmask, FrameError, FrameHeader};
+use crate::protocol::ws::{opcode, unmask, FrameError, FrameHeader};
 
 /// Read buffer ceiling while echoing; payloads stream through it.
 const ECHO_BUF_BYTES: usize = 16 * 1024;

@@ -1,5 +1,5 @@
 //! The CONNECT forward proxy's tunnel: resolve the target off the core (glommio's blocking
-//! thread, `getaddrinfo`), keep only the addresses the rules allow (`crate::connect::usable`),
+//! thread, `getaddrinfo`), keep only the addresses the rules allow (`crate::policy::connect::usable`),
 //! connect, answer `200 Connection Established`, then move bytes both ways.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -12,7 +12,7 @@ use tracing::{debug, info};
 use super::conn::{respond_error, Client, Next};
 use super::tunnel::Tunnel;
 use super::{idle, Shard};
-use crate::connect::{usable, Rule, Target};
+use crate::policy::connect::{usable, Rule, Target};
 
 pub async fn run(shard: &Rc<Shard>, c: &mut Client, target: Target, rules: &[Rule]) -> Next {
     let limit = shard.config.timeouts.connect;

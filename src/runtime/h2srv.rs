@@ -47,15 +47,16 @@ use super::stream::ClientStream;
 use super::tunnel::Tunnel;
 use super::upstream::Upstream;
 use super::{pool, Core, Shard};
-use crate::balance::Tried;
+use crate::policy::balance::Tried;
 use crate::config::{Handler, WebSocketRoute};
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::forward::{self, ForwardInfo};
-use crate::http::h2map::{request_field_forwarded, response_field_forwarded, trailer_fields};
-use crate::http::head::{self, empty_headers, parse_response, Body};
-use crate::http::response;
-use crate::metrics::{self, HandlerKind, Rejected};
-use crate::{static_files, ws};
+use crate::protocol::http::chunked::ChunkedDecoder;
+use crate::protocol::http::forward::{self, ForwardInfo};
+use crate::protocol::http::h2map::{request_field_forwarded, response_field_forwarded, trailer_fields};
+use crate::protocol::http::head::{self, empty_headers, parse_response, Body};
+use crate::protocol::http::response;
+use crate::observe::metrics::{self, HandlerKind, Rejected};
+use crate::policy::static_files;
+use crate::protocol::ws;
 
 /// Client resets of accepted streams per connection per second before GOAWAY.
 const RESETS_PER_SECOND_MAX: u32 = 200;
@@ -282,7 +283,7 @@ fn new_exchange(
         let r = head::Request {
             method: parts.method.as_str(),
             target,
-            minor_version: crate::accesslog::HTTP2,
+            minor_version: crate::observe::accesslog::HTTP2,
             headers: &headers,
             head_len: 0,
             host: authority.map(str::as_bytes),
@@ -710,7 +711,7 @@ fn backend_head(
     let mut length = Vec::new();
     if let Body::Length(n) = body {
         if parts.headers.get(http::header::CONTENT_LENGTH).is_none() {
-            crate::http::push_decimal(&mut length, n);
+            crate::protocol::http::push_decimal(&mut length, n);
             fields.push(httparse::Header {
                 name: "content-length",
                 value: &length,
@@ -1250,7 +1251,7 @@ async fn echo(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
 ) -> Result<(), h2::Error> {
-    use crate::ws_endpoint::{self as wse, Decoder, Event};
+    use crate::protocol::ws_endpoint::{self as wse, Decoder, Event};
     use futures_lite::io::AsyncReadExt;
     if !upgrade_allowed(ctx, shard, parts, respond, ex, None)? {
         return Ok(());

@@ -15,9 +15,9 @@ use tracing::{debug, info, warn};
 use super::io::PeekEnd;
 use super::tunnel::Tunnel;
 use super::{idle, pool, Shard};
-use crate::balance::Tried;
-use crate::metrics;
-use crate::tls_hello::{sni, Hello, HELLO_BYTES_MAX};
+use crate::policy::balance::Tried;
+use crate::observe::metrics;
+use crate::protocol::tls_hello::{sni, Hello, HELLO_BYTES_MAX};
 
 /// Who a forwarded connection is between, and where it goes.
 pub struct Ends {

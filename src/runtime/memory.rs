@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 
-use crate::metrics::MemoryState;
+use crate::observe::metrics::MemoryState;
 
 /// Freed bytes (per core) after which the allocator is asked to return free pages.
 const TRIM_AFTER_BYTES: usize = 1 << 20;

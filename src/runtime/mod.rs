@@ -47,9 +47,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::metrics;
-use crate::route::Routes;
-use crate::tls::CertSlot;
+use crate::observe::metrics;
+use crate::config::Routes;
+use crate::config::tls::CertSlot;
 use control::{Generation, Hub, Msg};
 
 pub use signals::{send_signal, Inherited};
@@ -129,7 +129,7 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
     let gen = Arc::new(Generation {
         number: 1,
         health: Arc::new(backends::HealthTable::new(&config)),
-        slots: Arc::new(crate::tls::load_slots(&config)?),
+        slots: Arc::new(crate::config::tls::load_slots(&config)?),
         config: config.clone(),
     });
     access::check_target(&config.log)?;
@@ -221,7 +221,7 @@ fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result<Shard, Str
     let mut routes = Routes::compile(&config);
     for v in &mut routes.vhosts {
         // The loader checked that doc_root exists; canonical form makes containment checks exact.
-        if let Ok(root) = crate::static_files::canonical_root(&v.doc_root) {
+        if let Ok(root) = crate::policy::static_files::canonical_root(&v.doc_root) {
             v.doc_root = root;
         }
     }
@@ -231,7 +231,7 @@ fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result<Shard, Str
         let built = l
             .tls
             .then(|| {
-                crate::tls::server_config(
+                crate::config::tls::server_config(
                     routes.hosts_by_listener[i].clone(),
                     gen.slots.to_vec(),
                     &l.alpn,
@@ -695,7 +695,7 @@ async fn accept_loop(
                     &stream,
                     shard.config.timeouts.header,
                     &mut buf,
-                    crate::http::h2map::judge_preface,
+                    crate::protocol::http::h2map::judge_preface,
                 )
                 .await
                 {
@@ -747,7 +747,7 @@ async fn read_proxy_header(
     stream: &mut TcpStream,
     limit: Duration,
 ) -> Result<(Option<SocketAddr>, Option<SocketAddr>), &'static str> {
-    use crate::proxy_protocol::{parse, Parsed, ProxyError, V2_BYTES_MAX};
+    use crate::protocol::proxy_protocol::{parse, Parsed, ProxyError, V2_BYTES_MAX};
     use futures_lite::io::AsyncReadExt;
     let mut buf = pool::take_vec_for(V2_BYTES_MAX);
     buf.resize(V2_BYTES_MAX, 0);

@@ -1,5 +1,5 @@
 //! The OCSP core: a dedicated executor (no listeners) that fetches OCSP responses, verifies
-//! them (`crate::ocsp`, sans-IO) and publishes good ones into each certificate's `CertSlot`,
+//! them (`crate::protocol::ocsp`, sans-IO) and publishes good ones into each certificate's `CertSlot`,
 //! which serving cores read on every handshake without locks.
 //!
 //! Start-up: cached responses still valid are loaded, then every certificate is fetched once
@@ -23,8 +23,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::ocsp::{self, CertInfo, OcspError, Schedule, Staple};
-use crate::tls::CertSlot;
+use crate::protocol::ocsp::{self, CertInfo, OcspError, Schedule, Staple};
+use crate::config::tls::CertSlot;
 
 /// How long start-up waits for the first fetches before serving anyway.
 const STARTUP_FETCH_WAIT: Duration = Duration::from_secs(5);
@@ -67,7 +67,7 @@ fn targets(config: &Config, slots: &[Option<Arc<CertSlot>>]) -> Result<Vec<Targe
         };
         let Some(o) = &tls.ocsp else { continue };
         let issuer = match &o.ca_file {
-            Some(ca) => crate::tls::first_cert(ca)?,
+            Some(ca) => crate::config::tls::first_cert(ca)?,
             None => slot.chain_issuer().ok_or_else(|| {
                 format!(
                     "vhost {}: OCSP needs the issuer: put it in the cert chain or set ca_file",

@@ -1,4 +1,4 @@
-//! This core's per-client-IP limits (`crate::limits::PerIp`), with the clock and the log.
+//! This core's per-client-IP limits (`crate::policy::limits::PerIp`), with the clock and the log.
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::config::Limits;
-use crate::limits::PerIp;
-use crate::metrics;
+use crate::policy::limits::PerIp;
+use crate::observe::metrics;
 
 thread_local! {
     static PER_IP: RefCell<PerIp> = RefCell::new(PerIp::default());

@@ -13,11 +13,11 @@ use super::conn::{respond_error, Client, Next};
 use super::idle::Watch;
 use super::io::{head_end, write_all_two, ReadBuf, ReadError};
 use super::{idle, pool, Shard};
-use crate::balance::Tried;
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::forward::{write_response_head, ResponseRewrite};
-use crate::http::head::{empty_headers, parse_response, Body};
-use crate::metrics;
+use crate::policy::balance::Tried;
+use crate::protocol::http::chunked::ChunkedDecoder;
+use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
+use crate::protocol::http::head::{empty_headers, parse_response, Body};
+use crate::observe::metrics;
 
 /// Everything the exchange needs, taken from the request head before it is consumed.
 pub struct ProxyPlan<'s> {

@@ -8,8 +8,8 @@ use super::conn::Client;
 use super::io::ReadBuf;
 use super::proxy::stream_body;
 use super::{pool, Shard};
-use crate::http::forward::{write_response_head, ResponseRewrite};
-use crate::http::head::{empty_headers, parse_response};
+use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
+use crate::protocol::http::head::{empty_headers, parse_response};
 
 /// Writes the response whose head ends at `head_end` in `brb`, then its body.
 pub async fn response<B: AsyncRead + Unpin>(

@@ -321,7 +321,7 @@ impl Control {
     /// Everything a start would check beyond the file itself: certificates, keys, backend
     /// TLS, the access log; then the new OCSP core.
     fn prepare(&self, config: Config) -> Result<Arc<Generation>, String> {
-        let slots = crate::tls::load_slots(&config)?;
+        let slots = crate::config::tls::load_slots(&config)?;
         access::check_target(&config.log)?;
         let config = Arc::new(config);
         let health = Arc::new(backends::HealthTable::new(&config));

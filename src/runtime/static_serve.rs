@@ -10,8 +10,8 @@ use futures_lite::io::AsyncWriteExt;
 use super::conn::{Client, Next};
 use super::io::write_all_two;
 use super::pool;
-use crate::http::response;
-use crate::static_files::{self, StaticResponse};
+use crate::protocol::http::response;
+use crate::policy::static_files::{self, StaticResponse};
 
 thread_local! {
     /// Each doc root opened once per core (`static_files::open_root`); `None` when it cannot

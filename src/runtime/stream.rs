@@ -66,7 +66,7 @@ impl SendClock {
         } else if watch.expired() {
             self.waiting = false;
             self.timed_out = true;
-            crate::metrics::with(|m| m.send_timeouts.set(m.send_timeouts.get() + 1));
+            crate::observe::metrics::with(|m| m.send_timeouts.set(m.send_timeouts.get() + 1));
             return timed_out();
         }
         watch.register(cx);
@@ -139,11 +139,11 @@ impl ClientStream {
 fn counted(
     r: std::task::Poll<std::io::Result<usize>>,
     mine: &mut u64,
-    core: fn(&crate::metrics::CoreMetrics) -> &std::cell::Cell<u64>,
+    core: fn(&crate::observe::metrics::CoreMetrics) -> &std::cell::Cell<u64>,
 ) -> std::task::Poll<std::io::Result<usize>> {
     if let std::task::Poll::Ready(Ok(n)) = r {
         *mine += n as u64;
-        crate::metrics::with(|m| core(m).set(core(m).get() + n as u64));
+        crate::observe::metrics::with(|m| core(m).set(core(m).get() + n as u64));
     }
     r
 }

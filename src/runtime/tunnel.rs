@@ -23,8 +23,8 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use super::idle::{self, Watch};
 use super::pool;
-use crate::metrics;
-use crate::ws::{close_frame, FrameTracker};
+use crate::observe::metrics;
+use crate::protocol::ws::{close_frame, FrameTracker};
 
 /// Close status 1001, "going away" (RFC 6455 §7.4.1): the server is shutting down.
 const CLOSE_GOING_AWAY: u16 = 1001;

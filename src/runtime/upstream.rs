@@ -8,8 +8,8 @@ use glommio::net::{TcpStream, UnixStream};
 
 use rustls_pki_types::ServerName;
 
-use crate::tls::Connector;
-use crate::upstream::Address;
+use crate::config::tls::Connector;
+use crate::policy::upstream::Address;
 
 /// A connected backend stream.
 pub enum Upstream {

@@ -15,11 +15,11 @@ use super::io::{ReadBuf, ReadError};
 use super::tunnel::Tunnel;
 use super::upstream::Upstream;
 use super::{pool, relay, Shard};
-use crate::balance::Tried;
+use crate::policy::balance::Tried;
 use crate::config::WebSocketRoute;
-use crate::http::head::{empty_headers, parse_response};
-use crate::metrics::{self, Rejected};
-use crate::ws;
+use crate::protocol::http::head::{empty_headers, parse_response};
+use crate::observe::metrics::{self, Rejected};
+use crate::protocol::ws;
 
 pub async fn run(
     shard: &Rc<Shard>,

@@ -1,7 +1,7 @@
 //! WebSocket tunnel mode (`mode = "tunnel"`): Ringway completes the client's handshake itself,
 //! opens a raw TCP/UDS stream to a pool server, and from then on passes message payloads to
 //! the backend and the backend's bytes to the client as frames (`frame = "text" | "binary"`).
-//! The frame logic is sans-IO (`crate::ws_endpoint`); this is the glue around it.
+//! The frame logic is sans-IO (`crate::protocol::ws_endpoint`); this is the glue around it.
 //!
 //! One future drives both directions, like the proxy-mode `Tunnel`: reads go into the core's
 //! scratch buffer and are written straight on; only what a destination does not take at once
@@ -31,9 +31,9 @@ use super::idle::{self, Watch};
 use super::pool;
 use super::tunnel::write_some;
 use super::upstream::Upstream;
-use crate::metrics;
-use crate::ws::opcode;
-use crate::ws_endpoint::{self as wse, code, Decoder, Event};
+use crate::observe::metrics;
+use crate::protocol::ws::opcode;
+use crate::protocol::ws_endpoint::{self as wse, code, Decoder, Event};
 
 /// After Ringway sent its Close: how long the client's Close is awaited.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -489,7 +489,7 @@ pub async fn open(
         .acquire(
             route.backend,
             c.peer.ip(),
-            &mut crate::balance::Tried::default(),
+            &mut crate::policy::balance::Tried::default(),
             false,
         )
         .await

@@ -14,7 +14,29 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{Backend, Balance};
+/// How a backend picks its servers (`balance = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    RoundRobin,
+    /// Fewest active connections on this core, relative to weight.
+    LeastConn,
+    /// Sticky by client IP (rendezvous hashing: a server's clients move only when it is down).
+    IpHash,
+    /// Power of two random choices by active connections.
+    RandomTwo,
+}
+
+/// A backend's balancing and passive-health settings, as its config states them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub balance: Balance,
+    /// Failed attempts within `fail_window` (on one core) that take a server out...
+    pub max_fails: u32,
+    pub fail_window: Duration,
+    /// ...for this long.
+    pub fail_timeout: Duration,
+}
 
 #[derive(Debug, Clone, Default)]
 struct ServerState {
@@ -37,17 +59,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(backend: &Backend, seed: u64) -> Pool {
+    /// A pool of servers with these `weights` (in the backend's server order).
+    pub fn new(settings: Settings, weights: impl IntoIterator<Item = u32>, seed: u64) -> Pool {
         Pool {
-            balance: backend.balance,
-            max_fails: backend.max_fails,
-            fail_window: backend.fail_window,
-            fail_timeout: backend.fail_timeout,
-            servers: backend
-                .servers
-                .iter()
-                .map(|s| ServerState {
-                    weight: i64::from(s.weight.max(1)),
+            balance: settings.balance,
+            max_fails: settings.max_fails,
+            fail_window: settings.fail_window,
+            fail_timeout: settings.fail_timeout,
+            servers: weights
+                .into_iter()
+                .map(|w| ServerState {
+                    weight: i64::from(w.max(1)),
                     ..ServerState::default()
                 })
                 .collect(),
@@ -254,28 +276,22 @@ fn mix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Server;
-    use crate::upstream::Address;
 
-    fn backend(weights: &[u32], balance: Balance) -> Backend {
-        let mut b = Backend::single(Address::Unix("/x".into()), "b".into());
-        b.servers = weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| Server {
-                address: Address::parse(&format!("127.0.0.1:{}", 9000 + i)).unwrap(),
-                weight,
-            })
-            .collect();
-        b.balance = balance;
-        b
+    /// The config's defaults: 3 fails within 10 s take a server out for 10 s.
+    fn settings(balance: Balance) -> Settings {
+        Settings {
+            balance,
+            max_fails: 3,
+            fail_window: Duration::from_secs(10),
+            fail_timeout: Duration::from_secs(10),
+        }
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]
     fn weighted_round_robin_is_exact_and_smooth() {
-        let mut p = Pool::new(&backend(&[5, 1, 1], Balance::RoundRobin), 1);
+        let mut p = Pool::new(settings(Balance::RoundRobin), [5, 1, 1], 1);
         let now = Instant::now();
         let picks: Vec<usize> = (0..7)
             .map(|_| p.pick(IP, &[], |_| true, now).unwrap())
@@ -291,7 +307,7 @@ mod tests {
 
     #[test]
     fn unavailable_servers_are_skipped() {
-        let mut p = Pool::new(&backend(&[1, 1, 1], Balance::RoundRobin), 1);
+        let mut p = Pool::new(settings(Balance::RoundRobin), [1, 1, 1], 1);
         let now = Instant::now();
         for _ in 0..10 {
             let i = p.pick(IP, &[0], |i| i != 2, now).unwrap();
@@ -302,7 +318,7 @@ mod tests {
 
     #[test]
     fn least_conn_prefers_the_idle_server() {
-        let mut p = Pool::new(&backend(&[1, 1], Balance::LeastConn), 1);
+        let mut p = Pool::new(settings(Balance::LeastConn), [1, 1], 1);
         let now = Instant::now();
         p.begin(0);
         p.begin(0);
@@ -314,7 +330,7 @@ mod tests {
         p.end(0);
         assert_eq!(p.pick(IP, &[], |_| true, now), Some(0));
         // Ties alternate.
-        let mut q = Pool::new(&backend(&[1, 1], Balance::LeastConn), 1);
+        let mut q = Pool::new(settings(Balance::LeastConn), [1, 1], 1);
         let a = q.pick(IP, &[], |_| true, now).unwrap();
         let b = q.pick(IP, &[], |_| true, now).unwrap();
         assert_ne!(a, b);
@@ -322,7 +338,7 @@ mod tests {
 
     #[test]
     fn ip_hash_is_sticky_and_moves_only_the_dead_servers_clients() {
-        let mut p = Pool::new(&backend(&[1, 1, 1, 1], Balance::IpHash), 1);
+        let mut p = Pool::new(settings(Balance::IpHash), [1, 1, 1, 1], 1);
         let now = Instant::now();
         let ips: Vec<IpAddr> = (1..=200u8)
             .map(|i| IpAddr::V4(std::net::Ipv4Addr::new(10, 0, i, 7)))
@@ -354,7 +370,7 @@ mod tests {
 
     #[test]
     fn random_two_prefers_the_lighter() {
-        let mut p = Pool::new(&backend(&[1, 1], Balance::RandomTwo), 7);
+        let mut p = Pool::new(settings(Balance::RandomTwo), [1, 1], 7);
         let now = Instant::now();
         for _ in 0..50 {
             p.begin(0);
@@ -380,7 +396,7 @@ mod tests {
 
     #[test]
     fn passive_health_takes_out_and_brings_back() {
-        let mut p = Pool::new(&backend(&[1, 1], Balance::RoundRobin), 1);
+        let mut p = Pool::new(settings(Balance::RoundRobin), [1, 1], 1);
         let t0 = Instant::now();
         assert!(!p.failed(0, t0));
         assert!(!p.failed(0, t0 + Duration::from_secs(1)));
@@ -392,7 +408,7 @@ mod tests {
         let back = t0 + Duration::from_secs(12);
         assert!(p.passively_up(0, back));
         // Failures spread wider than the window never add up.
-        let mut q = Pool::new(&backend(&[1], Balance::RoundRobin), 1);
+        let mut q = Pool::new(settings(Balance::RoundRobin), [1], 1);
         for k in 0..10 {
             assert!(!q.failed(0, t0 + Duration::from_secs(11 * k)));
         }

@@ -1,10 +1,9 @@
 //! Routing, sans-IO: virtual host by `Host` (or SNI), then URI match for WebSocket entries and
-//! contexts, in the OpenLiteSpeed model. Compiled once at start-up; lookups allocate nothing.
+//! contexts, in the OpenLiteSpeed model. Compiled once at start-up (`config::routes` builds the
+//! tables from a `Config`); lookups allocate nothing.
 
 use ahash::AHashMap;
 use regex_automata::meta::Regex;
-
-use crate::config::{Config, ContextRoute, VHost, WebSocketRoute};
 
 /// How a `uri` entry matches a request path.
 #[derive(Debug, Clone)]
@@ -48,7 +47,7 @@ impl UriMatch {
     }
 
     /// Longer literal entries win over shorter ones, so `/chat/room/` beats `/chat/`.
-    fn specificity(&self) -> usize {
+    pub fn specificity(&self) -> usize {
         match self {
             UriMatch::Prefix(p) => p.len(),
             // Exact beats any prefix of the same length.
@@ -75,6 +74,23 @@ pub struct HostTable {
 }
 
 impl HostTable {
+    /// Adds a vhost's `domain`: `"*"` (the default, first one wins), `"*.example.com"` (a
+    /// wildcard) or an exact name (first one wins). Call `finish` after the last.
+    pub fn insert(&mut self, domain: &str, vhost: usize) {
+        if domain == "*" {
+            self.default.get_or_insert(vhost);
+        } else if let Some(suffix) = domain.strip_prefix("*.") {
+            self.wildcard.push((suffix.to_string(), vhost));
+        } else {
+            self.exact.entry(domain.to_string()).or_insert(vhost);
+        }
+    }
+
+    /// Orders wildcards longest suffix first, so the most specific one wins.
+    pub fn finish(&mut self) {
+        self.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    }
+
     /// Finds the vhost for a `Host` header value (port stripped, case-insensitive) or SNI name.
     pub fn lookup(&self, host: Option<&[u8]>) -> Option<usize> {
         let Some(host) = host else {
@@ -120,82 +136,6 @@ fn strip_port(host: &[u8]) -> &[u8] {
     match host.iter().rposition(|&b| b == b':') {
         Some(colon) => &host[..colon],
         None => host,
-    }
-}
-
-/// Everything routing needs, compiled from a `Config`.
-#[derive(Debug)]
-pub struct Routes {
-    pub vhosts: Vec<VHost>,
-    /// Indexed like `Config::listeners`.
-    pub hosts_by_listener: Vec<HostTable>,
-}
-
-/// What a request path resolves to inside a vhost.
-#[derive(Debug, Clone, Copy)]
-pub struct PathRoute<'r> {
-    /// The WebSocket entry whose `uri` matches, if any.
-    pub websocket: Option<&'r WebSocketRoute>,
-    /// The context whose `uri` matches, if any (None → static file).
-    pub context: Option<&'r ContextRoute>,
-}
-
-impl Routes {
-    pub fn compile(config: &Config) -> Routes {
-        let mut vhosts = config.vhosts.clone();
-        for v in &mut vhosts {
-            // Most specific first; stable sort keeps config order among equals (regexes).
-            v.websockets
-                .sort_by_key(|w| std::cmp::Reverse(w.uri.specificity()));
-            v.contexts
-                .sort_by_key(|c| std::cmp::Reverse(c.uri.specificity()));
-        }
-        let hosts_by_listener = config
-            .listeners
-            .iter()
-            .map(|l| {
-                let mut t = HostTable::default();
-                for (i, v) in vhosts.iter().enumerate() {
-                    if !v.listeners.is_empty() && !v.listeners.iter().any(|n| n == &l.name) {
-                        continue;
-                    }
-                    for d in &v.domains {
-                        if d == "*" {
-                            t.default.get_or_insert(i);
-                        } else if let Some(suffix) = d.strip_prefix("*.") {
-                            t.wildcard.push((suffix.to_string(), i));
-                        } else {
-                            t.exact.entry(d.clone()).or_insert(i);
-                        }
-                    }
-                }
-                t.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-                t
-            })
-            .collect();
-        Routes {
-            vhosts,
-            hosts_by_listener,
-        }
-    }
-
-    pub fn vhost(&self, listener: usize, host: Option<&[u8]>) -> Option<&VHost> {
-        self.vhost_at(listener, host).map(|(_, v)| v)
-    }
-
-    /// The vhost for `host` on `listener`, with its index in `vhosts`.
-    pub fn vhost_at(&self, listener: usize, host: Option<&[u8]>) -> Option<(usize, &VHost)> {
-        let i = self.hosts_by_listener.get(listener)?.lookup(host)?;
-        self.vhosts.get(i).map(|v| (i, v))
-    }
-}
-
-impl VHost {
-    pub fn route(&self, path: &str) -> PathRoute<'_> {
-        PathRoute {
-            websocket: self.websockets.iter().find(|w| w.uri.matches(path)),
-            context: self.contexts.iter().find(|c| c.uri.matches(path)),
-        }
     }
 }
 

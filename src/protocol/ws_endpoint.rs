@@ -17,7 +17,7 @@
 //! The other direction: `frame_header` for the frames Ringway sends, and `utf8_prefix` to cut
 //! a backend's byte stream into text frames at character boundaries.
 
-use crate::ws::{opcode, unmask, FrameHeader};
+use crate::protocol::ws::{opcode, unmask, FrameHeader};
 
 /// Close codes Ringway sends (RFC 6455 §7.4.1).
 pub mod code {

@@ -5,8 +5,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
-use crate::http::has_token;
-use crate::http::head::{Request, Response};
+use crate::protocol::http::has_token;
+use crate::protocol::http::head::{Request, Response};
 
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -515,7 +515,7 @@ mod tests {
         unmask(&mut payload, h.mask.unwrap(), 0);
         assert_eq!(u16::from_be_bytes(payload), 1001);
     }
-    use crate::http::head::{empty_headers, parse_request, parse_response};
+    use crate::protocol::http::head::{empty_headers, parse_request, parse_response};
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 

@@ -242,7 +242,7 @@ fn strip_prefix_ci<'v>(value: &'v [u8], prefix: &[u8]) -> Option<&'v [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{empty_headers, parse_request, parse_response};
+    use crate::protocol::http::head::{empty_headers, parse_request, parse_response};
 
     fn forward(input: &[u8], upgrade: Upgrade, host_override: Option<&str>) -> String {
         let mut h = empty_headers();

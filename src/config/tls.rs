@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
-use crate::route::HostTable;
+use crate::policy::route::HostTable;
 
 /// One vhost's certificate and its current staple.
 #[derive(Debug)]

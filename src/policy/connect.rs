@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
-use crate::cidr::Cidr;
+use crate::policy::cidr::Cidr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleHost {

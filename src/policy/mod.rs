@@ -1,0 +1,22 @@
+//! Policy room: sans-IO decisions about where a request goes and whether it may. No sockets;
+//! time is passed in; randomness comes from seeded generators. Compiled once per
+//! configuration, then read on the data path without allocating.
+//!
+//! May import: `protocol`.
+//!
+//! - `route`: URI matchers and the host table (exact, wildcard, default vhost).
+//! - `balance`: server selection (round robin, least connections, IP hash, random of two) and
+//!   passive health.
+//! - `limits`: per-client-IP connection counts and upgrade token buckets.
+//! - `cidr`: CIDR blocks for allow-lists.
+//! - `connect`: the CONNECT proxy's target, allow rules and Basic auth.
+//! - `upstream`: backend server addresses.
+//! - `static_files`: which file answers a path, and its headers.
+
+pub mod balance;
+pub mod cidr;
+pub mod connect;
+pub mod limits;
+pub mod route;
+pub mod static_files;
+pub mod upstream;
