@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ringway::policy::route::Routes;
+use ringway::config::Routes;
 
 fn routes() -> &'static Routes {
     static R: OnceLock<Routes> = OnceLock::new();

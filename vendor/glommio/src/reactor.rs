@@ -124,10 +124,10 @@ impl Timers {
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
 
-        // Ringway patch 8: take the ready timers (those due before `now`) off the front one by
-        // one. Unpatched glommio split the map with `BTreeMap::split_off`, which allocates a
-        // node on every call while any timer is pending (a 456-byte allocation per reactor
-        // poll in Ringway, which always has a few periodic timers).
+        // Ringway patch 8 (keep-preempt-timers): take the ready timers (those due before `now`) off
+        // the front one by one. Unpatched glommio split the map with `BTreeMap::split_off`, which
+        // allocates a node on every call while any timer is pending (a 456-byte allocation per
+        // reactor poll in Ringway, which always has a few periodic timers).
         let mut woke = 0;
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 >= now {
@@ -439,16 +439,17 @@ impl Reactor {
         source
     }
 
-    /// Ringway patch: re-arms a completed one-shot read-readiness poll on the same `Source`
-    /// (the fallback where the kernel has no multishot poll).
+    /// Ringway patch 2 (read-source-reuse): re-arms a completed one-shot read-readiness poll on the
+    /// same `Source` (the fallback where the kernel has no multishot poll).
     pub(crate) fn rearm_poll_read_ready(&self, source: &Source) {
         debug_assert!(!source.is_live());
         source.take_result();
         self.sys.poll_ready(source, common_flags() | read_flags());
     }
 
-    /// Ringway patch: a multishot read-readiness poll, armed once for a stream's life. It
-    /// reports each wake-up of the socket; one completion may stand for several wake-ups.
+    /// Ringway patch 5 (multishot-polls): a multishot read-readiness poll, armed once for a
+    /// stream's life. It reports each wake-up of the socket; one completion may stand for several
+    /// wake-ups.
     pub(crate) fn poll_read_multi(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys
@@ -456,8 +457,8 @@ impl Reactor {
         source
     }
 
-    /// Ringway patch: a multishot poll for the peer's FIN (POLLRDHUP), hang-up or error only.
-    /// Data wake-ups do not reach it, so a FIN never shares a completion with data.
+    /// Ringway patch 5 (multishot-polls): a multishot poll for the peer's FIN (POLLRDHUP), hang-up
+    /// or error only. Data wake-ups do not reach it, so a FIN never shares a completion with data.
     pub(crate) fn poll_hup_multi(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys
@@ -465,14 +466,15 @@ impl Reactor {
         source
     }
 
-    /// Ringway patch: re-arms a multishot poll the kernel ended, on the same `Source`.
+    /// Ringway patch 5 (multishot-polls): re-arms a multishot poll the kernel ended, on the same
+    /// `Source`.
     pub(crate) fn rearm_read_multi(&self, source: &Source) {
         debug_assert!(!source.is_live());
         self.sys
             .poll_ready_multi(source, common_flags() | read_flags());
     }
 
-    /// Ringway patch: see `rearm_read_multi`.
+    /// Ringway patch 5 (multishot-polls): see `rearm_read_multi`.
     pub(crate) fn rearm_hup_multi(&self, source: &Source) {
         debug_assert!(!source.is_live());
         self.sys

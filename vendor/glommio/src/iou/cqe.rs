@@ -209,7 +209,8 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
-        /// Ringway patch: IORING_CQE_F_MORE, the request stays armed (multishot).
+        /// Ringway patch 2 (read-source-reuse): IORING_CQE_F_MORE, the request stays armed
+        /// (multishot).
         const MORE            = 1 << 1;
     }
 }

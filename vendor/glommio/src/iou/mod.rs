@@ -92,17 +92,17 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
-        /// Ringway patch: completions do not interrupt the running task with an IPI; their
-        /// task work runs at the task's next kernel entry (Linux 5.19+).
+        /// Ringway patch 1 (coop-taskrun): completions do not interrupt the running task with an
+        /// IPI; their task work runs at the task's next kernel entry (Linux 5.19+).
         const COOP_TASKRUN = 1 << 8;
-        /// Ringway patch: the kernel sets IORING_SQ_TASKRUN in the SQ ring flags while
-        /// completions wait to be run (Linux 5.19+).
+        /// Ringway patch 7 (defer-taskrun): the kernel sets IORING_SQ_TASKRUN in the SQ ring flags
+        /// while completions wait to be run (Linux 5.19+).
         const TASKRUN_FLAG = 1 << 9;
-        /// Ringway patch: only the creating thread submits (Linux 6.0+).
+        /// Ringway patch 7 (defer-taskrun): only the creating thread submits (Linux 6.0+).
         const SINGLE_ISSUER = 1 << 12;
-        /// Ringway patch: completion task work runs only when the submitting thread asks for
-        /// events (io_uring_enter with IORING_ENTER_GETEVENTS), never on its other system
-        /// calls' way back to user space (Linux 6.1+; needs SINGLE_ISSUER).
+        /// Ringway patch 7 (defer-taskrun): completion task work runs only when the submitting
+        /// thread asks for events (io_uring_enter with IORING_ENTER_GETEVENTS), never on its other
+        /// system calls' way back to user space (Linux 6.1+; needs SINGLE_ISSUER).
         const DEFER_TASKRUN = 1 << 13;
     }
 }

@@ -347,8 +347,8 @@ impl<'a> SQE<'a> {
         fd.update_sqe(self);
     }
 
-    /// Ringway patch: a multishot poll (IORING_POLL_ADD_MULTI): it stays armed and posts a
-    /// completion flagged IORING_CQE_F_MORE for every wake-up of the file's wait queue.
+    /// Ringway patch 5 (multishot-polls): a multishot poll (IORING_POLL_ADD_MULTI): it stays armed
+    /// and posts a completion flagged IORING_CQE_F_MORE for every wake-up of the file's wait queue.
     #[inline]
     pub unsafe fn prep_poll_add_multi(&mut self, fd: impl UringFd, poll_flags: PollFlags) {
         self.prep_poll_add(fd, poll_flags);

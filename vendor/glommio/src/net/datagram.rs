@@ -132,6 +132,7 @@ impl<S: AsRawFd + FromRawFd + From<socket2::Socket>> GlommioDatagram<S> {
         )?;
         let sz = source.collect_rw().await?;
         match source.extract_source_type() {
+            // Ringway patch 4 (small-source): the payload is boxed.
             SourceType::SockRecvMsg(b) => {
                 let (mut src, _iov, hdr, addr) = *b;
                 let mut src = src.take().unwrap();

@@ -37,9 +37,10 @@ fn yolo_send(fd: RawFd, buf: &[u8]) -> Option<io::Result<usize>> {
     }
 }
 
-/// Ringway patch: a non-blocking `sendfile` of up to `count` bytes of `file` from `*offset`
-/// (advanced by what was sent). The socket is blocking (glommio sends with `MSG_DONTWAIT`) and
-/// `sendfile` takes no flags, so `O_NONBLOCK` is set for the call and put back after it.
+/// Ringway patch 12 (poll_sendfile): a non-blocking `sendfile` of up to `count` bytes of `file`
+/// from `*offset` (advanced by what was sent). The socket is blocking (glommio sends with
+/// `MSG_DONTWAIT`) and `sendfile` takes no flags, so `O_NONBLOCK` is set for the call and put back
+/// after it.
 fn yolo_sendfile(
     fd: RawFd,
     file: RawFd,
@@ -70,7 +71,7 @@ fn yolo_sendfile(
     }
 }
 
-/// Ringway patch: a gathered non-blocking send (sendmsg with several iovecs).
+/// Ringway patch 3 (vectored-write): a gathered non-blocking send (sendmsg with several iovecs).
 fn yolo_sendv(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
     // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the slices outlive the call.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };

@@ -215,10 +215,10 @@ impl Timeout {
     }
 }
 
-/// Ringway patch 10: a stream's read or write `Timeout`, created (boxed) the first time one is
-/// set. Unpatched glommio kept two 40-byte `Timeout`s inline in every stream and checked them on
-/// every read and write; Ringway never sets them (its timeouts come from a per-core sweeper),
-/// so each stream now carries two null pointers and each check is one.
+/// Ringway patch 10 (lazy-timeouts): a stream's read or write `Timeout`, created (boxed) the first
+/// time one is set. Unpatched glommio kept two 40-byte `Timeout`s inline in every stream and
+/// checked them on every read and write; Ringway never sets them (its timeouts come from a per-core
+/// sweeper), so each stream now carries two null pointers and each check is one.
 #[derive(Debug, Default)]
 struct LazyTimeout(std::cell::OnceCell<Box<Timeout>>);
 
@@ -245,18 +245,18 @@ impl LazyTimeout {
 }
 
 thread_local! {
-    /// Ringway patch: cleared for good on this executor when the kernel rejects a multishot
-    /// poll (IORING_POLL_ADD_MULTI is EINVAL before Linux 5.13); streams then re-arm a
+    /// Ringway patch 5 (multishot-polls): cleared for good on this executor when the kernel rejects
+    /// a multishot poll (IORING_POLL_ADD_MULTI is EINVAL before Linux 5.13); streams then re-arm a
     /// one-shot poll after each completion (patch 2's design) instead of spinning on EINVAL.
     /// `RINGWAY_NO_MULTISHOT_POLL` in the environment starts with it cleared (to test that path).
     static MULTISHOT_POLL: std::cell::Cell<bool> =
         std::cell::Cell::new(std::env::var_os("RINGWAY_NO_MULTISHOT_POLL").is_none());
 }
 
-/// Ringway patch: POLLRDHUP | POLLHUP | POLLERR in a poll completion's mask.
+/// Ringway patch 5 (multishot-polls): POLLRDHUP | POLLHUP | POLLERR in a poll completion's mask.
 const HUP_MASK: usize = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as usize;
 
-/// Ringway patch: a multishot poll the kernel ended with EINVAL: it has none.
+/// Ringway patch 5 (multishot-polls): a multishot poll the kernel ended with EINVAL: it has none.
 fn multishot_rejected(src: &Source, e: &io::Error) {
     if !src.is_live() && e.raw_os_error() == Some(libc::EINVAL) {
         MULTISHOT_POLL.with(|m| m.set(false));
@@ -269,13 +269,15 @@ pub(crate) struct NonBufferedStream<S> {
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
-    /// Ringway patch: the multishot FIN/hang-up poll (see `poll_read`).
+    /// Ringway patch 5 (multishot-polls): the multishot FIN/hang-up poll (see `poll_read`).
     source_hup: Option<Source>,
-    /// Ringway patch: `recv` may find data (see `poll_read`).
+    /// Ringway patch 2 (read-source-reuse): `recv` may find data (see `poll_read`).
     rx_ready: bool,
-    /// Ringway patch: the FIN/hang-up poll fired: `recv` reaches EOF or the error.
+    /// Ringway patch 5 (multishot-polls): the FIN/hang-up poll fired: `recv` reaches EOF or the
+    /// error.
     hup: bool,
-    /// Ringway patch: the readiness polls are armed (no completion since ended one).
+    /// Ringway patch 5 (multishot-polls): the readiness polls are armed (no completion since ended
+    /// one).
     polls_armed: bool,
     write_timeout: LazyTimeout,
     read_timeout: LazyTimeout,
@@ -283,8 +285,8 @@ pub(crate) struct NonBufferedStream<S> {
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
-        // Ringway patch: the first read tries `recv`; the readiness poll is armed only when
-        // a read has to wait (see `poll_read`).
+        // Ringway patch 2 (read-source-reuse): the first read tries `recv`; the readiness poll is
+        // armed only when a read has to wait (see `poll_read`).
         self.rx_ready = true;
     }
 
@@ -309,8 +311,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Ok(sz)
     }
 
-    /// Ringway patch: readiness comes from two multishot polls armed once per stream (the first
-    /// time a read has to wait), not from a one-shot poll re-armed after every partial read:
+    /// Ringway patch 5 (multishot-polls): readiness comes from two multishot polls armed once per
+    /// stream (the first time a read has to wait), not from a one-shot poll re-armed after every
+    /// partial read:
     /// - `source_rx` (POLLIN) reports wake-ups. A short `recv` means the socket was drained,
     ///   so the next read waits for the next report instead of trying `recv` (edge-triggered).
     /// - `source_hup` (POLLRDHUP, POLLHUP, POLLERR) reports the peer's FIN or an error. It is
@@ -407,9 +410,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
-    /// Ringway patch: arms the readiness polls that are not armed (first use, or the kernel
-    /// ended one), reusing the stream's `Source`s. Where the kernel rejected multishot polls
-    /// (before 5.13), a one-shot poll on `source_rx` only, re-armed after each completion.
+    /// Ringway patch 5 (multishot-polls): arms the readiness polls that are not armed (first use,
+    /// or the kernel ended one), reusing the stream's `Source`s. Where the kernel rejected
+    /// multishot polls (before 5.13), a one-shot poll on `source_rx` only, re-armed after each
+    /// completion.
     fn arm_rx(&mut self, reactor: &Reactor) {
         if self.polls_armed {
             return;
@@ -440,7 +444,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         self.poll_write_with(cx, |fd| super::yolo_send(fd, buf))
     }
 
-    /// Ringway patch: one `sendmsg` for several buffers.
+    /// Ringway patch 3 (vectored-write): one `sendmsg` for several buffers.
     pub(crate) fn poll_write_vectored(
         &mut self,
         cx: &Context<'_>,
@@ -449,7 +453,8 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         self.poll_write_with(cx, |fd| super::yolo_sendv(fd, bufs))
     }
 
-    /// Ringway patch: `sendfile` from `file` at `*offset`, waiting for room like a write.
+    /// Ringway patch 12 (poll_sendfile): `sendfile` from `file` at `*offset`, waiting for room like
+    /// a write.
     pub(crate) fn poll_sendfile(
         &mut self,
         cx: &Context<'_>,
@@ -460,20 +465,21 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         self.poll_write_with(cx, |fd| super::yolo_sendfile(fd, file, offset, count))
     }
 
-    /// Ringway patch: whether no data, hang-up or error has been reported on the stream since a
-    /// read drained it: both polls are armed and nothing came from them. A pooled keep-alive
-    /// connection that is quiet needs no `MSG_PEEK` probe before reuse (completions the reactor
-    /// has not reaped yet are not seen).
-    /// Ringway patch: drops the wakers a waiting read left on the readiness polls. A read woken
-    /// by one poll leaves its waker on the other (kept on purpose: the next wait then needs no
-    /// clone); a stream that outlives its reader (a pooled keep-alive connection) calls this so
-    /// it does not keep the finished task's allocation alive.
+    /// Ringway patch 5 (multishot-polls): drops the wakers a waiting read left on the readiness
+    /// polls. A read woken by one poll leaves its waker on the other (kept on purpose: the next
+    /// wait then needs no clone); a stream that outlives its reader (a pooled keep-alive
+    /// connection) calls this so it does not keep the finished task's allocation alive.
     pub(crate) fn forget_read_wakers(&self) {
         for src in [&self.source_rx, &self.source_hup].into_iter().flatten() {
             src.clear_waiters();
         }
     }
 
+    /// Ringway patch 3 (vectored-write): whether no data, hang-up or error has been reported on
+    /// the stream since a read drained it: both polls are armed and nothing came from them. A
+    /// pooled keep-alive connection that is quiet needs no `MSG_PEEK` probe before reuse
+    /// (completions the reactor has not reaped yet are not seen). Patch 5 (multishot-polls)
+    /// made it look at both polls and count a poll only once it is submitted.
     pub(crate) fn is_read_quiet(&self) -> bool {
         // Submitted, not merely queued: a queued poll has not looked at the socket yet.
         let quiet =
@@ -658,7 +664,7 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         self.stream.poll_write(cx, buf)
     }
 
-    /// Ringway patch: see `NonBufferedStream::poll_write_vectored`.
+    /// Ringway patch 3 (vectored-write): see `NonBufferedStream::poll_write_vectored`.
     pub(crate) fn poll_write_vectored(
         &mut self,
         cx: &Context<'_>,
@@ -667,7 +673,7 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         self.stream.poll_write_vectored(cx, bufs)
     }
 
-    /// Ringway patch: see `NonBufferedStream::poll_sendfile`.
+    /// Ringway patch 12 (poll_sendfile): see `NonBufferedStream::poll_sendfile`.
     pub(crate) fn poll_sendfile(
         &mut self,
         cx: &Context<'_>,
@@ -678,12 +684,12 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         self.stream.poll_sendfile(cx, file, offset, count)
     }
 
-    /// Ringway patch: see `NonBufferedStream::is_read_quiet`.
+    /// Ringway patch 3 (vectored-write): see `NonBufferedStream::is_read_quiet`.
     pub(crate) fn is_read_quiet(&self) -> bool {
         self.stream.is_read_quiet()
     }
 
-    /// Ringway patch: see `NonBufferedStream::forget_read_wakers`.
+    /// Ringway patch 5 (multishot-polls): see `NonBufferedStream::forget_read_wakers`.
     pub(crate) fn forget_read_wakers(&self) {
         self.stream.forget_read_wakers()
     }

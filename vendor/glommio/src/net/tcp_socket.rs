@@ -313,7 +313,9 @@ impl AcceptedTcpStream {
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         let socket = unsafe { Socket::from_raw_fd(self.fd) };
         let sock_addr = socket.peer_addr()?;
-        socket.into_raw_fd();
+        // Ringway patch 13 (build-hygiene): `let _ =` (rustc's unused_must_use warning). The
+        // descriptor is released on purpose, as before: the stream still owns it.
+        let _ = socket.into_raw_fd();
         Ok(sock_addr.as_socket().unwrap())
     }
 
@@ -652,9 +654,9 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
-    /// Ringway patch: sends up to `count` bytes of `file` from `*offset` with `sendfile(2)`
-    /// (no user-space buffer), advancing `*offset`; pending while the socket has no room, like
-    /// a write. `Ready(Ok(0))` means the file ended.
+    /// Ringway patch 12 (poll_sendfile): sends up to `count` bytes of `file` from `*offset` with
+    /// `sendfile(2)` (no user-space buffer), advancing `*offset`; pending while the socket has no
+    /// room, like a write. `Ready(Ok(0))` means the file ended.
     pub fn poll_sendfile(
         &mut self,
         cx: &mut Context<'_>,
@@ -665,16 +667,17 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.poll_sendfile(cx, file, offset, count)
     }
 
-    /// Ringway patch: whether nothing (data, hang-up, error) has been reported on the stream
-    /// since a read drained it, so that a pooled keep-alive connection can be reused without a
-    /// `MSG_PEEK` probe. False whenever that is not known (no read has waited yet, the last read
-    /// filled its buffer, or a completion is pending).
+    /// Ringway patch 3 (vectored-write): whether nothing (data, hang-up, error) has been reported
+    /// on the stream since a read drained it, so that a pooled keep-alive connection can be reused
+    /// without a `MSG_PEEK` probe. False whenever that is not known (no read has waited yet, the
+    /// last read filled its buffer, or a completion is pending).
     pub fn is_read_quiet(&self) -> bool {
         self.stream.is_read_quiet()
     }
 
-    /// Ringway patch: lets go of the waker the last waiting read left behind (call it when the
-    /// stream outlives the task that read it, e.g. a pooled keep-alive connection).
+    /// Ringway patch 5 (multishot-polls): lets go of the waker the last waiting read left behind
+    /// (call it when the stream outlives the task that read it, e.g. a pooled keep-alive
+    /// connection).
     pub fn forget_read_wakers(&self) {
         self.stream.forget_read_wakers()
     }
@@ -747,7 +750,7 @@ impl<B: RxBuf + Unpin> AsyncWrite for TcpStream<B> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
-    // Ringway patch: one sendmsg for several buffers.
+    // Ringway patch 3 (vectored-write): one sendmsg for several buffers.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

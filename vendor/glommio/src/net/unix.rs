@@ -370,7 +370,7 @@ impl<B: RxBuf> UnixStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
-    /// Ringway patch: see `TcpStream::forget_read_wakers`.
+    /// Ringway patch 5 (multishot-polls): see `TcpStream::forget_read_wakers`.
     pub fn forget_read_wakers(&self) {
         self.stream.forget_read_wakers()
     }
@@ -443,7 +443,7 @@ impl<B: RxBuf + Unpin> AsyncWrite for UnixStream<B> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
-    // Ringway patch: one sendmsg for several buffers.
+    // Ringway patch 3 (vectored-write): one sendmsg for several buffers.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

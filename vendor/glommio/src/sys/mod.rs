@@ -85,9 +85,9 @@ pub(crate) fn write_eventfd(eventfd: RawFd) {
     assert_eq!(ret, 8);
 }
 
-// Ringway patch: raw sendto/recvfrom through `syscall(2)`. glibc's `send`/`recv` are
-// cancellation points and wrap every call in pthread_{enable,disable}_asynccancel (about 60
-// instructions each, per callgrind); glommio never cancels its threads.
+// Ringway patch 2 (read-source-reuse): raw sendto/recvfrom through `syscall(2)`. glibc's
+// `send`/`recv` are cancellation points and wrap every call in pthread_{enable,disable}_asynccancel
+// (about 60 instructions each, per callgrind); glommio never cancels its threads.
 pub(crate) fn send_syscall(fd: RawFd, buf: *const u8, len: usize, flags: i32) -> io::Result<usize> {
     let null = std::ptr::null::<libc::sockaddr>();
     let n = unsafe { libc::syscall(libc::SYS_sendto, fd, buf, len, flags, null, 0) };
@@ -558,7 +558,7 @@ pub(super) struct Latencies {
     pub(super) fulfilled_at: std::time::Instant,
 }
 
-/// Ringway patch: a source's latency timestamps (see `Wakers::stamps`).
+/// Ringway patch 6 (lazy-stamps): a source's latency timestamps (see `Wakers::stamps`).
 #[derive(Debug, Default)]
 pub(super) struct Stamps {
     /// The timestamp at which the source was added to the IO queue of the
@@ -578,9 +578,9 @@ pub(super) struct Wakers {
     /// Raw result of the operation.
     pub(super) result: Option<io::Result<usize>>,
 
-    /// Ringway patch: the latency timestamps, kept (and the clock read) only for a source whose
-    /// stats collection has a latency function (see `InnerSource::stamps`); 40 bytes less per
-    /// source otherwise.
+    /// Ringway patch 6 (lazy-stamps): the latency timestamps, kept (and the clock read) only for a
+    /// source whose stats collection has a latency function (see `InnerSource::stamps`); 40 bytes
+    /// less per source otherwise.
     pub(super) stamps: Option<Box<Stamps>>,
 
     /// Tasks waiting for the next event.
@@ -596,9 +596,9 @@ impl Wakers {
         }
     }
 
-    /// Ringway patch 9: wakes the waiters and keeps them registered. For a multishot request's
-    /// intermediate completion: the task that waits on it waits again soon, and finding its
-    /// waker still there spares a waker clone (at the next wait) and a waker drop (here) per
+    /// Ringway patch 9 (wake-by-ref): wakes the waiters and keeps them registered. For a multishot
+    /// request's intermediate completion: the task that waits on it waits again soon, and finding
+    /// its waker still there spares a waker clone (at the next wait) and a waker drop (here) per
     /// completion. A waker left behind by a task that has moved on costs at most one spurious
     /// wake-up before the next waiter replaces it (`Source::add_waiter_single`).
     pub(super) fn wake_waiters_by_ref(&mut self) -> bool {

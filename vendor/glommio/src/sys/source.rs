@@ -35,8 +35,8 @@ pub(crate) enum SourceType {
     PollAdd,
     SockSend(DmaBuffer),
     SockRecv(Option<DmaBuffer>),
-    // Ringway patch: the large, rarely used payloads are boxed, so that every `Source` (one or
-    // two per TCP stream) is 200 bytes smaller.
+    // Ringway patch 4 (small-source): the large, rarely used payloads are boxed, so that every
+    // `Source` (one or two per TCP stream) is 200 bytes smaller.
     #[allow(clippy::type_complexity)]
     SockRecvMsg(
         Box<(
@@ -132,8 +132,8 @@ pub(crate) struct InnerSource {
 
     pub(crate) io_requirements: IoRequirements,
 
-    // Ringway patch: boxed (with `stats_collection`), as sockets' sources carry neither: 40
-    // bytes less per `Source`.
+    // Ringway patch 5 (multishot-polls): boxed (with `stats_collection`), as sockets' sources carry
+    // neither: 40 bytes less per `Source`.
     pub(crate) timeout: Option<Box<TimeSpec64>>,
 
     pub(crate) enqueued: Option<EnqueuedSource>,
@@ -144,8 +144,8 @@ pub(crate) struct InnerSource {
 }
 
 impl InnerSource {
-    /// Ringway patch: the latency timestamps to fill, for a source whose stats collection has a
-    /// latency function; `None` (no clock read needed) otherwise.
+    /// Ringway patch 6 (lazy-stamps): the latency timestamps to fill, for a source whose stats
+    /// collection has a latency function; `None` (no clock read needed) otherwise.
     pub(super) fn stamps(&mut self) -> Option<&mut super::Stamps> {
         if self
             .stats_collection
@@ -247,13 +247,14 @@ impl Source {
         })
     }
 
-    /// Ringway patch: takes a multishot request's latest completion, if one arrived since the
-    /// last call, so that the next one can be told apart.
+    /// Ringway patch 2 (read-source-reuse): takes a multishot request's latest completion, if one
+    /// arrived since the last call, so that the next one can be told apart.
     pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
         self.inner.borrow_mut().wakers.result.take()
     }
 
-    /// Ringway patch: whether the request has been submitted to the kernel (and not ended).
+    /// Ringway patch 5 (multishot-polls): whether the request has been submitted to the kernel (and
+    /// not ended).
     pub(crate) fn is_dispatched(&self) -> bool {
         self.inner
             .borrow()
@@ -262,19 +263,20 @@ impl Source {
             .is_some_and(|e| e.status == EnqueuedStatus::Dispatched)
     }
 
-    /// Ringway patch: drops the registered wakers (a task that waited on several sources and
-    /// was woken by one must not stay referenced by the others).
+    /// Ringway patch 5 (multishot-polls): drops the registered wakers (a task that waited on
+    /// several sources and was woken by one must not stay referenced by the others).
     pub(crate) fn clear_waiters(&self) {
         self.inner.borrow_mut().wakers.waiters.clear();
     }
 
-    /// Ringway patch: whether a completion arrived that `take_result` has not taken.
+    /// Ringway patch 5 (multishot-polls): whether a completion arrived that `take_result` has not
+    /// taken.
     pub(crate) fn has_result(&self) -> bool {
         self.inner.borrow().wakers.result.is_some()
     }
 
-    /// Ringway patch: whether the request is still queued or in the kernel. A multishot request
-    /// that the kernel ended (a CQE without IORING_CQE_F_MORE) is not.
+    /// Ringway patch 2 (read-source-reuse): whether the request is still queued or in the kernel. A
+    /// multishot request that the kernel ended (a CQE without IORING_CQE_F_MORE) is not.
     pub(crate) fn is_live(&self) -> bool {
         self.inner.borrow().enqueued.is_some()
     }

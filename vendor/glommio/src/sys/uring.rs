@@ -57,7 +57,7 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
-    /// Ringway patch: multishot.
+    /// Ringway patch 5 (multishot-polls): multishot.
     PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
@@ -507,8 +507,8 @@ fn peek_one_chain(queue: &VecDeque<UringDescriptor>, ring_size: usize) -> Option
 
 // Extract a chain of events from the queue.
 // The chain be empty if the sources were cancelled
-// Ringway patch 8: room for two inline (was one), so the throughput preemption timer's chain
-// (timeout + linked eventfd write) does not allocate.
+// Ringway patch 8 (keep-preempt-timers): room for two inline (was one), so the throughput
+// preemption timer's chain (timeout + linked eventfd write) does not allocate.
 fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
@@ -546,7 +546,7 @@ fn extract_one_chain(
 
 /// Returns `None` if there was no completion, else `Some((woke, finished))`: whether a task was
 /// woken, and whether the request left the kernel (false for a multishot request's CQE flagged
-/// IORING_CQE_F_MORE, which stays armed: Ringway patch).
+/// IORING_CQE_F_MORE, which stays armed: Ringway patch 2 (read-source-reuse)).
 fn process_one_event<F, R>(
     cqe: Option<iou::CQE>,
     try_process: F,
@@ -662,7 +662,9 @@ pub(crate) trait UringCommon {
     fn submission_queue(&mut self) -> ReactorQueue;
     fn submit_sqes(&mut self) -> io::Result<usize>;
     fn waiting_kernel_submission(&self) -> usize;
-    fn in_kernel(&self) -> usize;
+    // Ringway patch 13 (build-hygiene): `fn in_kernel(&self) -> usize` removed from this trait
+    // and from its two impls (PollRing, SleepableRing): nothing called it, and rustc warned
+    // (dead_code). The `in_kernel` counters themselves stay.
     fn waiting_kernel_collection(&self) -> usize;
     fn needs_kernel_enter(&self) -> bool;
     fn can_sleep(&self) -> bool;
@@ -718,8 +720,8 @@ pub(crate) trait UringCommon {
         self.consume_sqe_queue(&mut queue.submissions, true)
     }
 
-    /// Ringway patch 7: lets a ring created with IORING_SETUP_DEFER_TASKRUN post the
-    /// completions waiting for it before its completion queue is read.
+    /// Ringway patch 7 (defer-taskrun): lets a ring created with IORING_SETUP_DEFER_TASKRUN post
+    /// the completions waiting for it before its completion queue is read.
     fn run_deferred_work(&mut self) {}
 
     fn consume_completion_queue(&mut self, woke: &mut usize) -> usize {
@@ -848,10 +850,6 @@ impl UringCommon for PollRing {
         self.ring.sq().ready() as usize
     }
 
-    fn in_kernel(&self) -> usize {
-        self.in_kernel
-    }
-
     fn waiting_kernel_collection(&self) -> usize {
         self.ring.cq().ready() as usize
     }
@@ -925,23 +923,24 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
-    /// Ringway patch 7: created with IORING_SETUP_DEFER_TASKRUN.
+    /// Ringway patch 7 (defer-taskrun): created with IORING_SETUP_DEFER_TASKRUN.
     deferred: bool,
 }
 
-/// Ringway patch: the main and latency rings are created with IORING_SETUP_COOP_TASKRUN.
-/// By default io_uring interrupts a running task (an inter-processor interrupt when the
-/// completion comes from another CPU) so the completion's task work runs at once; for a
-/// thread-per-core proxy that enters the kernel constantly (recv, send, io_uring_enter) this
-/// costs more than it saves: in Ringway's echo benchmark it was 1.3-1.7 IPIs per message and
-/// more than half of the proxy's CPU time. With the flag, task work runs at the next kernel
-/// entry. Kernels older than 5.19 reject the flag; the ring is then created as before.
+/// Ringway patch 1 (coop-taskrun): the main and latency rings are created with
+/// IORING_SETUP_COOP_TASKRUN. By default io_uring interrupts a running task (an inter-processor
+/// interrupt when the completion comes from another CPU) so the completion's task work runs at
+/// once; for a thread-per-core proxy that enters the kernel constantly (recv, send, io_uring_enter)
+/// this costs more than it saves: in Ringway's echo benchmark it was 1.3-1.7 IPIs per message and
+/// more than half of the proxy's CPU time. With the flag, task work runs at the next kernel entry.
+/// Kernels older than 5.19 reject the flag; the ring is then created as before. (Since patch 7
+/// the main ring gets COOP_TASKRUN only where DEFER_TASKRUN is refused or switched off.)
 ///
-/// Ringway patch 7: with `defer`, the ring is first tried with IORING_SETUP_DEFER_TASKRUN
-/// (+ SINGLE_ISSUER, TASKRUN_FLAG; Linux 6.1+). Its completions' task work then waits until
-/// the executor asks for events (`SleepableRing::run_deferred_work`, once per reactor poll,
-/// batching every completion since the last one) instead of running on the way back from
-/// each recv/send system call through the signal path. Returns the ring and whether it is
+/// Ringway patch 7 (defer-taskrun): with `defer`, the ring is first tried with
+/// IORING_SETUP_DEFER_TASKRUN (+ SINGLE_ISSUER, TASKRUN_FLAG; Linux 6.1+). Its completions' task
+/// work then waits until the executor asks for events (`SleepableRing::run_deferred_work`, once per
+/// reactor poll, batching every completion since the last one) instead of running on the way back
+/// from each recv/send system call through the signal path. Returns the ring and whether it is
 /// deferred. `RINGWAY_NO_DEFER_TASKRUN` (any value) skips it.
 fn new_sleepable_ring(size: usize, defer: bool) -> io::Result<(iou::IoUring, bool)> {
     if defer && std::env::var_os("RINGWAY_NO_DEFER_TASKRUN").is_none() {
@@ -988,15 +987,15 @@ impl SleepableRing {
         })
     }
 
-    /// Ringway patch 7: created with IORING_SETUP_DEFER_TASKRUN.
+    /// Ringway patch 7 (defer-taskrun): created with IORING_SETUP_DEFER_TASKRUN.
     fn is_deferred(&self) -> bool {
         self.deferred
     }
 
-    /// Ringway patch 7: whether a deferred ring holds completions whose task work has not
-    /// run (the kernel's IORING_SQ_TASKRUN flag), or completions the kernel kept aside because
-    /// the completion queue was full (IORING_SQ_CQ_OVERFLOW; they are moved into the queue by
-    /// the same `io_uring_enter(GETEVENTS)`).
+    /// Ringway patch 7 (defer-taskrun): whether a deferred ring holds completions whose task work
+    /// has not run (the kernel's IORING_SQ_TASKRUN flag), or completions the kernel kept aside
+    /// because the completion queue was full (IORING_SQ_CQ_OVERFLOW; they are moved into the queue
+    /// by the same `io_uring_enter(GETEVENTS)`).
     fn deferred_work_pending(&self) -> bool {
         if !self.deferred {
             return false;
@@ -1256,10 +1255,6 @@ impl UringCommon for SleepableRing {
         self.ring.sq().ready() as usize
     }
 
-    fn in_kernel(&self) -> usize {
-        self.in_kernel
-    }
-
     fn waiting_kernel_collection(&self) -> usize {
         self.ring.cq().ready() as usize
     }
@@ -1336,8 +1331,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// Ringway patch 8: the duration the latency timer was armed with when it is a preemption
-    /// timer (None: no timer, or a user timer armed for a sleep).
+    /// Ringway patch 8 (keep-preempt-timers): the duration the latency timer was armed with when it
+    /// is a preemption timer (None: no timer, or a user timer armed for a sleep).
     latency_preemption_armed: Cell<Option<Duration>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
@@ -1361,7 +1356,8 @@ pub(crate) fn common_flags() -> PollFlags {
     PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL
 }
 
-/// Ringway patch: the peer shut its write side (a FIN), or the connection ended.
+/// Ringway patch 5 (multishot-polls): the peer shut its write side (a FIN), or the connection
+/// ended.
 pub(crate) fn rdhup_flags() -> PollFlags {
     PollFlags::from_bits_retain(libc::POLLRDHUP)
 }
@@ -1579,7 +1575,7 @@ impl Reactor {
         );
     }
 
-    /// Ringway patch: a multishot poll (see `prep_poll_add_multi`).
+    /// Ringway patch 5 (multishot-polls): a multishot poll (see `prep_poll_add_multi`).
     pub(crate) fn poll_ready_multi(&self, source: &Source, flags: PollFlags) {
         let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
@@ -1963,14 +1959,14 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Ringway patch 8: unpatched glommio cancelled both preemption timers and armed new
-        // ones (two `Source` allocations, five SQEs: two cancels, a timeout, a linked eventfd
-        // write, a timeout) on every pass through here, i.e. every few requests under load.
-        // Now a timer that has not fired yet stays armed: the latency timer still bounds how
-        // long task queues run between two polls of the rings (it fires at most one preemption
-        // period after it was armed), and the throughput timer still fires once `ring_depth`
-        // completions have piled up since it was armed. Each is re-armed after it fires. The
-        // latency timer is still cancelled before sleeping (below), as before.
+        // Ringway patch 8 (keep-preempt-timers): unpatched glommio cancelled both preemption timers
+        // and armed new ones (two `Source` allocations, five SQEs: two cancels, a timeout, a linked
+        // eventfd write, a timeout) on every pass through here, i.e. every few requests under load.
+        // Now a timer that has not fired yet stays armed: the latency timer still bounds how long
+        // task queues run between two polls of the rings (it fires at most one preemption period
+        // after it was armed), and the throughput timer still fires once `ring_depth` completions
+        // have piled up since it was armed. Each is re-armed after it fires. The latency timer is
+        // still cancelled before sleeping (below), as before.
         //
         // On the park path (no preemption timer wanted: we may sleep) the latency timer is
         // cancelled as before; so it is when the wanted period got shorter than the armed one.
@@ -1989,13 +1985,13 @@ impl Reactor {
             self.latency_preemption_armed.set(None);
         }
         //
-        // Ringway patch 11: no throughput timer on a ring with deferred task work (patch 7).
-        // There the kernel posts completions only inside the executor's own
-        // `io_uring_enter(GETEVENTS)` (`run_deferred_work`), never while task queues run, so
-        // the timer cannot preempt a long run; it fired instead right after each batch of
-        // `ring_depth` completions was posted, and every firing (the linked eventfd write, its
-        // read on the latency ring, an extra reactor pass) cost about 8% of the CPU per echoed
-        // message (A/B with a 16x larger count: 11.0 -> 10.1 us).
+        // Ringway patch 11 (no-throughput-timer): no throughput timer on a ring with deferred task
+        // work (patch 7). There the kernel posts completions only inside the executor's own
+        // `io_uring_enter(GETEVENTS)` (`run_deferred_work`), never while task queues run, so the
+        // timer cannot preempt a long run; it fired instead right after each batch of `ring_depth`
+        // completions was posted, and every firing (the linked eventfd write, its read on the
+        // latency ring, an extra reactor pass) cost about 8% of the CPU per echoed message (A/B
+        // with a 16x larger count: 11.0 -> 10.1 us).
         let src = self.throughput_preemption_timeout_src.take();
         if main_ring.is_deferred() {
             drop(src);
@@ -2061,8 +2057,9 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            // Ringway patch 8: a timer kept above may have fired since; its completion is
-            // consumed (and the timer re-armed) on the next pass, need_preempt() meanwhile.
+            // Ringway patch 8 (keep-preempt-timers): a timer kept above may have fired since; its
+            // completion is consumed (and the timer re-armed) on the next pass, need_preempt()
+            // meanwhile.
             if !keep_latency_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
