@@ -16,8 +16,8 @@
 //!    them).
 //! 5. [`runtime`]: the thin glommio layer: cores, sockets, the data path, the control plane.
 
-pub mod protocol;
-pub mod policy;
 pub mod config;
 pub mod observe;
+pub mod policy;
+pub mod protocol;
 pub mod runtime;

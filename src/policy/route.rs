@@ -88,7 +88,8 @@ impl HostTable {
 
     /// Orders wildcards longest suffix first, so the most specific one wins.
     pub fn finish(&mut self) {
-        self.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        self.wildcard
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     }
 
     /// Finds the vhost for a `Host` header value (port stripped, case-insensitive) or SNI name.

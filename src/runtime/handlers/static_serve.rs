@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use futures_lite::io::AsyncWriteExt;
 
-use super::conn::{Client, Next};
-use super::io::write_all_two;
-use super::pool;
-use crate::protocol::http::response;
 use crate::policy::static_files::{self, StaticResponse};
+use crate::protocol::http::response;
+use crate::runtime::conn::client::{Client, Next};
+use crate::runtime::net::io::write_all_two;
+use crate::runtime::net::pool;
 
 thread_local! {
     /// Each doc root opened once per core (`static_files::open_root`); `None` when it cannot

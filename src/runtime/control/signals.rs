@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::control::{Generation, Hub, Msg};
-use super::{access, backends, ocsp_core};
 use crate::config::{self, Config};
+use crate::runtime::conn::access;
+use crate::runtime::control::hub::{Generation, Hub, Msg};
 
 /// The environment variable that tells a new process where its parent hands over sockets.
 const UPGRADE_ENV: &str = "RINGWAY_UPGRADE_SOCKET";
@@ -295,7 +295,7 @@ impl Control {
                     slot.retired.store(true, Ordering::Relaxed);
                 }
                 // Every core swaps before the reload is reported done (log, metrics).
-                let acks = super::control::Mailbox::new();
+                let acks = crate::runtime::control::hub::Mailbox::new();
                 self.hub
                     .broadcast(|| Msg::Reload(gen.clone(), acks.clone()));
                 let cores = self.hub.cores.len();
@@ -324,9 +324,9 @@ impl Control {
         let slots = crate::config::tls::load_slots(&config)?;
         access::check_target(&config.log)?;
         let config = Arc::new(config);
-        let health = Arc::new(backends::HealthTable::new(&config));
-        backends::Backends::new(config.clone(), health.clone(), 0)?;
-        ocsp_core::start(&config, &slots)?;
+        let health = Arc::new(crate::runtime::backend::pools::HealthTable::new(&config));
+        crate::runtime::backend::pools::Backends::new(config.clone(), health.clone(), 0)?;
+        crate::runtime::control::ocsp::start(&config, &slots)?;
         Ok(Arc::new(Generation {
             number: self.hub.generation.load(Ordering::Relaxed) + 1,
             config,

@@ -21,10 +21,10 @@ use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
-use super::idle::{self, Watch};
-use super::pool;
 use crate::observe::metrics;
 use crate::protocol::ws::{close_frame, FrameTracker};
+use crate::runtime::net::idle::{self, Watch};
+use crate::runtime::net::pool;
 
 /// Close status 1001, "going away" (RFC 6455 §7.4.1): the server is shutting down.
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -276,7 +276,7 @@ fn mask_key() -> [u8; 4] {
     nanos.wrapping_mul(0x9E37_79B9).to_le_bytes()
 }
 
-pub(super) fn write_some<W: AsyncWrite + Unpin>(
+pub(crate) fn write_some<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     dst: &mut W,
     bytes: &[u8],

@@ -30,7 +30,7 @@ struct SendClock {
     /// Milliseconds (16 bytes less than a `Duration` in every tunnel's future).
     limit_ms: u32,
     /// Made on the first write that has to wait.
-    watch: Option<std::rc::Rc<super::idle::Watch>>,
+    watch: Option<std::rc::Rc<crate::runtime::net::idle::Watch>>,
     /// A write is pending and the clock runs.
     waiting: bool,
     /// The limit passed: every later write, flush or close fails at once (a TLS close_notify
@@ -59,7 +59,9 @@ impl SendClock {
             return r;
         }
         let limit = std::time::Duration::from_millis(u64::from(self.limit_ms));
-        let watch = self.watch.get_or_insert_with(|| super::idle::watch(limit));
+        let watch = self
+            .watch
+            .get_or_insert_with(|| crate::runtime::net::idle::watch(limit));
         if !self.waiting {
             self.waiting = true;
             watch.restart(limit);

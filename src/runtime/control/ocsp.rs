@@ -22,9 +22,9 @@ use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
+use crate::config::tls::CertSlot;
 use crate::config::Config;
 use crate::protocol::ocsp::{self, CertInfo, OcspError, Schedule, Staple};
-use crate::config::tls::CertSlot;
 
 /// How long start-up waits for the first fetches before serving anyway.
 const STARTUP_FETCH_WAIT: Duration = Duration::from_secs(5);

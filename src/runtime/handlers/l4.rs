@@ -12,12 +12,14 @@ use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
 use tracing::{debug, info, warn};
 
-use super::io::PeekEnd;
-use super::tunnel::Tunnel;
-use super::{idle, pool, Shard};
-use crate::policy::balance::Tried;
 use crate::observe::metrics;
+use crate::policy::balance::Tried;
 use crate::protocol::tls_hello::{sni, Hello, HELLO_BYTES_MAX};
+use crate::runtime::net::idle;
+use crate::runtime::net::io::PeekEnd;
+use crate::runtime::net::pool;
+use crate::runtime::net::tunnel::Tunnel;
+use crate::runtime::shard::Shard;
 
 /// Who a forwarded connection is between, and where it goes.
 pub struct Ends {
@@ -34,7 +36,7 @@ pub async fn forward(
     shard: Rc<Shard>,
     client: TcpStream,
     ends: Ends,
-    slot: (StaticPermit, Option<super::perip::IpGuard>),
+    slot: (StaticPermit, Option<crate::runtime::conn::perip::IpGuard>),
 ) {
     forward_bytes(&shard, client, &ends).await;
     metrics::with(|m| m.connection_closed(ends.listener_metric));
@@ -91,7 +93,7 @@ pub async fn passthrough_backend(
     let mut buf = pool::take_vec_for(HELLO_BYTES_MAX + 64);
     buf.resize(HELLO_BYTES_MAX + 64, 0);
     let limit = shard.config.timeouts.header;
-    let result = super::io::peek_until(stream, limit, &mut buf, |b| match sni(b) {
+    let result = crate::runtime::net::io::peek_until(stream, limit, &mut buf, |b| match sni(b) {
         Ok(Hello::Incomplete) => None,
         Ok(Hello::Complete(name)) => Some(name),
         // Not a ClientHello Ringway can read: rustls answers it (with an alert).

@@ -7,11 +7,11 @@ use std::rc::Rc;
 use futures_lite::io::AsyncWriteExt;
 use tracing::debug;
 
-use super::conn::{Client, Next};
-use super::idle;
-use super::io::ReadError;
-use super::Shard;
 use crate::protocol::ws::{opcode, unmask, FrameError, FrameHeader};
+use crate::runtime::conn::client::{Client, Next};
+use crate::runtime::net::idle;
+use crate::runtime::net::io::ReadError;
+use crate::runtime::shard::Shard;
 
 /// Read buffer ceiling while echoing; payloads stream through it.
 const ECHO_BUF_BYTES: usize = 16 * 1024;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::config::Limits;
-use crate::policy::limits::PerIp;
 use crate::observe::metrics;
+use crate::policy::limits::PerIp;
 
 thread_local! {
     static PER_IP: RefCell<PerIp> = RefCell::new(PerIp::default());

@@ -5,26 +5,34 @@
 //! are consumed and the action runs. Anything after the head stays in the read buffer: the
 //! next pipelined request, or the early bytes of a WebSocket client.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use super::stream::ClientStream;
+use crate::runtime::conn::client::{
+    log_access, respond_error, respond_with, too_many, Client, Next, Terminate, TunnelJob,
+};
 use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
-use super::backends::Lease;
-use super::idle::Watch;
-use super::io::{self, head_end, ReadBuf, ReadError};
-use super::proxy::{self, ProxyPlan};
-use super::{access, admin, echo, idle, pool, static_serve, wsproxy, Core, Shard};
 use crate::config::{Handler, WebSocketRoute};
+use crate::observe::metrics::{self, HandlerKind, Rejected};
+use crate::policy::static_files;
 use crate::protocol::http::forward::{self, ForwardInfo};
 use crate::protocol::http::head::{self, empty_headers, Body, HeadError, Request};
 use crate::protocol::http::response;
-use crate::observe::metrics::{self, HandlerKind, Rejected};
-use crate::policy::static_files;
 use crate::protocol::ws;
+use crate::runtime::backend::pools::Lease;
+use crate::runtime::conn::access;
+use crate::runtime::handlers::admin;
+use crate::runtime::handlers::echo;
+use crate::runtime::handlers::proxy::{self, ProxyPlan};
+use crate::runtime::handlers::static_serve;
+use crate::runtime::handlers::wsproxy;
+use crate::runtime::net::idle;
+use crate::runtime::net::io::{self, head_end, ReadError};
+use crate::runtime::net::pool;
+use crate::runtime::shard::Core;
+use crate::runtime::shard::Shard;
 
 /// Where a request goes, decided while the head is borrowed; owns everything it needs.
 // The proxy plan carries the client's Host inline (255 bytes) so a request allocates nothing;
@@ -65,163 +73,6 @@ pub enum Action<'s> {
     Proxy(ProxyPlan<'s>),
     /// A request on the `[admin]` listener.
     Admin(admin::Request),
-}
-
-/// What the connection does after an exchange.
-pub enum Next {
-    KeepAlive,
-    Close,
-    /// A verified WebSocket upgrade: the connection becomes a tunnel to this backend lease.
-    Tunnel(Lease),
-    /// A tunnel-mode route (`mode = "tunnel"`): Ringway answered the handshake itself and
-    /// frames the bytes of this raw backend lease.
-    Terminate(Lease, Box<super::wstunnel::Terminate>),
-}
-
-/// A connection handed over to a tunnel: it runs in a task of its own, so a tunnel holds only
-/// what tunnelling needs (not the larger state of the HTTP connection task).
-pub struct TunnelJob {
-    pub stream: ClientStream,
-    pub peer: SocketAddr,
-    pub lease: Lease,
-    /// The generation the tunnel was opened under (its backend pools own the lease).
-    pub shard: Rc<Shard>,
-    /// The upgrade request, for the tunnel's access log line when it ends.
-    pub request: Option<Box<AccessRequest>>,
-    pub vhost: usize,
-    /// Tunnel mode: Ringway ends the WebSocket (`None`: bytes pass through).
-    pub terminate: Option<Box<super::wstunnel::Terminate>>,
-}
-
-/// What the access log needs of a request head, copied only when the log is on.
-#[derive(Default)]
-pub struct AccessRequest {
-    buf: Vec<u8>,
-    /// Ends of method, target, referer and user agent in `buf`.
-    ends: [usize; 4],
-    pub minor: u8,
-    pub started: Option<Instant>,
-    pub bytes_in_start: u64,
-    pub bytes_out_start: u64,
-}
-
-impl AccessRequest {
-    pub(crate) fn fill(&mut self, req: &Request<'_, '_>) {
-        self.buf.clear();
-        let parts: [&[u8]; 4] = [
-            req.method.as_bytes(),
-            req.target.as_bytes(),
-            req.header("referer").unwrap_or_default(),
-            req.header("user-agent").unwrap_or_default(),
-        ];
-        for (i, p) in parts.iter().enumerate() {
-            // Bounded: a line stays readable whatever a client sends.
-            self.buf.extend_from_slice(&p[..p.len().min(2048)]);
-            self.ends[i] = self.buf.len();
-        }
-        self.minor = req.minor_version;
-    }
-
-    fn part(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.buf[start..self.ends[i]]
-    }
-}
-
-/// Writes one access log line (`status` 0: nothing was answered, nothing is logged).
-#[allow(clippy::too_many_arguments)]
-pub fn log_access(
-    shard: &Shard,
-    peer: SocketAddr,
-    req: Option<&AccessRequest>,
-    vhost: usize,
-    status: u16,
-    bytes: (u64, u64),
-    backend: Option<(usize, usize)>,
-    upgrade: bool,
-) {
-    let Some(req) = req.filter(|r| status != 0 && r.started.is_some()) else {
-        return;
-    };
-    let vhost_name = shard
-        .ids
-        .vhosts
-        .iter()
-        .position(|&id| id == vhost)
-        .map_or("-", |i| shard.config.vhosts[i].name.as_str());
-    let entry = crate::observe::accesslog::Entry {
-        time: SystemTime::now(),
-        client: peer.ip(),
-        vhost: vhost_name,
-        method: req.part(0),
-        target: req.part(1),
-        minor: req.minor,
-        status,
-        bytes_in: bytes.0.saturating_sub(req.bytes_in_start),
-        bytes_out: bytes.1.saturating_sub(req.bytes_out_start),
-        duration: req.started.map(|t| t.elapsed()).unwrap_or_default(),
-        backend: backend.map(|(b, s)| shard.backends.authority(b, s)),
-        upgrade,
-        referer: req.part(2),
-        user_agent: req.part(3),
-    };
-    access::record(&entry);
-}
-
-pub struct Client {
-    pub stream: ClientStream,
-    /// The client's address (from the PROXY header on a `proxy_protocol` listener), and the
-    /// address it connected to.
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub listener: usize,
-    pub rb: ReadBuf,
-    /// The connection's timeouts (header, keep-alive, upstream read), swept per core.
-    pub watch: Rc<Watch>,
-    /// The exchange in progress: its answer's status (0 until one is written), vhost and
-    /// handler (metric ids), the backend server that answered, and when its head was read.
-    pub status: u16,
-    pub vhost: usize,
-    pub handler: HandlerKind,
-    pub backend: Option<(usize, usize)>,
-    pub started: Instant,
-    /// The request as the access log needs it; `None` while the log is off.
-    pub access: Option<Box<AccessRequest>>,
-}
-
-impl Client {
-    pub fn new(
-        stream: ClientStream,
-        peer: SocketAddr,
-        local: SocketAddr,
-        listener: usize,
-        core: &Core,
-    ) -> Client {
-        Client {
-            stream,
-            peer,
-            local,
-            listener,
-            rb: ReadBuf::new(),
-            // The first head must arrive within `header` of the accept.
-            watch: idle::watch(core.current().config.timeouts.header),
-            status: 0,
-            vhost: metrics::NO_VHOST,
-            handler: HandlerKind::Error,
-            backend: None,
-            started: Instant::now(),
-            access: None,
-        }
-    }
-
-    /// The scheme the client used, for `X-Forwarded-Proto` and `Forwarded`.
-    pub fn proto(&self) -> &'static str {
-        if self.stream.is_tls() {
-            "https"
-        } else {
-            "http"
-        }
-    }
 }
 
 /// Serves a connection until it closes or becomes a tunnel (returned, for its own task).
@@ -289,7 +140,7 @@ fn tunnel_job(
     mut client: Client,
     shard: Rc<Shard>,
     lease: Lease,
-    terminate: Option<Box<super::wstunnel::Terminate>>,
+    terminate: Option<Box<Terminate>>,
 ) -> TunnelJob {
     TunnelJob {
         request: client.access.take(),
@@ -430,7 +281,9 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             let challenge: &[(&str, &[u8])] = &[("Proxy-Authenticate", b"Basic realm=\"ringway\"")];
             respond_with(c, 407, challenge, close).await
         }
-        Action::Connect { target, rules } => super::forward::run(shard, c, target, rules).await,
+        Action::Connect { target, rules } => {
+            crate::runtime::handlers::forward::run(shard, c, target, rules).await
+        }
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
@@ -438,7 +291,7 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             route,
             accept,
             protocol,
-        } => super::wstunnel::open(shard, c, route, &accept, protocol).await,
+        } => crate::runtime::handlers::wstunnel::open(shard, c, route, &accept, protocol).await,
         Action::Proxy(plan) => proxy::run(shard, c, plan).await,
         Action::Admin(req) => admin::serve(shard, c, req, close).await,
     }
@@ -466,41 +319,13 @@ fn finish_exchange(shard: &Shard, c: &mut Client, tunnel: bool) {
     }
 }
 
-async fn too_many(c: &mut Client, retry_after_s: u64, close: bool) -> Next {
-    let mut secs = Vec::with_capacity(20);
-    crate::protocol::http::push_decimal(&mut secs, retry_after_s);
-    respond_with(c, 429, &[("Retry-After", &secs)], close).await
-}
-
 /// Over `upgrades_per_ip`: the 429 to answer instead of upgrading.
 fn upgrade_limited(c: &Client) -> Option<Action<'static>> {
-    super::perip::upgrade(c.peer.ip())
+    crate::runtime::conn::perip::upgrade(c.peer.ip())
         .err()
         .map(|wait| Action::TooMany {
             retry_after_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         })
-}
-
-pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
-    let extra: &[(&str, &[u8])] = match status {
-        426 => &[("Sec-WebSocket-Version", b"13"), ("Upgrade", b"websocket")],
-        _ => &[],
-    };
-    respond_with(c, status, extra, close).await
-}
-
-/// A short error response with `extra` fields.
-async fn respond_with(c: &mut Client, status: u16, extra: &[(&str, &[u8])], close: bool) -> Next {
-    c.status = status;
-    let mut out = pool::take_vec();
-    response::write_error(&mut out, status, extra, close);
-    let ok = c.stream.write_all(&out).await.is_ok();
-    pool::give_vec(out);
-    if close || !ok {
-        Next::Close
-    } else {
-        Next::KeepAlive
-    }
 }
 
 /// Routing decisions (sans-IO apart from the static file open).
@@ -588,7 +413,7 @@ fn plan<'s>(
             let ims = req.header("if-modified-since");
             let resp = static_files::serve(
                 &vhost.doc_root,
-                super::static_serve::root_fd(&vhost.doc_root),
+                crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
                 req.method.as_bytes(),
                 req.target.as_bytes(),
                 ims,
@@ -686,7 +511,10 @@ fn plan_ws_proxy<'s>(
                 return Action::WsTunnel {
                     route,
                     accept: ws::accept_key(key),
-                    protocol: super::wstunnel::choose_subprotocol(&mode.subprotocols, &requested),
+                    protocol: crate::runtime::handlers::wstunnel::choose_subprotocol(
+                        &mode.subprotocols,
+                        &requested,
+                    ),
                 };
             }
             let mut k = [0u8; 24];

@@ -176,7 +176,8 @@ pub fn sweep_once(interval: Duration) {
 
 /// The per-core sweeper task. It also lets the buffer pools decay (`pool::decay`).
 pub async fn sweeper() {
-    let decay_every = (super::pool::DECAY_INTERVAL.as_millis() / SWEEP_INTERVAL.as_millis()) as u32;
+    let decay_every =
+        (crate::runtime::net::pool::DECAY_INTERVAL.as_millis() / SWEEP_INTERVAL.as_millis()) as u32;
     let mut sweeps = 0u32;
     loop {
         glommio::timer::sleep(SWEEP_INTERVAL).await;
@@ -184,7 +185,7 @@ pub async fn sweeper() {
         sweeps += 1;
         if sweeps == decay_every {
             sweeps = 0;
-            super::memory::released(super::pool::decay());
+            crate::runtime::net::memory::released(crate::runtime::net::pool::decay());
         }
     }
 }

@@ -10,7 +10,7 @@ use std::task::Poll;
 
 use futures_lite::io::{AsyncRead, AsyncReadExt};
 
-use super::idle::Watch;
+use crate::runtime::net::idle::Watch;
 
 /// A connection's read buffer: bytes `[start, end)` are received and not yet consumed. It grows
 /// on demand up to a limit (the head limit while reading heads).
@@ -220,7 +220,8 @@ pub async fn linger_close<S: AsyncRead + futures_lite::io::AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use super::{head_end, ReadBuf};
+    use super::head_end;
+    use super::ReadBuf;
 
     #[test]
     fn head_end_forms() {

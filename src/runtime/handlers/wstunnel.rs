@@ -27,13 +27,14 @@ use std::time::Duration;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
-use super::idle::{self, Watch};
-use super::pool;
-use super::tunnel::write_some;
-use super::upstream::Upstream;
 use crate::observe::metrics;
 use crate::protocol::ws::opcode;
 use crate::protocol::ws_endpoint::{self as wse, code, Decoder, Event};
+use crate::runtime::backend::upstream::Upstream;
+use crate::runtime::conn::client::Terminate;
+use crate::runtime::net::idle::{self, Watch};
+use crate::runtime::net::pool;
+use crate::runtime::net::tunnel::write_some;
 
 /// After Ringway sent its Close: how long the client's Close is awaited.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -48,14 +49,6 @@ const TURNS_MAX: usize = 16;
 
 /// What a tunnel-mode connection needs beyond a proxy tunnel's job.
 #[derive(Debug)]
-pub struct Terminate {
-    pub text: bool,
-    pub ping: Option<Duration>,
-    pub max_message: usize,
-    /// Bytes the client sent after its upgrade request (already read).
-    pub early: Vec<u8>,
-}
-
 /// Bytes waiting for a destination that did not take them at once.
 #[derive(Default)]
 struct Spill {
@@ -472,13 +465,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Future for Endpoint<'_, C> {
 /// (none reachable: 502/503/504 as for a proxied upgrade), then `101` with the accept value and
 /// the chosen subprotocol. The connection then becomes a tunnel of its own task.
 pub async fn open(
-    shard: &Rc<super::Shard>,
-    c: &mut super::conn::Client,
+    shard: &Rc<crate::runtime::shard::Shard>,
+    c: &mut crate::runtime::conn::client::Client,
     route: &crate::config::WebSocketRoute,
     accept: &[u8; 28],
     protocol: Option<usize>,
-) -> super::conn::Next {
-    use super::conn::{respond_error, Next};
+) -> crate::runtime::conn::client::Next {
+    use crate::runtime::conn::client::{respond_error, Next};
     use futures_lite::io::AsyncWriteExt;
     let Some(mode) = &route.tunnel else {
         return respond_error(c, 500, true).await;

@@ -112,7 +112,7 @@ async fn connect_tcp(
     }
 }
 
-super::stream::delegate_stream_io!(Upstream { Tcp, Unix, Tls });
+crate::runtime::net::stream::delegate_stream_io!(Upstream { Tcp, Unix, Tls });
 
 impl Upstream {
     /// Drops the waker the last waiting read left on the socket's readiness polls: a pooled

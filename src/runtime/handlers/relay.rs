@@ -4,12 +4,13 @@
 use futures_lite::io::AsyncRead;
 use tracing::debug;
 
-use super::conn::Client;
-use super::io::ReadBuf;
-use super::proxy::stream_body;
-use super::{pool, Shard};
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::head::{empty_headers, parse_response};
+use crate::runtime::conn::client::Client;
+use crate::runtime::handlers::proxy::stream_body;
+use crate::runtime::net::io::ReadBuf;
+use crate::runtime::net::pool;
+use crate::runtime::shard::Shard;
 
 /// Writes the response whose head ends at `head_end` in `brb`, then its body.
 pub async fn response<B: AsyncRead + Unpin>(

@@ -9,10 +9,11 @@ use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::conn::{respond_error, Client, Next};
-use super::tunnel::Tunnel;
-use super::{idle, Shard};
 use crate::policy::connect::{usable, Rule, Target};
+use crate::runtime::conn::client::{respond_error, Client, Next};
+use crate::runtime::net::idle;
+use crate::runtime::net::tunnel::Tunnel;
+use crate::runtime::shard::Shard;
 
 pub async fn run(shard: &Rc<Shard>, c: &mut Client, target: Target, rules: &[Rule]) -> Next {
     let limit = shard.config.timeouts.connect;

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::backends::HealthTable;
+use crate::config::tls::CertSlot;
 use crate::config::Config;
 use crate::observe::metrics::CoreSnapshot;
-use crate::config::tls::CertSlot;
+use crate::runtime::backend::pools::HealthTable;
 
 pub struct Mailbox<T> {
     tx: Sender<T>,

@@ -13,10 +13,10 @@ use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
-use super::upstream::{connect, Upstream};
-use crate::policy::balance::{Pool, Tried};
-use crate::config::{Backend, Config, Health, SendProxy};
 use crate::config::tls::Connector;
+use crate::config::{Backend, Config, Health, SendProxy};
+use crate::policy::balance::{Pool, Tried};
+use crate::runtime::backend::upstream::{connect, Upstream};
 
 /// Up/down per server per backend, written by the health-checking core only.
 pub struct HealthTable {
@@ -335,7 +335,9 @@ fn connectors(config: &Config) -> Result<Vec<Option<Connector>>, String> {
         .map(|b| {
             b.tls
                 .as_ref()
-                .map(|t| crate::config::tls::connector(t).map_err(|e| format!("backend {}: {e}", b.name)))
+                .map(|t| {
+                    crate::config::tls::connector(t).map_err(|e| format!("backend {}: {e}", b.name))
+                })
                 .transpose()
         })
         .collect()
@@ -398,7 +400,11 @@ async fn check_server(
 }
 
 /// One probe: TCP connect, and with `http_path` a GET answered 2xx or 3xx.
-async fn probe(address: &crate::policy::upstream::Address, h: &Health, tls: Option<&Connector>) -> bool {
+async fn probe(
+    address: &crate::policy::upstream::Address,
+    h: &Health,
+    tls: Option<&Connector>,
+) -> bool {
     let Ok(mut conn) = connect(address, h.timeout, tls).await else {
         return false;
     };

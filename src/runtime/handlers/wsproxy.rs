@@ -10,16 +10,18 @@ use futures_lite::io::AsyncWriteExt;
 use glommio::sync::StaticPermit;
 use tracing::{debug, info, warn};
 
-use super::conn::{respond_error, Client, Next, TunnelJob};
-use super::io::{ReadBuf, ReadError};
-use super::tunnel::Tunnel;
-use super::upstream::Upstream;
-use super::{pool, relay, Shard};
-use crate::policy::balance::Tried;
 use crate::config::WebSocketRoute;
-use crate::protocol::http::head::{empty_headers, parse_response};
 use crate::observe::metrics::{self, Rejected};
+use crate::policy::balance::Tried;
+use crate::protocol::http::head::{empty_headers, parse_response};
 use crate::protocol::ws;
+use crate::runtime::backend::upstream::Upstream;
+use crate::runtime::conn::client::{respond_error, Client, Next, TunnelJob};
+use crate::runtime::handlers::relay;
+use crate::runtime::net::io::{ReadBuf, ReadError};
+use crate::runtime::net::pool;
+use crate::runtime::net::tunnel::Tunnel;
+use crate::runtime::shard::Shard;
 
 pub async fn run(
     shard: &Rc<Shard>,
@@ -126,12 +128,12 @@ async fn read_response_head(
     shard: &Shard,
     b: &mut Upstream,
     brb: &mut ReadBuf,
-    watch: &Rc<super::idle::Watch>,
+    watch: &Rc<crate::runtime::net::idle::Watch>,
 ) -> Result<usize, u16> {
     let limit = shard.config.limits.max_header_bytes + 1;
     watch.restart(shard.config.timeouts.header);
     loop {
-        if let Some(end) = super::io::head_end(brb.data(), 0) {
+        if let Some(end) = crate::runtime::net::io::head_end(brb.data(), 0) {
             return Ok(end);
         }
         if brb.len() >= limit {
@@ -169,20 +171,24 @@ async fn early_bytes(c: &mut Client, backend: &mut Upstream, brb: ReadBuf) -> Ha
 #[allow(clippy::manual_async_fn)]
 pub fn run_tunnel(
     mut job: TunnelJob,
-    slot: (StaticPermit, Option<super::perip::IpGuard>),
+    slot: (StaticPermit, Option<crate::runtime::conn::perip::IpGuard>),
     listener_id: usize,
 ) -> impl std::future::Future<Output = ()> {
     async move {
         metrics::with(|m| m.tunnel_opened(job.shard.ids.backends[job.lease.backend]));
         let opened = std::time::Instant::now();
         // Idle timeout from the per-core sweeper: no timer is polled per message.
-        let watch = super::idle::watch(job.shard.config.timeouts.tunnel_idle);
+        let watch = crate::runtime::net::idle::watch(job.shard.config.timeouts.tunnel_idle);
         let result = match job.terminate.as_deref_mut() {
             None => Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch).await,
             Some(t) => {
-                let end =
-                    super::wstunnel::Endpoint::new(&mut job.stream, &mut job.lease.conn, &watch, t)
-                        .await;
+                let end = crate::runtime::handlers::wstunnel::Endpoint::new(
+                    &mut job.stream,
+                    &mut job.lease.conn,
+                    &watch,
+                    t,
+                )
+                .await;
                 end.map(|end| debug!(core = job.shard.id, peer = %job.peer, ?end, "websocket tunnel ended"))
             }
         };
@@ -205,7 +211,7 @@ pub fn run_tunnel(
         });
         let server = Some((job.lease.backend, job.lease.server));
         let bytes = (job.stream.bytes_in, job.stream.bytes_out);
-        super::conn::log_access(
+        crate::runtime::conn::client::log_access(
             &shard,
             job.peer,
             job.request.as_deref(),

@@ -39,24 +39,28 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::{debug, info, warn};
 
-use super::backends::Lease;
-use super::conn::{log_access, AccessRequest};
-use super::idle;
-use super::io::{head_end, ReadBuf, ReadError};
-use super::stream::ClientStream;
-use super::tunnel::Tunnel;
-use super::upstream::Upstream;
-use super::{pool, Core, Shard};
-use crate::policy::balance::Tried;
 use crate::config::{Handler, WebSocketRoute};
+use crate::observe::metrics::{self, HandlerKind, Rejected};
+use crate::policy::balance::Tried;
+use crate::policy::static_files;
 use crate::protocol::http::chunked::ChunkedDecoder;
 use crate::protocol::http::forward::{self, ForwardInfo};
-use crate::protocol::http::h2map::{request_field_forwarded, response_field_forwarded, trailer_fields};
+use crate::protocol::http::h2map::{
+    request_field_forwarded, response_field_forwarded, trailer_fields,
+};
 use crate::protocol::http::head::{self, empty_headers, parse_response, Body};
 use crate::protocol::http::response;
-use crate::observe::metrics::{self, HandlerKind, Rejected};
-use crate::policy::static_files;
 use crate::protocol::ws;
+use crate::runtime::backend::pools::Lease;
+use crate::runtime::backend::upstream::Upstream;
+use crate::runtime::conn::client::{log_access, AccessRequest};
+use crate::runtime::net::idle;
+use crate::runtime::net::io::{head_end, ReadBuf, ReadError};
+use crate::runtime::net::pool;
+use crate::runtime::net::stream::ClientStream;
+use crate::runtime::net::tunnel::Tunnel;
+use crate::runtime::shard::Core;
+use crate::runtime::shard::Shard;
 
 /// Client resets of accepted streams per connection per second before GOAWAY.
 const RESETS_PER_SECOND_MAX: u32 = 200;
@@ -405,7 +409,7 @@ async fn handle(
 }
 
 fn access_enabled() -> bool {
-    super::access::enabled()
+    crate::runtime::conn::access::enabled()
 }
 
 /// Answers `status` with the same short text body as over HTTP/1.1 (none for HEAD).
@@ -541,7 +545,7 @@ fn static_lookup(
         .map(HeaderValue::as_bytes);
     static_files::serve(
         &vhost.doc_root,
-        super::static_serve::root_fd(&vhost.doc_root),
+        crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
         parts.method.as_str().as_bytes(),
         target.as_bytes(),
         ims,
@@ -1226,7 +1230,7 @@ fn upgrade_allowed(
             return Ok(false);
         }
     }
-    if let Err(wait) = super::perip::upgrade(ctx.peer.ip()) {
+    if let Err(wait) = crate::runtime::conn::perip::upgrade(ctx.peer.ip()) {
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).to_string();
         ex.status = 429;
         let r = Response::builder()
@@ -1413,11 +1417,14 @@ async fn websocket(
                 .iter()
                 .map(HeaderValue::as_bytes)
                 .collect();
-            let chosen = super::wstunnel::choose_subprotocol(&mode.subprotocols, &requested);
+            let chosen = crate::runtime::handlers::wstunnel::choose_subprotocol(
+                &mode.subprotocols,
+                &requested,
+            );
             if let Some(p) = chosen.and_then(|i| mode.subprotocols.get(i)) {
                 ok = ok.header("sec-websocket-protocol", p.as_str());
             }
-            Some(super::wstunnel::Terminate {
+            Some(crate::runtime::conn::client::Terminate {
                 text: mode.text,
                 ping: mode.ping_interval,
                 max_message: mode.max_message,
@@ -1520,9 +1527,14 @@ async fn websocket(
         }
         match terminate {
             None => Tunnel::new(&mut io, &mut lease.conn, &watch).await,
-            Some(mut t) => super::wstunnel::Endpoint::new(&mut io, &mut lease.conn, &watch, &mut t)
-                .await
-                .map(|end| debug!(?end, "websocket tunnel (HTTP/2) ended")),
+            Some(mut t) => crate::runtime::handlers::wstunnel::Endpoint::new(
+                &mut io,
+                &mut lease.conn,
+                &watch,
+                &mut t,
+            )
+            .await
+            .map(|end| debug!(?end, "websocket tunnel (HTTP/2) ended")),
         }
     }
     .await;

@@ -8,16 +8,18 @@ use std::time::Duration;
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
-use super::backends::Lease;
-use super::conn::{respond_error, Client, Next};
-use super::idle::Watch;
-use super::io::{head_end, write_all_two, ReadBuf, ReadError};
-use super::{idle, pool, Shard};
+use crate::observe::metrics;
 use crate::policy::balance::Tried;
 use crate::protocol::http::chunked::ChunkedDecoder;
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::head::{empty_headers, parse_response, Body};
-use crate::observe::metrics;
+use crate::runtime::backend::pools::Lease;
+use crate::runtime::conn::client::{respond_error, Client, Next};
+use crate::runtime::net::idle;
+use crate::runtime::net::idle::Watch;
+use crate::runtime::net::io::{head_end, write_all_two, ReadBuf, ReadError};
+use crate::runtime::net::pool;
+use crate::runtime::shard::Shard;
 
 /// Everything the exchange needs, taken from the request head before it is consumed.
 pub struct ProxyPlan<'s> {

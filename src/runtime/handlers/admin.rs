@@ -9,15 +9,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_lite::io::AsyncWriteExt;
 use tracing::debug;
 
-use super::conn::{respond_error, Action, Client, Next};
-use super::{idle, pool, Shard};
+use crate::observe::metrics::{self, Global, StapleState};
 use crate::protocol::http::head::Request as HttpRequest;
 use crate::protocol::http::response;
-use crate::observe::metrics::{self, Global, StapleState};
 use crate::protocol::ws::{self, close_frame, opcode, FrameHeader};
+use crate::runtime::conn::client::{respond_error, Client, Next};
+use crate::runtime::conn::dispatch::Action;
+use crate::runtime::net::idle;
+use crate::runtime::net::pool;
+use crate::runtime::shard::Shard;
 
 /// The dashboard page (inline CSS and script, no external asset).
-const DASHBOARD_HTML: &str = include_str!("../admin/dashboard.html");
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 /// One `/live` snapshot this often.
 const LIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// A core that does not answer a snapshot request within this is left out (it is draining
@@ -147,7 +150,7 @@ fn global(shard: &Shard) -> Global {
         reloads_error: hub.reloads_error.load(Ordering::Relaxed),
         backends,
         staples,
-        memory: super::memory::read(),
+        memory: crate::runtime::net::memory::read(),
     }
 }
 
@@ -207,7 +210,7 @@ async fn live(shard: &Shard, c: &mut Client, accept: &[u8; 28]) -> Next {
 
 /// Drops complete client frames from `rb`; true once a Close (or a protocol error, or more
 /// than the buffer holds) was seen.
-fn client_closed(rb: &mut super::io::ReadBuf) -> bool {
+fn client_closed(rb: &mut crate::runtime::net::io::ReadBuf) -> bool {
     loop {
         match FrameHeader::parse(rb.data()) {
             Err(_) => return true,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::observe::accesslog::{self, Entry};
 use crate::config::{AccessFormat, AccessTarget, Log};
+use crate::observe::accesslog::{self, Entry};
 
 /// A buffer this full is written at once, without waiting for the next tick.
 const FLUSH_BYTES: usize = 64 * 1024;

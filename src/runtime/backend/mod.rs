@@ -1,0 +1,8 @@
+//! The backend side of a core: server pools (balancing, passive and active health, keep-alive
+//! connections, `Lease`) in `pools`, and connecting to one server (TCP, Unix socket, TLS,
+//! PROXY header) in `upstream`.
+//!
+//! May import: `net`.
+
+pub(crate) mod pools;
+pub(crate) mod upstream;

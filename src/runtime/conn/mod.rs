@@ -1,0 +1,17 @@
+//! The HTTP/1.1 connection core.
+//!
+//! - `client`: the session types every handler shares (`Client`, `Next`, `TunnelJob`), the
+//!   error responders and the access-log record.
+//! - `dispatch`: read a head, route it (`plan`), run the handler, repeat (keep-alive).
+//! - `accept`: accept loops, PROXY protocol header, TLS handshake, protocol choice.
+//! - `access`: the access-log writer (buffered, per core).
+//! - `perip`: the per-IP limit tables of this core.
+//!
+//! `client`, `access` and `perip` import only `net`, `backend` and `shard`; handlers import
+//! them. `dispatch` and `accept` import the handlers; no handler imports them back.
+
+pub(crate) mod accept;
+pub(crate) mod access;
+pub(crate) mod client;
+pub(crate) mod dispatch;
+pub(crate) mod perip;

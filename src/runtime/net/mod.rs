@@ -1,0 +1,18 @@
+//! I/O building blocks every connection uses; no routing, no handlers.
+//!
+//! - `io`: the read buffer and head search, bounded peeks, write helpers.
+//! - `stream`: a client's stream (plain TCP or TLS) behind one type.
+//! - `pool`: per-core buffer pools (two size classes, decaying).
+//! - `idle`: per-connection deadlines (header, keep-alive, tunnel idle, send), swept per core.
+//! - `memory`: resident and heap figures for `/metrics`.
+//! - `tunnel`: the byte pump between a client and a backend (WebSocket, CONNECT, L4), with
+//!   frame tracking for the drain.
+//!
+//! May import: nothing else in the runtime.
+
+pub(crate) mod idle;
+pub(crate) mod io;
+pub(crate) mod memory;
+pub mod pool;
+pub(crate) mod stream;
+pub mod tunnel;
