@@ -16,7 +16,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::*;
+use super::types::*;
 use crate::policy::route::UriMatch;
 use crate::policy::upstream::Address;
 

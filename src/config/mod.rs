@@ -4,7 +4,7 @@
 mod load;
 mod routes;
 pub mod tls;
-mod types;
+pub(crate) mod types;
 
 pub use load::{load, load_str, Problem};
 pub use routes::{PathRoute, Routes};

@@ -2,7 +2,7 @@
 //! and contexts sorted most specific first, and one host table per listener. Built once per
 //! core per configuration (start, reload); read on the data path without allocating.
 
-use super::{Config, ContextRoute, VHost, WebSocketRoute};
+use super::types::{Config, ContextRoute, VHost, WebSocketRoute};
 use crate::policy::route::HostTable;
 
 /// Everything routing needs, compiled from a `Config`.

@@ -16,7 +16,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Config;
+use crate::config::types::Config;
 use crate::policy::route::HostTable;
 
 /// One vhost's certificate and its current staple.
@@ -146,7 +146,7 @@ pub struct Connector {
 }
 
 /// A client config trusting only the certificates in `ca_file` (PEM). Built per core.
-pub fn connector(tls: &crate::config::BackendTls) -> Result<Connector, String> {
+pub fn connector(tls: &crate::config::types::BackendTls) -> Result<Connector, String> {
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(&tls.ca_file)
         .map_err(|e| format!("{}: {e}", tls.ca_file.display()))?;

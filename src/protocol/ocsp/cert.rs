@@ -1,7 +1,8 @@
 //! What OCSP needs to know about a certificate and its issuer.
 
+use super::error::OcspError;
+use super::request::{encode_request, CertKey};
 use super::sig::{verify_by_cert, RawSigned};
-use super::OcspError;
 use der::asn1::{Int, ObjectIdentifier};
 use der::{Decode, Encode};
 use sha1::{Digest, Sha1};
@@ -72,7 +73,11 @@ impl CertInfo {
             must_staple: must_staple(&leaf)?,
             subject: leaf.tbs_certificate.subject.to_string(),
         };
-        info.request_der = super::request::encode_request(&info)?;
+        info.request_der = encode_request(&CertKey {
+            issuer_name_hash: &info.issuer_name_hash,
+            issuer_key_hash: &info.issuer_key_hash,
+            serial: &info.serial,
+        })?;
         Ok(info)
     }
 
@@ -133,4 +138,17 @@ fn must_staple(cert: &Certificate) -> Result<bool, OcspError> {
     let features =
         Vec::<Int>::from_der(value).map_err(|e| cert_err(format!("TLS feature: {e}")))?;
     Ok(features.iter().any(|f| f.as_bytes() == [STATUS_REQUEST]))
+}
+
+/// The DER OCSPRequest for `info`'s certificate: one CertID (SHA-1), unsigned, no
+/// nonce, so that responders may answer from their cache.
+pub fn build_request(info: &CertInfo) -> Vec<u8> {
+    info.request_der.clone()
+}
+
+impl CertInfo {
+    /// The DER OCSPRequest, borrowed (the same bytes as [`build_request`]).
+    pub fn request_der(&self) -> &[u8] {
+        &self.request_der
+    }
 }

@@ -1,6 +1,6 @@
 //! The HTTP side of an OCSP fetch (RFC 6960 appendix A.1), as bytes only.
 
-use super::OcspError;
+use super::error::OcspError;
 
 /// The most bytes of HTTP response (headers and body) worth reading; larger
 /// answers are rejected by [`parse_http_response`].

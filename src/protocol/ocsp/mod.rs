@@ -73,17 +73,8 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
-pub use cert::CertInfo;
+pub use cert::{build_request, CertInfo};
 pub use error::{OcspError, ResponseStatus};
 pub use http::{http_post, parse_http_response, HttpTarget, MAX_HTTP_RESPONSE};
-pub use request::build_request;
 pub use schedule::{is_servable, Schedule, MAX_RETRY_DELAY};
-pub use verify::{verify, Staple};
-
-/// Clock skew allowed for a response's thisUpdate being in the future.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
-
-/// Validity assumed for a response that has no nextUpdate, counted from thisUpdate.
-pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(60 * 60);
+pub use verify::{verify, Staple, CLOCK_SKEW, DEFAULT_VALIDITY};

@@ -1,28 +1,24 @@
 //! The OCSPRequest (RFC 6960 §4.1) and the CertID it carries.
 
-use super::{CertInfo, OcspError};
+use super::error::OcspError;
 use der::asn1::{Null, ObjectIdentifier, OctetString};
 use der::Encode;
+use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_ocsp::{CertId, OcspRequest, Request, TbsRequest, Version};
 
 /// id-sha1 (1.3.14.3.2.26), the CertID hash algorithm.
 pub(crate) const OID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 
-/// The DER OCSPRequest for `info`'s certificate: one CertID (SHA-1), unsigned, no
-/// nonce, so that responders may answer from their cache.
-pub fn build_request(info: &CertInfo) -> Vec<u8> {
-    info.request_der.clone()
+/// What identifies a certificate to a responder: SHA-1 hashes of its issuer's name and key,
+/// and its serial number.
+pub(crate) struct CertKey<'a> {
+    pub issuer_name_hash: &'a [u8; 20],
+    pub issuer_key_hash: &'a [u8; 20],
+    pub serial: &'a SerialNumber,
 }
 
-impl CertInfo {
-    /// The DER OCSPRequest, borrowed (the same bytes as [`build_request`]).
-    pub fn request_der(&self) -> &[u8] {
-        &self.request_der
-    }
-}
-
-fn cert_id(info: &CertInfo) -> Result<CertId, der::Error> {
+fn cert_id(info: &CertKey<'_>) -> Result<CertId, der::Error> {
     Ok(CertId {
         hash_algorithm: AlgorithmIdentifierOwned {
             oid: OID_SHA1,
@@ -34,8 +30,8 @@ fn cert_id(info: &CertInfo) -> Result<CertId, der::Error> {
     })
 }
 
-/// Encodes the request; called once by [`CertInfo::new`].
-pub(crate) fn encode_request(info: &CertInfo) -> Result<Vec<u8>, OcspError> {
+/// Encodes the request; called once by `CertInfo::new`.
+pub(crate) fn encode_request(info: &CertKey<'_>) -> Result<Vec<u8>, OcspError> {
     let encode = || -> Result<Vec<u8>, der::Error> {
         OcspRequest {
             tbs_request: TbsRequest {

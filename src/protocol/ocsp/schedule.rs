@@ -1,6 +1,6 @@
 //! When to fetch the next response and whether a staple may still be served.
 
-use super::{Staple, CLOCK_SKEW};
+use super::verify::{Staple, CLOCK_SKEW};
 use std::time::{Duration, SystemTime};
 
 /// Refresh and retry timing for one certificate's staple.

@@ -1,11 +1,18 @@
 //! Verification of an OCSPResponse for one certificate (RFC 6960 §3.2, §4.2).
 
+use super::cert::CertInfo;
+use super::error::{OcspError, ResponseStatus};
 use super::sig::{check_delegate, verify_by_cert, RawSigned, SignedData};
-use super::{CertInfo, OcspError, ResponseStatus, CLOCK_SKEW, DEFAULT_VALIDITY};
 use der::asn1::ObjectIdentifier;
 use der::Decode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use x509_ocsp::{CertId, CertStatus, OcspResponse, OcspResponseStatus, ResponseData};
+
+/// Clock skew allowed for a response's thisUpdate being in the future.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Validity assumed for a response that has no nextUpdate, counted from thisUpdate.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(60 * 60);
 
 /// id-pkix-ocsp-basic (1.3.6.1.5.5.7.48.1.1).
 const OID_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");

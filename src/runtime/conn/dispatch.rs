@@ -343,7 +343,7 @@ fn plan<'s>(
         .is_some_and(|a| a.listener == c.listener)
     {
         tags.1 = HandlerKind::Admin;
-        return admin::plan(shard, c, req);
+        return Action::Admin(admin::plan(shard, c, req));
     }
     if req.method == "CONNECT" && shard.config.listeners[c.listener].forward_proxy {
         tags.1 = HandlerKind::Connect;

@@ -14,7 +14,6 @@ use crate::protocol::http::head::Request as HttpRequest;
 use crate::protocol::http::response;
 use crate::protocol::ws::{self, close_frame, opcode, FrameHeader};
 use crate::runtime::conn::client::{respond_error, Client, Next};
-use crate::runtime::conn::dispatch::Action;
 use crate::runtime::net::idle;
 use crate::runtime::net::pool;
 use crate::runtime::shard::Shard;
@@ -36,18 +35,18 @@ pub enum Request {
     Error(u16),
 }
 
-pub fn plan<'s>(shard: &'s Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Action<'s> {
+pub fn plan(shard: &Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Request {
     let allowed = shard
         .config
         .admin
         .as_ref()
         .is_some_and(|a| a.allow.iter().any(|cidr| cidr.contains(c.peer.ip())));
     if !allowed {
-        return Action::Admin(Request::Error(403));
+        return Request::Error(403);
     }
     let get = matches!(req.method, "GET" | "HEAD");
     let upgrade = ws::classify(req);
-    Action::Admin(match (req.path(), upgrade) {
+    match (req.path(), upgrade) {
         (_, ws::Upgrade::Invalid { status, .. }) => Request::Error(status),
         ("/live", ws::Upgrade::WebSocket { key }) => Request::Live {
             accept: ws::accept_key(key),
@@ -57,7 +56,7 @@ pub fn plan<'s>(shard: &'s Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Acti
         ("/metrics", _) => Request::Metrics,
         ("/", _) => Request::Dashboard,
         _ => Request::Error(404),
-    })
+    }
 }
 
 pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> Next {
