@@ -1,4 +1,4 @@
-//! Backend addresses (sans-IO parsing). The connect path lives in `runtime::upstream`.
+//! Backend addresses (sans-IO parsing). The connect path lives in `runtime::backend::upstream`.
 
 use std::fmt;
 use std::net::SocketAddr;
