@@ -17,15 +17,17 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use h2::Reason;
-use tokio_util::compat::FuturesAsyncReadCompatExt;
+use h2::server::{Connection, SendResponse};
+use h2::{Reason, RecvStream};
+use http::Request;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tracing::{debug, info};
 
 use super::ctx::ConnCtx;
 use super::stream::{handle, serve_inline};
 use crate::runtime::net::idle;
 use crate::runtime::net::stream::ClientStream;
-use crate::runtime::shard::Core;
+use crate::runtime::shard::{Core, Shard};
 
 /// h2's own bound on streams reset before Ringway accepted them (h2's default is 20).
 const PENDING_ACCEPT_RESETS_MAX: usize = 100;
@@ -43,34 +45,11 @@ pub async fn serve(
     listener: usize,
 ) {
     let shard = core.current();
-    let cfg = &shard.config;
     let tls = stream.is_tls();
-    let mut builder = h2::server::Builder::new();
-    builder
-        .enable_connect_protocol()
-        .max_concurrent_streams(cfg.limits.max_concurrent_streams)
-        .max_header_list_size(cfg.limits.max_header_bytes as u32)
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_send_buffer_size(256 * 1024)
-        .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS_MAX);
-    let handshake = async { Some(builder.handshake::<_, Bytes>(stream.compat()).await) };
-    let timer = async {
-        glommio::timer::sleep(cfg.timeouts.header).await;
-        None
+    let Some(mut conn) = handshake(stream, &shard, peer).await else {
+        return;
     };
-    let mut conn = match futures_lite::future::or(handshake, timer).await {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => {
-            debug!(core = shard.id, peer = %peer, error = %e, "HTTP/2 handshake failed");
-            return;
-        }
-        None => {
-            debug!(core = shard.id, peer = %peer, "HTTP/2 handshake timed out");
-            return;
-        }
-    };
-    let keepalive = cfg.timeouts.keepalive;
+    let keepalive = shard.config.timeouts.keepalive;
     let ctx = Rc::new(ConnCtx {
         core: core.clone(),
         shard: shard.clone(),
@@ -114,26 +93,7 @@ pub async fn serve(
         match next {
             Some(Ok((req, respond))) => {
                 watch.touch();
-                let (req, respond) = match serve_inline(&ctx, req, respond) {
-                    Ok(outcome) => {
-                        if outcome.reset {
-                            ctx.note_reset();
-                        }
-                        continue;
-                    }
-                    Err(back) => back,
-                };
-                ctx.active.set(ctx.active.get() + 1);
-                let ctx = ctx.clone();
-                glommio::spawn_local(async move {
-                    let started = Instant::now();
-                    let outcome = handle(&ctx, req, respond, started).await;
-                    if outcome.reset {
-                        ctx.note_reset();
-                    }
-                    ctx.active.set(ctx.active.get() - 1);
-                })
-                .detach();
+                start_stream(&ctx, req, respond);
             }
             Some(Err(e)) => {
                 if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) || e.is_go_away() {
@@ -146,4 +106,63 @@ pub async fn serve(
             None => break,
         }
     }
+}
+
+/// The handshake, within `timeouts.header`, with Ringway's SETTINGS.
+async fn handshake(
+    stream: ClientStream,
+    shard: &Shard,
+    peer: SocketAddr,
+) -> Option<Connection<Compat<ClientStream>, Bytes>> {
+    let cfg = &shard.config;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .enable_connect_protocol()
+        .max_concurrent_streams(cfg.limits.max_concurrent_streams)
+        .max_header_list_size(cfg.limits.max_header_bytes as u32)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buffer_size(256 * 1024)
+        .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS_MAX);
+    let handshake = async { Some(builder.handshake::<_, Bytes>(stream.compat()).await) };
+    let timer = async {
+        glommio::timer::sleep(cfg.timeouts.header).await;
+        None
+    };
+    match futures_lite::future::or(handshake, timer).await {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            debug!(core = shard.id, peer = %peer, error = %e, "HTTP/2 handshake failed");
+            None
+        }
+        None => {
+            debug!(core = shard.id, peer = %peer, "HTTP/2 handshake timed out");
+            None
+        }
+    }
+}
+
+/// An accepted stream: answered here when it needs no waiting (`serve_inline`), else in a task
+/// of its own.
+fn start_stream(ctx: &Rc<ConnCtx>, req: Request<RecvStream>, respond: SendResponse<Bytes>) {
+    let (req, respond) = match serve_inline(ctx, req, respond) {
+        Ok(outcome) => {
+            if outcome.reset {
+                ctx.note_reset();
+            }
+            return;
+        }
+        Err(back) => back,
+    };
+    ctx.active.set(ctx.active.get() + 1);
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        let started = Instant::now();
+        let outcome = handle(&ctx, req, respond, started).await;
+        if outcome.reset {
+            ctx.note_reset();
+        }
+        ctx.active.set(ctx.active.get() - 1);
+    })
+    .detach();
 }
