@@ -15,24 +15,74 @@ use bytes::Bytes;
 use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{HeaderValue, Response};
+use http::{response, HeaderValue, Response};
 use tracing::{debug, info, warn};
 
 use super::ctx::{respond_status, ConnCtx, Exchange};
 use super::io::H2Io;
 use super::proxy::{backend_head, response_head};
-use crate::config::WebSocketRoute;
-use crate::observe::metrics::{self, Rejected};
+use crate::config::{Handler, PathRoute, TunnelMode, WebSocketRoute};
+use crate::observe::metrics::{self, HandlerKind, Rejected};
 use crate::policy::balance::Tried;
 use crate::protocol::http::forward;
 use crate::protocol::http::head::{empty_headers, parse_response, Body};
 use crate::protocol::ws;
-use crate::runtime::conn::client::log_access;
+use crate::protocol::ws_endpoint::{self as wse, Decoder, Event};
+use crate::runtime::backend::pools::Lease;
+use crate::runtime::conn::client::{log_access, Terminate};
 use crate::runtime::net::idle;
 use crate::runtime::net::io::ReadBuf;
 use crate::runtime::net::pool;
 use crate::runtime::net::tunnel::Tunnel;
 use crate::runtime::shard::Shard;
+
+/// Extended CONNECT on a stream: a WebSocket (RFC 8441) to a WebSocket route (proxy or tunnel
+/// mode) or to the echo handler; anything else is refused (404, or 405 for a plain CONNECT).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn extended_connect(
+    ctx: &Rc<ConnCtx>,
+    shard: &Rc<Shard>,
+    parts: &http::request::Parts,
+    body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    route: PathRoute<'_>,
+    authority: Option<&str>,
+    path_and_query: &str,
+) -> Result<(), h2::Error> {
+    let protocol = parts.extensions.get::<h2::ext::Protocol>();
+    ex.handler = HandlerKind::WebSocket;
+    match (protocol, route.websocket) {
+        (Some(p), Some(ws_route)) if p.as_str().eq_ignore_ascii_case("websocket") => {
+            // Boxed, here and below, as `stream::route`'s branches are: the stream's task stays
+            // small; a branch's state is allocated when it runs.
+            Box::pin(websocket(
+                ctx,
+                shard,
+                parts,
+                body,
+                respond,
+                ex,
+                ws_route,
+                authority,
+                path_and_query,
+            ))
+            .await
+        }
+        // The built-in echo endpoint over RFC 8441.
+        (Some(p), None)
+            if p.as_str().eq_ignore_ascii_case("websocket")
+                && matches!(route.context.map(|c| &c.handler), Some(Handler::Echo)) =>
+        {
+            ex.handler = HandlerKind::Echo;
+            Box::pin(echo(ctx, shard, parts, body, respond, ex)).await
+        }
+        // Extended CONNECT for something else, or to a URI without a WebSocket route.
+        (Some(_), _) => respond_status(respond, ex, 404, &[], false),
+        // Plain CONNECT: Ringway is no forward proxy over HTTP/2.
+        (None, _) => respond_status(respond, ex, 405, &[], false),
+    }
+}
 
 /// RFC 8441 §5: the checks of an HTTP/1.1 upgrade, minus the key: version 13 (else 426), the
 /// route's `origins` (else 403), `upgrades_per_ip` (else 429). `Ok(false)`: refused, and
@@ -83,7 +133,7 @@ fn upgrade_allowed(
 /// The built-in echo endpoint (`handler = "echo"`) over an RFC 8441 stream: every message
 /// comes back as one frame of its type; ping → pong, Close → Close; violations close with
 /// their code, as tunnel mode's endpoint does (the same decoder).
-pub(super) async fn echo(
+async fn echo(
     ctx: &Rc<ConnCtx>,
     shard: &Rc<Shard>,
     parts: &http::request::Parts,
@@ -91,7 +141,6 @@ pub(super) async fn echo(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
 ) -> Result<(), h2::Error> {
-    use crate::protocol::ws_endpoint::{self as wse, Decoder, Event};
     use futures_lite::io::AsyncReadExt;
     if !upgrade_allowed(ctx, shard, parts, respond, ex, None)? {
         return Ok(());
@@ -127,47 +176,8 @@ pub(super) async fn echo(
         watch.touch();
         ex.bytes.0 += n as u64;
         buf.extend_from_slice(&chunk[..n]);
-        let mut used = 0;
         let mut out = Vec::new();
-        let mut end = false;
-        loop {
-            match dec.decode(&mut buf[used..]) {
-                Err(v) => {
-                    wse::close(&mut out, v.code());
-                    end = true;
-                    break;
-                }
-                Ok((0, None)) => break,
-                Ok((n, ev)) => {
-                    used += n;
-                    match ev {
-                        Some(Event::Message { text, payload }) => {
-                            let op = if text {
-                                ws::opcode::TEXT
-                            } else {
-                                ws::opcode::BINARY
-                            };
-                            let (h, hn) = wse::frame_header(op, payload.len());
-                            out.extend_from_slice(&h[..hn]);
-                            out.extend_from_slice(payload);
-                        }
-                        Some(Event::Ping(p)) => wse::control_frame(&mut out, ws::opcode::PONG, p),
-                        Some(Event::Close { code, .. }) => {
-                            match code {
-                                Some(c) => wse::close(&mut out, c),
-                                None => wse::control_frame(&mut out, ws::opcode::CLOSE, &[]),
-                            }
-                            end = true;
-                        }
-                        Some(Event::Pong(_)) | None => {}
-                    }
-                    dec.release();
-                    if end {
-                        break;
-                    }
-                }
-            }
-        }
+        let (used, end) = echo_frames(&mut dec, &mut buf, &mut out);
         buf.drain(..used);
         if !out.is_empty() {
             ex.bytes.1 += out.len() as u64;
@@ -181,6 +191,53 @@ pub(super) async fn echo(
     }
     let _ = futures_lite::future::poll_fn(|cx| Pin::new(&mut io).poll_close(cx)).await;
     Ok(())
+}
+
+/// Answers the whole frames `buf` holds into `out` (echo): a message comes back as one frame of
+/// its type, ping → pong, Close → Close, a violation → Close with its code. Returns how much
+/// of `buf` was used, and whether the session ends.
+fn echo_frames(dec: &mut Decoder, buf: &mut [u8], out: &mut Vec<u8>) -> (usize, bool) {
+    let mut used = 0;
+    let mut end = false;
+    loop {
+        match dec.decode(&mut buf[used..]) {
+            Err(v) => {
+                wse::close(out, v.code());
+                end = true;
+                break;
+            }
+            Ok((0, None)) => break,
+            Ok((n, ev)) => {
+                used += n;
+                match ev {
+                    Some(Event::Message { text, payload }) => {
+                        let op = if text {
+                            ws::opcode::TEXT
+                        } else {
+                            ws::opcode::BINARY
+                        };
+                        let (h, hn) = wse::frame_header(op, payload.len());
+                        out.extend_from_slice(&h[..hn]);
+                        out.extend_from_slice(payload);
+                    }
+                    Some(Event::Ping(p)) => wse::control_frame(out, ws::opcode::PONG, p),
+                    Some(Event::Close { code, .. }) => {
+                        match code {
+                            Some(c) => wse::close(out, c),
+                            None => wse::control_frame(out, ws::opcode::CLOSE, &[]),
+                        }
+                        end = true;
+                    }
+                    Some(Event::Pong(_)) | None => {}
+                }
+                dec.release();
+                if end {
+                    break;
+                }
+            }
+        }
+    }
+    (used, end)
 }
 
 /// A nonce for the backend handshake (`Sec-WebSocket-Key`: 16 bytes, base64); the clock and a
@@ -207,7 +264,7 @@ fn backend_key() -> [u8; 24] {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn websocket(
+async fn websocket(
     ctx: &Rc<ConnCtx>,
     shard: &Rc<Shard>,
     parts: &http::request::Parts,
@@ -247,25 +304,9 @@ pub(super) async fn websocket(
     let mut ok = Response::builder().status(200);
     let terminate = match &route.tunnel {
         Some(mode) => {
-            let requested: Vec<&[u8]> = parts
-                .headers
-                .get_all("sec-websocket-protocol")
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect();
-            let chosen = crate::runtime::handlers::wstunnel::choose_subprotocol(
-                &mode.subprotocols,
-                &requested,
-            );
-            if let Some(p) = chosen.and_then(|i| mode.subprotocols.get(i)) {
-                ok = ok.header("sec-websocket-protocol", p.as_str());
-            }
-            Some(crate::runtime::conn::client::Terminate {
-                text: mode.text,
-                ping: mode.ping_interval,
-                max_message: mode.max_message,
-                early: Vec::new(),
-            })
+            let (with_protocol, terminate) = tunnel_mode(mode, parts, ok);
+            ok = with_protocol;
+            Some(terminate)
         }
         None => {
             let key = backend_key();
@@ -303,27 +344,8 @@ pub(super) async fn websocket(
                     return respond_status(respond, ex, status, &[], false);
                 }
             };
-            let verdict = {
-                let mut headers = empty_headers();
-                let max = shard.config.limits.max_header_bytes;
-                match parse_response(&brb.data()[..end], &mut headers, max) {
-                    Ok(Some(r)) if r.code == 101 => match ws::check_backend_101(&r, &key) {
-                        Ok(()) => {
-                            for name in ["sec-websocket-protocol", "sec-websocket-extensions"] {
-                                if let Some(v) = r.header(name) {
-                                    if let Ok(v) = HeaderValue::from_bytes(v) {
-                                        ok = ok.header(name, v);
-                                    }
-                                }
-                            }
-                            Ok(())
-                        }
-                        Err(reason) => Err((502, Rejected::BadAccept, reason)),
-                    },
-                    Ok(Some(r)) => Err((r.code, Rejected::Not101, "backend refused the upgrade")),
-                    _ => Err((502, Rejected::BadAccept, "malformed backend response head")),
-                }
-            };
+            let (checked, verdict) = backend_101(shard, &brb.data()[..end], &key, ok);
+            ok = checked;
             if let Err((status, why, reason)) = verdict {
                 info!(core = shard.id, backend = %name, status, reason, "websocket (HTTP/2): no tunnel");
                 metrics::with(|m| m.upgrade_rejected(why));
@@ -354,8 +376,83 @@ pub(super) async fn websocket(
         m.request(ex.vhost, ex.handler, 200, ex.started.elapsed());
         m.tunnel_opened(shard.ids.backends[lease.backend]);
     });
+    let io = H2Io::new(body, send);
+    relay(ctx, shard, ex, lease, io, early, terminate).await;
+    Ok(())
+}
+
+/// Tunnel mode: the subprotocol offered back (on `ok`, the `200`), and how Ringway ends the
+/// WebSocket.
+fn tunnel_mode(
+    mode: &TunnelMode,
+    parts: &http::request::Parts,
+    mut ok: response::Builder,
+) -> (response::Builder, Terminate) {
+    let requested: Vec<&[u8]> = parts
+        .headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let chosen =
+        crate::runtime::handlers::wstunnel::choose_subprotocol(&mode.subprotocols, &requested);
+    if let Some(p) = chosen.and_then(|i| mode.subprotocols.get(i)) {
+        ok = ok.header("sec-websocket-protocol", p.as_str());
+    }
+    let terminate = Terminate {
+        text: mode.text,
+        ping: mode.ping_interval,
+        max_message: mode.max_message,
+        early: Vec::new(),
+    };
+    (ok, terminate)
+}
+
+/// Proxy mode: the backend's answer to the upgrade (`head`) checked, a 101 with the accept
+/// value of `key`; its subprotocol and extensions go on `ok`, the `200`. A refusal: the status,
+/// why (for metrics), and the reason (for the log).
+#[allow(clippy::type_complexity)]
+fn backend_101(
+    shard: &Shard,
+    head: &[u8],
+    key: &[u8; 24],
+    mut ok: response::Builder,
+) -> (response::Builder, Result<(), (u16, Rejected, &'static str)>) {
+    let mut headers = empty_headers();
+    let max = shard.config.limits.max_header_bytes;
+    let verdict = match parse_response(head, &mut headers, max) {
+        Ok(Some(r)) if r.code == 101 => match ws::check_backend_101(&r, key) {
+            Ok(()) => {
+                for name in ["sec-websocket-protocol", "sec-websocket-extensions"] {
+                    if let Some(v) = r.header(name) {
+                        if let Ok(v) = HeaderValue::from_bytes(v) {
+                            ok = ok.header(name, v);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(reason) => Err((502, Rejected::BadAccept, reason)),
+        },
+        Ok(Some(r)) => Err((r.code, Rejected::Not101, "backend refused the upgrade")),
+        _ => Err((502, Rejected::BadAccept, "malformed backend response head")),
+    };
+    (ok, verdict)
+}
+
+/// The open WebSocket: the stream's DATA relayed to the backend (proxy mode) or ended in
+/// Ringway (tunnel mode) until either side closes or it idles out; then counted and logged.
+async fn relay(
+    ctx: &ConnCtx,
+    shard: &Shard,
+    ex: &Exchange,
+    mut lease: Lease,
+    mut io: H2Io,
+    early: Vec<u8>,
+    terminate: Option<Terminate>,
+) {
+    let backends = &shard.backends;
     let opened = Instant::now();
-    let mut io = H2Io::new(body, send);
     let watch = idle::watch(shard.config.timeouts.tunnel_idle);
     let result = async {
         if !early.is_empty() {
@@ -391,5 +488,4 @@ pub(super) async fn websocket(
         true,
     );
     backends.release(lease, false);
-    Ok(())
 }

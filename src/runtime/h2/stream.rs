@@ -5,7 +5,7 @@
 //!   window. One up to `SMALL_FILE_MAX` (or its error) is answered in the connection's task
 //!   (`serve_inline`), without a task of its own.
 //! - A proxy context: `proxy`.
-//! - Extended CONNECT: `connect`. Plain CONNECT answers 405: no forward proxy over HTTP/2.
+//! - CONNECT: `connect` (extended CONNECT for WebSockets; a plain CONNECT answers 405).
 //! - Errors get the same statuses as over HTTP/1.1.
 
 use std::rc::Rc;
@@ -16,7 +16,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderValue, Request, Response};
 
-use super::connect::{echo, websocket};
+use super::connect::extended_connect;
 use super::ctx::{finish, new_exchange, respond_status, target_of, ConnCtx, Exchange, Outcome};
 use super::io::send_all;
 use super::proxy::proxy;
@@ -129,39 +129,19 @@ async fn route(
     ex.vhost = shard.ids.vhosts[vhost_index];
     let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
     let route = vhost.route(path);
-    let protocol = parts.extensions.get::<h2::ext::Protocol>();
     if parts.method == http::Method::CONNECT {
-        ex.handler = HandlerKind::WebSocket;
-        return match (protocol, route.websocket) {
-            (Some(p), Some(ws_route)) if p.as_str().eq_ignore_ascii_case("websocket") => {
-                // Boxed, here and below: the stream's task stays small (a 3 KiB future was
-                // copied on every spawn); a branch's state is allocated when it runs.
-                Box::pin(websocket(
-                    ctx,
-                    shard,
-                    parts,
-                    body,
-                    respond,
-                    ex,
-                    ws_route,
-                    authority,
-                    path_and_query,
-                ))
-                .await
-            }
-            // The built-in echo endpoint over RFC 8441.
-            (Some(p), None)
-                if p.as_str().eq_ignore_ascii_case("websocket")
-                    && matches!(route.context.map(|c| &c.handler), Some(Handler::Echo)) =>
-            {
-                ex.handler = HandlerKind::Echo;
-                Box::pin(echo(ctx, shard, parts, body, respond, ex)).await
-            }
-            // Extended CONNECT for something else, or to a URI without a WebSocket route.
-            (Some(_), _) => respond_status(respond, ex, 404, &[], false),
-            // Plain CONNECT: Ringway is no forward proxy over HTTP/2.
-            (None, _) => respond_status(respond, ex, 405, &[], false),
-        };
+        return extended_connect(
+            ctx,
+            shard,
+            parts,
+            body,
+            respond,
+            ex,
+            route,
+            authority,
+            path_and_query,
+        )
+        .await;
     }
     ex.handler = match route.context.map(|c| &c.handler) {
         Some(Handler::Echo) => HandlerKind::Echo,
@@ -180,6 +160,8 @@ async fn route(
         ),
         Some(Handler::Connect { .. }) => respond_status(respond, ex, 405, &[], head_only),
         Some(Handler::Proxy { backend, host }) => {
+            // Boxed, here and below (and in `connect`): the stream's task stays small (a 3 KiB
+            // future was copied on every spawn); a branch's state is allocated when it runs.
             Box::pin(proxy(
                 ctx,
                 shard,
