@@ -324,49 +324,7 @@ async fn response(
     .map_err(ProxyFail::Status)?;
     // The head in one shared buffer: every field value is a slice of it (no copy per field).
     let head = Bytes::copy_from_slice(&brb.data()[..end]);
-    let (resp, framing, keep_alive) = {
-        let mut headers = empty_headers();
-        let max = shard.config.limits.max_header_bytes;
-        let Ok(Some(r)) = parse_response(&head, &mut headers, max) else {
-            return Err(ProxyFail::Status(502));
-        };
-        let method = if head_only { "HEAD" } else { "GET" };
-        let framing = r.body(method).map_err(|_| ProxyFail::Status(502))?;
-        let mut connection_names: Vec<&[u8]> = Vec::new();
-        if r.headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("connection"))
-        {
-            connection_names = r
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|h| h.value.split(|&b| b == b',').map(|t| t.trim_ascii()))
-                .collect();
-        }
-        let mut out = Response::new(());
-        *out.status_mut() =
-            http::StatusCode::from_u16(r.code).map_err(|_| ProxyFail::Status(502))?;
-        let map = out.headers_mut();
-        map.reserve(r.headers.len());
-        for h in r.headers {
-            if !response_field_forwarded(h.name, &connection_names) {
-                continue;
-            }
-            let at = h.value.as_ptr() as usize - head.as_ptr() as usize;
-            let value = head.slice(at..at + h.value.len());
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_maybe_shared(value),
-            ) {
-                map.append(n, v);
-            }
-        }
-        let server = shard.ids.servers[lease.backend][lease.server];
-        metrics::with(|m| m.backend_request(server, r.code));
-        ex.status = r.code;
-        (out, framing, r.keep_alive())
-    };
+    let (resp, framing, keep_alive) = response_parts(shard, lease, &head, head_only, ex)?;
     brb.consume(end);
     if framing == Body::None {
         respond.send_response(resp, true)?;
@@ -376,6 +334,58 @@ async fn response(
     let limit = shard.config.timeouts.upstream_read;
     let done = response_body(&mut lease.conn, brb, framing, &mut send, limit, &watch, ex).await?;
     Ok(done && keep_alive && framing != Body::UntilClose && brb.is_empty())
+}
+
+/// The backend's response head (`head`) as the stream's response: the status and the fields
+/// HTTP/2 carries, each value a slice of `head`; with the body's framing and whether the
+/// backend keeps the connection.
+fn response_parts(
+    shard: &Shard,
+    lease: &Lease,
+    head: &Bytes,
+    head_only: bool,
+    ex: &mut Exchange,
+) -> Result<(Response<()>, Body, bool), ProxyFail> {
+    let mut headers = empty_headers();
+    let max = shard.config.limits.max_header_bytes;
+    let Ok(Some(r)) = parse_response(head, &mut headers, max) else {
+        return Err(ProxyFail::Status(502));
+    };
+    let method = if head_only { "HEAD" } else { "GET" };
+    let framing = r.body(method).map_err(|_| ProxyFail::Status(502))?;
+    let mut connection_names: Vec<&[u8]> = Vec::new();
+    if r.headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"))
+    {
+        connection_names = r
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b',').map(|t| t.trim_ascii()))
+            .collect();
+    }
+    let mut out = Response::new(());
+    *out.status_mut() = http::StatusCode::from_u16(r.code).map_err(|_| ProxyFail::Status(502))?;
+    let map = out.headers_mut();
+    map.reserve(r.headers.len());
+    for h in r.headers {
+        if !response_field_forwarded(h.name, &connection_names) {
+            continue;
+        }
+        let at = h.value.as_ptr() as usize - head.as_ptr() as usize;
+        let value = head.slice(at..at + h.value.len());
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    let server = shard.ids.servers[lease.backend][lease.server];
+    metrics::with(|m| m.backend_request(server, r.code));
+    ex.status = r.code;
+    Ok((out, framing, r.keep_alive()))
 }
 
 /// Relays the response body into DATA frames, as it comes (SSE, long-poll), within the
