@@ -1,0 +1,299 @@
+//! One request stream, routed like an HTTP/1.1 request on the same listener (vhost by
+//! `:authority`, then the URI's route) and answered by its handler:
+//!
+//! - `GET`/`HEAD` on a static context: the file, streamed within the stream's flow-control
+//!   window. One up to `SMALL_FILE_MAX` (or its error) is answered in the connection's task
+//!   (`serve_inline`), without a task of its own.
+//! - A proxy context: `proxy`.
+//! - CONNECT: `connect` (extended CONNECT for WebSockets; a plain CONNECT answers 405).
+//! - Errors get the same statuses as over HTTP/1.1.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderValue, Request, Response};
+
+use super::connect::extended_connect;
+use super::ctx::{finish, new_exchange, respond_status, target_of, ConnCtx, Exchange, Outcome};
+use super::io::send_all;
+use super::proxy::proxy;
+use crate::config::Handler;
+use crate::observe::metrics::HandlerKind;
+use crate::policy::static_files;
+use crate::runtime::net::pool;
+use crate::runtime::shard::Shard;
+
+/// Serves, in the connection's task, a stream that needs no waiting: a `GET`/`HEAD` for a
+/// static file up to `SMALL_FILE_MAX` (or its error). No task is spawned for it: the common
+/// static request costs one call. Anything else comes back, for a task of its own.
+#[allow(clippy::result_large_err)]
+pub(super) fn serve_inline(
+    ctx: &Rc<ConnCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) -> Result<Outcome, (Request<RecvStream>, SendResponse<Bytes>)> {
+    let method = req.method();
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return Err((req, respond));
+    }
+    let shard = ctx.core.current();
+    let found = {
+        let (authority, target) = target_of(req.uri(), req.headers());
+        let path = target.split(['?', '#']).next().unwrap_or("/");
+        shard
+            .routes
+            .vhost_at(ctx.listener, authority.map(str::as_bytes))
+            .map(|(i, v)| {
+                let handler = v.route(path).context.map(|c| &c.handler);
+                (i, matches!(handler, Some(Handler::Static) | None))
+            })
+    };
+    let vhost_index = match found {
+        Some((i, true)) => i,
+        // Other handlers, and unknown hosts (answered by `route`), go the general way.
+        _ => return Err((req, respond)),
+    };
+    let vhost = &shard.routes.vhosts[vhost_index];
+    let (parts, _body) = req.into_parts();
+    let (authority, target) = target_of(&parts.uri, &parts.headers);
+    let mut ex = new_exchange(&parts, authority, target, Instant::now());
+    ex.vhost = shard.ids.vhosts[vhost_index];
+    ex.handler = HandlerKind::Static;
+    let head_only = parts.method == http::Method::HEAD;
+    let resp = static_lookup(vhost, &parts, target);
+    match static_head(&mut respond, &mut ex, resp, head_only) {
+        Ok(None) => Ok(finish(ctx, &shard, &ex, Ok(()))),
+        Err(e) => Ok(finish(ctx, &shard, &ex, Err(e))),
+        Ok(Some((send, file, len))) => {
+            // A large file: its own task, within the window.
+            let ctx = ctx.clone();
+            ctx.active.set(ctx.active.get() + 1);
+            glommio::spawn_local(async move {
+                let result = big_file(send, file, len, &mut ex).await;
+                let outcome = finish(&ctx, &shard, &ex, result);
+                if outcome.reset {
+                    ctx.note_reset();
+                }
+                ctx.active.set(ctx.active.get() - 1);
+            })
+            .detach();
+            Ok(Outcome::default())
+        }
+    }
+}
+
+pub(super) async fn handle(
+    ctx: &Rc<ConnCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    started: Instant,
+) -> Outcome {
+    let shard = ctx.core.current();
+    let (parts, body) = req.into_parts();
+    let (authority, target) = target_of(&parts.uri, &parts.headers);
+    let mut ex = new_exchange(&parts, authority, target, started);
+    let result = route(
+        ctx,
+        &shard,
+        &parts,
+        body,
+        &mut respond,
+        &mut ex,
+        authority,
+        target,
+    )
+    .await;
+    finish(ctx, &shard, &ex, result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    ctx: &Rc<ConnCtx>,
+    shard: &Rc<Shard>,
+    parts: &http::request::Parts,
+    body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    authority: Option<&str>,
+    path_and_query: &str,
+) -> Result<(), h2::Error> {
+    let head_only = parts.method == http::Method::HEAD;
+    let host = authority.map(str::as_bytes);
+    let Some((vhost_index, vhost)) = shard.routes.vhost_at(ctx.listener, host) else {
+        let status = if ctx.tls { 421 } else { 404 };
+        return respond_status(respond, ex, status, &[], head_only);
+    };
+    ex.vhost = shard.ids.vhosts[vhost_index];
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
+    let route = vhost.route(path);
+    if parts.method == http::Method::CONNECT {
+        return extended_connect(
+            ctx,
+            shard,
+            parts,
+            body,
+            respond,
+            ex,
+            route,
+            authority,
+            path_and_query,
+        )
+        .await;
+    }
+    ex.handler = match route.context.map(|c| &c.handler) {
+        Some(Handler::Echo) => HandlerKind::Echo,
+        Some(Handler::Proxy { .. }) => HandlerKind::Proxy,
+        Some(Handler::Connect { .. }) => HandlerKind::Connect,
+        Some(Handler::Static) | None => HandlerKind::Static,
+    };
+    match route.context.map(|c| &c.handler) {
+        // A WebSocket-only endpoint without an extended CONNECT.
+        Some(Handler::Echo) => respond_status(
+            respond,
+            ex,
+            426,
+            &[("sec-websocket-version", "13")],
+            head_only,
+        ),
+        Some(Handler::Connect { .. }) => respond_status(respond, ex, 405, &[], head_only),
+        Some(Handler::Proxy { backend, host }) => {
+            // Boxed, here and below (and in `connect`): the stream's task stays small (a 3 KiB
+            // future was copied on every spawn); a branch's state is allocated when it runs.
+            Box::pin(proxy(
+                ctx,
+                shard,
+                parts,
+                body,
+                respond,
+                ex,
+                *backend,
+                host.as_deref(),
+                authority,
+                path_and_query,
+            ))
+            .await
+        }
+        Some(Handler::Static) | None => {
+            let resp = static_lookup(vhost, parts, path_and_query);
+            match static_head(respond, ex, resp, head_only)? {
+                None => Ok(()),
+                Some((send, file, len)) => Box::pin(big_file(send, file, len, ex)).await,
+            }
+        }
+    }
+}
+
+/// The static answer for a request (`static_files::serve`, as over HTTP/1.1).
+fn static_lookup(
+    vhost: &crate::config::VHost,
+    parts: &http::request::Parts,
+    target: &str,
+) -> static_files::StaticResponse {
+    let ims = parts
+        .headers
+        .get(http::header::IF_MODIFIED_SINCE)
+        .map(HeaderValue::as_bytes);
+    static_files::serve(
+        &vhost.doc_root,
+        crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
+        parts.method.as_str().as_bytes(),
+        target.as_bytes(),
+        ims,
+    )
+}
+
+/// Files up to this size go out in one DATA write from an exact-size buffer, without waiting
+/// for window (h2 holds what the window does not take yet; bounded by this).
+const SMALL_FILE_MAX: u64 = 64 * 1024;
+
+/// Answers a static response: the head, and the body when it is small (one DATA write from an
+/// exact-size buffer). A larger file comes back with its stream, for `big_file`.
+#[allow(clippy::type_complexity)]
+fn static_head(
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    resp: static_files::StaticResponse,
+    head_only: bool,
+) -> Result<Option<(SendStream<Bytes>, std::fs::File, u64)>, h2::Error> {
+    use std::io::Read;
+    ex.status = resp.status;
+    let body = !head_only && resp.status != 304;
+    let mut r = Response::builder()
+        .status(resp.status)
+        .header("content-type", HeaderValue::from_static(resp.content_type));
+    if resp.status != 304 {
+        r = r.header("content-length", resp.content_length);
+    }
+    if let Some(lm) = &resp.last_modified {
+        r = r.header("last-modified", lm.as_str());
+    }
+    if resp.allow {
+        r = r.header("allow", "GET, HEAD");
+    }
+    let Some(mut file) = resp.file.filter(|_| body) else {
+        let text = static_files::error_body(resp.status);
+        let end = !body || text.is_empty();
+        let mut send = respond.send_response(r.body(()).unwrap_or_default(), end)?;
+        if !end {
+            ex.bytes.1 += text.len() as u64;
+            send.send_data(Bytes::from_static(text), true)?;
+        }
+        return Ok(None);
+    };
+    if resp.content_length == 0 {
+        respond.send_response(r.body(()).unwrap_or_default(), true)?;
+        return Ok(None);
+    }
+    if resp.content_length <= SMALL_FILE_MAX {
+        let mut data = Vec::with_capacity(resp.content_length as usize);
+        let complete = (&mut file)
+            .take(resp.content_length)
+            .read_to_end(&mut data)
+            .is_ok_and(|n| n as u64 == resp.content_length);
+        let mut send = respond.send_response(r.body(()).unwrap_or_default(), false)?;
+        if !complete {
+            // The file shrank: the promised length cannot be met.
+            send.send_reset(Reason::INTERNAL_ERROR);
+            return Ok(None);
+        }
+        ex.bytes.1 += data.len() as u64;
+        send.send_data(Bytes::from(data), true)?;
+        return Ok(None);
+    }
+    let send = respond.send_response(r.body(()).unwrap_or_default(), false)?;
+    Ok(Some((send, file, resp.content_length)))
+}
+
+/// A file larger than `SMALL_FILE_MAX`: read in pooled buffers, sent within the window.
+async fn big_file(
+    mut send: SendStream<Bytes>,
+    mut file: std::fs::File,
+    mut left: u64,
+    ex: &mut Exchange,
+) -> Result<(), h2::Error> {
+    use std::io::Read;
+    let mut buf = pool::take();
+    let result = async {
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match file.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => {
+                    // The file shrank: the promised length cannot be met.
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return Ok(());
+                }
+                Ok(n) => n,
+            };
+            send_all(&mut send, &buf[..n]).await?;
+            ex.bytes.1 += n as u64;
+            left -= n as u64;
+        }
+        send.send_data(Bytes::new(), true)
+    }
+    .await;
+    pool::give(buf);
+    result
+}
