@@ -2,12 +2,24 @@
 //!
 //! `combined` is the Apache/nginx combined format followed by Ringway's fields as `key=value`
 //! pairs; `json` is one JSON object per line. Bytes a peer sent (path, referer, user agent)
-//! are escaped: `"`, `\`, control and non-ASCII bytes as `\xHH` in combined, JSON escapes in
-//! json, so a line is always one line of valid text.
+//! are escaped, so a line is always one line of valid text:
+//!
+//! - combined: `"`, `\`, control and non-ASCII bytes as `\xHH`;
+//! - json: serialized by `serde_json` (escaping correct by construction: `"`, `\` and control
+//!   characters escaped, `\n`/`\t`-style where JSON has a short form, `\u00XX` otherwise).
+//!   JSON strings are Unicode, so bytes that are not UTF-8 become U+FFFD, one per invalid
+//!   sequence (`String::from_utf8_lossy`): a line says that a path held such bytes, not which;
+//!   the combined format keeps them. DEL (0x7F) is written as is, as JSON allows.
+//!
+//! Lines are appended to the caller's buffer; a json line is serialized straight into it.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+use serde_json::ser::Formatter;
 
 use crate::config::AccessFormat;
 
@@ -46,13 +58,15 @@ pub struct Entry<'a> {
 
 /// Appends one line (with its `\n`) to `out`.
 pub fn write(out: &mut Vec<u8>, e: &Entry<'_>, format: AccessFormat) {
-    let mut s = String::with_capacity(256);
     match format {
-        AccessFormat::Combined => combined(&mut s, e),
-        AccessFormat::Json => json(&mut s, e),
+        AccessFormat::Combined => {
+            let mut s = String::with_capacity(256);
+            combined(&mut s, e);
+            s.push('\n');
+            out.extend_from_slice(s.as_bytes());
+        }
+        AccessFormat::Json => json(out, e),
     }
-    s.push('\n');
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn combined(s: &mut String, e: &Entry<'_>) {
@@ -111,58 +125,93 @@ fn quoted_bytes(s: &mut String, b: &[u8]) {
     }
 }
 
-fn json(s: &mut String, e: &Entry<'_>) {
-    let (y, mo, d, h, mi, sec) = civil(e.time);
-    let millis = e
-        .time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_millis());
-    let _ = write!(
-        s,
-        "{{\"time\":\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{millis:03}Z\",\"client\":\"{}\",\"vhost\":",
-        e.client
-    );
-    json_bytes(s, e.vhost.as_bytes());
-    s.push_str(",\"method\":");
-    json_bytes(s, e.method);
-    s.push_str(",\"path\":");
-    json_bytes(s, e.target);
-    let _ = write!(
-        s,
-        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_s\":{:.6},\"backend\":",
-        protocol(e.minor),
-        e.status,
-        e.bytes_in,
-        e.bytes_out,
-        e.duration.as_secs_f64()
-    );
-    match e.backend {
-        Some(b) => json_bytes(s, b.as_bytes()),
-        None => s.push_str("null"),
-    }
-    s.push_str(",\"upgrade\":");
-    s.push_str(if e.upgrade { "\"ws\"" } else { "null" });
-    s.push_str(",\"referer\":");
-    json_bytes(s, e.referer);
-    s.push_str(",\"user_agent\":");
-    json_bytes(s, e.user_agent);
-    s.push('}');
+/// A json line's fields, in their order.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: Rfc3339,
+    client: IpAddr,
+    vhost: &'a str,
+    method: Lossy<'a>,
+    path: Lossy<'a>,
+    protocol: &'static str,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_s: f64,
+    backend: Option<&'a str>,
+    /// `"ws"` on a tunnel's line.
+    upgrade: Option<&'static str>,
+    referer: Lossy<'a>,
+    user_agent: Lossy<'a>,
 }
 
-/// A JSON string of bytes that may not be UTF-8 (invalid sequences become U+FFFD).
-fn json_bytes(s: &mut String, b: &[u8]) {
-    s.push('"');
-    for c in String::from_utf8_lossy(b).chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(s, "\\u{:04x}", c as u32);
-            }
-            c => s.push(c),
-        }
+/// `2026-12-05T07:47:03.250Z`: UTC, milliseconds.
+struct Rfc3339(SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, mo, d, h, mi, sec) = civil(self.0);
+        let millis = self
+            .0
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.subsec_millis());
+        write!(
+            f,
+            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{millis:03}Z"
+        )
     }
-    s.push('"');
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Bytes a peer sent, as a JSON string: invalid UTF-8 becomes U+FFFD (borrowed, no copy, when
+/// the bytes are valid).
+struct Lossy<'a>(&'a [u8]);
+
+impl Serialize for Lossy<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(self.0))
+    }
+}
+
+/// Compact JSON with floats at 6 decimals (`duration_s`, microseconds: `0.001500`).
+struct Micros;
+
+impl Formatter for Micros {
+    fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
+        write!(w, "{value:.6}")
+    }
+}
+
+fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
+    let line = JsonLine {
+        time: Rfc3339(e.time),
+        client: e.client,
+        vhost: e.vhost,
+        method: Lossy(e.method),
+        path: Lossy(e.target),
+        protocol: protocol(e.minor),
+        status: e.status,
+        bytes_in: e.bytes_in,
+        bytes_out: e.bytes_out,
+        duration_s: e.duration.as_secs_f64(),
+        backend: e.backend,
+        upgrade: e.upgrade.then_some("ws"),
+        referer: Lossy(e.referer),
+        user_agent: Lossy(e.user_agent),
+    };
+    let start = out.len();
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, Micros);
+    // Into a Vec, of these types: it cannot fail; were it to, no half line is left.
+    if line.serialize(&mut ser).is_err() {
+        out.truncate(start);
+        return;
+    }
+    out.push(b'\n');
 }
 
 /// (year, month, day, hour, minute, second) in UTC.
@@ -241,6 +290,71 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part} not in {line}");
         }
+    }
+
+    /// Peer bytes with quotes, backslashes, control bytes and invalid UTF-8.
+    const NASTY: &[u8] = b"/p\"q\\r\x01\x7f\n\t\r\x08\x0c\xc3\x28\xe2\x82\xac\xff";
+
+    #[test]
+    fn json_lines_are_pinned() {
+        let mut e = entry();
+        let mut out = Vec::new();
+        write(&mut out, &e, AccessFormat::Json);
+        e.target = NASTY;
+        e.referer = b"http://r/\"";
+        e.user_agent = b"\x00ua";
+        e.vhost = "-";
+        e.minor = HTTP2;
+        e.client = "::1".parse().unwrap();
+        e.duration = Duration::from_nanos(1);
+        e.backend = None;
+        e.upgrade = true;
+        write(&mut out, &e, AccessFormat::Json);
+        e.duration = Duration::from_secs(3600);
+        e.time = UNIX_EPOCH;
+        e.minor = 0;
+        write(&mut out, &e, AccessFormat::Json);
+        // As the hand-written writer had them, but for the short escapes (`\n` for `\u000a`)
+        // and DEL unescaped.
+        let first = r#"{"time":"2026-12-05T07:47:03.250Z","client":"127.0.0.1","vhost":"site","method":"GET","path":"/a \"b\"\u0001�","protocol":"HTTP/1.1","status":200,"bytes_in":78,"bytes_out":1234,"duration_s":0.001500,"backend":"127.0.0.1:9001","upgrade":null,"referer":"","user_agent":"curl/8"}"#;
+        let tunnel = r#"{"time":"TIME","client":"::1","vhost":"-","method":"GET","path":"/p\"q\\r\u0001DEL\n\t\r\b\f�(€�","protocol":"PROTO","status":200,"bytes_in":78,"bytes_out":1234,"duration_s":SECONDS,"backend":null,"upgrade":"ws","referer":"http://r/\"","user_agent":"\u0000ua"}"#
+            .replace("DEL", "\x7f");
+        let line = |time: &str, proto: &str, seconds: &str| {
+            tunnel
+                .replace("TIME", time)
+                .replace("PROTO", proto)
+                .replace("SECONDS", seconds)
+        };
+        let want = [
+            first.to_string(),
+            line("2026-12-05T07:47:03.250Z", "HTTP/2.0", "0.000000"),
+            line("1970-01-01T00:00:00.000Z", "HTTP/1.0", "3600.000000"),
+        ];
+        assert_eq!(String::from_utf8(out).unwrap(), want.join("\n") + "\n");
+    }
+
+    #[test]
+    fn json_lines_parse_back() {
+        let mut e = entry();
+        e.target = NASTY;
+        e.referer = b"\\\"\x1b[31m";
+        e.user_agent = b"ok\xc0\xaf";
+        let mut out = Vec::new();
+        write(&mut out, &e, AccessFormat::Json);
+        write(&mut out, &e, AccessFormat::Json);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            v["path"],
+            "/p\"q\\r\u{1}\u{7f}\n\t\r\u{8}\u{c}\u{fffd}(\u{20ac}\u{fffd}"
+        );
+        assert_eq!(v["referer"], "\\\"\u{1b}[31m");
+        // An overlong encoding: one U+FFFD per invalid byte.
+        assert_eq!(v["user_agent"], "ok\u{fffd}\u{fffd}");
+        assert_eq!(v["duration_s"], 0.0015);
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["upgrade"], serde_json::Value::Null);
     }
 
     #[test]
