@@ -4,7 +4,9 @@
 mod backend;
 mod harness;
 mod http_backends;
+mod ocsp_responders;
 mod pki;
+mod tls_clients;
 
 mod bad_input;
 mod cli;
