@@ -18,6 +18,7 @@ mod http_proxy;
 mod http_smuggling;
 mod http_streaming;
 mod http_upstream_errors;
+mod observability;
 mod ocsp;
 mod operations;
 mod routing;
