@@ -13,6 +13,7 @@ mod cli;
 mod edge;
 mod faults;
 mod h2;
+mod h2_websockets;
 mod http_balancing;
 mod http_proxy;
 mod http_smuggling;
