@@ -490,7 +490,8 @@ backend = "echo"
 
 #[test]
 fn tls_passthrough_by_sni_reaches_the_backends_own_certificate() {
-    use crate::pki::{s_client, LeafOpts, Pki};
+    use crate::pki::{LeafOpts, Pki};
+    use crate::tls_clients::s_client;
     let dir = site();
     let pki = Pki::new(dir.path());
     // The backend: openssl s_server with a certificate Ringway does not have.

@@ -275,7 +275,9 @@ fn endless_response_head_gives_502() {
 /// counted as an error.
 #[test]
 fn ocsp_responder_garbage_huge_or_silent_never_stalls_serving() {
-    use crate::pki::{ocsp_lines, s_client, tls_base, vhost, Answer, LeafOpts, MiniResponder, Pki};
+    use crate::ocsp_responders::{Answer, MiniResponder};
+    use crate::pki::{ocsp_lines, tls_base, vhost, LeafOpts, Pki};
+    use crate::tls_clients::s_client;
     let huge = {
         let mut b = b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: 10485760\r\n\r\n".to_vec();
         b.resize(b.len() + (10 << 20), 0x30);

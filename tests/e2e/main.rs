@@ -4,14 +4,22 @@
 mod backend;
 mod harness;
 mod http_backends;
+mod ocsp_responders;
 mod pki;
+mod tls_clients;
 
 mod bad_input;
 mod cli;
 mod edge;
 mod faults;
 mod h2;
+mod h2_websockets;
+mod http_balancing;
 mod http_proxy;
+mod http_smuggling;
+mod http_streaming;
+mod http_upstream_errors;
+mod observability;
 mod ocsp;
 mod operations;
 mod routing;

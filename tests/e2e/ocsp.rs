@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use x509_ocsp::CertStatus;
 
 use crate::harness::{free_port, site, temp_dir, wait_until, Ringway, WAIT};
-use crate::pki::{
-    ocsp_lines, parse_staple, path_str, s_client, s_client_until, self_signed, tls, tls_base,
-    vhost, Answer, Craft, CraftSigner, IndexStatus, Leaf, LeafOpts, MiniResponder,
-    OpensslResponder, Pki, Relay, Staple, TlsOpts,
+use crate::ocsp_responders::{
+    parse_staple, Answer, Craft, CraftSigner, MiniResponder, OpensslResponder, Relay,
 };
+use crate::pki::{
+    ocsp_lines, path_str, self_signed, tls_base, vhost, IndexStatus, Leaf, LeafOpts, Pki,
+};
+use crate::tls_clients::{s_client, s_client_until, tls, Staple, TlsOpts};
 
 fn is_good(s: &Staple) -> bool {
     matches!(s, Staple::Good { .. })

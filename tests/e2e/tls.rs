@@ -12,9 +12,10 @@ use tungstenite::Message;
 
 use crate::backend::EchoBackend;
 use crate::harness::{site, wait_until, write_file, Conn, Ringway, WAIT};
-use crate::pki::{
+use crate::pki::{tls_base, vhost, LeafOpts, Pki};
+use crate::tls_clients::{
     client_hello, https_get, https_request, refused_handshake, rustls_error, s_client, tls,
-    tls_base, vhost, wss_close, wss_connect, wss_echo, wss_next, LeafOpts, Pki, TlsOpts,
+    wss_close, wss_connect, wss_echo, wss_next, TlsOpts,
 };
 
 /// One vhost `a` (a.example and `*`) with a ws:// backend at /ws/ and the echo handler at
