@@ -9,6 +9,15 @@
 //! - SIGUSR2: binary upgrade. A new process is started from the current executable with the
 //!   same arguments; it receives every listening socket over a Unix socket (SCM_RIGHTS), so
 //!   no bind gap opens, and says when it serves. Then this process drains.
+//!
+//! Two pieces stay hand-written on purpose, though crates exist for them:
+//! - Signal waiting: the signals are blocked in every thread and taken synchronously with
+//!   `sigtimedwait` here, so no signal handler ever runs. `signal-hook` delivers through a
+//!   handler and a self-pipe; this thread would have to unblock the signals, and a handler
+//!   running in it makes blocking socket calls with a time-out (the upgrade hand-over's reads)
+//!   fail with EINTR even under SA_RESTART. Blocking the mask is libc code either way.
+//! - `sd_notify`: `sd-notify` (0.5) connects to `$NOTIFY_SOCKET` as a path only; the function
+//!   below also takes systemd's `@name` abstract sockets, in safe std code.
 
 use std::ffi::OsString;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
