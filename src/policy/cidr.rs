@@ -1,14 +1,18 @@
 //! CIDR blocks (`"127.0.0.1/32"`, `"::1/128"`, `"10.0.0.0/8"`) for allow-lists.
+//!
+//! A thin wrapper over [`ipnet::IpNet`], which holds the block and answers `contains`. Two things
+//! stay here: reading the text (Ringway also takes a bare address as a single host, keeps host
+//! bits as written — `10.0.0.1/8` is the block `10.0.0.0/8` — and its error messages are what
+//! `ringway check` shows), and comparing an IPv4-mapped IPv6 peer as the IPv4 address it carries.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is inside the block. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a
@@ -18,23 +22,8 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.net, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
-                u128::from(u32::from(net)) << 96,
-                u128::from(u32::from(ip)) << 96,
-                self.prefix,
-            ),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(u128::from(net), u128::from(ip), self.prefix)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
-}
-
-fn prefix_eq(a: u128, b: u128, prefix: u8) -> bool {
-    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-    a & mask == b & mask
 }
 
 impl FromStr for Cidr {
@@ -49,21 +38,24 @@ impl FromStr for Cidr {
         let net: IpAddr = addr
             .parse()
             .map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => return Err(format!("{text:?}: the prefix length must be 0 to {max}")),
-            },
+        let Some(prefix) = prefix else {
+            return Ok(Cidr(IpNet::from(net)));
         };
-        Ok(Cidr { net, prefix })
+        prefix
+            .parse::<u8>()
+            .ok()
+            .and_then(|p| IpNet::new(net, p).ok())
+            .map(Cidr)
+            .ok_or_else(|| {
+                let max = if net.is_ipv4() { 32 } else { 128 };
+                format!("{text:?}: the prefix length must be 0 to {max}")
+            })
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -102,5 +94,30 @@ mod tests {
             "10.1.0.0/16".parse::<Cidr>().unwrap().to_string(),
             "10.1.0.0/16"
         );
+        assert_eq!(
+            "127.0.0.1/33".parse::<Cidr>().unwrap_err(),
+            r#""127.0.0.1/33": the prefix length must be 0 to 32"#
+        );
+        assert_eq!(
+            "::1/x".parse::<Cidr>().unwrap_err(),
+            r#""::1/x": the prefix length must be 0 to 128"#
+        );
+        assert_eq!(
+            "localhost/8".parse::<Cidr>().unwrap_err(),
+            r#""localhost/8" is not an IP address or CIDR block"#
+        );
+    }
+
+    #[test]
+    fn bare_addresses_and_host_bits() {
+        let host: Cidr = "192.168.1.7".parse().unwrap();
+        assert_eq!(host.to_string(), "192.168.1.7/32");
+        assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
+        // Host bits are kept as written and ignored for membership.
+        let wide: Cidr = "10.0.0.1/8".parse().unwrap();
+        assert_eq!(wide.to_string(), "10.0.0.1/8");
+        assert!(wide.contains("10.200.3.4".parse().unwrap()));
+        assert!(!wide.contains("11.0.0.1".parse().unwrap()));
+        assert!("1.2.3.4/08".parse::<Cidr>().is_ok());
     }
 }

@@ -24,7 +24,13 @@
 //!    opening so a FIFO can never block the open). Dotfiles are served like any other file.
 //!
 //! `Content-Type` comes from the requested name (`index.html` for directories), not from the
-//! symlink target. A race where the tree is modified between the containment check and the open
+//! symlink target, through `mime_guess`'s extension table, with these differences: the common
+//! text types (HTML, CSS, JavaScript, plain text, Markdown, CSV) carry `; charset=utf-8`;
+//! JavaScript is always `text/javascript` (RFC 9239; `mime_guess` says `application/javascript`
+//! for `.mjs`); `text/xml` is sent as `application/xml` (RFC 7303); `.woff` is `font/woff` and
+//! `.otf` `font/otf` (RFC 8081, where `mime_guess` has the older `application/font-*`); `.map`
+//! (source maps) is `application/json`, not `mime_guess`'s `text/plain`. Other text types go
+//! without a charset. A race where the tree is modified between the containment check and the open
 //! is out of scope: whoever can write inside `doc_root` is trusted.
 
 use std::fs::{self, File, Metadata};
@@ -382,53 +388,31 @@ fn io_status(err: io::Error) -> u16 {
 }
 
 const TEXT_HTML: &str = "text/html; charset=utf-8";
+const OCTET_STREAM: &str = "application/octet-stream";
 
-/// Extension (matched case-insensitively) → `Content-Type`.
-const CONTENT_TYPES: &[(&str, &str)] = &[
-    ("html", TEXT_HTML),
-    ("htm", TEXT_HTML),
-    ("css", "text/css; charset=utf-8"),
-    ("js", "text/javascript; charset=utf-8"),
-    ("mjs", "text/javascript; charset=utf-8"),
-    ("txt", "text/plain; charset=utf-8"),
-    ("md", "text/markdown; charset=utf-8"),
-    ("csv", "text/csv; charset=utf-8"),
-    ("json", "application/json"),
-    ("map", "application/json"),
-    ("webmanifest", "application/manifest+json"),
-    ("xml", "application/xml"),
-    ("svg", "image/svg+xml"),
-    ("png", "image/png"),
-    ("jpg", "image/jpeg"),
-    ("jpeg", "image/jpeg"),
-    ("gif", "image/gif"),
-    ("webp", "image/webp"),
-    ("avif", "image/avif"),
-    ("ico", "image/x-icon"),
-    ("wasm", "application/wasm"),
-    ("pdf", "application/pdf"),
-    ("woff", "font/woff"),
-    ("woff2", "font/woff2"),
-    ("ttf", "font/ttf"),
-    ("otf", "font/otf"),
-    ("mp4", "video/mp4"),
-    ("webm", "video/webm"),
-    ("mp3", "audio/mpeg"),
-    ("ogg", "audio/ogg"),
-    ("wav", "audio/wav"),
-    ("zip", "application/zip"),
-    ("gz", "application/gzip"),
-];
-
-/// `Content-Type` from the file extension; `application/octet-stream` when unknown.
+/// `Content-Type` from the file extension (case-insensitive); `application/octet-stream` when
+/// unknown. `mime_guess`'s table (a static hash map, no allocation) gives the type; the module
+/// doc lists where Ringway sends something else.
 pub fn content_type_for(path: &Path) -> &'static str {
     let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
-        return "application/octet-stream";
+        return OCTET_STREAM;
     };
-    CONTENT_TYPES
-        .iter()
-        .find(|(known, _)| known.eq_ignore_ascii_case(ext))
-        .map_or("application/octet-stream", |&(_, ty)| ty)
+    if ext.eq_ignore_ascii_case("map") {
+        return "application/json";
+    }
+    match mime_guess::from_ext(ext).first_raw() {
+        None => OCTET_STREAM,
+        Some("text/html") => TEXT_HTML,
+        Some("text/css") => "text/css; charset=utf-8",
+        Some("text/javascript" | "application/javascript") => "text/javascript; charset=utf-8",
+        Some("text/plain") => "text/plain; charset=utf-8",
+        Some("text/markdown") => "text/markdown; charset=utf-8",
+        Some("text/csv") => "text/csv; charset=utf-8",
+        Some("text/xml") => "application/xml",
+        Some("application/font-woff") => "font/woff",
+        Some("application/font-sfnt") => "font/otf",
+        Some(other) => other,
+    }
 }
 
 #[cfg(test)]
@@ -801,6 +785,14 @@ mod tests {
             ("x.mp4", "video/mp4"),
             ("x.webm", "video/webm"),
             ("x.tar.gz", "application/gzip"),
+            ("x.otf", "font/otf"),
+            ("x.ttf", "font/ttf"),
+            ("x.css", "text/css; charset=utf-8"),
+            ("x.txt", "text/plain; charset=utf-8"),
+            ("x.md", "text/markdown; charset=utf-8"),
+            ("x.csv", "text/csv; charset=utf-8"),
+            ("x.xsl", "application/xml"),
+            ("x.webmanifest", "application/manifest+json"),
             ("x.unknown", "application/octet-stream"),
             ("Makefile", "application/octet-stream"),
             (".bashrc", "application/octet-stream"),

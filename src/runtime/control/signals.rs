@@ -9,12 +9,21 @@
 //! - SIGUSR2: binary upgrade. A new process is started from the current executable with the
 //!   same arguments; it receives every listening socket over a Unix socket (SCM_RIGHTS), so
 //!   no bind gap opens, and says when it serves. Then this process drains.
+//!
+//! Two pieces stay hand-written on purpose, though crates exist for them:
+//! - Signal waiting: the signals are blocked in every thread and taken synchronously with
+//!   `sigtimedwait` here, so no signal handler ever runs. `signal-hook` delivers through a
+//!   handler and a self-pipe; this thread would have to unblock the signals, and a handler
+//!   running in it makes blocking socket calls with a time-out (the upgrade hand-over's reads)
+//!   fail with EINTR even under SA_RESTART. Blocking the mask is libc code either way.
+//! - `sd_notify`: `sd-notify` (0.5) connects to `$NOTIFY_SOCKET` as a path only; the function
+//!   below also takes systemd's `@name` abstract sockets, in safe std code.
 
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
-use std::mem;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::{self, MaybeUninit};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,6 +31,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
@@ -94,7 +107,7 @@ pub fn send_signal(config: &Config, signal: libc::c_int) -> Result<u32, String> 
 /// Listening sockets handed over by an upgrading parent, by listener name and address.
 #[derive(Default)]
 pub struct Inherited {
-    fds: Mutex<Vec<(String, SocketAddr, RawFd)>>,
+    fds: Mutex<Vec<(String, SocketAddr, OwnedFd)>>,
     /// The connection to the parent, to tell it when this process serves.
     parent: Mutex<Option<UnixStream>>,
 }
@@ -106,7 +119,7 @@ impl Inherited {
         let i = fds
             .iter()
             .position(|(n, a, _)| n == name && *a == address)?;
-        Some(fds.remove(i).2)
+        Some(fds.remove(i).2.into_raw_fd())
     }
 }
 
@@ -141,10 +154,7 @@ pub fn close_unused_inherited(inherited: &Inherited, _used: &[(String, SocketAdd
     if let Ok(mut fds) = inherited.fds.lock() {
         for (name, addr, fd) in fds.drain(..) {
             info!(listener = %name, address = %addr, "upgrade: inherited socket not needed; closed");
-            // SAFETY: an fd received from the parent that nothing in this process uses.
-            unsafe {
-                libc::close(fd);
-            }
+            drop(fd);
         }
     }
 }
@@ -402,7 +412,12 @@ impl Control {
                 .iter()
                 .map(|(name, addr, _)| format!("{name}\t{addr}\n"))
                 .collect();
-            let fds: Vec<RawFd> = chunk.iter().map(|(_, _, fd)| *fd).collect();
+            let fds: Vec<BorrowedFd<'_>> = chunk
+                .iter()
+                // SAFETY: the cores' listening sockets stay open while the control thread
+                // runs: they close on drain, and an upgrade is refused once draining.
+                .map(|(_, _, fd)| unsafe { BorrowedFd::borrow_raw(*fd) })
+                .collect();
             send_fds(&stream, text.as_bytes(), &fds)
                 .map_err(|e| format!("sending sockets: {e}"))?;
         }
@@ -456,89 +471,43 @@ fn executable_path() -> Option<PathBuf> {
 }
 
 /// One message with `fds` attached (SCM_RIGHTS).
-fn send_fds(stream: &UnixStream, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let fd_bytes = mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    let mut control = vec![0u8; space.max(1)];
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer set below stays valid during sendmsg, and
-    // the control buffer is CMSG_SPACE bytes for `fds.len()` descriptors.
-    unsafe {
-        let mut msg: libc::msghdr = mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        if !fds.is_empty() {
-            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-            msg.msg_controllen = space as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr() as *const u8,
-                libc::CMSG_DATA(cmsg),
-                fd_bytes,
-            );
-        }
-        if libc::sendmsg(stream.as_raw_fd(), &msg, 0) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+fn send_fds(stream: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("too many descriptors for one message"));
     }
+    rustix::net::sendmsg(
+        stream,
+        &[IoSlice::new(payload)],
+        &mut control,
+        SendFlags::empty(),
+    )?;
     Ok(())
 }
 
-/// One message and the descriptors attached to it.
-fn recv_fds(stream: &UnixStream) -> io::Result<(Vec<u8>, Vec<RawFd>)> {
+/// One message and the descriptors attached to it (close-on-exec in this process).
+fn recv_fds(stream: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut payload = vec![0u8; 64 * 1024];
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space =
-        unsafe { libc::CMSG_SPACE((FDS_PER_MESSAGE * mem::size_of::<RawFd>()) as u32) } as usize;
-    let mut control = vec![0u8; space];
-    let mut iov = libc::iovec {
-        iov_base: payload.as_mut_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = rustix::net::recvmsg(
+        stream,
+        &mut [IoSliceMut::new(&mut payload)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
     let mut fds = Vec::new();
-    // SAFETY: the buffers outlive recvmsg; the control messages are walked with the CMSG
-    // macros within `msg_controllen` as the kernel set it.
-    let n = unsafe {
-        let mut msg: libc::msghdr = mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
-        let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
         }
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..bytes / mem::size_of::<RawFd>() {
-                    let mut fd: RawFd = 0;
-                    std::ptr::copy_nonoverlapping(
-                        data.add(i * mem::size_of::<RawFd>()),
-                        &mut fd as *mut RawFd as *mut u8,
-                        mem::size_of::<RawFd>(),
-                    );
-                    fds.push(fd);
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        n as usize
-    };
-    payload.truncate(n);
+    }
+    payload.truncate(received.bytes);
     Ok((payload, fds))
 }
 
-type Sockets = Vec<(String, SocketAddr, RawFd)>;
+type Sockets = Vec<(String, SocketAddr, OwnedFd)>;
 
 /// The child's side of an upgrade: every socket the parent sends, until `END`.
 fn receive_listeners(path: &Path) -> Result<(Sockets, UnixStream), String> {
