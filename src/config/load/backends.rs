@@ -49,33 +49,8 @@ fn backend(
     let fail_window = s.opt("fail_window", p, duration);
     let fail_timeout = s.opt("fail_timeout", p, duration);
     let health = s.opt("health", p, health);
-    let keepalive = s.opt("keepalive_per_server", p, |v, what, p| {
-        if matches!(v.get_ref(), DeValue::String(_)) {
-            return match string(v, what, p)?.v {
-                "unlimited" => Some(usize::MAX),
-                other => {
-                    let msg = format!("{what} must be a count or \"unlimited\", found {other:?}");
-                    p.add(v.span().start, msg);
-                    None
-                }
-            };
-        }
-        count(v, what, 0..=100_000, p)
-    });
-    let send_proxy = s.opt("send_proxy", p, |v, what, p| {
-        let text = string(v, what, p)?;
-        match text.v {
-            "v1" => Some(SendProxy::V1),
-            "v2" => Some(SendProxy::V2),
-            other => {
-                p.add(
-                    text.at,
-                    format!("{what} must be \"v1\" or \"v2\", found {other:?}"),
-                );
-                None
-            }
-        }
-    });
+    let keepalive = s.opt("keepalive_per_server", p, keepalive_per_server);
+    let send_proxy = s.opt("send_proxy", p, send_proxy);
     let tls_given = s.get("tls").is_some();
     let tls = s.opt("tls", p, |v, _, p| backend_tls(v, base_dir, p));
     let at = s.at;
@@ -105,6 +80,37 @@ fn backend(
     b.send_proxy = send_proxy;
     b.tls = tls;
     Some(b)
+}
+
+/// `keepalive_per_server`: idle connections kept per server, or `"unlimited"`.
+fn keepalive_per_server(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<usize> {
+    if matches!(v.get_ref(), DeValue::String(_)) {
+        return match string(v, what, p)?.v {
+            "unlimited" => Some(usize::MAX),
+            other => {
+                let msg = format!("{what} must be a count or \"unlimited\", found {other:?}");
+                p.add(v.span().start, msg);
+                None
+            }
+        };
+    }
+    count(v, what, 0..=100_000, p)
+}
+
+/// `send_proxy = "v1" | "v2"`: the PROXY protocol header sent to the servers.
+fn send_proxy(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<SendProxy> {
+    let text = string(v, what, p)?;
+    match text.v {
+        "v1" => Some(SendProxy::V1),
+        "v2" => Some(SendProxy::V2),
+        other => {
+            p.add(
+                text.at,
+                format!("{what} must be \"v1\" or \"v2\", found {other:?}"),
+            );
+            None
+        }
+    }
 }
 
 fn balance(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Balance> {

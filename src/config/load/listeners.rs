@@ -22,34 +22,9 @@ pub(super) fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>
         let tls = s.opt("tls", p, boolean).unwrap_or(false);
         let proxy_protocol = s.opt("proxy_protocol", p, boolean).unwrap_or(false);
         let forward_proxy = s.opt("forward_proxy", p, boolean).unwrap_or(false);
-        let mode = s.opt("mode", p, |v, what, p| {
-            let text = string(v, what, p)?;
-            match text.v {
-                "http" => Some(ListenerMode::Http),
-                "tcp" => Some(ListenerMode::Tcp),
-                other => {
-                    p.add(
-                        text.at,
-                        format!("{what} must be \"http\" or \"tcp\", found {other:?}"),
-                    );
-                    None
-                }
-            }
-        });
+        let mode = s.opt("mode", p, mode);
         let alpn = s.opt("alpn", p, |v, what, p| {
-            list(v, what, true, p, |v, what, p| {
-                let t = string(v, what, p)?;
-                match t.v {
-                    "h2" | "http/1.1" => Some(t.v.to_string()),
-                    other => {
-                        p.add(
-                            t.at,
-                            format!("{what} must be \"h2\" or \"http/1.1\", found {other:?}"),
-                        );
-                        None
-                    }
-                }
-            })
+            list(v, what, true, p, alpn_protocol)
         });
         let http2 = s.opt("http2", p, boolean).unwrap_or(false);
         if alpn.is_some() && !tls {
@@ -93,6 +68,37 @@ pub(super) fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>
         p.add(0, "at least one [[listener]] is required");
     }
     (out, names)
+}
+
+/// `mode = "http" | "tcp"`.
+fn mode(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<ListenerMode> {
+    let text = string(v, what, p)?;
+    match text.v {
+        "http" => Some(ListenerMode::Http),
+        "tcp" => Some(ListenerMode::Tcp),
+        other => {
+            p.add(
+                text.at,
+                format!("{what} must be \"http\" or \"tcp\", found {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// An `alpn` entry: `"h2"` or `"http/1.1"`.
+fn alpn_protocol(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<String> {
+    let t = string(v, what, p)?;
+    match t.v {
+        "h2" | "http/1.1" => Some(t.v.to_string()),
+        other => {
+            p.add(
+                t.at,
+                format!("{what} must be \"h2\" or \"http/1.1\", found {other:?}"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

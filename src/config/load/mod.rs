@@ -7,7 +7,8 @@
 //! and the "valid keys" list follow from the lookups.
 //!
 //! This module owns the entry points (`load`, `load_str`) and the order in which the sections
-//! are read (`walk`); the steps live in its children, each importing only the ones above it:
+//! are read (`walk`); the steps live in its children, which import one another by path and
+//! never this module (no import circle):
 //!
 //! - `problems`: `Problem`, the problems found so far, byte offset → `LINE:COL`.
 //! - `spanned`: walking the spanned tree: `Section` (known keys, unknown-key reports), arrays of

@@ -3,6 +3,7 @@
 //! `[[vhost.context]]` (a handler: static, echo, proxy or connect).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::problems::Problems;
 use super::spanned::{boolean, list, string, tables, At, Section, Val};
@@ -136,64 +137,12 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
 /// `mode` and the keys that go with `mode = "tunnel"` in a `[[vhost.websocket]]` entry.
 fn tunnel_mode(s: &mut Section<'_, '_>, p: &mut Problems) -> Option<TunnelMode> {
     let at = s.at;
-    let tunnel = s
-        .opt("mode", p, |v, what, p| {
-            let text = string(v, what, p)?;
-            match text.v {
-                "proxy" => Some(false),
-                "tunnel" => Some(true),
-                other => {
-                    p.add(
-                        text.at,
-                        format!("{what} must be \"proxy\" or \"tunnel\", found {other:?}"),
-                    );
-                    None
-                }
-            }
-        })
-        .unwrap_or(false);
-    let text = s.opt("frame", p, |v, what, p| {
-        let t = string(v, what, p)?;
-        match t.v {
-            "text" => Some(true),
-            "binary" => Some(false),
-            other => {
-                p.add(
-                    t.at,
-                    format!("{what} must be \"text\" or \"binary\", found {other:?}"),
-                );
-                None
-            }
-        }
-    });
+    let tunnel = s.opt("mode", p, is_tunnel).unwrap_or(false);
+    let text = s.opt("frame", p, frame_is_text);
     let subprotocols = s.opt("subprotocols", p, |v, what, p| {
-        list(v, what, false, p, |v, what, p| {
-            let t = string(v, what, p)?;
-            // A token (RFC 6455 §4.1): visible ASCII without separators.
-            let token = !t.v.is_empty()
-                && t.v
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-            if !token {
-                p.add(
-                    t.at,
-                    format!("{what} must be a token (like \"chat.v1\"), found {:?}", t.v),
-                );
-                return None;
-            }
-            Some(t.v.to_string())
-        })
+        list(v, what, false, p, subprotocol)
     });
-    let ping_interval = s.opt("ping_interval", p, |v, what, p| {
-        let t = string(v, what, p)?;
-        if matches!(t.v, "0" | "0s" | "0ms") {
-            return Some(None);
-        }
-        parse_duration(t.v)
-            .map_err(|e| p.add(t.at, e))
-            .ok()
-            .map(Some)
-    });
+    let ping_interval = s.opt("ping_interval", p, ping_interval);
     let max_message = s.opt("max_message", p, |v, what, p| {
         size(v, what, 1..=256 * 1024 * 1024, p)
     });
@@ -215,6 +164,67 @@ fn tunnel_mode(s: &mut Section<'_, '_>, p: &mut Problems) -> Option<TunnelMode> 
         ping_interval: ping_interval.unwrap_or(Some(TUNNEL_PING_INTERVAL_DEFAULT)),
         max_message: max_message.unwrap_or(TUNNEL_MAX_MESSAGE_DEFAULT),
     })
+}
+
+/// `mode = "proxy" | "tunnel"`: true for a tunnel.
+fn is_tunnel(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<bool> {
+    let text = string(v, what, p)?;
+    match text.v {
+        "proxy" => Some(false),
+        "tunnel" => Some(true),
+        other => {
+            p.add(
+                text.at,
+                format!("{what} must be \"proxy\" or \"tunnel\", found {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// `frame = "text" | "binary"`: true for text frames.
+fn frame_is_text(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<bool> {
+    let t = string(v, what, p)?;
+    match t.v {
+        "text" => Some(true),
+        "binary" => Some(false),
+        other => {
+            p.add(
+                t.at,
+                format!("{what} must be \"text\" or \"binary\", found {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// A `subprotocols` entry: a token (RFC 6455 §4.1), visible ASCII without separators.
+fn subprotocol(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<String> {
+    let t = string(v, what, p)?;
+    let token = !t.v.is_empty()
+        && t.v
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !token {
+        p.add(
+            t.at,
+            format!("{what} must be a token (like \"chat.v1\"), found {:?}", t.v),
+        );
+        return None;
+    }
+    Some(t.v.to_string())
+}
+
+/// `ping_interval`: a duration, or `"0"` (`"0s"`, `"0ms"`) for no pings (`Some(None)`).
+fn ping_interval(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Option<Duration>> {
+    let t = string(v, what, p)?;
+    if matches!(t.v, "0" | "0s" | "0ms") {
+        return Some(None);
+    }
+    parse_duration(t.v)
+        .map_err(|e| p.add(t.at, e))
+        .ok()
+        .map(Some)
 }
 
 fn context(
