@@ -30,6 +30,8 @@
 
 mod admin;
 mod backends;
+#[cfg(test)]
+mod broken;
 mod listeners;
 mod problems;
 mod runtime;
