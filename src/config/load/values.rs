@@ -1,5 +1,5 @@
 //! Typed value readers, each with its exact message for a bad value: counts in a range, cores,
-//! durations (`"500ms"`, `"10s"`, `"5m"`, `"1h"`), byte sizes (`"32KiB"`), listen and backend
+//! durations (`"500ms"`, `"10s"`, `"1m30s"`, `"1d"`: `humantime`), byte sizes (`"32KiB"`), listen and backend
 //! addresses, URIs, domains, and paths that must name an existing file (relative to the config
 //! file's directory).
 
@@ -67,19 +67,27 @@ pub(super) fn duration(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Dura
     parse_duration(s.v).map_err(|e| p.add(s.at, e)).ok()
 }
 
-/// `"500ms"`, `"10s"`, `"5m"`, `"1h"`: a whole number, then the unit; more than zero.
+/// `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`, or several in a row like `"1m30s"` or `"1h 30m"`
+/// (humantime's units and syntax); more than zero, at most 365 days.
+///
+/// Malformed text keeps the message it had before humantime, a number without a unit and a
+/// number too long for 64 bits included. A well-formed duration too large to count (humantime's
+/// `NumberOverflow`) is too long, as one past 365 days is.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!("invalid duration {text:?}: expected a whole number followed by ms, s, m or h (like \"10s\")")
     };
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(0));
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => return Err(bad()),
+    let unitless = !text.chars().any(char::is_alphabetic);
+    let number_too_long = text
+        .split(|c: char| !c.is_ascii_digit())
+        .any(|digits| !digits.is_empty() && digits.parse::<u64>().is_err());
+    if unitless || number_too_long {
+        return Err(bad());
+    }
+    let d = match humantime::parse_duration(text) {
+        Ok(d) => Some(d),
+        Err(humantime::DurationError::NumberOverflow) if !text.contains('.') => None,
+        Err(_) => return Err(bad()),
     };
     match d {
         Some(d) if d.is_zero() => Err(format!("duration {text:?} must be more than zero")),
@@ -218,15 +226,17 @@ mod tests {
 
     #[test]
     fn bad_durations_and_sizes() {
+        // "10 s", "1.5s" and "2d" were here too: humantime reads them (see
+        // `compound_durations_and_days`).
         for bad in [
             "10",
-            "10 s",
-            "1.5s",
+            "0",
             "-1s",
-            "2d",
             "s",
             "",
             "10S",
+            "1s1",
+            "1.",
             "99999999999999999999s",
         ] {
             let quoted = format!("header = {bad:?}");
@@ -277,6 +287,48 @@ mod tests {
             8,
             20,
             "must be at least 0, found -4",
+        );
+    }
+
+    #[test]
+    fn compound_durations_and_days() {
+        let secs = |text| parse_duration(text).map(|d| d.as_secs_f64());
+        assert_eq!(secs("1m30s"), Ok(90.0));
+        assert_eq!(secs("1d"), Ok(86_400.0));
+        assert_eq!(secs("2d"), Ok(172_800.0));
+        assert_eq!(secs("1h 30m"), Ok(5_400.0));
+        assert_eq!(secs("1h30m15s"), Ok(5_415.0));
+        assert_eq!(secs("10 s"), Ok(10.0));
+        assert_eq!(secs("1.5s"), Ok(1.5));
+        assert_eq!(secs("365d"), Ok(31_536_000.0));
+        // The forms accepted before, unchanged.
+        assert_eq!(secs("500ms"), Ok(0.5));
+        assert_eq!(secs("10s"), Ok(10.0));
+        assert_eq!(secs("5m"), Ok(300.0));
+        assert_eq!(secs("1h"), Ok(3_600.0));
+        // Garbage is refused with the message it had before.
+        for bad in ["soon", "10", "10S", "1.5", "99999999999999999999s"] {
+            let want = format!(
+                "invalid duration {bad:?}: expected a whole number followed by ms, s, m or h (like \"10s\")"
+            );
+            assert_eq!(parse_duration(bad), Err(want));
+        }
+        // The bounds apply to compound forms too.
+        assert_eq!(
+            parse_duration("0d 0s"),
+            Err("duration \"0d 0s\" must be more than zero".into())
+        );
+        for long in ["366d", "1y", "18446744073709551615h", "10000000000000d"] {
+            assert_eq!(
+                parse_duration(long),
+                Err(format!("duration {long:?} is too long (at most 365 days)"))
+            );
+        }
+        one_problem(
+            &with(&["[timeouts]", "keepalive = \"1m30s\"", "connect = \"2x\""]),
+            9,
+            11,
+            "invalid duration \"2x\"",
         );
     }
 
