@@ -1,0 +1,81 @@
+//! The TLS keys: a vhost's `[vhost.tls]` (certificate and key files, checked to exist) with
+//! `[vhost.tls.ocsp]` (stapling), and a backend's `tls = { ca_file, server_name }`. Loading the
+//! certificates themselves is `config::tls`'s work, at start-up and reload.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::problems::Problems;
+use super::spanned::{boolean, string, Section, Val};
+use super::values::{absolute, duration, existing_file};
+use crate::config::types::{BackendTls, Ocsp, VHostTls};
+
+/// `tls = { ca_file = "...", server_name = "..." }` of a backend.
+pub(super) fn backend_tls(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<BackendTls> {
+    let mut s = Section::of(v, "\"tls\"", p)?;
+    let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let ca_file = s.req("ca_file", p, file);
+    let server_name = s.opt("server_name", p, string).map(|n| n.v.to_string());
+    s.finish(p);
+    Some(BackendTls {
+        ca_file: ca_file?,
+        server_name,
+    })
+}
+
+/// `[vhost.tls]`: `cert` and `key` files (checked to exist), and optional `[vhost.tls.ocsp]`.
+pub(super) fn vhost_tls(
+    v: &Val<'_>,
+    what: &str,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<VHostTls> {
+    let _ = what;
+    let mut s = Section::of(v, "[vhost.tls]", p)?;
+    let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let cert = s.req("cert", p, file);
+    let key = s.req("key", p, file);
+    let ocsp = s.opt("ocsp", p, |v, _, p| ocsp(v, base_dir, p)).flatten();
+    s.finish(p);
+    Some(VHostTls {
+        cert: cert?,
+        key: key?,
+        ocsp,
+    })
+}
+
+/// `[vhost.tls.ocsp]`; `None` when `enabled = false`.
+fn ocsp(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<Option<Ocsp>> {
+    let mut s = Section::of(v, "[vhost.tls.ocsp]", p)?;
+    let enabled = s.opt("enabled", p, boolean).unwrap_or(true);
+    let responder = s.opt("responder", p, string).and_then(|r| {
+        if r.v.starts_with("http://") {
+            Some(r.v.to_string())
+        } else {
+            p.add(
+                r.at,
+                format!("\"responder\" must be an http:// URL, found {:?}", r.v),
+            );
+            None
+        }
+    });
+    let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let ca_file = s.opt("ca_file", p, file);
+    let cache_dir = s
+        .opt("cache_dir", p, string)
+        .map(|d| absolute(base_dir.join(d.v)));
+    let retry_min = s
+        .opt("retry_min", p, duration)
+        .unwrap_or(Duration::from_secs(60));
+    let retry_max = s
+        .opt("retry_max", p, duration)
+        .unwrap_or(Duration::from_secs(3600));
+    s.finish(p);
+    Some(enabled.then_some(Ocsp {
+        responder,
+        ca_file,
+        cache_dir,
+        retry_min,
+        retry_max: retry_max.max(retry_min),
+    }))
+}
