@@ -68,7 +68,8 @@ pub(super) fn duration(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Dura
 }
 
 /// `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`, or several in a row like `"1m30s"` or `"1h 30m"`
-/// (humantime's units and syntax); more than zero, at most 365 days.
+/// (humantime's units and syntax, up to weeks: months and years are refused); more than zero,
+/// at most 365 days.
 ///
 /// Malformed text keeps the message it had before humantime, a number without a unit and a
 /// number too long for 64 bits included. A well-formed duration too large to count (humantime's
@@ -83,6 +84,16 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
         .any(|digits| !digits.is_empty() && digits.parse::<u64>().is_err());
     if unitless || number_too_long {
         return Err(bad());
+    }
+    // humantime reads "M" as a month and "y" as a year: "1M" next to "1m" is a trap, and no
+    // timeout here is meant in months. Days (and weeks) are the largest units taken.
+    let calendar = text
+        .split(|c: char| !c.is_alphabetic())
+        .any(|unit| matches!(unit, "M" | "month" | "months" | "y" | "year" | "years"));
+    if calendar {
+        return Err(format!(
+            "invalid duration {text:?}: months and years are not taken (\"M\" is not \"m\"); use days, like \"30d\""
+        ));
     }
     let d = match humantime::parse_duration(text) {
         Ok(d) => Some(d),
@@ -318,7 +329,12 @@ mod tests {
             parse_duration("0d 0s"),
             Err("duration \"0d 0s\" must be more than zero".into())
         );
-        for long in ["366d", "1y", "18446744073709551615h", "10000000000000d"] {
+        // Months and years are refused ("1M" would be a month, not a minute).
+        for calendar in ["1M", "1y", "2 months", "1year"] {
+            let err = parse_duration(calendar).unwrap_err();
+            assert!(err.contains("months and years are not taken"), "{err}");
+        }
+        for long in ["366d", "53w", "18446744073709551615h", "10000000000000d"] {
             assert_eq!(
                 parse_duration(long),
                 Err(format!("duration {long:?} is too long (at most 365 days)"))
