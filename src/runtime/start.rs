@@ -46,8 +46,9 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
         config: config.clone(),
     });
     access::check_target(&config.log)?;
-    // Signals go to the control thread (this one) only: block them before any thread starts.
-    signals::block();
+    // Signals are blocked here before any thread starts; only the signal thread unblocks them
+    // and forwards them to the control thread (this one).
+    let incoming = signals::start()?;
     // Staples first: listeners open only after the first OCSP fetches (or their time-out).
     ocsp_core::start(&config, &gen.slots)?;
     let cpus = allowed_cpus();
@@ -80,7 +81,7 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
     }
     signals::close_unused_inherited(&inherited, &sockets);
     info!(cores = config.runtime.cores, "ringway ready");
-    let mut control = signals::Control::new(hub, gen, config_path, sockets, &inherited);
+    let mut control = signals::Control::new(hub, gen, config_path, sockets, &inherited, incoming);
     control.write_pid_file();
     control.notify_upgrade_parent();
     control.notify_systemd_ready();

@@ -10,12 +10,18 @@
 //!   same arguments; it receives every listening socket over a Unix socket (SCM_RIGHTS), so
 //!   no bind gap opens, and says when it serves. Then this process drains.
 //!
-//! Two pieces stay hand-written on purpose, though crates exist for them:
-//! - Signal waiting: the signals are blocked in every thread and taken synchronously with
-//!   `sigtimedwait` here, so no signal handler ever runs. `signal-hook` delivers through a
-//!   handler and a self-pipe; this thread would have to unblock the signals, and a handler
-//!   running in it makes blocking socket calls with a time-out (the upgrade hand-over's reads)
-//!   fail with EINTR even under SA_RESTART. Blocking the mask is libc code either way.
+//! Signals are taken with `signal-hook` by one dedicated thread, `ringway-signals`, the only
+//! thread in which they are unblocked: `start` blocks them in the calling thread before any
+//! other thread exists (every later thread inherits that mask), registers signal-hook's
+//! handlers, then starts that thread, which unblocks them and forwards each one over a channel.
+//! A process-directed signal goes to a thread that does not block it, so the handler runs
+//! there only, never on a core or on this thread, whose blocking socket calls with a time-out
+//! (the upgrade hand-over's reads) would fail with EINTR otherwise. A signal that arrives
+//! before that thread unblocks stays pending and is delivered then; one that arrives before
+//! `serve` waits in the channel. A new process started by an upgrade gets an empty mask and
+//! default dispositions (std's `Command` clears the mask before exec; exec resets handlers).
+//!
+//! One piece stays hand-written on purpose, though a crate exists for it:
 //! - `sd_notify`: `sd-notify` (0.5) connects to `$NOTIFY_SOCKET` as a path only; the function
 //!   below also takes systemd's `@name` abstract sockets, in safe std code.
 
@@ -29,7 +35,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use signal_hook::iterator::Signals;
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -72,14 +82,60 @@ fn signal_set() -> libc::sigset_t {
     }
 }
 
-/// Blocks the control signals in this thread and every thread started after: only the
-/// control thread takes them (with `sigtimedwait`).
-pub fn block() {
+/// Blocks (`SIG_BLOCK`) or unblocks (`SIG_UNBLOCK`) the control signals in this thread.
+fn mask(how: libc::c_int) {
     let set = signal_set();
     // SAFETY: a valid, initialized set; the old mask is not wanted.
     unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
+}
+
+/// The control signals as they arrive, from the `ringway-signals` thread.
+pub struct Incoming {
+    rx: Receiver<libc::c_int>,
+    /// Ends the thread's `forever` loop when the control thread is done.
+    handle: signal_hook::iterator::Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Blocks the control signals in this thread and every thread started after (call it before
+/// any other thread starts), then starts the one thread that takes them (module doc).
+pub fn start() -> Result<Incoming, String> {
+    mask(libc::SIG_BLOCK);
+    // The handlers are registered before any thread unblocks the signals: one that is already
+    // pending is delivered to the handler, not to the default action.
+    let mut signals =
+        Signals::new(SIGNALS).map_err(|e| format!("cannot register signal handlers: {e}"))?;
+    let handle = signals.handle();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("ringway-signals".into())
+        .spawn(move || {
+            mask(libc::SIG_UNBLOCK);
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+            // Signals that come later stay pending: no thread has them unblocked.
+            mask(libc::SIG_BLOCK);
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(Incoming {
+        rx,
+        handle,
+        thread: Some(thread),
+    })
 }
 
 /// `ringway reload` / `ringway upgrade`: signals the process named in `[runtime] pid_file`.
@@ -161,6 +217,7 @@ pub fn close_unused_inherited(inherited: &Inherited, _used: &[(String, SocketAdd
 
 /// What the control thread keeps.
 pub struct Control {
+    signals: Incoming,
     hub: Arc<Hub>,
     gen: Arc<Generation>,
     config_path: PathBuf,
@@ -179,8 +236,10 @@ impl Control {
         config_path: PathBuf,
         sockets: Vec<(String, SocketAddr, RawFd)>,
         inherited: &Inherited,
+        signals: Incoming,
     ) -> Control {
         Control {
+            signals,
             hub,
             gen,
             config_path,
@@ -233,16 +292,18 @@ impl Control {
 
     /// Takes signals until every core has stopped.
     pub fn serve(&mut self) {
-        let set = signal_set();
         let cores = self.hub.cores.len();
         while self.hub.stopped.load(Ordering::Acquire) < cores {
-            let timeout = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: SIGNAL_POLL.as_nanos() as libc::c_long,
+            let signal = match self.signals.rx.recv_timeout(SIGNAL_POLL) {
+                Ok(signal) => signal,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The signal thread is gone (it never is while this runs); keep the pace.
+                    std::thread::sleep(SIGNAL_POLL);
+                    continue;
+                }
             };
-            // SAFETY: a valid set and timeout; no siginfo wanted.
-            let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-            match sig {
+            match signal {
                 libc::SIGHUP => self.reload(),
                 libc::SIGTERM | libc::SIGINT if self.draining => {
                     info!("second stop signal: exiting now");
