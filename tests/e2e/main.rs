@@ -8,6 +8,7 @@ mod pki;
 
 mod bad_input;
 mod cli;
+mod echo;
 mod edge;
 mod faults;
 mod h2;
