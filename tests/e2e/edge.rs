@@ -695,3 +695,38 @@ fn connect_forward_proxy_with_basic_auth() {
         Some("Basic realm=\"ringway\"")
     );
 }
+
+/// A CONNECT whose target never answers the TCP handshake gets 504 once `timeouts.connect`
+/// runs out; a refused one gets 502 at once (README, forward proxy).
+#[test]
+fn connect_forward_proxy_answers_504_on_connect_timeout_and_502_when_refused() {
+    use std::time::{Duration, Instant};
+    let hole = crate::backend::Blackhole::start();
+    let config = connect_config("\"127.0.0.1/32:*\"", "").replace(
+        "[[listener]]",
+        "[timeouts]\nconnect = \"1s\"\n\n[[listener]]",
+    );
+    let rw = Ringway::builder(config).start();
+    let connect = |target: &str| {
+        let mut c = rw.conn();
+        c.send(format!(
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+        ));
+        let t0 = Instant::now();
+        let r = c.head_response();
+        (r.status, t0.elapsed())
+    };
+    let (status, took) = connect(&hole.addr.to_string());
+    assert_eq!(status, 504, "a target that never answers");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "504 after {took:?}, want about timeouts.connect = 1s"
+    );
+    // Nothing listens on a port just released: refused, 502 at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (status, took) = connect(&addr.to_string());
+    assert_eq!(status, 502, "a refused target");
+    assert!(took < Duration::from_millis(900), "502 after {took:?}");
+}

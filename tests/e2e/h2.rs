@@ -285,6 +285,151 @@ pub fn raw_h2c(port: u16) -> TcpStream {
     s
 }
 
+/// Reads (and drops) what the server sends until it closes the connection: the types of the
+/// whole frames seen, and when it closed (`None`: still open after `limit`).
+fn frames_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Instant>) {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut kinds = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            kinds.push(buf[3]);
+            buf.drain(..9 + len);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (kinds, None);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => return (kinds, Some(Instant::now())),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (kinds, Some(Instant::now())),
+        }
+    }
+}
+
+const MAGIC: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn h2c_config_timeouts(timeouts: &[(&str, &str)]) -> String {
+    format!(
+        "{}http2 = true\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n",
+        base_config_timeouts(1, timeouts)
+    )
+}
+
+/// The client's preface is the magic **and** a SETTINGS frame (RFC 9113 §3.4); h2's handshake
+/// ends with the magic. A client that stops after the magic, or inside its SETTINGS, is closed
+/// about `timeouts.header` after it connected; one whose first frame is not SETTINGS at once.
+/// A complete preface followed by silence is a connection in keep-alive, not closed then.
+#[test]
+fn h2c_preface_must_be_complete_within_timeouts_header() {
+    let rw = Ringway::builder(h2c_config_timeouts(&[("header", "1s")]))
+        .dir(site())
+        .start();
+    let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("the magic alone", MAGIC.to_vec()),
+        (
+            "the magic and part of a SETTINGS frame",
+            [MAGIC, &settings[..11]].concat(),
+        ),
+        (
+            "the magic and a SETTINGS header without its payload",
+            [MAGIC, &settings[..9]].concat(),
+        ),
+    ];
+    for (what, wire) in &cases {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
+        s.write_all(wire).unwrap();
+        let (_, closed) = frames_until_closed(&mut s, Duration::from_secs(8));
+        let took = closed.map(|t| t - t0);
+        assert!(
+            took.is_some_and(|d| d >= Duration::from_millis(900) && d < Duration::from_secs(3)),
+            "{what}: closed after {took:?}, want about timeouts.header = 1s"
+        );
+    }
+    // HEADERS where SETTINGS must be: a connection error, closed well before the deadline.
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
+    s.write_all(&[MAGIC, &frame(0x1, 0x5, 1, &get_block())].concat())
+        .unwrap();
+    let (_, closed) = frames_until_closed(&mut s, Duration::from_secs(8));
+    let took = closed.map(|t| t - t0);
+    assert!(
+        took.is_some_and(|d| d < Duration::from_millis(800)),
+        "first frame not SETTINGS: closed after {took:?}"
+    );
+    // The whole preface, then silence past `header`: still open (keep-alive is 60 s), served.
+    let mut s = raw_h2c(rw.port());
+    let (_, closed) = frames_until_closed(&mut s, Duration::from_millis(2500));
+    assert_eq!(
+        closed, None,
+        "a connection with a complete preface was closed"
+    );
+    s.write_all(&frame(0x1, 0x5, 1, &get_block())).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let answered = 'read: loop {
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == 0x1 && buf[5..9] == [0, 0, 0, 1] {
+                // HPACK: `:status 200` is static-table entry 8.
+                break 'read len > 0 && buf[9] == 0x88;
+            }
+            buf.drain(..9 + len);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    assert!(
+        answered,
+        "no 200 HEADERS on stream 1 after the quiet period"
+    );
+}
+
+/// After the keep-alive GOAWAY (and h2's PING), a client that answers nothing, not even the
+/// SETTINGS ACK or the PING, is closed `timeouts.header` later (README, HTTP/2).
+#[test]
+fn h2c_client_silent_after_keepalive_goaway_is_closed() {
+    let rw = Ringway::builder(h2c_config_timeouts(&[
+        ("header", "1s"),
+        ("keepalive", "1s"),
+    ]))
+    .dir(site())
+    .start();
+    let t0 = Instant::now();
+    let mut s = raw_h2c(rw.port());
+    let (kinds, closed) = frames_until_closed(&mut s, Duration::from_secs(8));
+    let took = closed.map(|t| t - t0);
+    assert!(
+        kinds.contains(&0x7),
+        "no GOAWAY before the close: {kinds:?}"
+    );
+    // keep-alive 1 s + header 1 s, each swept every 250 ms.
+    assert!(
+        took.is_some_and(|d| d >= Duration::from_millis(1800) && d < Duration::from_secs(4)),
+        "closed after {took:?}, want about keepalive + header = 2s"
+    );
+}
+
 /// Rapid reset (CVE-2023-44487) and a CONTINUATION flood each get GOAWAY and a closed
 /// connection; a well-behaved client beside them is served throughout.
 #[test]

@@ -448,6 +448,10 @@ fn echo_endpoint_over_http2_and_max_concurrent_streams() {
         let big = vec![9u8; 200_000];
         ws.send(0x2, &big);
         assert_eq!(ws.next().await, Some((0x2, big)));
+        // Larger than tunnel mode's default `max_message` (1 MiB): the echo takes up to 16 MiB.
+        let huge = vec![3u8; 3 << 20];
+        ws.send(0x2, &huge);
+        assert_eq!(ws.next().await, Some((0x2, huge)));
         ws.send(0x9, b"p");
         assert_eq!(ws.next().await, Some((0xA, b"p".to_vec())));
         // Not UTF-8: 1007, as over HTTP/1.1 tunnel mode.

@@ -143,16 +143,17 @@ fn messages_from_1_byte_to_1_mib_reach_a_raw_backend_and_come_back_as_frames() {
     }
 }
 
-/// A client speaking raw frames (tungstenite sends neither fragments nor violations).
-struct Raw {
-    s: TcpStream,
+/// A client speaking raw frames (tungstenite sends neither fragments nor violations); also
+/// used by `echo`.
+pub(crate) struct Raw {
+    pub(crate) s: TcpStream,
     buf: Vec<u8>,
 }
 
 const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 
 impl Raw {
-    fn connect(port: u16, path: &str, extra: &str) -> (Raw, String) {
+    pub(crate) fn connect(port: u16, path: &str, extra: &str) -> (Raw, String) {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
         write!(
@@ -183,7 +184,7 @@ impl Raw {
         }
     }
 
-    fn frame(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    pub(crate) fn frame(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
         let mut f = vec![b0];
         let m = if masked { 0x80 } else { 0 };
         match payload.len() {
@@ -206,12 +207,12 @@ impl Raw {
         f
     }
 
-    fn send(&mut self, b0: u8, payload: &[u8]) {
+    pub(crate) fn send(&mut self, b0: u8, payload: &[u8]) {
         self.s.write_all(&Raw::frame(b0, payload, true)).unwrap();
     }
 
     /// The next frame: (opcode, payload); `None` at EOF.
-    fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+    pub(crate) fn next(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if self.buf.len() >= 2 {
                 let (op, len7) = (self.buf[0] & 0x0F, (self.buf[1] & 0x7F) as usize);
@@ -240,7 +241,7 @@ impl Raw {
     }
 
     /// Frames until a Close: the data received, the Close code.
-    fn until_close(&mut self) -> (Vec<u8>, Option<u16>) {
+    pub(crate) fn until_close(&mut self) -> (Vec<u8>, Option<u16>) {
         let mut data = Vec::new();
         while let Some((op, p)) = self.next() {
             match op {
@@ -257,7 +258,7 @@ impl Raw {
         panic!("EOF without a Close (data so far: {} bytes)", data.len());
     }
 
-    fn at_eof(&mut self) -> bool {
+    pub(crate) fn at_eof(&mut self) -> bool {
         self.buf.clear();
         !self.fill()
     }

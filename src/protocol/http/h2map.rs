@@ -1,6 +1,7 @@
 //! HTTP/2 to HTTP/1.1 mapping, sans-IO: what the HTTP/2 front end needs besides the `h2`
-//! codec. The connection preface (h2c prior knowledge), which fields cross between the two
-//! versions (RFC 9113 §8.2.2: HTTP/2 has no connection-specific fields), and chunked trailer
+//! codec. The connection preface (h2c prior knowledge, and `PrefaceScan`: when the client's
+//! whole preface, magic and first SETTINGS frame, has been read), which fields cross between the
+//! two versions (RFC 9113 §8.2.2: HTTP/2 has no connection-specific fields), and chunked trailer
 //! lines turned into trailer fields.
 
 /// The client connection preface (RFC 9113 §3.4): how an h2c prior-knowledge client starts.
@@ -14,6 +15,85 @@ pub fn judge_preface(bytes: &[u8]) -> Option<bool> {
         return Some(false);
     }
     (n == PREFACE.len()).then_some(true)
+}
+
+/// Where a client's connection preface stands (see `PrefaceScan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefaceState {
+    /// The magic or the first frame is not all read yet.
+    Pending,
+    /// The magic and a whole SETTINGS frame (not an ACK) were read.
+    Complete,
+    /// The first frame after the magic is not SETTINGS (or is a SETTINGS ACK): a connection
+    /// error (RFC 9113 §3.4).
+    NotSettings,
+}
+
+/// Frame header length (RFC 9113 §4.1), and the SETTINGS type and its ACK flag (§6.5).
+const FRAME_HEADER: usize = 9;
+const SETTINGS: u8 = 0x4;
+const ACK: u8 = 0x1;
+
+/// Watches the bytes a server reads from the start of an HTTP/2 connection and tells when the
+/// client's preface (RFC 9113 §3.4: the 24-octet magic, then a SETTINGS frame, which must be
+/// the first frame) is complete. The magic's bytes themselves are the codec's to check; this
+/// only counts them, then reads the first frame's header and counts its payload.
+#[derive(Debug, Clone)]
+pub struct PrefaceScan {
+    /// Bytes fed so far.
+    seen: usize,
+    header: [u8; FRAME_HEADER],
+    state: PrefaceState,
+}
+
+impl Default for PrefaceScan {
+    fn default() -> Self {
+        PrefaceScan::new()
+    }
+}
+
+impl PrefaceScan {
+    pub fn new() -> PrefaceScan {
+        PrefaceScan {
+            seen: 0,
+            header: [0; FRAME_HEADER],
+            state: PrefaceState::Pending,
+        }
+    }
+
+    pub fn state(&self) -> PrefaceState {
+        self.state
+    }
+
+    /// The next bytes read from the connection, in order. Once the state is not `Pending` it
+    /// no longer changes, and further bytes are not looked at.
+    pub fn feed(&mut self, bytes: &[u8]) -> PrefaceState {
+        if self.state != PrefaceState::Pending {
+            return self.state;
+        }
+        let start = self.seen;
+        self.seen = self.seen.saturating_add(bytes.len());
+        // The first frame's header: connection offsets PREFACE.len() .. PREFACE.len() + 9.
+        let h0 = PREFACE.len();
+        let h1 = h0 + FRAME_HEADER;
+        let (from, to) = (start.max(h0), self.seen.min(h1));
+        if from < to {
+            self.header[from - h0..to - h0].copy_from_slice(&bytes[from - start..to - start]);
+        }
+        if self.seen < h1 {
+            return self.state;
+        }
+        let h = &self.header;
+        if h[3] != SETTINGS || h[4] & ACK != 0 {
+            self.state = PrefaceState::NotSettings;
+            return self.state;
+        }
+        let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+        if self.seen >= h1 + len {
+            self.state = PrefaceState::Complete;
+        }
+        self.state
+    }
 }
 
 /// Connection-specific fields (RFC 9113 §8.2.2, RFC 9110 §7.6.1) and `Trailer`, which
@@ -82,6 +162,56 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    /// A preface fed whole, byte by byte and in 5-byte pieces: the state after all of it, and
+    /// that it was `Pending` until the last byte.
+    #[test]
+    fn preface_scan_needs_the_magic_and_a_whole_settings_frame() {
+        let settings = |payload: &[u8], flags: u8| {
+            let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+            f.extend_from_slice(&[SETTINGS, flags, 0, 0, 0, 0]);
+            f.extend_from_slice(payload);
+            f
+        };
+        let with = |frame: Vec<u8>| [PREFACE, &frame].concat();
+        let table: [(Vec<u8>, PrefaceState); 5] = [
+            (with(settings(&[], 0)), PrefaceState::Complete),
+            (
+                with(settings(&[0, 3, 0, 0, 0, 100], 0)),
+                PrefaceState::Complete,
+            ),
+            // A SETTINGS ACK first, or a HEADERS frame first.
+            (with(settings(&[], ACK)), PrefaceState::NotSettings),
+            (
+                with(vec![0, 0, 0, 0x1, 0x5, 0, 0, 0, 1]),
+                PrefaceState::NotSettings,
+            ),
+            // The magic alone.
+            (PREFACE.to_vec(), PrefaceState::Pending),
+        ];
+        for (wire, want) in &table {
+            for step in [wire.len(), 1, 5] {
+                let mut scan = PrefaceScan::new();
+                let mut got = PrefaceState::Pending;
+                for (i, piece) in wire.chunks(step).enumerate() {
+                    assert_eq!(
+                        got,
+                        PrefaceState::Pending,
+                        "{want:?} step {step}: early at {i}"
+                    );
+                    got = scan.feed(piece);
+                }
+                assert_eq!(got, *want, "step {step}");
+                // Later bytes change nothing.
+                assert_eq!(scan.feed(b"anything"), *want);
+            }
+        }
+        // A SETTINGS frame whose payload is still coming.
+        let mut scan = PrefaceScan::new();
+        let wire = with(settings(&[0, 4, 0, 1, 0, 0], 0));
+        assert_eq!(scan.feed(&wire[..wire.len() - 1]), PrefaceState::Pending);
+        assert_eq!(scan.feed(&wire[wire.len() - 1..]), PrefaceState::Complete);
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub async fn connect(
     }
 }
 
-async fn connect_tcp(
+/// A TCP connect within `timeout`: `TimedOut` when it expires (glommio reports the linked
+/// timeout as an `io::Error` of kind `TimedOut`, not as `GlommioError::TimedOut`).
+pub async fn connect_tcp(
     addr: std::net::SocketAddr,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {

@@ -148,7 +148,7 @@ async fn echo(
     let send = respond.send_response(Response::new(()), false)?;
     ex.status = 200;
     let mut io = H2Io::new(body, send);
-    let mut dec = Decoder::new(crate::config::TUNNEL_MAX_MESSAGE_DEFAULT);
+    let mut dec = Decoder::new(crate::runtime::handlers::echo::MAX_MESSAGE);
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let watch = idle::watch(shard.config.timeouts.tunnel_idle);

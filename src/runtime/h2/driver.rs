@@ -1,8 +1,11 @@
-//! The HTTP/2 connection: the handshake (within `timeouts.header`) with Ringway's SETTINGS,
-//! then the accept loop. Each accepted stream goes to `stream`: answered inline when it needs
-//! no waiting, else in a task of its own. The loop closes the connection gracefully (GOAWAY)
-//! on drain and after `timeouts.keepalive` without a running stream, and abruptly
-//! (`ENHANCE_YOUR_CALM`) when `ctx::ConnCtx` flags rapid reset.
+//! The HTTP/2 connection: the handshake with Ringway's SETTINGS, the client's whole preface
+//! (magic and SETTINGS, `preface`) within `timeouts.header`, then the accept loop. Each
+//! accepted stream goes to `stream`: answered inline when it needs no waiting, else in a task
+//! of its own. The loop closes the connection gracefully (GOAWAY) on drain and after
+//! `timeouts.keepalive` without a running stream, and abruptly (`ENHANCE_YOUR_CALM`) when
+//! `ctx::ConnCtx` flags rapid reset. After a GOAWAY, a connection with no stream running is
+//! dropped `timeouts.header` later if the client has not closed it by then (one that never
+//! answers h2's PING would otherwise hold it forever).
 //!
 //! Limits: `limits.max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS), header lists
 //! bounded by `limits.max_header_bytes` (h2 refuses larger ones, CONTINUATION included),
@@ -14,6 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,7 +27,10 @@ use http::Request;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tracing::{debug, info};
 
+use crate::protocol::http::h2map::PrefaceState;
+
 use super::ctx::ConnCtx;
+use super::preface::Prefaced;
 use super::stream::{handle, serve_inline};
 use crate::runtime::net::idle;
 use crate::runtime::net::stream::ClientStream;
@@ -36,7 +43,25 @@ const PENDING_ACCEPT_RESETS_MAX: usize = 100;
 const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 4 << 20;
 
+/// What the connection's one deadline (`idle::Watch`) stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The client's preface (magic and first SETTINGS) is not complete: the deadline is
+    /// `timeouts.header` from the start.
+    Preface,
+    /// Serving: `timeouts.keepalive` without a running stream sends GOAWAY.
+    Open,
+    /// GOAWAY sent (keep-alive, drain, abuse): once no stream runs, the client has
+    /// `timeouts.header` to finish (the PING answer, its own close), then the connection is
+    /// dropped.
+    Closing,
+}
+
 /// Serves one HTTP/2 connection (ALPN `h2`, or h2c prior knowledge) until it closes.
+///
+/// Nothing here waits without a deadline: the preface within `timeouts.header`, the
+/// keep-alive, and after a GOAWAY `timeouts.header` once no stream runs (streams have their own
+/// timeouts).
 pub async fn serve(
     core: Rc<Core>,
     stream: ClientStream,
@@ -46,6 +71,11 @@ pub async fn serve(
 ) {
     let shard = core.current();
     let tls = stream.is_tls();
+    let header = shard.config.timeouts.header;
+    let preface_by = Instant::now() + header;
+    // h2's handshake ends with the magic; `Prefaced` tells when the SETTINGS frame that ends
+    // the preface has been read too (see `preface`).
+    let (stream, preface) = Prefaced::new(stream);
     let Some(mut conn) = handshake(stream, &shard, peer).await else {
         return;
     };
@@ -63,39 +93,54 @@ pub async fn serve(
         waker: RefCell::new(None),
     });
     drop(shard);
-    let watch = idle::watch(keepalive);
-    let mut shutting = false;
+    let watch = idle::watch(preface_by.saturating_duration_since(Instant::now()));
+    let mut phase = Phase::Preface;
     let mut abused = false;
     loop {
         let next = futures_lite::future::poll_fn(|cx| {
             *ctx.waker.borrow_mut() = Some(cx.waker().clone());
             watch.register(cx);
+            let close = |phase: &mut Phase, conn: &mut Connection<_, _>| {
+                if *phase != Phase::Closing {
+                    *phase = Phase::Closing;
+                    conn.graceful_shutdown();
+                    watch.restart(header);
+                }
+            };
             if ctx.abuse.get() && !abused {
                 abused = true;
                 info!(core = ctx.shard.id, peer = %ctx.peer, "HTTP/2 client resets streams too fast; GOAWAY");
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                phase = Phase::Closing;
+                watch.restart(header);
             }
-            if !shutting && idle::draining() {
-                shutting = true;
-                conn.graceful_shutdown();
+            if idle::draining() {
+                close(&mut phase, &mut conn);
             }
             if watch.expired() {
-                if ctx.active.get() == 0 && !shutting {
-                    shutting = true;
-                    conn.graceful_shutdown();
-                } else {
-                    watch.restart(keepalive);
+                match phase {
+                    Phase::Preface => return Poll::Ready(Err(phase)),
+                    Phase::Open if ctx.active.get() == 0 => close(&mut phase, &mut conn),
+                    Phase::Closing if ctx.active.get() == 0 => return Poll::Ready(Err(phase)),
+                    Phase::Open => watch.restart(keepalive),
+                    Phase::Closing => watch.restart(header),
                 }
             }
-            conn.poll_accept(cx)
+            let r = conn.poll_accept(cx);
+            // Only `poll_accept` reads the socket: the preface can complete only in there.
+            if phase == Phase::Preface && preface.get() == PrefaceState::Complete {
+                phase = Phase::Open;
+                watch.restart(keepalive);
+            }
+            r.map(Ok)
         })
         .await;
         match next {
-            Some(Ok((req, respond))) => {
+            Ok(Some(Ok((req, respond)))) => {
                 watch.touch();
                 start_stream(&ctx, req, respond);
             }
-            Some(Err(e)) => {
+            Ok(Some(Err(e))) => {
                 if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) || e.is_go_away() {
                     info!(core = ctx.shard.id, peer = %ctx.peer, error = %e, "HTTP/2 connection closed");
                 } else {
@@ -103,17 +148,25 @@ pub async fn serve(
                 }
                 break;
             }
-            None => break,
+            Ok(None) => break,
+            Err(Phase::Preface) => {
+                debug!(core = ctx.shard.id, peer = %ctx.peer, "HTTP/2 preface (SETTINGS) not complete within timeouts.header; closed");
+                break;
+            }
+            Err(_) => {
+                debug!(core = ctx.shard.id, peer = %ctx.peer, "HTTP/2 client did not finish within timeouts.header after GOAWAY; closed");
+                break;
+            }
         }
     }
 }
 
 /// The handshake, within `timeouts.header`, with Ringway's SETTINGS.
 async fn handshake(
-    stream: ClientStream,
+    stream: Prefaced<ClientStream>,
     shard: &Shard,
     peer: SocketAddr,
-) -> Option<Connection<Compat<ClientStream>, Bytes>> {
+) -> Option<Connection<Compat<Prefaced<ClientStream>>, Bytes>> {
     let cfg = &shard.config;
     let mut builder = h2::server::Builder::new();
     builder

@@ -9,6 +9,8 @@
 //! Modules, lowest first; each imports only those before it (by their own paths, never through
 //! this file, which declares them and re-exports the entry point `serve`):
 //!
+//! - `preface`: the client stream under h2, watched until the client's preface (magic and
+//!   SETTINGS) is complete.
 //! - `ctx`: what a connection's streams share (`ConnCtx`, with the rapid-reset count), one
 //!   stream's record for the access log and metrics (`Exchange`), the error answer.
 //! - `io`: sending within a stream's flow-control window; `H2Io`, a stream's DATA frames as a
@@ -23,6 +25,7 @@ mod connect;
 mod ctx;
 mod driver;
 mod io;
+mod preface;
 mod proxy;
 mod stream;
 

@@ -1,65 +1,86 @@
-//! The built-in WebSocket echo endpoint (`handler = "echo"`): answers the handshake itself and
-//! echoes every data frame back unmasked, streaming payloads through the connection's read
-//! buffer (unmasked in place), so messages of any size cost no extra memory.
+//! The built-in WebSocket echo endpoint (`handler = "echo"`) over HTTP/1.1: answers the
+//! handshake itself, then ends the WebSocket with the same sans-IO decoder as tunnel mode and
+//! the HTTP/2 echo (`protocol::ws_endpoint::Decoder`): fragments are reassembled and every
+//! message comes back as one frame of its type, text checked as UTF-8; ping → pong; the
+//! client's Close is answered with its code; a violation (RFC 6455: bad framing, continuation
+//! or close payload → 1002, text that is not UTF-8 → 1007, a message over `MAX_MESSAGE` →
+//! 1009) is answered with a Close of that code and the connection ends.
+//!
+//! Frames are decoded in place in the connection's read buffer (a whole frame there is
+//! unmasked and echoed from it, no copy); only fragmented messages and frames larger than the
+//! buffer are gathered in the decoder, which frees that memory once the message is out. Small
+//! answers are written from one pooled `Vec` per session.
 
 use std::rc::Rc;
 
 use futures_lite::io::AsyncWriteExt;
 use tracing::debug;
 
-use crate::protocol::ws::{opcode, unmask, FrameError, FrameHeader};
+use crate::protocol::ws::opcode;
+use crate::protocol::ws_endpoint::{self as wse, Decoder, Event, Violation};
 use crate::runtime::conn::client::{Client, Next};
 use crate::runtime::net::idle;
 use crate::runtime::net::io::ReadError;
+use crate::runtime::net::pool;
 use crate::runtime::shard::Shard;
 
-/// Read buffer ceiling while echoing; payloads stream through it.
+/// Read buffer ceiling while echoing; larger frames stream through it into the decoder.
 const ECHO_BUF_BYTES: usize = 16 * 1024;
 
+/// The largest message the echo endpoint takes (larger: Close 1009). 16 MiB: the largest
+/// message of the Autobahn suite's group 9 (the HTTP/2 echo uses the same limit).
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Answers up to this size go out in one write (header and payload copied into the session's
+/// pooled `Vec`, which stays in the pool's small class); larger ones in two.
+const GATHER_MAX: usize = pool::SMALL_VEC_BYTES - 14;
+
 pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
-    let mut head = Vec::with_capacity(160);
-    head.extend_from_slice(
+    let mut out = pool::take_vec();
+    out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
-    head.extend_from_slice(accept);
-    head.extend_from_slice(b"\r\n\r\n");
-    if c.stream.write_all(&head).await.is_err() {
+    out.extend_from_slice(accept);
+    out.extend_from_slice(b"\r\n\r\n");
+    if c.stream.write_all(&out).await.is_err() {
+        pool::give_vec(out);
         return Next::Close;
     }
     c.status = 101;
     // The session ends after `tunnel_idle` without a byte from the client.
     c.watch.restart(shard.config.timeouts.tunnel_idle);
-    match echo_frames(c).await {
-        Ok(()) => {}
-        Err(EchoEnd::Draining) => {
-            // Between two frames: Close 1001 (going away), then end.
-            let _ = c.stream.write_all(&[0x88, 0x02, 0x03, 0xE9]).await;
-        }
-        Err(EchoEnd::Protocol) => {
-            // Close 1002 (protocol error), then end.
-            let _ = c.stream.write_all(&[0x88, 0x02, 0x03, 0xEA]).await;
-        }
-        Err(EchoEnd::Gone) => {}
+    let mut dec = Decoder::new(MAX_MESSAGE);
+    let end = echo_frames(c, &mut dec, &mut out).await;
+    let close = match end {
+        EchoEnd::ClientClosed | EchoEnd::Gone => None,
+        // Between two messages: Close 1001 (going away).
+        EchoEnd::Draining => Some(wse::code::GOING_AWAY),
+        EchoEnd::Violation(v) => Some(v.code()),
+    };
+    if let Some(code) = close {
+        out.clear();
+        wse::close(&mut out, code);
+        let _ = c.stream.write_all(&out).await;
     }
-    debug!(core = shard.id, peer = %c.peer, "echo session ended");
+    pool::give_vec(out);
+    debug!(core = shard.id, peer = %c.peer, end = ?end, "echo session ended");
     Next::Close
 }
 
+#[derive(Debug, Clone, Copy)]
 enum EchoEnd {
-    Protocol,
+    /// The client's Close was answered.
+    ClientClosed,
+    /// EOF, a read or write error, or `tunnel_idle` of silence.
     Gone,
-    /// The core drains; the session is between two frames.
+    /// The core drains; the session is between two messages.
     Draining,
+    /// The client broke RFC 6455: the Close to send.
+    Violation(Violation),
 }
 
-impl From<FrameError> for EchoEnd {
-    fn from(_: FrameError) -> Self {
-        EchoEnd::Protocol
-    }
-}
-
-/// Makes sure at least one more byte is buffered; the session ends after `tunnel_idle` of
-/// silence (the connection's watch, restarted when the session began).
+/// Reads once more into the read buffer; the session ends after `tunnel_idle` of silence (the
+/// connection's watch, restarted when the session began).
 async fn more(c: &mut Client) -> Result<(), EchoEnd> {
     match c
         .rb
@@ -74,90 +95,69 @@ async fn more(c: &mut Client) -> Result<(), EchoEnd> {
     }
 }
 
-async fn echo_frames(c: &mut Client) -> Result<(), EchoEnd> {
+/// Decodes and answers frames until the session ends; `out` is scratch for the answers.
+async fn echo_frames(c: &mut Client, dec: &mut Decoder, out: &mut Vec<u8>) -> EchoEnd {
     loop {
-        let header = loop {
-            if let Some(h) = FrameHeader::parse(c.rb.data())? {
-                break h;
+        let (used, ev) = match dec.decode(c.rb.data_mut()) {
+            Ok(r) => r,
+            Err(v) => return EchoEnd::Violation(v),
+        };
+        if used == 0 && ev.is_none() {
+            // More bytes needed. Between messages with nothing buffered a drain ends the
+            // session (the watch is woken by it).
+            let between = c.rb.is_empty() && !dec.in_message();
+            if between && idle::draining() {
+                return EchoEnd::Draining;
             }
-            if c.rb.is_empty() && idle::draining() {
-                return Err(EchoEnd::Draining);
-            }
-            // Waiting for a frame with nothing buffered: a drain may end the session here.
-            c.watch.set_between_requests(c.rb.is_empty());
+            c.watch.set_between_requests(between);
             let got = more(c).await;
             c.watch.set_between_requests(false);
-            if got.is_err() && c.rb.is_empty() && idle::draining() {
-                return Err(EchoEnd::Draining);
+            match got {
+                Ok(()) => continue,
+                Err(_) if between && idle::draining() => return EchoEnd::Draining,
+                Err(e) => return e,
             }
-            got?;
-        };
-        let Some(mask) = header.mask else {
-            // Clients must mask (RFC 6455 §5.1).
-            return Err(EchoEnd::Protocol);
-        };
-        c.rb.consume(header.header_len);
-        if header.is_control() {
-            if control_frame(c, header, mask).await? {
-                return Ok(());
-            }
-            continue;
         }
-        let mut out = [0u8; 14];
-        let n =
-            FrameHeader::write_unmasked(&mut out, header.fin, header.opcode, header.payload_len);
-        c.stream
-            .write_all(&out[..n])
-            .await
-            .map_err(|_| EchoEnd::Gone)?;
-        let mut done = 0u64;
-        while done < header.payload_len {
-            if c.rb.is_empty() {
-                more(c).await?;
+        out.clear();
+        let mut end = None;
+        let written = match ev {
+            None => Ok(()),
+            Some(Event::Message { text, payload }) => {
+                let op = if text { opcode::TEXT } else { opcode::BINARY };
+                let (h, hn) = wse::frame_header(op, payload.len());
+                out.extend_from_slice(&h[..hn]);
+                if payload.len() <= GATHER_MAX {
+                    out.extend_from_slice(payload);
+                    c.stream.write_all(out).await
+                } else {
+                    match c.stream.write_all(out).await {
+                        Ok(()) => c.stream.write_all(payload).await,
+                        Err(e) => Err(e),
+                    }
+                }
             }
-            let take = (header.payload_len - done).min(c.rb.len() as u64) as usize;
-            unmask(&mut c.rb.data_mut()[..take], mask, done);
-            c.stream
-                .write_all(&c.rb.data()[..take])
-                .await
-                .map_err(|_| EchoEnd::Gone)?;
-            c.rb.consume(take);
-            done += take as u64;
+            Some(Event::Ping(p)) => {
+                wse::control_frame(out, opcode::PONG, p);
+                c.stream.write_all(out).await
+            }
+            Some(Event::Pong(_)) => Ok(()),
+            Some(Event::Close { code, .. }) => {
+                // Answered with the client's code (an empty Close gets an empty one).
+                match code {
+                    Some(code) => wse::close(out, code),
+                    None => wse::control_frame(out, opcode::CLOSE, &[]),
+                }
+                end = Some(EchoEnd::ClientClosed);
+                c.stream.write_all(out).await
+            }
+        };
+        if written.is_err() {
+            return EchoEnd::Gone;
+        }
+        c.rb.consume(used);
+        dec.release();
+        if let Some(end) = end {
+            return end;
         }
     }
-}
-
-/// Handles ping/pong/close; returns true when the session is over.
-async fn control_frame(
-    c: &mut Client,
-    header: FrameHeader,
-    mask: [u8; 4],
-) -> Result<bool, EchoEnd> {
-    // Control payloads are at most 125 bytes (checked by the parser).
-    let len = header.payload_len as usize;
-    while c.rb.len() < len {
-        more(c).await?;
-    }
-    let mut payload = [0u8; 125];
-    payload[..len].copy_from_slice(&c.rb.data()[..len]);
-    c.rb.consume(len);
-    unmask(&mut payload[..len], mask, 0);
-    let reply = match header.opcode {
-        opcode::PING => opcode::PONG,
-        opcode::CLOSE => opcode::CLOSE,
-        _ => return Ok(false),
-    };
-    let mut out = [0u8; 14 + 125];
-    let n = FrameHeader::write_unmasked(
-        out[..14].as_mut().try_into().map_err(|_| EchoEnd::Gone)?,
-        true,
-        reply,
-        len as u64,
-    );
-    out[n..n + len].copy_from_slice(&payload[..len]);
-    c.stream
-        .write_all(&out[..n + len])
-        .await
-        .map_err(|_| EchoEnd::Gone)?;
-    Ok(reply == opcode::CLOSE)
 }

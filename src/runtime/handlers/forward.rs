@@ -1,15 +1,16 @@
 //! The CONNECT forward proxy's tunnel: resolve the target off the core (glommio's blocking
 //! thread, `getaddrinfo`), keep only the addresses the rules allow (`crate::policy::connect::usable`),
-//! connect, answer `200 Connection Established`, then move bytes both ways.
+//! connect (`504` when `timeouts.connect` expired, `502` when refused or unreachable), answer
+//! `200 Connection Established`, then move bytes both ways.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 
 use futures_lite::io::AsyncWriteExt;
-use glommio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::policy::connect::{usable, Rule, Target};
+use crate::runtime::backend::upstream::{connect_tcp, ConnectError};
 use crate::runtime::conn::client::{respond_error, Client, Next};
 use crate::runtime::net::idle;
 use crate::runtime::net::tunnel::Tunnel;
@@ -45,26 +46,27 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, target: Target, rules: &[Rul
             }
         }
     };
+    // 504 when an address timed out, else 502 (refused, unreachable).
     let mut upstream = None;
     let mut status = 502;
     for addr in &addrs {
-        match TcpStream::connect_timeout(*addr, limit).await {
+        match connect_tcp(*addr, limit).await {
             Ok(s) => {
                 upstream = Some(s);
                 break;
             }
             Err(e) => {
                 debug!(core = shard.id, target = %addr, error = %e, "CONNECT: connect failed");
-                if matches!(&e, glommio::GlommioError::TimedOut(_)) {
+                if matches!(e, ConnectError::TimedOut) {
                     status = 504;
                 }
             }
         }
     }
     let Some(mut upstream) = upstream else {
+        info!(core = shard.id, peer = %c.peer, status, "CONNECT: no target address answered");
         return respond_error(c, status, true).await;
     };
-    let _ = upstream.set_nodelay(true);
     c.status = 200;
     if c.stream
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
