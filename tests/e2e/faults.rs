@@ -331,6 +331,14 @@ fn ocsp_responder_garbage_huge_or_silent_never_stalls_serving() {
     }
 }
 
+/// The p99 (of `p99_us`) above which the slow connections of a fault run count as disturbing
+/// others. A core held up by them would keep a request waiting for whole seconds (the header and
+/// send timeouts are 3 s), while scheduling beside 5,000 open connections on this 2-CPU machine
+/// reaches tens of milliseconds when other tests run beside it (3–25 ms seen, against 0.3–0.7 ms
+/// unloaded, for the builds before and after 2026-12-07 alike). The figures themselves are
+/// printed for the record; speed belongs in the benchmarks (`bench/`), not in a timed bound here.
+const DISTURBED_P99_US: u64 = 200_000;
+
 /// p99 of `n` keep-alive requests on one connection, in microseconds.
 fn p99_us(rw: &Ringway, n: usize) -> u64 {
     let mut c = rw.conn();
@@ -381,9 +389,8 @@ fn slow_header_senders_are_cut_by_the_header_timeout_and_disturb_no_one() {
         "slowloris: p99 {base} µs unloaded, {loaded} µs beside 5,000 slow heads; \
          {rss_per_conn:.2} KiB RSS per slow connection"
     );
-    // Within 2x of the unloaded run (and 2 ms of slack for a loaded 2-CPU machine).
     assert!(
-        loaded <= 2 * base + 2000,
+        loaded < DISTURBED_P99_US,
         "p99 {loaded} µs loaded vs {base} µs unloaded"
     );
     assert!(
@@ -467,7 +474,7 @@ fn slow_readers_are_cut_by_the_send_timeout_and_disturb_no_one() {
          {rss_per_conn:.2} KiB RSS per slow connection"
     );
     assert!(
-        loaded <= 2 * base + 2000,
+        loaded < DISTURBED_P99_US,
         "p99 {loaded} µs loaded vs {base} µs unloaded"
     );
     assert!(
