@@ -296,15 +296,10 @@ fn fragments_with_interleaved_pings_are_reassembled_and_pings_answered() {
     );
 }
 
-/// Every protocol violation gets its Close code, then the connection ends; none of the bad
-/// message reaches the backend.
-#[test]
-fn protocol_violations_close_with_the_rfc_6455_codes() {
-    let line = LineServer::start(Behaviour::Echo);
-    let rw = Ringway::builder(config(line.port, "max_message = \"1KiB\""))
-        .dir(site())
-        .start();
-    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+/// The RFC 6455 violations every server end of a WebSocket must fail, each with the Close code
+/// it must send (tunnel mode and the echo endpoint share them; each test adds its own limits).
+pub(crate) fn rfc6455_violations() -> Vec<(&'static str, Vec<u8>, u16)> {
+    vec![
         ("unmasked frame", Raw::frame(0x81, b"hi", false), 1002),
         ("reserved bit", Raw::frame(0xC1, b"hi", true), 1002),
         ("opcode 3", Raw::frame(0x83, b"", true), 1002),
@@ -332,6 +327,19 @@ fn protocol_violations_close_with_the_rfc_6455_codes() {
             Raw::frame(0x81, &[0xCE, 0xBA, 0xFF], true),
             1007,
         ),
+    ]
+}
+
+/// Every protocol violation gets its Close code, then the connection ends; none of the bad
+/// message reaches the backend.
+#[test]
+fn protocol_violations_close_with_the_rfc_6455_codes() {
+    let line = LineServer::start(Behaviour::Echo);
+    let rw = Ringway::builder(config(line.port, "max_message = \"1KiB\""))
+        .dir(site())
+        .start();
+    let mut cases = rfc6455_violations();
+    cases.extend([
         (
             "UTF-8 broken in the first fragment",
             [Raw::frame(0x01, &[0xF4, 0x90], true)].concat(),
@@ -351,7 +359,7 @@ fn protocol_violations_close_with_the_rfc_6455_codes() {
             .concat(),
             1009,
         ),
-    ];
+    ]);
     for (name, wire, code) in &cases {
         let (mut c, _) = Raw::connect(rw.port(), "/feed/", "");
         c.s.write_all(wire).unwrap();
