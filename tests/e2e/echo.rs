@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use crate::harness::*;
-use crate::ws_tunnel::{rfc6455_violations, Raw};
+use crate::ws_tunnel::{fragments_around_control_frames, rfc6455_violations, Raw};
 
 fn echo_config() -> String {
     format!(
@@ -30,16 +30,9 @@ fn message(c: &mut Raw) -> (u8, Vec<u8>) {
 #[test]
 fn echo_endpoint_reassembles_fragments_and_answers_control_frames() {
     let rw = Ringway::builder(echo_config()).dir(site()).start();
-    let (mut c, head) = Raw::connect(rw.port(), "/echo", "");
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     // Fragments with a ping and an unsolicited pong between them: the pong first (the message
     // is not complete before it), then the message as one text frame.
-    c.send(0x01, "frag".as_bytes());
-    c.send(0x89, b"p1");
-    c.send(0x00, "me".as_bytes());
-    c.send(0x8A, b"unsolicited pong");
-    c.send(0x80, "nté".as_bytes());
+    let mut c = fragments_around_control_frames(rw.port(), "/echo");
     assert_eq!(c.next(), Some((0xA, b"p1".to_vec())));
     assert_eq!(message(&mut c), (0x1, "fragmenté".as_bytes().to_vec()));
     // A character split between fragments is fine.

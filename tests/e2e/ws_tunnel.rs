@@ -270,14 +270,7 @@ fn fragments_with_interleaved_pings_are_reassembled_and_pings_answered() {
     let rw = Ringway::builder(config(line.port, "frame = \"binary\""))
         .dir(site())
         .start();
-    let (mut c, head) = Raw::connect(rw.port(), "/feed/", "");
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
-    c.send(0x01, "frag".as_bytes());
-    c.send(0x89, b"p1");
-    c.send(0x00, "me".as_bytes());
-    c.send(0x8A, b"unsolicited pong");
-    c.send(0x80, "nté".as_bytes());
+    let mut c = fragments_around_control_frames(rw.port(), "/feed/");
     // The pong comes first (the message is not complete before it), then the echo.
     assert_eq!(c.next(), Some((0xA, b"p1".to_vec())));
     let mut echoed = Vec::new();
@@ -294,6 +287,21 @@ fn fragments_with_interleaved_pings_are_reassembled_and_pings_answered() {
         line.ended.recv_timeout(WAIT).unwrap(),
         "fragmenté".as_bytes()
     );
+}
+
+/// Upgrades on `path` (checking the 101 and its accept key), then sends "fragmenté" as three
+/// text fragments with a ping and an unsolicited pong between them. A conforming server end
+/// answers the ping ("p1") first, then delivers the message whole.
+pub(crate) fn fragments_around_control_frames(port: u16, path: &str) -> Raw {
+    let (mut c, head) = Raw::connect(port, path, "");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    c.send(0x01, "frag".as_bytes());
+    c.send(0x89, b"p1");
+    c.send(0x00, "me".as_bytes());
+    c.send(0x8A, b"unsolicited pong");
+    c.send(0x80, "nté".as_bytes());
+    c
 }
 
 /// The RFC 6455 violations every server end of a WebSocket must fail, each with the Close code
