@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::config::tls::CertSlot;
 use crate::config::Config;
 use crate::observe::metrics::CoreSnapshot;
+use crate::runtime::control::directory::Directory;
 use crate::runtime::backend::pools::HealthTable;
 
 pub struct Mailbox<T> {
@@ -99,6 +100,8 @@ pub struct Hub {
     pub reloads_error: AtomicU64,
     /// Cores whose executor has finished (after a drain, or a failed start).
     pub stopped: AtomicUsize,
+    /// Every backend's servers and their runtime state (control plane only).
+    pub directory: Arc<Directory>,
 }
 
 impl Hub {
@@ -110,6 +113,7 @@ impl Hub {
             reloads_ok: AtomicU64::new(0),
             reloads_error: AtomicU64::new(0),
             stopped: AtomicUsize::new(0),
+            directory: Arc::new(Directory::default()),
         })
     }
 

@@ -1,5 +1,7 @@
 //! The control plane: what runs off the data path and publishes to the cores.
 //!
+//! - `directory`: every backend's servers, their admin state and weight (the control API's
+//!   model).
 //! - `hub`: the cross-core mailboxes (crossbeam) and the configuration `Generation` they carry.
 //! - `signals`: the main thread's control loop: SIGHUP reload, SIGTERM drain, SIGUSR2 binary
 //!   upgrade (socket hand-over), pid file, systemd notification.
@@ -8,6 +10,7 @@
 //!
 //! `hub` imports only `net` and `backend`; `lifecycle` may import `shard` and `conn::accept`.
 
+pub mod directory;
 pub mod hub;
 pub(crate) mod lifecycle;
 pub(crate) mod ocsp;
