@@ -1,7 +1,7 @@
 //! Configuration: TOML text → validated `Config` (`load`), with every problem reported as
 //! `FILE:LINE:COL: message` (what `ringway check` prints).
 
-mod load;
+pub(crate) mod load;
 mod routes;
 pub mod tls;
 pub(crate) mod types;

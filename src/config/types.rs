@@ -94,8 +94,12 @@ pub enum ListenerMode {
 /// `[admin]`: served only on `listener` (an index into `Config::listeners`), to peers in `allow`.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    pub listener: usize,
+    /// The admin listener (`None`: only the control socket).
+    pub listener: Option<usize>,
+    /// Who may use the admin listener (`/healthz` answers everyone).
     pub allow: Vec<crate::policy::cidr::Cidr>,
+    /// `[admin] socket`: the control socket's path (absolute).
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +154,8 @@ pub struct Timeouts {
     pub drain: Duration,
     /// A write to the client that makes no progress for this long closes the connection.
     pub send: Duration,
+    /// After SIGTERM: keep serving this long while `/healthz` answers 503, then drain.
+    pub lameduck: Duration,
 }
 
 #[derive(Debug, Clone)]

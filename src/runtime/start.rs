@@ -23,6 +23,7 @@ use crate::runtime::control::hub::{Generation, Hub};
 use crate::runtime::control::lifecycle::{control_loop, start_checks};
 use crate::runtime::control::ocsp as ocsp_core;
 use crate::runtime::control::signals::{self, Inherited};
+use crate::runtime::control::{api, socket};
 use crate::runtime::net::idle;
 use crate::runtime::shard::{build_shard, Core};
 
@@ -80,6 +81,12 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
         }
     }
     signals::close_unused_inherited(&inherited, &sockets);
+    api::start_worker(&hub)?;
+    // The control socket, if any, lives until the process ends (a change needs a restart).
+    let _control_socket = match config.admin.as_ref().and_then(|a| a.socket.as_deref()) {
+        Some(path) => Some(socket::start(&hub, path)?),
+        None => None,
+    };
     info!(cores = config.runtime.cores, "ringway ready");
     let mut control = signals::Control::new(hub, gen, config_path, sockets, &inherited, incoming);
     control.write_pid_file();

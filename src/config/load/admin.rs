@@ -8,18 +8,57 @@ use super::spanned::{list, string, Section, Val};
 use super::values::absolute;
 use crate::config::types::{AccessFormat, AccessTarget, Admin, Listener, Log};
 
-/// `[admin] listener = "<name>", allow = ["127.0.0.1/32", "::1/128"]` (allow defaults to loopback).
-pub(super) fn admin(v: &Val<'_>, listeners: &mut [Listener], p: &mut Problems) -> Option<Admin> {
+/// `[admin] listener = "<name>", allow = ["127.0.0.1/32", "::1/128"], socket = "path"` (allow
+/// defaults to loopback; `socket`, the control socket, is relative to the config file's
+/// directory). One of `listener` and `socket` is needed.
+pub(super) fn admin(
+    v: &Val<'_>,
+    listeners: &mut [Listener],
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Admin> {
     let mut s = Section::of(v, "[admin]", p)?;
     let at = s.at;
-    let listener = s.req("listener", p, |v, what, p| {
+    let socket = s.opt("socket", p, |v, what, p| {
+        let text = string(v, what, p)?;
+        if text.v.is_empty() {
+            p.add(text.at, format!("{what} must be a file path"));
+            return None;
+        }
+        let path = absolute(base_dir.join(text.v));
+        // sockaddr_un holds 108 bytes, the terminating NUL included.
+        if path.as_os_str().len() > 107 {
+            p.add(
+                text.at,
+                format!(
+                    "{what}: {} is too long for a Unix socket (at most 107 bytes)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        if !path.parent().is_some_and(|d| d.is_dir()) {
+            p.add(
+                text.at,
+                format!("{what}: directory of {} does not exist", path.display()),
+            );
+            return None;
+        }
+        Some(path)
+    });
+    let find = |v, what: &str, p: &mut Problems| {
         let name = string(v, what, p)?;
         let found = listeners.iter().position(|l| l.name == name.v);
         if found.is_none() {
             p.add(name.at, format!("unknown listener {:?}", name.v));
         }
         found
-    });
+    };
+    let listener = if socket.is_some() {
+        s.opt("listener", p, find)
+    } else {
+        s.req("listener", p, find)
+    };
     let allow = s.opt("allow", p, |v, what, p| {
         list(v, what, false, p, |v, what, p| {
             let text = string(v, what, p)?;
@@ -39,23 +78,28 @@ pub(super) fn admin(v: &Val<'_>, listeners: &mut [Listener], p: &mut Problems) -
             .filter_map(|c| c.parse().ok())
             .collect()
     };
-    let listener = listener?;
+    if listener.is_none() && socket.is_none() {
+        return None;
+    }
     // The admin endpoint (metrics, dashboard, live feed) speaks HTTP/1.1 only: its TLS
     // listener offers http/1.1 alone, and h2c is refused.
-    let l = &mut listeners[listener];
-    if l.http2 {
-        p.add(
-            at,
-            format!(
-                "the [admin] listener {:?} serves HTTP/1.1 only: remove http2 = true",
-                l.name
-            ),
-        );
+    if let Some(listener) = listener {
+        let l = &mut listeners[listener];
+        if l.http2 {
+            p.add(
+                at,
+                format!(
+                    "the [admin] listener {:?} serves HTTP/1.1 only: remove http2 = true",
+                    l.name
+                ),
+            );
+        }
+        l.alpn = vec!["http/1.1".into()];
     }
-    l.alpn = vec!["http/1.1".into()];
     Some(Admin {
         listener,
         allow: allow.unwrap_or_else(loopback),
+        socket,
     })
 }
 

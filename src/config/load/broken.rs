@@ -678,7 +678,7 @@ domains = ["*"]
             (10, 10, "an entry of \"allow\": \"10.0.0.0/33\": the prefix length must be 0 to 32"),
             (10, 25, "an entry of \"allow\": \"x\" is not an IP address or CIDR block"),
             (10, 30, "expected a string for an entry of \"allow\", found 5"),
-            (11, 1, "unknown key \"foo\" in [admin]; valid keys: listener, allow"),
+            (11, 1, "unknown key \"foo\" in [admin]; valid keys: socket, listener, allow"),
         ],
     ),
     (

@@ -40,7 +40,7 @@ mod streams;
 #[cfg(test)]
 mod testing;
 mod tls;
-mod values;
+pub(crate) mod values;
 mod vhosts;
 mod xref;
 
@@ -112,7 +112,9 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         .get("vhost")
         .map(|v| vhosts(v, &refs, base_dir, p))
         .unwrap_or_default();
-    let admin = s.get("admin").and_then(|v| admin(v, &mut listeners, p));
+    let admin = s
+        .get("admin")
+        .and_then(|v| admin(v, &mut listeners, base_dir, p));
     let tcp_routes = s
         .get("tcp_route")
         .map(|v| tcp_routes(v, &listeners, &refs, p))

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use super::problems::Problems;
 use super::spanned::{boolean, integer, string, tables, At, Section, Val};
@@ -114,6 +115,7 @@ pub(super) fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         upstream_keepalive: UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT,
         drain: DRAIN_TIMEOUT_DEFAULT,
         send: SEND_TIMEOUT_DEFAULT,
+        lameduck: Duration::ZERO,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[timeouts]", p)) else {
         return t;
@@ -130,8 +132,22 @@ pub(super) fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         .unwrap_or(t.upstream_keepalive);
     t.drain = s.opt("drain", p, duration).unwrap_or(t.drain);
     t.send = s.opt("send", p, duration).unwrap_or(t.send);
+    t.lameduck = s.opt("lameduck", p, zero_or_duration).unwrap_or(t.lameduck);
     s.finish(p);
     t
+}
+
+/// A duration that may be zero (`"0s"`, `"0ms"`, `"0"`): `timeouts.lameduck`.
+fn zero_or_duration(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Duration> {
+    let s = string(v, what, p)?;
+    let zero = s.v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !zero.is_empty()
+        && zero.bytes().all(|b| b == b'0')
+        && matches!(&s.v[zero.len()..], "" | "ms" | "s" | "m" | "h")
+    {
+        return Some(Duration::ZERO);
+    }
+    duration(v, what, p)
 }
 
 pub(super) fn limits(v: Option<&Val<'_>>, p: &mut Problems) -> Limits {

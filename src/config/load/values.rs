@@ -74,7 +74,7 @@ pub(super) fn duration(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Dura
 /// Malformed text keeps the message it had before humantime, a number without a unit and a
 /// number too long for 64 bits included. A well-formed duration too large to count (humantime's
 /// `NumberOverflow`) is too long, as one past 365 days is.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!("invalid duration {text:?}: expected a whole number followed by ms, s, m or h (like \"10s\")")
     };

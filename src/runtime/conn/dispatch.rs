@@ -340,7 +340,7 @@ fn plan<'s>(
         .config
         .admin
         .as_ref()
-        .is_some_and(|a| a.listener == c.listener)
+        .is_some_and(|a| a.listener == Some(c.listener))
     {
         tags.1 = HandlerKind::Admin;
         return Action::Admin(admin::plan(shard, c, req));

@@ -7,7 +7,7 @@
 //! per request.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Instant;
@@ -17,8 +17,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::config::tls::CertSlot;
 use crate::config::Config;
 use crate::observe::metrics::CoreSnapshot;
-use crate::runtime::control::directory::Directory;
 use crate::runtime::backend::pools::HealthTable;
+use crate::runtime::control::directory::Directory;
 
 pub struct Mailbox<T> {
     tx: Sender<T>,
@@ -43,6 +43,11 @@ impl<T> Mailbox<T> {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// The receiving end, for a thread that waits on several channels (`select!`).
+    pub fn receiver(&self) -> &Receiver<T> {
+        &self.rx
     }
 
     /// Blocking receive for a thread that is not a core (the control thread).
@@ -91,6 +96,30 @@ pub enum Msg {
     ReopenLog,
 }
 
+/// A request to the control thread (which owns the running generation).
+pub enum Call {
+    /// Reload the config file; reply with the new generation, or every problem as
+    /// `FILE:LINE:COL: message`.
+    Reload(Arc<Mailbox<Result<u64, Vec<String>>>>),
+}
+
+/// A control API request (`/api/...`) that a core hands to the control plane
+/// (`control::api`), which answers on `reply`.
+pub struct ApiJob {
+    pub method: String,
+    pub target: String,
+    pub body: Vec<u8>,
+    pub reply: Arc<Mailbox<ApiAnswer>>,
+}
+
+/// A control API answer: status, `Content-Type`, body, and `Allow` for a 405.
+pub struct ApiAnswer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub allow: Option<&'static str>,
+}
+
 /// What every core and the control thread share: the cores' mailboxes and process counters.
 pub struct Hub {
     pub cores: Vec<Arc<Mailbox<Msg>>>,
@@ -102,6 +131,13 @@ pub struct Hub {
     pub stopped: AtomicUsize,
     /// Every backend's servers and their runtime state (control plane only).
     pub directory: Arc<Directory>,
+    /// Requests to the control thread (reload from the control API).
+    pub calls: Arc<Mailbox<Call>>,
+    /// Control API requests from the cores (the admin listener's `/api/`), served by the
+    /// `ringway-api` thread.
+    pub api: Arc<Mailbox<ApiJob>>,
+    /// A SIGTERM or an upgrade hand-off has begun: `/healthz` answers 503 `draining`.
+    pub leaving: AtomicBool,
 }
 
 impl Hub {
@@ -114,6 +150,9 @@ impl Hub {
             reloads_error: AtomicU64::new(0),
             stopped: AtomicUsize::new(0),
             directory: Arc::new(Directory::default()),
+            calls: Mailbox::new(),
+            api: Mailbox::new(),
+            leaving: AtomicBool::new(false),
         })
     }
 
@@ -133,6 +172,24 @@ impl Hub {
         }
         out.sort_by_key(|s| s.core);
         out
+    }
+
+    /// Hands a control API request to the control plane and waits for its answer (a core
+    /// awaits this without blocking).
+    pub async fn api_request(&self, method: &str, target: &str, body: Vec<u8>) -> ApiAnswer {
+        let reply = Mailbox::new();
+        self.api.send(ApiJob {
+            method: method.to_string(),
+            target: target.to_string(),
+            body,
+            reply: reply.clone(),
+        });
+        reply.recv().await
+    }
+
+    /// Whether `/healthz` answers 503 `draining`.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
     }
 
     pub fn count_reload(&self, ok: bool) {

@@ -2,6 +2,9 @@
 //!
 //! - `directory`: every backend's servers, their admin state and weight (the control API's
 //!   model).
+//! - `api`: the control API's answers (`/api/...`, `/healthz`), on control-plane threads.
+//! - `socket`: the control socket (`[admin] socket`), HTTP/1.1 over a Unix socket, mode 0600.
+//! - `ctl`: the socket's client side (`ringway ctl`, `ringway reload`).
 //! - `hub`: the cross-core mailboxes (crossbeam) and the configuration `Generation` they carry.
 //! - `signals`: the main thread's control loop: SIGHUP reload, SIGTERM drain, SIGUSR2 binary
 //!   upgrade (socket hand-over), pid file, systemd notification.
@@ -10,8 +13,11 @@
 //!
 //! `hub` imports only `net` and `backend`; `lifecycle` may import `shard` and `conn::accept`.
 
+pub mod api;
+pub mod ctl;
 pub mod directory;
 pub mod hub;
 pub(crate) mod lifecycle;
 pub(crate) mod ocsp;
 pub(crate) mod signals;
+pub(crate) mod socket;

@@ -4,7 +4,9 @@
 //! - SIGHUP: reload. The file is read and checked as `ringway check` does; a bad config is
 //!   refused (each problem logged as FILE:LINE:COL) and the old one keeps serving. A good one
 //!   becomes a new `Generation` that every core swaps in.
-//! - SIGTERM, SIGINT: graceful drain; a second one exits at once.
+//! - SIGTERM, SIGINT: graceful drain; a second one exits at once. With `timeouts.lameduck`,
+//!   the drain waits that long first (serving normally while `/healthz` answers 503); a second
+//!   signal then skips the wait, a third exits.
 //! - SIGUSR1: the access log files are reopened (logrotate).
 //! - SIGUSR2: binary upgrade. A new process is started from the current executable with the
 //!   same arguments; it receives every listening socket over a Unix socket (SCM_RIGHTS), so
@@ -38,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use signal_hook::iterator::Signals;
 
 use rustix::net::{
@@ -49,7 +51,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
 use crate::runtime::conn::access;
-use crate::runtime::control::hub::{Generation, Hub, Msg};
+use crate::runtime::control::hub::{Call, Generation, Hub, Msg};
 
 /// The environment variable that tells a new process where its parent hands over sockets.
 const UPGRADE_ENV: &str = "RINGWAY_UPGRADE_SOCKET";
@@ -224,6 +226,8 @@ pub struct Control {
     /// Every core's listening sockets (for an upgrade).
     sockets: Vec<(String, SocketAddr, RawFd)>,
     draining: bool,
+    /// After SIGTERM with `timeouts.lameduck`: when the drain begins.
+    lame_duck_until: Option<Instant>,
     inherited_parent: Option<UnixStream>,
     /// The executable's path as it was at start: an upgrade starts whatever is there now.
     exe: Option<PathBuf>,
@@ -245,6 +249,7 @@ impl Control {
             config_path,
             sockets,
             draining: false,
+            lame_duck_until: None,
             inherited_parent: inherited.parent.lock().ok().and_then(|mut p| p.take()),
             exe: executable_path(),
         }
@@ -290,34 +295,70 @@ impl Control {
         }
     }
 
-    /// Takes signals until every core has stopped.
+    /// Takes signals and control calls until every core has stopped.
     pub fn serve(&mut self) {
         let cores = self.hub.cores.len();
+        let calls = self.hub.calls.clone();
         while self.hub.stopped.load(Ordering::Acquire) < cores {
-            let signal = match self.signals.rx.recv_timeout(SIGNAL_POLL) {
-                Ok(signal) => signal,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => {
+            let wait = self.lame_duck_until.map_or(SIGNAL_POLL, |t| {
+                t.saturating_duration_since(Instant::now()).min(SIGNAL_POLL)
+            });
+            crossbeam_channel::select! {
+                recv(self.signals.rx) -> signal => match signal {
+                    Ok(signal) => self.on_signal(signal),
                     // The signal thread is gone (it never is while this runs); keep the pace.
-                    std::thread::sleep(SIGNAL_POLL);
-                    continue;
-                }
-            };
-            match signal {
-                libc::SIGHUP => self.reload(),
-                libc::SIGTERM | libc::SIGINT if self.draining => {
-                    info!("second stop signal: exiting now");
-                    self.remove_pid_file();
-                    std::process::exit(0);
-                }
-                libc::SIGTERM | libc::SIGINT => self.drain("stop signal", false),
-                libc::SIGUSR1 => {
-                    info!("SIGUSR1: reopening the access log");
-                    self.hub.broadcast(|| Msg::ReopenLog);
-                }
-                libc::SIGUSR2 => self.upgrade(),
-                _ => {}
+                    Err(_) => std::thread::sleep(wait),
+                },
+                recv(calls.receiver()) -> call => match call {
+                    Ok(Call::Reload(reply)) => reply.send(self.reload()),
+                    Err(_) => std::thread::sleep(wait),
+                },
+                default(wait) => {}
             }
+            if self.lame_duck_until.is_some_and(|t| Instant::now() >= t) {
+                self.lame_duck_until = None;
+                self.drain("lame duck over", false);
+            }
+        }
+    }
+
+    fn on_signal(&mut self, signal: libc::c_int) {
+        match signal {
+            libc::SIGHUP => {
+                let _ = self.reload();
+            }
+            libc::SIGTERM | libc::SIGINT if self.draining => {
+                info!("second stop signal: exiting now");
+                self.remove_pid_file();
+                std::process::exit(0);
+            }
+            libc::SIGTERM | libc::SIGINT if self.lame_duck_until.is_some() => {
+                self.lame_duck_until = None;
+                self.drain("second stop signal: lame duck skipped", false);
+            }
+            libc::SIGTERM | libc::SIGINT => self.stop(),
+            libc::SIGUSR1 => {
+                info!("SIGUSR1: reopening the access log");
+                self.hub.broadcast(|| Msg::ReopenLog);
+            }
+            libc::SIGUSR2 => self.upgrade(),
+            _ => {}
+        }
+    }
+
+    /// The first stop signal: `/healthz` answers 503 from now on; the drain begins after
+    /// `timeouts.lameduck` (at once when it is zero).
+    fn stop(&mut self) {
+        self.hub.leaving.store(true, Ordering::Relaxed);
+        let lameduck = self.gen.config.timeouts.lameduck;
+        if lameduck.is_zero() {
+            self.drain("stop signal", false);
+        } else {
+            info!(
+                ?lameduck,
+                "stop signal: lame duck (serving normally, /healthz answers 503), then draining"
+            );
+            self.lame_duck_until = Some(Instant::now() + lameduck);
         }
     }
 
@@ -326,6 +367,7 @@ impl Control {
             return;
         }
         self.draining = true;
+        self.hub.leaving.store(true, Ordering::Relaxed);
         info!(
             timeout = ?self.gen.config.timeouts.drain,
             "{why}: draining (no new connections; tunnels close with 1001)"
@@ -333,8 +375,10 @@ impl Control {
         self.hub.broadcast(|| Msg::Drain { handover });
     }
 
-    /// SIGHUP: checks the file as `ringway check` does and, when it is good, serves it.
-    fn reload(&mut self) {
+    /// SIGHUP (and `POST /api/reload`): checks the file as `ringway check` does and, when it
+    /// is good, serves it. Returns the new generation once every core swapped (or timed out),
+    /// or every problem as `FILE:LINE:COL: message`.
+    fn reload(&mut self) -> Result<u64, Vec<String>> {
         let file = self.config_path.display().to_string();
         let mut config = match config::load(&self.config_path) {
             Ok(c) => c,
@@ -347,7 +391,10 @@ impl Control {
                     "reload refused: the config is invalid; the running config keeps serving"
                 );
                 self.hub.count_reload(false);
-                return;
+                let lines = problems.iter();
+                return Err(lines
+                    .map(|p| format!("{file}:{}:{}: {}", p.line, p.col, p.message))
+                    .collect());
             }
         };
         let old = &self.gen.config;
@@ -379,12 +426,15 @@ impl Control {
                 self.hub.generation.store(gen.number, Ordering::Relaxed);
                 self.hub.count_reload(true);
                 info!(generation = gen.number, "configuration reloaded");
+                let number = gen.number;
                 self.gen = gen;
+                Ok(number)
             }
             Err(e) => {
                 error!("{file}: {e}");
                 error!("reload refused; the running config keeps serving");
                 self.hub.count_reload(false);
+                Err(vec![format!("{file}: {e}")])
             }
         }
     }
@@ -409,16 +459,21 @@ impl Control {
     /// SIGUSR2: starts the new binary, hands it the listening sockets, and drains once it
     /// serves. A new process that fails leaves this one serving.
     fn upgrade(&mut self) {
-        if self.draining {
+        if self.draining || self.lame_duck_until.is_some() {
             warn!("upgrade asked while draining; ignored");
             return;
         }
+        // `/healthz` answers 503 from the moment the hand-off begins.
+        self.hub.leaving.store(true, Ordering::Relaxed);
         match self.start_successor() {
             Ok(pid) => {
                 info!(pid, "upgrade: the new process serves; this one drains");
                 self.drain("upgrade", true);
             }
-            Err(e) => error!(error = %e, "upgrade failed; this process keeps serving"),
+            Err(e) => {
+                self.hub.leaving.store(false, Ordering::Relaxed);
+                error!(error = %e, "upgrade failed; this process keeps serving");
+            }
         }
     }
 

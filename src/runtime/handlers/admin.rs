@@ -1,7 +1,13 @@
 //! The `[admin]` listener: `GET /metrics` (Prometheus text), `GET /` (the live dashboard, one
 //! self-contained page) and `GET /live` (a WebSocket sending one JSON snapshot a second).
-//! Only peers in `[admin] allow` are served (others get 403). Every core answers admin
-//! requests; each answer asks every core for its metrics (`control::Hub::snapshots`).
+//! Only peers in `[admin] allow` are served (others get 403), except `GET /healthz` (`200 ok`,
+//! or `503 draining` once a SIGTERM or an upgrade hand-off has begun), which a balancer's
+//! health check reaches from anywhere. Every core answers admin requests; each answer asks
+//! every core for its metrics (`control::Hub::snapshots`).
+//!
+//! The control API under `/api/` is not served here: the request (and its body, read here up
+//! to `API_BODY_MAX`) is handed to the control plane (`Hub::api_request`), and the core awaits
+//! the answer without blocking.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +16,7 @@ use futures_lite::io::AsyncWriteExt;
 use tracing::debug;
 
 use crate::observe::metrics::{self, Global, StapleState};
-use crate::protocol::http::head::Request as HttpRequest;
+use crate::protocol::http::head::{Body, Request as HttpRequest};
 use crate::protocol::http::response;
 use crate::protocol::ws::{self, close_frame, opcode, FrameHeader};
 use crate::runtime::conn::client::{respond_error, Client, Next};
@@ -27,15 +33,40 @@ const LIVE_INTERVAL: Duration = Duration::from_secs(1);
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
 /// Client frames on `/live` are read into a buffer this large at most.
 const LIVE_READ_BYTES: usize = 4096;
+/// A control API request body larger than this is refused (413).
+const API_BODY_MAX: usize = 64 * 1024;
+/// A control API answer that takes longer than this (a reload waits for every core) is 504.
+const API_WAIT: Duration = Duration::from_secs(150);
 
 pub enum Request {
     Metrics,
     Dashboard,
-    Live { accept: [u8; 28] },
+    Live {
+        accept: [u8; 28],
+    },
     Error(u16),
+    Healthz {
+        head: bool,
+    },
+    /// `/api/...`, for the control plane; `length`: the body's.
+    Api {
+        method: String,
+        target: String,
+        length: usize,
+    },
 }
 
 pub fn plan(shard: &Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Request {
+    let get = matches!(req.method, "GET" | "HEAD");
+    if req.path() == "/healthz" {
+        return if get {
+            Request::Healthz {
+                head: req.method == "HEAD",
+            }
+        } else {
+            Request::Error(405)
+        };
+    }
     let allowed = shard
         .config
         .admin
@@ -44,7 +75,14 @@ pub fn plan(shard: &Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Request {
     if !allowed {
         return Request::Error(403);
     }
-    let get = matches!(req.method, "GET" | "HEAD");
+    if req.path().starts_with("/api/") {
+        return match req.body {
+            Body::None => api(req, 0),
+            Body::Length(n) if n > API_BODY_MAX as u64 => Request::Error(413),
+            Body::Length(n) => api(req, n as usize),
+            Body::Chunked | Body::UntilClose => Request::Error(411),
+        };
+    }
     let upgrade = ws::classify(req);
     match (req.path(), upgrade) {
         (_, ws::Upgrade::Invalid { status, .. }) => Request::Error(status),
@@ -59,9 +97,64 @@ pub fn plan(shard: &Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Request {
     }
 }
 
+fn api(req: &HttpRequest<'_, '_>, length: usize) -> Request {
+    Request::Api {
+        method: req.method.to_string(),
+        target: req.target.to_string(),
+        length,
+    }
+}
+
 pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> Next {
     match req {
         Request::Error(status) => respond_error(c, status, close).await,
+        Request::Healthz { head } => {
+            let (status, body) = if shard.hub.is_leaving() {
+                (503, "draining")
+            } else {
+                (200, "ok")
+            };
+            let kind = b"text/plain; charset=utf-8";
+            let sent = if head { &b""[..] } else { body.as_bytes() };
+            send_sized(c, status, kind, sent, body.len(), &[], close).await
+        }
+        Request::Api {
+            method,
+            target,
+            length,
+        } => {
+            let Some(body) = read_body(shard, c, length).await else {
+                return Next::Close;
+            };
+            let ask = async { Some(shard.hub.api_request(&method, &target, body).await) };
+            let timer = async {
+                glommio::timer::sleep(API_WAIT).await;
+                None
+            };
+            let Some(a) = futures_lite::future::or(ask, timer).await else {
+                return respond_error(c, 504, true).await;
+            };
+            let allow: Vec<(&str, &[u8])> = a
+                .allow
+                .map(|v| ("Allow", v.as_bytes()))
+                .into_iter()
+                .collect();
+            let body = if method == "HEAD" {
+                &[][..]
+            } else {
+                &a.body[..]
+            };
+            send_sized(
+                c,
+                a.status,
+                a.content_type.as_bytes(),
+                body,
+                a.body.len(),
+                &allow,
+                close,
+            )
+            .await
+        }
         Request::Metrics => {
             let cores = snapshots(shard).await;
             let text = metrics::render(&cores, &global(shard));
@@ -77,10 +170,46 @@ pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> 
 }
 
 async fn send(c: &mut Client, status: u16, kind: &[u8], body: &[u8], close: bool) -> Next {
+    send_sized(c, status, kind, body, body.len(), &[], close).await
+}
+
+/// The request body of a control API call (`length` bytes, after the head), within
+/// `timeouts.header`. `None`: the client closed or was too slow.
+async fn read_body(shard: &Shard, c: &mut Client, length: usize) -> Option<Vec<u8>> {
+    c.watch.restart(shard.config.timeouts.header);
+    while c.rb.len() < length {
+        match c.rb.fill_watched(&mut c.stream, length, &c.watch).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+    let body = c.rb.data()[..length].to_vec();
+    c.rb.consume(length);
+    Some(body)
+}
+
+/// `content_length` may differ from `body.len()` (HEAD).
+async fn send_sized(
+    c: &mut Client,
+    status: u16,
+    kind: &[u8],
+    body: &[u8],
+    content_length: usize,
+    extra: &[(&str, &[u8])],
+    close: bool,
+) -> Next {
     c.status = status;
     let mut out = pool::take_vec_for(body.len() + 256);
-    let fields: [(&str, &[u8]); 2] = [("Content-Type", kind), ("Cache-Control", b"no-store")];
-    response::write_head(&mut out, status, &fields, Some(body.len() as u64), close);
+    let mut fields: Vec<(&str, &[u8])> =
+        vec![("Content-Type", kind), ("Cache-Control", b"no-store")];
+    fields.extend_from_slice(extra);
+    response::write_head(
+        &mut out,
+        status,
+        &fields,
+        Some(content_length as u64),
+        close,
+    );
     out.extend_from_slice(body);
     let ok = c.stream.write_all(&out).await.is_ok();
     pool::give_vec(out);
