@@ -19,7 +19,7 @@ use crate::observe::metrics::{self, Global, StapleState};
 use crate::protocol::http::head::{Body, Request as HttpRequest};
 use crate::protocol::http::response;
 use crate::protocol::ws::{self, close_frame, opcode, FrameHeader};
-use crate::runtime::conn::client::{respond_error, Client, Next};
+use crate::runtime::conn::client::{respond_error, respond_with, Client, Next};
 use crate::runtime::net::idle;
 use crate::runtime::net::pool;
 use crate::runtime::shard::Shard;
@@ -45,6 +45,8 @@ pub enum Request {
         accept: [u8; 28],
     },
     Error(u16),
+    /// 405 with this `Allow`.
+    NotAllowed(&'static str),
     Healthz {
         head: bool,
     },
@@ -64,7 +66,7 @@ pub fn plan(shard: &Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Request {
                 head: req.method == "HEAD",
             }
         } else {
-            Request::Error(405)
+            Request::NotAllowed("GET, HEAD")
         };
     }
     let allowed = shard
@@ -90,7 +92,7 @@ pub fn plan(shard: &Shard, c: &Client, req: &HttpRequest<'_, '_>) -> Request {
             accept: ws::accept_key(key),
         },
         ("/live", ws::Upgrade::None) => Request::Error(426),
-        ("/metrics" | "/", _) if !get => Request::Error(405),
+        ("/metrics" | "/", _) if !get => Request::NotAllowed("GET, HEAD"),
         ("/metrics", _) => Request::Metrics,
         ("/", _) => Request::Dashboard,
         _ => Request::Error(404),
@@ -108,6 +110,9 @@ fn api(req: &HttpRequest<'_, '_>, length: usize) -> Request {
 pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> Next {
     match req {
         Request::Error(status) => respond_error(c, status, close).await,
+        Request::NotAllowed(allow) => {
+            respond_with(c, 405, &[("Allow", allow.as_bytes())], close).await
+        }
         Request::Healthz { head } => {
             let (status, body) = if shard.hub.is_leaving() {
                 (503, "draining")
