@@ -1,7 +1,7 @@
 //! `[admin]` (the listener serving metrics and the dashboard, HTTP/1.1 only, and who may reach
 //! it) and `[log]` (the access log's target and format).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::problems::Problems;
 use super::spanned::{list, string, Section, Val};
@@ -19,32 +19,9 @@ pub(super) fn admin(
 ) -> Option<Admin> {
     let mut s = Section::of(v, "[admin]", p)?;
     let at = s.at;
+    // `Some(None)`: given, with a problem (reported).
     let socket = s.opt("socket", p, |v, what, p| {
-        let text = string(v, what, p)?;
-        if text.v.is_empty() {
-            p.add(text.at, format!("{what} must be a file path"));
-            return None;
-        }
-        let path = absolute(base_dir.join(text.v));
-        // sockaddr_un holds 108 bytes, the terminating NUL included.
-        if path.as_os_str().len() > 107 {
-            p.add(
-                text.at,
-                format!(
-                    "{what}: {} is too long for a Unix socket (at most 107 bytes)",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-        if !path.parent().is_some_and(|d| d.is_dir()) {
-            p.add(
-                text.at,
-                format!("{what}: directory of {} does not exist", path.display()),
-            );
-            return None;
-        }
-        Some(path)
+        Some(control_socket(v, what, base_dir, p))
     });
     let find = |v, what: &str, p: &mut Problems| {
         let name = string(v, what, p)?;
@@ -54,7 +31,8 @@ pub(super) fn admin(
         }
         found
     };
-    let listener = if socket.is_some() {
+    let (given, socket) = (socket.is_some(), socket.flatten());
+    let listener = if given {
         s.opt("listener", p, find)
     } else {
         s.req("listener", p, find)
@@ -101,6 +79,35 @@ pub(super) fn admin(
         allow: allow.unwrap_or_else(loopback),
         socket,
     })
+}
+
+/// `[admin] socket`: a path relative to the config file's directory, whose directory exists.
+fn control_socket(v: &Val<'_>, what: &str, base_dir: &Path, p: &mut Problems) -> Option<PathBuf> {
+    let text = string(v, what, p)?;
+    if text.v.is_empty() {
+        p.add(text.at, format!("{what} must be a file path"));
+        return None;
+    }
+    let path = absolute(base_dir.join(text.v));
+    // sockaddr_un holds 108 bytes, the terminating NUL included.
+    if path.as_os_str().len() > 107 {
+        p.add(
+            text.at,
+            format!(
+                "{what}: {} is too long for a Unix socket (at most 107 bytes)",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    if !path.parent().is_some_and(|d| d.is_dir()) {
+        p.add(
+            text.at,
+            format!("{what}: directory of {} does not exist", path.display()),
+        );
+        return None;
+    }
+    Some(path)
 }
 
 /// `[log] access = "off" | "stderr" | "/path/file"`, `access_format = "combined" | "json"`.
@@ -184,6 +191,46 @@ mod tests {
         assert!(
             ps.iter().any(|p| p.2.contains("serves HTTP/1.1 only")),
             "{ps:?}"
+        );
+    }
+
+    #[test]
+    fn the_control_socket_is_relative_to_the_config_and_may_stand_alone() {
+        let (c, dir) = ok(&with(&["[admin]", "socket = \"ctl.sock\""]));
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.socket, Some(dir.0.join("ctl.sock")));
+        assert_eq!(admin.listener, None);
+        // Its directory must exist.
+        one_problem(
+            &with(&["[admin]", "socket = \"run/ctl.sock\""]),
+            8,
+            10,
+            "directory of",
+        );
+        // Neither a listener nor a socket: the listener is missing.
+        one_problem(
+            &with(&["[admin]", "allow = []"]),
+            7,
+            1,
+            "missing required key \"listener\"",
+        );
+    }
+
+    #[test]
+    fn lameduck_defaults_to_zero_and_takes_zero() {
+        use std::time::Duration;
+        let (c, _d) = ok(&with(&[]));
+        assert_eq!(c.timeouts.lameduck, Duration::ZERO);
+        for (text, want) in [("0s", 0), ("0", 0), ("2s", 2), ("1m", 60)] {
+            let line = format!("lameduck = \"{text}\"");
+            let (c, _d) = ok(&with(&["[timeouts]", &line]));
+            assert_eq!(c.timeouts.lameduck, Duration::from_secs(want), "{text}");
+        }
+        one_problem(
+            &with(&["[timeouts]", "lameduck = \"soon\""]),
+            8,
+            12,
+            "invalid duration",
         );
     }
 }
