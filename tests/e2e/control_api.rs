@@ -489,6 +489,65 @@ fn without_a_lameduck_sigterm_drains_at_once_and_healthz_says_draining() {
     assert!(rw.wait_exit(WAIT).is_some_and(|s| s.success()));
 }
 
+#[test]
+fn an_upgrade_makes_the_old_process_say_draining_and_the_new_one_takes_the_socket() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let echo = EchoBackend::tcp_v4();
+    let config = control_config(&echo.config_addr, &[("drain", "20s")], "")
+        .replace("pin = false\n", "pin = false\npid_file = \"ringway.pid\"\n");
+    let mut rw = Ringway::builder(config).dir(site()).start();
+    let socket = socket_path(&rw);
+    let pid_file = rw.dir_path().join("ringway.pid");
+    let old_pid = rw.pid().to_string();
+    assert!(wait_until(WAIT, || std::fs::read_to_string(&pid_file)
+        .is_ok_and(|p| p.trim() == old_pid)));
+    // A tunnel keeps the old process draining; a connection to its control socket, opened
+    // now, asks it after the hand-off.
+    let mut tunnels = open_tunnels(&rw, 1);
+    echo_round(&mut tunnels, 0);
+    let mut old = UnixStream::connect(&socket).unwrap();
+    old.set_read_timeout(Some(WAIT)).unwrap();
+    let (status, out, err) = run_cli(&["upgrade", "--config", rw.config_path().to_str().unwrap()]);
+    assert!(status.success(), "{out}{err}");
+    assert!(wait_until(WAIT, || std::fs::read_to_string(&pid_file)
+        .is_ok_and(|p| !p.trim().is_empty() && p.trim() != old_pid)));
+    let new_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _new = KillOnDrop(new_pid);
+    old.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    old.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.ends_with("draining"), "{answer}");
+    // The path is the new process's now: it serves.
+    let (status, _, body) = curl(Target::Socket(&socket), "GET", "/healthz", None);
+    assert_eq!((status, body.trim()), (200, "ok"));
+    // The old process ends without removing the new one's socket.
+    match ws_next(&mut tunnels[0]) {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+    drop(tunnels);
+    assert!(rw.wait_exit(WAIT).is_some_and(|s| s.success()));
+    let (status, _, body) = curl(Target::Socket(&socket), "POST", "/api/reload", None);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The process started by an upgrade (our grandchild), killed when the test ends.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill with the pid the upgraded Ringway wrote to its pid file.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // With the backend directory (issue 19 §1, §3: server states), after the merge.
 
