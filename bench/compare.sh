@@ -2,7 +2,7 @@
 # Compare Ringway with a blind forwarder, nginx and HAProxy on one machine (loopback only).
 #
 #   bench/compare.sh [--targets direct,bare,ringway,nginx,haproxy]
-#                    [--tests http,static,echo,bulk,idle,churn,https,wss-echo,wss-churn]
+#                    [--tests http,static,echo,bulk,idle,churn,https,wss-echo,wss-churn,wss-resume]
 #                    [--quick] [--duration SECS] [--rounds N] [--idle-conns N] [--out FILE] [--keep]
 #
 # Target ringway-b (not in the default set) runs the binary named by RINGWAY_B with the same
@@ -14,7 +14,7 @@
 # --rounds N repeats every (target, test) pair N times, round after round (so the targets
 # share the machine's quiet and noisy stretches alike), and reports each figure's median.
 #
-# --tests also takes `tls` (= https,wss-echo,wss-churn) and `all`; aliases mix with names
+# --tests also takes `tls` (= https,wss-echo,wss-churn,wss-resume) and `all`; aliases mix with names
 # (`--tests echo,tls`). The default is the plain tests only: TLS tests are opt-in.
 #
 # Layout: bench-backend pinned to CPU 0, the proxy to CPU 1 with one worker (nginx
@@ -37,6 +37,10 @@
 #   for 127.0.0.1/localhost made with openssl in the run's temp dir, the same for all three):
 #   https      wrk -t1 -c64 over https (keep-alive) through the HTTP proxy path (/api/)
 #   wss-echo   as echo, over wss:// (ringway-bench with rustls, certificate verified)
+#   wss-resume as wss-churn, but the client keeps its TLS sessions (tickets) and resumes them
+#              on every reconnect (nginx: ssl_session_tickets on + a shared session cache;
+#              HAProxy: its defaults, tickets on): handshakes/s, CPU µs/handshake, and how many
+#              resumed (ringway-bench --resume)
 #   wss-churn  as churn, over wss://: every loop is a full TLS handshake (no resumption) +
 #              upgrade + one message + close: handshakes/s
 # Output: one Markdown table (values, and ratios against nginx in parentheses), a second one for
@@ -48,7 +52,7 @@ set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL_TARGETS="direct,bare,ringway,nginx,haproxy"
 PLAIN_TESTS="http,static,echo,bulk,idle,churn"
-TLS_TESTS="https,wss-echo,wss-churn"
+TLS_TESTS="https,wss-echo,wss-churn,wss-resume"
 ALL_TESTS="$PLAIN_TESTS,$TLS_TESTS"
 TARGETS=$ALL_TARGETS
 TESTS=$PLAIN_TESTS
@@ -333,6 +337,8 @@ nginx_conf() {   # tls (0|1)
     ssl_conf="ssl_certificate $TLS/server.crt;
         ssl_certificate_key $TLS/server.key;
         ssl_protocols TLSv1.3;
+        ssl_session_tickets on;
+        ssl_session_cache shared:SSL:10m;
         ssl_conf_command Ciphersuites $TLS13_SUITES;
         ssl_ecdh_curve X25519:prime256v1:secp384r1;"
   fi
@@ -693,6 +699,15 @@ run_test() {   # target test
       cpu=$(marks_cpu_s)
       [ -n "$PROXY_PID" ] && record "$t" wss-churn_cpu "$(div "$(awk -v c="$cpu" 'BEGIN { print c * 1e6 }')" "$(jget "$line" handshakes)")"
       ;;
+    wss-resume)
+      run_gen "$t" wss-resume churn --resume --conns 32 --size 64 --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
+      line=$GEN_LINE; [ -n "$line" ] || return 0
+      record "$t" wss-resume_hs "$(jget "$line" handshakes_per_s)"
+      record "$t" wss-resume_failed "$(jget "$line" failed)"
+      record "$t" wss-resume_pct "$(awk -v r="$(jget "$line" resumed)" -v h="$(jget "$line" handshakes)" 'BEGIN { if (h > 0) printf "%.1f", 100 * r / h }')"
+      cpu=$(marks_cpu_s)
+      [ -n "$PROXY_PID" ] && record "$t" wss-resume_cpu "$(div "$(awk -v c="$cpu" 'BEGIN { print c * 1e6 }')" "$(jget "$line" handshakes)")"
+      ;;
   esac
 }
 
@@ -755,6 +770,9 @@ TLS_COLS=(
   "wss-echo_cpu|wss echo CPU µs/msg|2|lo|wss-echo"
   "wss-churn_hs|wss churn handshakes/s|0|hi|wss-churn"
   "wss-churn_cpu|wss churn CPU µs/handshake|1|lo|wss-churn"
+  "wss-resume_hs|wss resume handshakes/s|0|hi|wss-resume"
+  "wss-resume_cpu|wss resume CPU µs/handshake|1|lo|wss-resume"
+  "wss-resume_pct|wss resume % resumed|1|hi|wss-resume"
 )
 
 cell() {   # target key decimals
@@ -822,7 +840,7 @@ TABLE=$TMP/table.md
   fi
   if any_tls_test && any_tls_target; then
     echo
-    echo "TLS 1.3, terminated by the proxy (plain TCP to the backend); the same ECDSA P-256 certificate for every proxy. The load generator (ringway-bench: rustls; wrk: OpenSSL) shares CPU 0 with the backend and pays the client side of the crypto. wss churn: a full handshake per connection (no resumption)."
+    echo "TLS 1.3, terminated by the proxy (plain TCP to the backend); the same ECDSA P-256 certificate for every proxy. The load generator (ringway-bench: rustls; wrk: OpenSSL) shares CPU 0 with the backend and pays the client side of the crypto. wss churn: a full handshake per connection (no resumption); wss resume: the client resumes its sessions (tickets)."
     echo
     emit_table 1 "${TLS_COLS[@]}"
     echo
@@ -833,7 +851,7 @@ TABLE=$TMP/table.md
       [ -n "${R["$t.https_tls"]:-}" ] && neg="${neg:+$neg; }OpenSSL client (as wrk): ${R["$t.https_tls"]}"
       [ -n "$neg" ] && echo "- negotiated with $t: $neg"
     done
-    failures_note wss-echo wss-churn
+    failures_note wss-echo wss-churn wss-resume
   fi
 } > "$TABLE"
 

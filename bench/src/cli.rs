@@ -101,4 +101,8 @@ pub(crate) struct Args {
     /// frame build per message.
     #[arg(long)]
     pub(crate) verify: bool,
+    /// wss://: keep TLS sessions (tickets) and resume them on every reconnect, instead of a
+    /// full handshake per connection (churn: the `wss-resume` test). Reports `resumed`.
+    #[arg(long)]
+    pub(crate) resume: bool,
 }

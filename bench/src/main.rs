@@ -116,6 +116,8 @@ struct Gen {
     bytes: u64,
     cycles: u64,
     hs_ok: u64,
+    /// Handshakes that resumed a TLS session.
+    hs_resumed: u64,
     hs_failed: u64,
     /// Connections lost after their handshake.
     dropped: u64,
@@ -140,7 +142,7 @@ fn run(args: Args) -> Result<(), String> {
     let url = parse_ws_url(&args.url)?;
     let tls_target = match (url.tls, &args.ca) {
         (true, Some(ca)) => Some(TlsTarget {
-            config: tls::client_config(ca)?,
+            config: tls::client_config(ca, args.resume)?,
             name: tls::server_name(args.sni.as_deref().unwrap_or(&url.hostname))?,
         }),
         (true, None) => {
@@ -153,6 +155,9 @@ fn run(args: Args) -> Result<(), String> {
         }
         (false, _) => None,
     };
+    if args.resume && tls_target.is_none() {
+        return Err("--resume applies to wss:// URLs only".into());
+    }
     let nofile = sys::raise_nofile_limit();
     sys::install_stop_signals();
     let mode = args.mode;
@@ -233,6 +238,7 @@ fn run(args: Args) -> Result<(), String> {
         },
         tls: tls_target,
         tls_info: None,
+        hs_resumed: 0,
         url,
         mode,
         size,

@@ -262,7 +262,7 @@ impl Gen {
         hook(&args.on_measure, "start");
         self.measuring = true;
         self.hist.reset();
-        let hs0 = self.hs_ok;
+        let (hs0, rs0) = (self.hs_ok, self.hs_resumed);
         let (hf0, dr0) = (self.hs_failed, self.dropped);
         let elapsed = self.run_for(&mut events, args.duration).as_secs_f64();
         self.measuring = false;
@@ -274,6 +274,9 @@ impl Gen {
         rep.f("duration_s", elapsed, 3);
         rep.i("handshakes", hs);
         rep.f("handshakes_per_s", hs as f64 / secs, 1);
+        if self.tls.is_some() {
+            rep.i("resumed", self.hs_resumed - rs0);
+        }
         rep.i("cycles", self.cycles);
         rep.f("cycles_per_s", self.cycles as f64 / secs, 1);
         rep.i("messages", self.messages);

@@ -202,6 +202,10 @@ impl Gen {
             }
             self.pending -= 1;
             self.hs_ok += 1;
+            let resumed = c.tls.as_deref().and_then(|t| t.handshake_kind());
+            if resumed == Some(rustls::HandshakeKind::Resumed) {
+                self.hs_resumed += 1;
+            }
             if self.mode == Mode::Churn {
                 self.send_msg(i);
             }

@@ -1,6 +1,6 @@
 //! TLS client set-up for `wss://` targets: rustls with the ring provider, TLS 1.3 only, the
 //! server certificate verified against a given CA file, and no session resumption (every
-//! connection pays a full handshake).
+//! connection pays a full handshake) unless `--resume` asks for it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 /// A client config that trusts only the certificates in `ca_file` (PEM, one or more).
-pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
+/// `resume`: keep sessions (tickets) and offer them on the next connection.
+pub fn client_config(ca_file: &Path, resume: bool) -> Result<Arc<ClientConfig>, String> {
     let what = |e: &dyn std::fmt::Display| format!("{}: {e}", ca_file.display());
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| what(&e))? {
@@ -27,8 +28,14 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    // No session cache and no tickets: churn measures full handshakes.
-    config.resumption = Resumption::disabled();
+    // Without `resume`, no session cache and no tickets: churn measures full handshakes.
+    // With it, rustls's in-memory store (tickets are single-use in TLS 1.3; the server sends
+    // more with each handshake).
+    config.resumption = if resume {
+        Resumption::in_memory_sessions(1024)
+    } else {
+        Resumption::disabled()
+    };
     // What browsers offer for wss://.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -77,10 +84,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").unwrap();
-        assert!(client_config(&empty)
+        assert!(client_config(&empty, false)
             .unwrap_err()
             .contains("no certificate"));
-        assert!(client_config(&dir.join("missing.pem")).is_err());
+        assert!(client_config(&dir.join("missing.pem"), false).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

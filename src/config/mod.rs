@@ -3,6 +3,7 @@
 
 pub(crate) mod load;
 mod routes;
+pub mod tickets;
 pub mod tls;
 pub(crate) mod types;
 

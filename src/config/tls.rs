@@ -120,11 +120,13 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A server config for one TLS listener. Built per core, so session caches are not shared.
+/// A server config for one TLS listener on one core, resuming sessions with the process's
+/// shared tickets and session cache.
 pub fn server_config(
     hosts: HostTable,
     slots: Vec<Option<Arc<CertSlot>>>,
     alpn: &[String],
+    resumption: &crate::config::tickets::Resumption,
 ) -> Result<Arc<ServerConfig>, String> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -134,6 +136,8 @@ pub fn server_config(
     // The listener's `alpn` (default h2, then http/1.1); a client that offers none of them
     // is refused by rustls (no_application_protocol), one that offers no ALPN gets HTTP/1.1.
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.ticketer = resumption.ticketer.clone();
+    config.session_storage = resumption.sessions.clone();
     Ok(Arc::new(config))
 }
 

@@ -51,6 +51,27 @@ pub struct Config {
     pub tcp_routes: Vec<TcpRoute>,
     /// `[[tls_passthrough]]`: TLS connections forwarded untouched, by SNI.
     pub tls_passthrough: Vec<Passthrough>,
+    /// `[tls]`: session resumption shared by every TLS listener and core.
+    pub tls: TlsSettings,
+}
+
+/// `[tls] ticket_keys = "FILE", session_cache = N`.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The keys of `ticket_keys` (read and checked at load, so re-read on every reload), and
+    /// the file they came from. `None`: the process makes and rotates its own.
+    pub ticket_keys: Option<(PathBuf, crate::config::tickets::TicketKeys)>,
+    /// Entries in the TLS 1.2 session-ID cache shared by the cores.
+    pub session_cache: usize,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            ticket_keys: None,
+            session_cache: crate::config::tickets::SESSION_CACHE_DEFAULT,
+        }
+    }
 }
 
 /// `[[tcp_route]] listener = "...", backend = "..."` (indexes into `listeners`, `backends`).

@@ -12,6 +12,7 @@
 //! - `connect`: the CONNECT proxy's target, allow rules and Basic auth.
 //! - `upstream`: backend server addresses.
 //! - `static_files`: which file answers a path, and its headers.
+//! - `sticky`: session stickiness: cookie server ids, hash keys, rendezvous hashing.
 
 pub mod balance;
 pub mod cidr;
@@ -19,4 +20,5 @@ pub mod connect;
 pub mod limits;
 pub mod route;
 pub mod static_files;
+pub mod sticky;
 pub mod upstream;

@@ -87,7 +87,8 @@ pub(crate) fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result
             v.doc_root = root;
         }
     }
-    // One rustls config per TLS listener per core: session caches stay core-local.
+    // One rustls config per TLS listener per core; session tickets and the session-ID cache
+    // are the generation's, shared by every core (a client resumes on any core).
     let mut tls = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let built = l
@@ -97,6 +98,7 @@ pub(crate) fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result
                     routes.hosts_by_listener[i].clone(),
                     gen.slots.to_vec(),
                     &l.alpn,
+                    &gen.resumption,
                 )
             })
             .transpose()

@@ -44,6 +44,10 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
         number: 1,
         health: Arc::new(backends::HealthTable::new(&config)),
         slots: Arc::new(crate::config::tls::load_slots(&config)?),
+        resumption: crate::config::tickets::Resumption::new(
+            config.tls.ticket_keys.as_ref().map(|(_, k)| k),
+            config.tls.session_cache,
+        )?,
         config: config.clone(),
     });
     access::check_target(&config.log)?;

@@ -27,5 +27,6 @@ mod operations;
 mod routing;
 mod static_files;
 mod tls;
+mod tls_resumption;
 mod ws_proxy;
 mod ws_tunnel;

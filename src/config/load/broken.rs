@@ -737,12 +737,12 @@ address = "127.0.0.1:8080"
 [[vhost]]
 name = "site"
 domains = ["*"]
-[tls]
+[tsl]
 cert = "x"
 foo = 1
 "#,
         &[
-            (7, 2, "unknown key \"tls\" at the top level; valid keys: runtime, timeouts, limits, listener, backend, vhost, admin, tcp_route, tls_passthrough, log"),
+            (7, 2, "unknown key \"tsl\" at the top level; valid keys: runtime, timeouts, limits, listener, backend, vhost, admin, tcp_route, tls_passthrough, log, tls"),
         ],
     ),
 ];

@@ -19,7 +19,7 @@
 //!   backends of `address = ...` routes, a tcp listener without a route).
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
-//!   keys of vhosts and backends), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
+//!   keys of vhosts and backends, and `[tls]`), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
 //!   (`[admin]`, `[log]`).
 //!
 //! The result is the immutable [`Config`] (`config::types`); the routing tables the cores read
@@ -55,6 +55,7 @@ use self::problems::{line_starts, position, Problems};
 use self::runtime::{limits, runtime, timeouts};
 use self::spanned::Section;
 use self::streams::{passthroughs, tcp_routes};
+use self::tls::tls_settings;
 use self::values::absolute;
 use self::vhosts::vhosts;
 use self::xref::{tcp_listeners_routed, Refs};
@@ -125,6 +126,10 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         .map(|v| passthroughs(v, &listeners, &refs, p))
         .unwrap_or_default();
     let log = log(s.get("log"), base_dir, p);
+    let tls = s
+        .get("tls")
+        .and_then(|v| tls_settings(v, base_dir, p))
+        .unwrap_or_default();
     s.finish(p);
     let mut backends = backends;
     backends.extend(refs.into_implicit());
@@ -139,6 +144,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         log,
         tcp_routes,
         tls_passthrough,
+        tls,
     }
 }
 

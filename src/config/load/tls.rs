@@ -1,5 +1,6 @@
 //! The TLS keys: a vhost's `[vhost.tls]` (certificate and key files, checked to exist) with
-//! `[vhost.tls.ocsp]` (stapling), and a backend's `tls = { ca_file, server_name }`. Loading the
+//! `[vhost.tls.ocsp]` (stapling), a backend's `tls = { ca_file, server_name }`, and the
+//! top-level `[tls]` (session resumption: `ticket_keys`, `session_cache`). Loading the
 //! certificates themselves is `config::tls`'s work, at start-up and reload.
 
 use std::path::Path;
@@ -7,8 +8,37 @@ use std::time::Duration;
 
 use super::problems::Problems;
 use super::spanned::{boolean, string, Section, Val};
-use super::values::{absolute, duration, existing_file};
-use crate::config::types::{BackendTls, Ocsp, VHostTls};
+use super::values::{absolute, count, duration, existing_file};
+use crate::config::tickets::TicketKeys;
+use crate::config::types::{BackendTls, Ocsp, TlsSettings, VHostTls};
+
+/// `[tls] ticket_keys = "ticket.keys", session_cache = 20000`. The key file is read and
+/// checked here, so `check` refuses what start and reload would.
+pub(super) fn tls_settings(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<TlsSettings> {
+    let mut s = Section::of(v, "[tls]", p)?;
+    let ticket_keys = s.opt("ticket_keys", p, |v, what, p| {
+        let path = existing_file(v, what, base_dir, p)?;
+        let at = v.span().start;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| p.add(at, format!("{}: {e}", path.display())))
+            .ok()?;
+        match TicketKeys::parse(&text) {
+            Ok(keys) => Some((path, keys)),
+            Err(e) => {
+                p.add(at, format!("ticket_keys {}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    let session_cache = s.opt("session_cache", p, |v, what, p| {
+        count(v, what, 1..=10_000_000, p)
+    });
+    s.finish(p);
+    Some(TlsSettings {
+        ticket_keys,
+        session_cache: session_cache.unwrap_or(crate::config::tickets::SESSION_CACHE_DEFAULT),
+    })
+}
 
 /// `tls = { ca_file = "...", server_name = "..." }` of a backend.
 pub(super) fn backend_tls(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<BackendTls> {

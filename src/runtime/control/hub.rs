@@ -81,6 +81,8 @@ pub struct Generation {
     pub config: Arc<Config>,
     pub health: Arc<HealthTable>,
     pub slots: Arc<Vec<Option<Arc<CertSlot>>>>,
+    /// Session tickets and the session-ID cache, shared by every core's TLS listeners.
+    pub resumption: crate::config::tickets::Resumption,
 }
 
 pub enum Msg {

@@ -448,7 +448,12 @@ impl Control {
         let health = Arc::new(crate::runtime::backend::pools::HealthTable::new(&config));
         crate::runtime::backend::pools::Backends::new(config.clone(), health.clone(), 0)?;
         crate::runtime::control::ocsp::start(&config, &slots)?;
+        let resumption = crate::config::tickets::Resumption::new(
+            config.tls.ticket_keys.as_ref().map(|(_, k)| k),
+            config.tls.session_cache,
+        )?;
         Ok(Arc::new(Generation {
+            resumption,
             number: self.hub.generation.load(Ordering::Relaxed) + 1,
             config,
             health,
