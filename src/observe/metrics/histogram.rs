@@ -1,5 +1,7 @@
 //! Latency histograms: hdrhistogram in microseconds with an exact sum, and the per-core set
-//! of them (`Histograms`), plus the bucket bounds the Prometheus histograms read.
+//! of them (`Histograms`), plus the bucket bounds the Prometheus histograms read; the sliding
+//! window of request latency the dashboard shows (`Window`: a ring of 10-second histograms,
+//! merged on demand), and the clock it is indexed by (`clock_s`).
 
 use std::time::Duration;
 
@@ -41,6 +43,12 @@ impl Latency {
         }
     }
 
+    /// Empties it, keeping its memory.
+    pub(super) fn reset(&mut self) {
+        self.hist.reset();
+        self.sum_us = 0;
+    }
+
     pub fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         self.hist.saturating_record(us);
@@ -77,4 +85,80 @@ pub(super) struct Histograms {
     pub(super) request: Vec<Latency>,
     pub(super) backend_connect: Latency,
     pub(super) tunnel: Latency,
+}
+
+/// Seconds per slot of a `Window`.
+pub const WINDOW_SLOT_S: u64 = 10;
+/// Slots of a `Window`: the last 60 s (the newest slot still filling).
+pub const WINDOW_SLOTS: usize = 6;
+
+/// Seconds since this process first asked: the clock every core's `Window` is indexed by
+/// (one epoch for all cores, so their slots merge).
+pub fn clock_s() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_secs()
+}
+
+/// Request latency over the last minute: a ring of `WINDOW_SLOTS` histograms of
+/// `WINDOW_SLOT_S` seconds each; a slot is reused (emptied) when its time comes round again.
+/// The time is passed in (`clock_s` in the runtime), so this is tested without a clock.
+#[derive(Clone, Default)]
+pub struct Window {
+    /// (slot number = seconds / `WINDOW_SLOT_S`, its histogram), made on first use.
+    slots: [Option<(u64, Latency)>; WINDOW_SLOTS],
+}
+
+impl Window {
+    pub fn record(&mut self, now_s: u64, d: Duration) {
+        let tick = now_s / WINDOW_SLOT_S;
+        let slot = &mut self.slots[(tick % WINDOW_SLOTS as u64) as usize];
+        match slot {
+            Some((t, l)) if *t == tick => l.record(d),
+            Some((t, l)) => {
+                l.reset();
+                *t = tick;
+                l.record(d);
+            }
+            None => {
+                let mut l = Latency::new();
+                l.record(d);
+                *slot = Some((tick, l));
+            }
+        }
+    }
+
+    /// Adds the slots of the last minute (as of `now_s`) to `into`.
+    pub fn add_to(&self, now_s: u64, into: &mut Latency) {
+        let tick = now_s / WINDOW_SLOT_S;
+        for (t, l) in self.slots.iter().flatten() {
+            if *t <= tick && tick - *t < WINDOW_SLOTS as u64 {
+                into.add(l);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_window_forgets_what_is_older_than_a_minute() {
+    let mut w = Window::default();
+    for _ in 0..10 {
+        w.record(5, Duration::from_secs(2));
+    }
+    w.record(30, Duration::from_millis(1));
+    let at = |now| {
+        let mut l = Latency::new();
+        w.add_to(now, &mut l);
+        l
+    };
+    assert_eq!(at(30).count(), 11);
+    assert!(at(30).quantile_s(0.5) > 1.0);
+    // At 60 s the slot of 0..10 s is out of the window: only the 1 ms request is left.
+    let later = at(60);
+    assert_eq!(later.count(), 1);
+    assert!(later.quantile_s(0.99) < 0.01);
+    // The slot comes round again and is emptied before it is reused.
+    w.record(65, Duration::from_millis(3));
+    assert_eq!(at(65).count(), 2);
+    assert_eq!(at(200).count(), 0);
 }
