@@ -26,5 +26,6 @@ mod operations;
 mod routing;
 mod static_files;
 mod tls;
+mod truth;
 mod ws_proxy;
 mod ws_tunnel;

@@ -146,11 +146,12 @@ fn the_window_forgets_what_is_older_than_a_minute() {
         w.record(5, Duration::from_secs(2));
     }
     w.record(30, Duration::from_millis(1));
-    let at = |now| {
+    fn at_of(w: &Window, now: u64) -> Latency {
         let mut l = Latency::new();
         w.add_to(now, &mut l);
         l
-    };
+    }
+    let at = |now| at_of(&w, now);
     assert_eq!(at(30).count(), 11);
     assert!(at(30).quantile_s(0.5) > 1.0);
     // At 60 s the slot of 0..10 s is out of the window: only the 1 ms request is left.
@@ -159,6 +160,6 @@ fn the_window_forgets_what_is_older_than_a_minute() {
     assert!(later.quantile_s(0.99) < 0.01);
     // The slot comes round again and is emptied before it is reused.
     w.record(65, Duration::from_millis(3));
-    assert_eq!(at(65).count(), 2);
-    assert_eq!(at(200).count(), 0);
+    assert_eq!(at_of(&w, 65).count(), 2);
+    assert_eq!(at_of(&w, 200).count(), 0);
 }
