@@ -499,9 +499,9 @@ fn footprint(pid: u32) -> (usize, usize, u64) {
     (threads, fds, rss)
 }
 
-/// How many reloads the growth test does (the issue asks for 1,000; see README: one reload
-/// with a stapled certificate takes about RELOAD_MS on the CI machine).
-const RELOADS: usize = 300;
+/// How many reloads the growth test does, as the issue asks (one reload with a stapled
+/// certificate took about 6 ms here: 1,000 take seconds).
+const RELOADS: usize = 1000;
 
 #[test]
 fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
@@ -559,10 +559,26 @@ fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
             tunnels
         })
     };
-    let reload = |n: usize| {
+    // Each reload is sent once the previous one is done (signals would merge otherwise):
+    // the control thread's `configuration reloaded generation=N` line, read from where the
+    // last look ended (the log grows by thousands of lines).
+    let mut log = fs::File::open(rw.dir_path().join("ringway.log")).unwrap();
+    let mut tail = String::new();
+    let mut reload = |n: usize| {
+        let needle = format!("configuration reloaded generation={}\n", n + 1);
         rw.signal(libc::SIGHUP);
+        let done = wait_until(WAIT * 3, || {
+            let mut more = String::new();
+            let _ = log.read_to_string(&mut more);
+            tail.push_str(&more);
+            let found = tail.contains(&needle);
+            // Keep only the last partial line.
+            let cut = tail.rfind('\n').map_or(0, |i| i + 1);
+            tail.drain(..cut);
+            found
+        });
         assert!(
-            rw.wait_log("configuration reloaded", n, WAIT * 3),
+            done,
             "reload {n} not done:\n{}",
             rw.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
         );
@@ -593,6 +609,13 @@ fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
         after.2
     );
     assert!(rounds.load(Ordering::Relaxed) > 0);
+    // Every generation fetched its staple (OCSP really was on for each).
+    assert!(
+        log_lines(&rw, "OCSP staple updated") > WARM + RELOADS,
+        "{} staple fetches for {} generations",
+        log_lines(&rw, "OCSP staple updated"),
+        WARM + RELOADS + 1
+    );
     // The tunnels opened before the reloads still echo (they keep their generation).
     for ws in tunnels.iter_mut() {
         ws.send(Message::text("last")).unwrap();
@@ -613,7 +636,7 @@ fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
     );
     assert!(after.1 <= before.1 + 8, "fds grew: {} -> {}", before.1, after.1);
     assert!(
-        after.2 <= before.2 + 16 * 1024,
+        after.2 <= before.2 + 8 * 1024,
         "RSS grew: {} -> {} KiB",
         before.2,
         after.2
