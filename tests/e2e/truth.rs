@@ -142,7 +142,11 @@ fn tls_handshakes_by_result_and_resumption_and_certificate_expiry() {
         if reused { 1.0 } else { 0.0 },
         "s_client says reused: {reused}"
     );
-    assert!(reused, "the second handshake was not resumed:\n{}", again.text());
+    assert!(
+        reused,
+        "the second handshake was not resumed:\n{}",
+        again.text()
+    );
 
     // notAfter as openssl reads it.
     let out = Command::new("openssl")
@@ -158,7 +162,10 @@ fn tls_handshakes_by_result_and_resumption_and_certificate_expiry() {
         .args(["-u", "-d", &end, "+%s"])
         .output()
         .unwrap();
-    let want: f64 = String::from_utf8_lossy(&unix.stdout).trim().parse().unwrap();
+    let want: f64 = String::from_utf8_lossy(&unix.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(
         sum(
             &m,
@@ -177,7 +184,9 @@ fn process_metrics_are_the_process_as_proc_sees_it() {
         .start();
     let m = scrape(rw.port_n(1));
     let v = |name: &str| sum(&m, name, &[]);
-    let fds = fs::read_dir(format!("/proc/{}/fd", rw.pid())).unwrap().count() as f64;
+    let fds = fs::read_dir(format!("/proc/{}/fd", rw.pid()))
+        .unwrap()
+        .count() as f64;
     assert!(
         (v("process_open_fds") - fds).abs() <= 4.0,
         "open fds {} vs /proc {fds}",
@@ -195,7 +204,10 @@ fn process_metrics_are_the_process_as_proc_sees_it() {
         .unwrap()
         .as_secs_f64();
     let start = v("process_start_time_seconds");
-    assert!(start <= now + 1.0 && start > now - 120.0, "start {start}, now {now}");
+    assert!(
+        start <= now + 1.0 && start > now - 120.0,
+        "start {start}, now {now}"
+    );
     let cpu = v("process_cpu_seconds_total");
     assert!(cpu > 0.0 && cpu < 600.0, "cpu {cpu}");
     for name in [
@@ -233,7 +245,11 @@ fn client_errors_are_counted_always_and_logged_a_few_lines_a_second() {
     }
     let m = scrape(rw.port_n(1));
     assert_eq!(
-        sum(&m, "ringway_client_errors_total", &["kind=\"tls_handshake\""]),
+        sum(
+            &m,
+            "ringway_client_errors_total",
+            &["kind=\"tls_handshake\""]
+        ),
         N as f64
     );
     assert_eq!(
@@ -290,7 +306,14 @@ fn a_bind_error_is_logged_once() {
     let cfg = base_config(2).replace("@PORT@", &port.to_string())
         + "\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n";
     let path = dir.path().join("ringway.toml");
-    fs::write(&path, cfg.replace("doc_root = \"www\"", &format!("doc_root = {:?}", dir.path().join("www")))).unwrap();
+    fs::write(
+        &path,
+        cfg.replace(
+            "doc_root = \"www\"",
+            &format!("doc_root = {:?}", dir.path().join("www")),
+        ),
+    )
+    .unwrap();
     let (status, out, err) = run_cli(&["--config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1), "{out}\n{err}");
     let address = format!("127.0.0.1:{port}");
@@ -307,7 +330,10 @@ fn dashboard_and_metrics_say_not_configured_unchecked_and_leave_sessions_out_of_
     // Vhost "a" staples (from a responder that refuses connections: configured, invalid);
     // vhost "b" has no OCSP at all.
     let cfg = tls_with_admin(1)
-        + &format!("\n[[backend]]\nname = \"chat\"\nservers = [\"{}\"]\n", echo.config_addr)
+        + &format!(
+            "\n[[backend]]\nname = \"chat\"\nservers = [\"{}\"]\n",
+            echo.config_addr
+        )
         + &vhost("a", &["a.example"], &leaf.cert_file(), &leaf.key_file())
             .top("listeners = [\"tls\"]\ndoc_root = \"www\"")
             .ocsp(&ocsp_lines(Some("http://127.0.0.1:9"), "1h", "2h"))
@@ -337,7 +363,10 @@ fn dashboard_and_metrics_say_not_configured_unchecked_and_leave_sessions_out_of_
     assert!(!series("ringway_ocsp_fetch_total", "b"));
     assert!(series("ringway_certificate_expiry_timestamp_seconds", "b"));
     assert!(!m.iter().any(|(s, _)| s.starts_with("ringway_backend_up{")));
-    assert_eq!(sum(&m, "ringway_backend_checked", &["backend=\"chat\""]), 0.0);
+    assert_eq!(
+        sum(&m, "ringway_backend_checked", &["backend=\"chat\""]),
+        0.0
+    );
 
     // Three quick requests; an echo session held for 1.5 s with 4 messages; a proxied
     // WebSocket with 2.
@@ -355,7 +384,9 @@ fn dashboard_and_metrics_say_not_configured_unchecked_and_leave_sessions_out_of_
         let conn = rustls::ClientConnection::new(cfg, "b.example".try_into().unwrap()).unwrap();
         let tls = rustls::StreamOwned::new(conn, tcp);
         let url = format!("wss://b.example:{}{path}", rw.port());
-        tungstenite::client::client(url.as_str(), tls).expect("wss handshake").0
+        tungstenite::client::client(url.as_str(), tls)
+            .expect("wss handshake")
+            .0
     };
     let mut e = tls_ws("/echo");
     for i in 0..4 {
@@ -450,7 +481,8 @@ fn dashboard_and_metrics_say_not_configured_unchecked_and_leave_sessions_out_of_
 fn access_log_names_unix_socket_servers_and_counts_body_bytes() {
     let dir = site();
     let echo = EchoBackend::unix(dir.path(), "chat.sock");
-    let cfg = crate::operations::ops_config(1, &echo.config_addr, "[log]\naccess = \"access.log\"\n");
+    let cfg =
+        crate::operations::ops_config(1, &echo.config_addr, "[log]\naccess = \"access.log\"\n");
     let rw = Ringway::builder(cfg).dir(dir).start();
     assert_eq!(crate::operations::get(rw.port(), "/index.html").status, 200);
     let (mut ws, _) = ws_connect(rw.port(), rw.ws_url("/chat/room").as_str());
@@ -460,7 +492,11 @@ fn access_log_names_unix_socket_servers_and_counts_body_bytes() {
     drop(ws);
     let path = rw.dir_path().join("access.log");
     let read = || fs::read_to_string(&path).unwrap_or_default();
-    assert!(wait_until(WAIT, || read().lines().count() >= 2), "{}", read());
+    assert!(
+        wait_until(WAIT, || read().lines().count() >= 2),
+        "{}",
+        read()
+    );
     let text = read();
     let tunnel = text
         .lines()
@@ -522,7 +558,10 @@ fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
     let echo = EchoBackend::tcp_v4();
     let cfg = tls_base(2)
         + "\n[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:@PORT1@\"\n"
-        + &format!("\n[[backend]]\nname = \"chat\"\nservers = [\"{}\"]\n", echo.config_addr)
+        + &format!(
+            "\n[[backend]]\nname = \"chat\"\nservers = [\"{}\"]\n",
+            echo.config_addr
+        )
         + &vhost("a", &["a.example", "*"], &a.chain_file(), &a.key_file())
             .top("listeners = [\"tls\"]\ndoc_root = \"www\"")
             .ocsp("")
@@ -580,7 +619,12 @@ fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
         assert!(
             done,
             "reload {n} not done:\n{}",
-            rw.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            rw.log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     };
     // The level one generation puts it at: after a few reloads (allocator arenas, pools).
@@ -634,7 +678,12 @@ fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
         before.0,
         after.0
     );
-    assert!(after.1 <= before.1 + 8, "fds grew: {} -> {}", before.1, after.1);
+    assert!(
+        after.1 <= before.1 + 8,
+        "fds grew: {} -> {}",
+        before.1,
+        after.1
+    );
     assert!(
         after.2 <= before.2 + 8 * 1024,
         "RSS grew: {} -> {} KiB",

@@ -96,7 +96,10 @@ pub const WINDOW_SLOTS: usize = 6;
 /// (one epoch for all cores, so their slots merge).
 pub fn clock_s() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_secs()
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs()
 }
 
 /// Request latency over the last minute: a ring of `WINDOW_SLOTS` histograms of

@@ -303,7 +303,11 @@ impl Backends {
         let mut out = Vec::new();
         for (b, pool) in self.pools.iter().enumerate() {
             let pool = pool.borrow();
-            out.extend((0..pool.len()).filter(|&i| !pool.passively_up(i, now)).map(|i| (b, i)));
+            out.extend(
+                (0..pool.len())
+                    .filter(|&i| !pool.passively_up(i, now))
+                    .map(|i| (b, i)),
+            );
         }
         out
     }

@@ -336,7 +336,8 @@ async fn first_byte(stream: &TcpStream, limit: Duration) -> First {
 }
 
 /// The body of the `400` a plain HTTP request to a TLS listener gets.
-pub const PLAIN_HTTP_BODY: &str = "400 Bad Request: a plain HTTP request was sent to a TLS port; use https://\n";
+pub const PLAIN_HTTP_BODY: &str =
+    "400 Bad Request: a plain HTTP request was sent to a TLS port; use https://\n";
 
 /// Plain HTTP on a TLS listener: `400` with a short body saying so, then a (lingering) close,
 /// as nginx does. Counted as a handshake with result `plain_http`; its log line is rate-limited.

@@ -15,6 +15,7 @@ use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
 use crate::config::{Handler, WebSocketRoute};
+use crate::observe::loglimit::Kind;
 use crate::observe::metrics::{self, HandlerKind, Rejected};
 use crate::policy::static_files;
 use crate::protocol::http::forward::{self, ForwardInfo};
@@ -22,7 +23,6 @@ use crate::protocol::http::head::{self, empty_headers, Body, HeadError, Request}
 use crate::protocol::http::response;
 use crate::protocol::ws;
 use crate::runtime::backend::pools::Lease;
-use crate::observe::loglimit::Kind;
 use crate::runtime::conn::{access, errlog};
 use crate::runtime::handlers::admin;
 use crate::runtime::handlers::echo;

@@ -9,8 +9,8 @@ use tracing::warn;
 use crate::config::Limits;
 use crate::observe::loglimit::Kind;
 use crate::observe::metrics;
-use crate::runtime::conn::errlog;
 use crate::policy::limits::PerIp;
+use crate::runtime::conn::errlog;
 
 thread_local! {
     static PER_IP: RefCell<PerIp> = RefCell::new(PerIp::default());

@@ -28,8 +28,8 @@ use tracing::{error, info, warn};
 
 use crate::config::tls::CertSlot;
 use crate::config::Config;
-use crate::runtime::control::hub::Mailbox;
 use crate::protocol::ocsp::{self, CertInfo, OcspError, Schedule, Staple};
+use crate::runtime::control::hub::Mailbox;
 
 /// How long start-up waits for the first fetches before serving anyway.
 const STARTUP_FETCH_WAIT: Duration = Duration::from_secs(5);

@@ -114,15 +114,18 @@ fn global(shard: &Shard, cores: &[metrics::CoreSnapshot]) -> Global {
         .enumerate()
         .filter(|(_, b)| !b.implicit)
         .flat_map(|(bi, b)| {
-            b.servers.iter().enumerate().map(move |(si, s)| ServerState {
-                backend: b.name.clone(),
-                server: s.address.to_string(),
-                checked: b.health.is_some().then(|| shard.health.is_up(bi, si)),
-                passive_out: cores
-                    .iter()
-                    .filter(|c| c.passive_out.contains(&(bi, si)))
-                    .count(),
-            })
+            b.servers
+                .iter()
+                .enumerate()
+                .map(move |(si, s)| ServerState {
+                    backend: b.name.clone(),
+                    server: s.address.to_string(),
+                    checked: b.health.is_some().then(|| shard.health.is_up(bi, si)),
+                    passive_out: cores
+                        .iter()
+                        .filter(|c| c.passive_out.contains(&(bi, si)))
+                        .count(),
+                })
         })
         .collect();
     let certificates = shard

@@ -14,7 +14,7 @@
 pub(crate) mod idle;
 pub(crate) mod io;
 pub(crate) mod memory;
-pub(crate) mod process;
 pub mod pool;
+pub(crate) mod process;
 pub(crate) mod stream;
 pub mod tunnel;

@@ -87,6 +87,9 @@ mod tests {
     fn this_process_reads() {
         let p = read();
         assert!(p.open_fds >= 3 && p.max_fds >= p.open_fds, "{p:?}");
-        assert!(p.resident_bytes > 0 && p.threads >= 1 && p.start_time_s > 1e9, "{p:?}");
+        assert!(
+            p.resident_bytes > 0 && p.threads >= 1 && p.start_time_s > 1e9,
+            "{p:?}"
+        );
     }
 }
