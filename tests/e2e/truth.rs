@@ -691,3 +691,123 @@ fn nothing_grows_across_reloads_with_ocsp_tunnels_and_traffic() {
         after.2
     );
 }
+
+/// The dashboard's first `/live` snapshot.
+fn live_snapshot(admin: u16) -> serde_json::Value {
+    let (mut live, _) = ws_connect(admin, format!("ws://127.0.0.1:{admin}/live").as_str());
+    let Message::Text(json) = ws_next(&mut live) else {
+        panic!("no JSON snapshot")
+    };
+    serde_json::from_str(json.as_str()).unwrap()
+}
+
+fn server_row(v: &serde_json::Value, backend: &str) -> serde_json::Value {
+    v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend"] == backend)
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for {backend}: {v}"))
+}
+
+#[test]
+fn servers_are_up_or_down_only_by_active_checks_else_unchecked_with_passive_take_outs() {
+    let a = crate::http_backends::HttpBackend::named("a");
+    let dead = free_port();
+    let cfg = format!(
+        "{}\n[[listener]]\nname = \"admin\"\naddress = \"127.0.0.1:@PORT1@\"\n\n\
+         [admin]\nlistener = \"admin\"\n\n\
+         [[backend]]\nname = \"checked\"\nservers = [\"{}\"]\n\
+         health = {{ interval = \"100ms\", timeout = \"500ms\", rise = 1, fall = 1, http_path = \"/healthz\" }}\n\n\
+         [[backend]]\nname = \"plain\"\nservers = [\"127.0.0.1:{dead}\"]\nmax_fails = 1\n\
+         fail_timeout = \"60s\"\n\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\nlisteners = [\"main\"]\ndoc_root = \"www\"\n\n\
+         [[vhost.context]]\nuri = \"/dead/\"\nhandler = \"proxy\"\nbackend = \"plain\"\n\n\
+         [[vhost.context]]\nuri = \"/checked/\"\nhandler = \"proxy\"\nbackend = \"checked\"\n",
+        base_config(1),
+        a.config_addr
+    );
+    let rw = Ringway::builder(cfg).dir(site()).start();
+    let admin = rw.port_n(1);
+    let series = |m: &[(String, f64)], name: &str, backend: &str| {
+        m.iter()
+            .find(|(s, _)| s.starts_with(&format!("{name}{{backend=\"{backend}\"")))
+            .map(|(_, v)| *v)
+    };
+    // Before any request: the unchecked server is no green "up", and not out either.
+    let v = live_snapshot(admin);
+    assert_eq!(server_row(&v, "plain")["state"], "unchecked", "{v}");
+    assert_eq!(server_row(&v, "plain")["passive_out"], 0, "{v}");
+    let m = scrape(admin);
+    assert_eq!(series(&m, "ringway_backend_up", "plain"), None);
+    assert_eq!(series(&m, "ringway_backend_checked", "plain"), Some(0.0));
+    assert_eq!(series(&m, "ringway_backend_checked", "checked"), Some(1.0));
+
+    // A failed request takes the dead server out (passive health): said so, still unchecked.
+    let r = request(
+        rw.port(),
+        "GET /dead/x HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.status == 502 || r.status == 503, "{}", r.status);
+    let m = scrape(admin);
+    assert_eq!(series(&m, "ringway_backend_passive_out", "plain"), Some(1.0));
+    let v = live_snapshot(admin);
+    assert_eq!(server_row(&v, "plain")["state"], "unchecked", "{v}");
+    assert_eq!(server_row(&v, "plain")["passive_out"], 1, "{v}");
+    assert_eq!(server_row(&v, "plain")["up"], false, "{v}");
+
+    // Active checks: up while the server answers its probes, down when it fails them.
+    assert!(wait_until(WAIT, || a.probes().iter().any(|p| *p)));
+    assert_eq!(
+        series(&scrape(admin), "ringway_backend_up", "checked"),
+        Some(1.0)
+    );
+    assert_eq!(server_row(&live_snapshot(admin), "checked")["state"], "up");
+    a.set_healthy(false);
+    assert!(
+        wait_until(WAIT, || series(&scrape(admin), "ringway_backend_up", "checked")
+            == Some(0.0)),
+        "the failing server never went down"
+    );
+    assert_eq!(server_row(&live_snapshot(admin), "checked")["state"], "down");
+}
+
+#[test]
+fn an_upgrade_logs_no_tls_failure_for_its_own_wake_up_connections() {
+    let dir = site();
+    let leaf = self_signed(dir.path(), "site");
+    let cfg = tls_base(2).replace("pin = false\n", "pin = false\npid_file = \"ringway.pid\"\n")
+        + &vhost("a", &["a.example", "*"], &leaf.cert_file(), &leaf.key_file())
+            .top("doc_root = \"www\"")
+            .toml();
+    let mut rw = Ringway::builder(cfg).dir(dir).start();
+    let pid_file = rw.dir_path().join("ringway.pid");
+    let old_pid = rw.pid().to_string();
+    assert!(wait_until(WAIT, || fs::read_to_string(&pid_file)
+        .is_ok_and(|p| p.trim() == old_pid)));
+    let o = s_client(rw.port(), Some("a.example"), &[]);
+    assert!(o.handshake_ok(), "{}", o.text());
+    rw.signal(libc::SIGUSR2);
+    // The old process drains, nudging its accept loops with connections to itself, and exits.
+    let exit = rw.wait_exit(Duration::from_secs(20)).expect("old process exits");
+    assert!(exit.success(), "{exit}\n{}", rw.log());
+    let new_pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new_pid.to_string(), old_pid);
+    // The new process (which shares the log) serves TLS.
+    let o = s_client(rw.port(), Some("a.example"), &[]);
+    thread::sleep(Duration::from_millis(300));
+    let log = rw.log();
+    // SAFETY: the new Ringway (our grandchild) is stopped by its pid.
+    unsafe { libc::kill(new_pid, libc::SIGKILL) };
+    assert!(o.handshake_ok(), "{}", o.text());
+    assert!(log.contains("upgrade: the new process serves"), "{log}");
+    assert!(
+        !log.contains("TLS handshake"),
+        "wake-up connections logged as TLS failures:\n{log}"
+    );
+}
