@@ -751,7 +751,10 @@ fn servers_are_up_or_down_only_by_active_checks_else_unchecked_with_passive_take
     );
     assert!(r.status == 502 || r.status == 503, "{}", r.status);
     let m = scrape(admin);
-    assert_eq!(series(&m, "ringway_backend_passive_out", "plain"), Some(1.0));
+    assert_eq!(
+        series(&m, "ringway_backend_passive_out", "plain"),
+        Some(1.0)
+    );
     let v = live_snapshot(admin);
     assert_eq!(server_row(&v, "plain")["state"], "unchecked", "{v}");
     assert_eq!(server_row(&v, "plain")["passive_out"], 1, "{v}");
@@ -766,11 +769,17 @@ fn servers_are_up_or_down_only_by_active_checks_else_unchecked_with_passive_take
     assert_eq!(server_row(&live_snapshot(admin), "checked")["state"], "up");
     a.set_healthy(false);
     assert!(
-        wait_until(WAIT, || series(&scrape(admin), "ringway_backend_up", "checked")
-            == Some(0.0)),
+        wait_until(WAIT, || series(
+            &scrape(admin),
+            "ringway_backend_up",
+            "checked"
+        ) == Some(0.0)),
         "the failing server never went down"
     );
-    assert_eq!(server_row(&live_snapshot(admin), "checked")["state"], "down");
+    assert_eq!(
+        server_row(&live_snapshot(admin), "checked")["state"],
+        "down"
+    );
 }
 
 #[test]
@@ -778,9 +787,14 @@ fn an_upgrade_logs_no_tls_failure_for_its_own_wake_up_connections() {
     let dir = site();
     let leaf = self_signed(dir.path(), "site");
     let cfg = tls_base(2).replace("pin = false\n", "pin = false\npid_file = \"ringway.pid\"\n")
-        + &vhost("a", &["a.example", "*"], &leaf.cert_file(), &leaf.key_file())
-            .top("doc_root = \"www\"")
-            .toml();
+        + &vhost(
+            "a",
+            &["a.example", "*"],
+            &leaf.cert_file(),
+            &leaf.key_file(),
+        )
+        .top("doc_root = \"www\"")
+        .toml();
     let mut rw = Ringway::builder(cfg).dir(dir).start();
     let pid_file = rw.dir_path().join("ringway.pid");
     let old_pid = rw.pid().to_string();
@@ -790,7 +804,9 @@ fn an_upgrade_logs_no_tls_failure_for_its_own_wake_up_connections() {
     assert!(o.handshake_ok(), "{}", o.text());
     rw.signal(libc::SIGUSR2);
     // The old process drains, nudging its accept loops with connections to itself, and exits.
-    let exit = rw.wait_exit(Duration::from_secs(20)).expect("old process exits");
+    let exit = rw
+        .wait_exit(Duration::from_secs(20))
+        .expect("old process exits");
     assert!(exit.success(), "{exit}\n{}", rw.log());
     let new_pid: i32 = fs::read_to_string(&pid_file)
         .unwrap()
@@ -810,4 +826,81 @@ fn an_upgrade_logs_no_tls_failure_for_its_own_wake_up_connections() {
         !log.contains("TLS handshake"),
         "wake-up connections logged as TLS failures:\n{log}"
     );
+}
+
+/// `bytes_out` (the number after the status) and `bytes_in=` of a combined access-log line.
+fn line_bytes(line: &str) -> (u64, u64) {
+    let after_quote = line.split("\" ").nth(1).unwrap_or_else(|| panic!("{line}"));
+    let out = after_quote
+        .split(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let bytes_in = line
+        .split(" bytes_in=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    (out, bytes_in)
+}
+
+#[test]
+fn http2_lines_count_body_bytes_and_websocket_tunnel_bytes() {
+    let echo = EchoBackend::tcp_v4();
+    let config = crate::h2::h2c_config(&format!(
+        "\n[log]\naccess = \"access.log\"\n\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.websocket]]\nuri = \"/chat/\"\naddress = \"{}\"\n",
+        echo.config_addr
+    ));
+    let rw = Ringway::builder(config).dir(site()).start();
+    let port = rw.port();
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/index.html"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "2 200");
+    crate::h2::rt().block_on(async {
+        let mut client = crate::h2::h2c(port).await;
+        let mut ws = crate::h2_websockets::H2Ws::open(&mut client, port, "/chat/x", &[])
+            .await
+            .expect("RFC 8441 WebSocket");
+        ws.send(0x1, b"hello");
+        assert_eq!(ws.next().await, Some((0x1, b"hello".to_vec())));
+        ws.send(0x8, &1000u16.to_be_bytes());
+        assert_eq!(ws.next().await.map(|f| f.0), Some(0x8));
+        drop(ws);
+    });
+    let path = rw.dir_path().join("access.log");
+    let read = || fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        wait_until(WAIT, || read().contains("upgrade=ws")),
+        "{}",
+        read()
+    );
+    let text = read();
+    let page = text
+        .lines()
+        .find(|l| l.contains("/index.html HTTP/2.0\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    // The body's 15 bytes, as over HTTP/1.1 (no HPACK head counted).
+    assert_eq!(line_bytes(page).0, 15, "{page}");
+    let tunnel = text
+        .lines()
+        .find(|l| l.contains("upgrade=ws"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let (out, bytes_in) = line_bytes(tunnel);
+    // Out: the echoed frame (2 + 5) and the Close (2 + 2); in: the masked frame (2 + 4 + 5)
+    // and the masked Close (2 + 4 + 2).
+    assert!((7..=11).contains(&out), "{tunnel}");
+    assert!((11..=19).contains(&bytes_in), "{tunnel}");
 }
