@@ -182,7 +182,9 @@ fn process_metrics_are_the_process_as_proc_sees_it() {
     let rw = Ringway::builder(crate::operations::ops_config(2, &echo.config_addr, ""))
         .dir(site())
         .start();
+    let cpu_before = rw.cpu_time().as_secs_f64();
     let m = scrape(rw.port_n(1));
+    let cpu_after = rw.cpu_time().as_secs_f64();
     let v = |name: &str| sum(&m, name, &[]);
     let fds = fs::read_dir(format!("/proc/{}/fd", rw.pid()))
         .unwrap()
@@ -209,7 +211,11 @@ fn process_metrics_are_the_process_as_proc_sees_it() {
         "start {start}, now {now}"
     );
     let cpu = v("process_cpu_seconds_total");
-    assert!(cpu > 0.0 && cpu < 600.0, "cpu {cpu}");
+    // As /proc/PID/stat says around the scrape (its unit is 10 ms).
+    assert!(
+        cpu >= cpu_before - 0.011 && cpu <= cpu_after + 0.011,
+        "cpu {cpu}, /proc said {cpu_before} then {cpu_after}"
+    );
     for name in [
         "process_cpu_seconds_total",
         "process_open_fds",
