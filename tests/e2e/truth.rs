@@ -910,3 +910,75 @@ fn http2_lines_count_body_bytes_and_websocket_tunnel_bytes() {
     assert!((7..=11).contains(&out), "{tunnel}");
     assert!((11..=19).contains(&bytes_in), "{tunnel}");
 }
+
+/// A backend that answers every request `200 ok` after `delay`, one connection at a time.
+fn slow_backend(delay: Duration) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            thread::sleep(delay);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    port
+}
+
+/// The dashboard's percentiles are of the last minute: a slow request leaves them within
+/// 50-70 s (six 10-s slots), while the Prometheus histogram keeps counting it.
+#[test]
+fn dashboard_latency_is_a_sliding_window_of_the_last_minute() {
+    let slow = slow_backend(Duration::from_millis(1200));
+    let echo = EchoBackend::tcp_v4();
+    let extra = format!(
+        "[[backend]]\nname = \"slow\"\nservers = [\"127.0.0.1:{slow}\"]\n\n\
+         [[vhost.context]]\nuri = \"/slow/\"\nhandler = \"proxy\"\nbackend = \"slow\"\n"
+    );
+    // ops_config's vhost ends with its `/` context: this one goes after it, and the longest
+    // prefix wins.
+    let rw = Ringway::builder(crate::operations::ops_config(2, &echo.config_addr, &extra))
+        .dir(site())
+        .start();
+    let admin = rw.port_n(1);
+    let r = crate::operations::get(rw.port(), "/slow/x");
+    assert_eq!(r.status, 200);
+    let slow_at = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(crate::operations::get(rw.port(), "/index.html").status, 200);
+    }
+    let v = live_snapshot(admin);
+    assert_eq!(v["latency"]["count"], 4, "{v}");
+    assert!(v["latency"]["p99_s"].as_f64().unwrap() >= 1.0, "{v}");
+    let mut last = v;
+    let gone = wait_until(Duration::from_secs(90), || {
+        thread::sleep(Duration::from_millis(250));
+        last = live_snapshot(admin);
+        last["latency"]["count"] == 0 || last["latency"]["p99_s"].as_f64().unwrap() < 1.0
+    });
+    let after = slow_at.elapsed();
+    assert!(gone, "still in the window after {after:?}: {last}");
+    assert!(
+        after >= Duration::from_secs(45) && after <= Duration::from_secs(75),
+        "left the window after {after:?}"
+    );
+    // Prometheus' histograms are cumulative: the slow request is still counted there.
+    let m = scrape(admin);
+    assert_eq!(
+        sum(
+            &m,
+            "ringway_request_duration_seconds_count",
+            &["handler=\"proxy\""]
+        ),
+        1.0
+    );
+}
