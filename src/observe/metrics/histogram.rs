@@ -13,7 +13,8 @@ pub const BUCKETS_S: [f64; 14] = [
 ];
 
 /// Microseconds, 1 µs to one hour at 2 significant digits (1% resolution, plenty for buckets
-/// and percentiles): about 26 KiB per histogram, 8 histograms per core. (3 digits cost about
+/// and percentiles): about 26 KiB per histogram, 8 histograms per core and the 6 of the
+/// dashboard's window (`Window`), each made when the core first records. (3 digits cost about
 /// 370 KiB each: measured as +0.32 KiB per idle connection in bench/compare.sh's idle test,
 /// which allocates them during its measurement.)
 fn histogram() -> Histogram<u64> {
@@ -104,36 +105,37 @@ pub fn clock_s() -> u64 {
 
 /// Request latency over the last minute: a ring of `WINDOW_SLOTS` histograms of
 /// `WINDOW_SLOT_S` seconds each; a slot is reused (emptied) when its time comes round again.
+/// All slots are made at once (the first record), so recording never allocates after that.
 /// The time is passed in (`clock_s` in the runtime), so this is tested without a clock.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Window {
-    /// (slot number = seconds / `WINDOW_SLOT_S`, its histogram), made on first use.
-    slots: [Option<(u64, Latency)>; WINDOW_SLOTS],
+    /// (slot number = seconds / `WINDOW_SLOT_S`, its histogram); `u64::MAX`: never used.
+    slots: [(u64, Latency); WINDOW_SLOTS],
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            slots: std::array::from_fn(|_| (u64::MAX, Latency::new())),
+        }
+    }
 }
 
 impl Window {
     pub fn record(&mut self, now_s: u64, d: Duration) {
         let tick = now_s / WINDOW_SLOT_S;
-        let slot = &mut self.slots[(tick % WINDOW_SLOTS as u64) as usize];
-        match slot {
-            Some((t, l)) if *t == tick => l.record(d),
-            Some((t, l)) => {
-                l.reset();
-                *t = tick;
-                l.record(d);
-            }
-            None => {
-                let mut l = Latency::new();
-                l.record(d);
-                *slot = Some((tick, l));
-            }
+        let (t, l) = &mut self.slots[(tick % WINDOW_SLOTS as u64) as usize];
+        if *t != tick {
+            l.reset();
+            *t = tick;
         }
+        l.record(d);
     }
 
     /// Adds the slots of the last minute (as of `now_s`) to `into`.
     pub fn add_to(&self, now_s: u64, into: &mut Latency) {
         let tick = now_s / WINDOW_SLOT_S;
-        for (t, l) in self.slots.iter().flatten() {
+        for (t, l) in &self.slots {
             if *t <= tick && tick - *t < WINDOW_SLOTS as u64 {
                 into.add(l);
             }
