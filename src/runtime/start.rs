@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info};
+use tracing::info;
 
 use crate::config::Config;
 use crate::runtime::backend::pools as backends;
@@ -168,7 +168,7 @@ async fn core_main(
         checks: RefCell::new(None),
     });
     if let Err(e) = bind_listeners(&core, &config, &inherited) {
-        error!("{e}");
+        // Said once, by `main` (the first core's error ends the start).
         let _ = ready.send(Err(e));
         return;
     }
@@ -179,6 +179,7 @@ async fn core_main(
     perip::configure(&config.limits);
     glommio::spawn_local(idle::sweeper()).detach();
     glommio::spawn_local(access::flusher()).detach();
+    glommio::spawn_local(crate::runtime::conn::errlog::flusher()).detach();
     let sweeper = core.clone();
     glommio::spawn_local(async move {
         loop {

@@ -28,5 +28,6 @@ mod routing;
 mod static_files;
 mod tls;
 mod tls_resumption;
+mod truth;
 mod ws_proxy;
 mod ws_tunnel;

@@ -79,7 +79,12 @@ fn metrics_count_requests_tunnels_messages_and_bytes() {
     assert!(sum(&m, "ringway_connections_total", &["listener=\"main\""]) >= 9.0);
     assert!(sum(&m, "ringway_bytes_total", &["direction=\"in\""]) > 500.0);
     assert!(sum(&m, "ringway_bytes_total", &["direction=\"out\""]) > 500.0);
-    assert_eq!(sum(&m, "ringway_backend_up", &["backend=\"chat\""]), 1.0);
+    // No active health checks: no `up` series (nothing to alert on), `checked` says so.
+    assert!(!m.iter().any(|(s, _)| s.starts_with("ringway_backend_up{")));
+    assert_eq!(
+        sum(&m, "ringway_backend_checked", &["backend=\"chat\""]),
+        0.0
+    );
     assert_eq!(sum(&m, "ringway_config_generation", &[]), 1.0);
     assert_eq!(sum(&m, "ringway_build_info", &["version=\""]), 1.0);
     // Histograms: 6 static requests, buckets cumulative, +Inf = count.
@@ -199,14 +204,14 @@ fn access_log_combined_json_and_reopen_on_sigusr1() {
         .find(|l| l.contains("\"GET /index.html?q=1 HTTP/1.1\""))
         .unwrap_or_else(|| panic!("no request line in {text}"));
     assert!(http.starts_with("127.0.0.1 - - ["), "{http}");
-    // Bytes out: everything sent to the client, head included (nginx's $bytes_sent).
+    // Bytes out: the body's bytes, as the combined format's %b (issue 20): index.html's 15.
     let out_bytes: u64 = http
         .split("\" 200 ")
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{http}"));
-    assert!(out_bytes > 15, "{http}");
+    assert_eq!(out_bytes, 15, "{http}");
     assert!(
         http.contains(" \"http://r.test/\" \"probe/1\" vhost=site bytes_in="),
         "{http}"
@@ -367,5 +372,7 @@ fn dashboard_in_headless_chromium_shows_what_metrics_says() {
     assert_eq!(shown["messages-total"], "12"); // 2 rounds × 3 tunnels × (in + out)
     let backend_row = format!("data-server=\"{}\"", echo.config_addr);
     assert!(dom.contains(&backend_row), "{dom}");
-    assert!(dom.contains("class=\"up\""), "{dom}");
+    // The backend has no active health checks: "unchecked", never a green "up" (issue 20).
+    assert!(dom.contains("class=\"unchecked\""), "{dom}");
+    assert!(!dom.contains("class=\"up\""), "{dom}");
 }

@@ -109,7 +109,11 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("not a sample: {line:?}"));
         let name = series.split('{').next().unwrap();
-        assert!(name.starts_with("ringway_"), "{name} lacks the prefix");
+        // `process_*`: the standard family every Prometheus client library writes.
+        assert!(
+            name.starts_with("ringway_") || name.starts_with("process_"),
+            "{name} lacks the prefix"
+        );
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| {

@@ -10,7 +10,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::histogram::{Histograms, Latency};
+use crate::observe::loglimit::{Kind, KINDS};
+
+use super::histogram::{clock_s, Histograms, Latency, Window};
 
 /// Handler labels of `ringway_requests_total` and `ringway_request_duration_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,20 @@ pub const REJECT_REASONS: [&str; 7] = [
     "origin",
 ];
 
+/// Results of `ringway_tls_handshakes_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    Ok = 0,
+    /// The handshake failed (an alert was sent or the client gave up).
+    Failed,
+    /// Not complete within `timeouts.header`.
+    Timeout,
+    /// Plain HTTP sent to the TLS listener (answered 400).
+    PlainHttp,
+}
+
+pub const HANDSHAKE_RESULTS: [&str; 4] = ["ok", "failed", "timeout", "plain_http"];
+
 /// Status classes `1xx`..`5xx`, by index `status / 100 - 1`.
 pub(super) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -115,6 +131,8 @@ pub(super) struct Tables {
     pub(super) requests: Vec<[[u64; 5]; HANDLERS.len()]>,
     pub(super) bad_requests: Vec<(u16, u64)>,
     pub(super) upgrade_rejected: [u64; 7],
+    /// Per listener, per `Handshake` result, [not resumed, resumed].
+    pub(super) tls_handshakes: Vec<[[u64; 2]; HANDSHAKE_RESULTS.len()]>,
 }
 
 /// Close codes Ringway sends in tunnel mode (`ringway_ws_closes_sent_total{code}`).
@@ -137,8 +155,13 @@ pub struct CoreMetrics {
     pub ws_ping_timeouts: Cell<u64>,
     /// Tunnel mode: Close frames Ringway sent, by code (`WS_CLOSE_CODES`).
     pub(super) ws_closes: [Cell<u64>; WS_CLOSE_CODES.len()],
+    /// Client-caused events, by `observe::loglimit::Kind` (counted even when not logged).
+    pub(super) client_errors: [Cell<u64>; KINDS.len()],
     pub(super) tables: RefCell<Tables>,
     pub(super) hists: RefCell<Option<Histograms>>,
+    /// Request latency over the last minute (the dashboard's), WebSocket sessions, echo
+    /// sessions and admin requests excepted.
+    pub(super) window: RefCell<Option<Window>>,
 }
 
 thread_local! {
@@ -175,8 +198,10 @@ impl CoreMetrics {
             send_timeouts: Cell::new(0),
             ws_ping_timeouts: Cell::new(0),
             ws_closes: Default::default(),
+            client_errors: Default::default(),
             tables: RefCell::new(Tables::default()),
             hists: RefCell::new(None),
+            window: RefCell::new(None),
         }
     }
 
@@ -227,10 +252,50 @@ impl CoreMetrics {
         self.hists(|h| h.tunnel.record(lasted));
     }
 
-    /// One finished HTTP exchange (an upgrade counts when it is answered).
+    /// One finished HTTP exchange. An upgrade (101) is counted but its time is no request
+    /// latency: a session's lifetime goes to the tunnel histogram (`session`, `tunnel_closed`).
     pub fn request(&self, vhost: usize, handler: HandlerKind, status: u16, took: Duration) {
         slot(&mut self.tables.borrow_mut().requests, vhost)[handler as usize][class(status)] += 1;
+        if status == 101 {
+            return;
+        }
         self.hists(|h| h.request[handler as usize].record(took));
+        if handler != HandlerKind::Admin {
+            self.window
+                .borrow_mut()
+                .get_or_insert_with(Window::default)
+                .record(clock_s(), took);
+        }
+    }
+
+    /// An upgraded exchange counted when it is answered (its tunnel records its lifetime).
+    pub fn upgraded(&self, vhost: usize, handler: HandlerKind, status: u16) {
+        slot(&mut self.tables.borrow_mut().requests, vhost)[handler as usize][class(status)] += 1;
+    }
+
+    /// A WebSocket session Ringway ends itself (echo endpoint, HTTP/2 echo) that just ended:
+    /// counted as a request, its lifetime recorded as a tunnel's.
+    pub fn session(&self, vhost: usize, handler: HandlerKind, status: u16, lasted: Duration) {
+        self.upgraded(vhost, handler, status);
+        self.hists(|h| h.tunnel.record(lasted));
+    }
+
+    /// A message through the echo endpoint: one in, one out.
+    pub fn echo_message(&self) {
+        self.messages_in.set(self.messages_in.get() + 1);
+        self.messages_out.set(self.messages_out.get() + 1);
+    }
+
+    /// A client-caused event (always counted; its log line may be rate-limited).
+    pub fn client_error(&self, kind: Kind) {
+        let c = &self.client_errors[kind as usize];
+        c.set(c.get() + 1);
+    }
+
+    /// A TLS handshake on `listener` ended with `result`.
+    pub fn tls_handshake(&self, listener: usize, result: Handshake, resumed: bool) {
+        let mut t = self.tables.borrow_mut();
+        slot(&mut t.tls_handshakes, listener)[result as usize][usize::from(resumed)] += 1;
     }
 
     pub fn backend_request(&self, server: usize, status: u16) {

@@ -66,12 +66,19 @@ enum Le {
 struct Backend<'a> {
     backend: &'a str,
     server: &'a str,
+    /// Active health checks say up; false when they say down or there are none.
     up: bool,
+    /// `up`, `down` (active checks) or `unchecked` (none).
+    state: &'static str,
+    /// Cores on which passive health has taken it out now.
+    passive_out: usize,
 }
 
 #[derive(Serialize)]
 struct Staple<'a> {
     vhost: &'a str,
+    /// False: the vhost has no OCSP stapling ("not configured"); `valid` is then false.
+    configured: bool,
     valid: bool,
     /// Unix seconds of the staple's nextUpdate; `null` when none is held.
     expiry: Option<u64>,
@@ -94,7 +101,7 @@ impl Formatter for ShortestFloats {
 
 /// The dashboard's snapshot (see `src/runtime/handlers/dashboard.html`).
 pub fn live_json(cores: &[CoreSnapshot], g: &Global) -> String {
-    let l = request_latency(cores);
+    let l = request_latency(cores, g.clock_s);
     let live = Live {
         version: &g.version,
         generation: g.generation,
@@ -130,10 +137,12 @@ pub fn live_json(cores: &[CoreSnapshot], g: &Global) -> String {
         backends: g
             .backends
             .iter()
-            .map(|(backend, server, up)| Backend {
-                backend,
-                server,
-                up: *up,
+            .map(|sv| Backend {
+                backend: &sv.backend,
+                server: &sv.server,
+                up: sv.checked == Some(true),
+                state: sv.state(),
+                passive_out: sv.passive_out,
             })
             .collect(),
         staples: g
@@ -141,6 +150,7 @@ pub fn live_json(cores: &[CoreSnapshot], g: &Global) -> String {
             .iter()
             .map(|s| Staple {
                 vhost: &s.vhost,
+                configured: s.configured,
                 valid: s.valid,
                 expiry: s.expiry_s,
             })
@@ -158,7 +168,8 @@ mod tests {
     use std::time::Duration;
 
     use super::super::core::{CoreMetrics, HandlerKind};
-    use super::super::snapshot::StapleState;
+    use super::super::histogram::clock_s;
+    use super::super::snapshot::{ServerState, StapleState};
     use super::*;
 
     fn fixture() -> (Vec<CoreSnapshot>, Global) {
@@ -186,19 +197,32 @@ mod tests {
             generation: 3,
             uptime_s: 12.34,
             time_s: 1_796_456_823.25,
+            clock_s: clock_s(),
             backends: vec![
-                ("chat".into(), "127.0.0.1:9001".into(), true),
-                ("b\u{1}".into(), "s".into(), false),
+                ServerState {
+                    backend: "chat".into(),
+                    server: "127.0.0.1:9001".into(),
+                    checked: Some(true),
+                    passive_out: 0,
+                },
+                ServerState {
+                    backend: "b\u{1}".into(),
+                    server: "s".into(),
+                    checked: None,
+                    passive_out: 1,
+                },
             ],
             staples: vec![
                 StapleState {
                     vhost: "v".into(),
+                    configured: true,
                     valid: true,
                     expiry_s: Some(5),
                     fetches: vec![("ok", 1)],
                 },
                 StapleState {
                     vhost: "w".into(),
+                    configured: false,
                     valid: false,
                     expiry_s: None,
                     fetches: vec![],
@@ -225,7 +249,7 @@ mod tests {
                 })
                 .collect::<String>()
         };
-        let want = r#"{"version":"0.1.0 \"x\"\\\n","generation":3,"time":1796456823.250,"uptime_s":12.3,"cores":[{"core":0,"connections_active":1,"tunnels_active":0,"requests_total":3,"messages_total":7},{"core":1,"connections_active":1,"tunnels_active":0,"requests_total":3,"messages_total":7}],"latency":{"count":6,"p50_s":0.000301,"p90_s":1.003519,"p99_s":1.003519,"histogram":[BUCKETS{"le":"+Inf","count":6}]},"backends":[{"backend":"chat","server":"127.0.0.1:9001","up":true},{"backend":"b\u0001","server":"s","up":false}],"staples":[{"vhost":"v","valid":true,"expiry":5},{"vhost":"w","valid":false,"expiry":null}]}"#;
+        let want = r#"{"version":"0.1.0 \"x\"\\\n","generation":3,"time":1796456823.250,"uptime_s":12.3,"cores":[{"core":0,"connections_active":1,"tunnels_active":0,"requests_total":3,"messages_total":7},{"core":1,"connections_active":1,"tunnels_active":0,"requests_total":3,"messages_total":7}],"latency":{"count":6,"p50_s":0.000301,"p90_s":1.003519,"p99_s":1.003519,"histogram":[BUCKETS{"le":"+Inf","count":6}]},"backends":[{"backend":"chat","server":"127.0.0.1:9001","up":true,"state":"up","passive_out":0},{"backend":"b\u0001","server":"s","up":false,"state":"unchecked","passive_out":1}],"staples":[{"vhost":"v","configured":true,"valid":true,"expiry":5},{"vhost":"w","configured":false,"valid":false,"expiry":null}]}"#;
         assert_eq!(
             live_json(&cores, &g),
             want.replace("BUCKETS", &buckets(4, 6))

@@ -32,7 +32,11 @@ pub use self::core::{
     with, CoreMetrics, HandlerKind, Ids, Rejected, HANDLERS, NO_VHOST, REJECT_REASONS,
     WS_CLOSE_CODES,
 };
+pub use self::core::{Handshake, HANDSHAKE_RESULTS};
+pub use self::histogram::clock_s;
 pub use self::histogram::{Latency, BUCKETS_S};
 pub use self::live::live_json;
 pub use self::prometheus::render;
-pub use self::snapshot::{request_latency, CoreSnapshot, Global, MemoryState, StapleState};
+pub use self::snapshot::{
+    request_latency, CoreSnapshot, Global, MemoryState, ProcessState, ServerState, StapleState,
+};

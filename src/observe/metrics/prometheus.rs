@@ -4,9 +4,10 @@
 
 use std::fmt::Write as _;
 
-use super::core::{CLASSES, HANDLERS, REJECT_REASONS, WS_CLOSE_CODES};
+use super::core::{CLASSES, HANDLERS, HANDSHAKE_RESULTS, REJECT_REASONS, WS_CLOSE_CODES};
 use super::histogram::{Latency, BUCKETS_S};
-use super::snapshot::{merged, CoreSnapshot, Global};
+use super::snapshot::{merged, CoreSnapshot, Global, ProcessState};
+use crate::observe::loglimit::KINDS;
 
 /// Writes `# HELP` and `# TYPE` for one metric family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -276,17 +277,99 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
     }
     family(
         o,
+        "ringway_client_errors_total",
+        "counter",
+        "Client-caused events (bad requests, failed TLS handshakes, PROXY header errors, limits hit, plain HTTP on a TLS listener), counted even when their log lines are rate-limited.",
+    );
+    for c in cores {
+        for (kind, n) in KINDS.iter().zip(c.client_errors) {
+            let _ = writeln!(
+                o,
+                "ringway_client_errors_total{{core=\"{}\",kind=\"{kind}\"}} {n}",
+                c.core
+            );
+        }
+    }
+    family(
+        o,
+        "ringway_tls_handshakes_total",
+        "counter",
+        "TLS handshakes on client listeners, by result and whether the session was resumed.",
+    );
+    let mut by_listener: Vec<(&str, [[u64; 2]; HANDSHAKE_RESULTS.len()])> = Vec::new();
+    for c in cores {
+        for (id, counts) in c.tables.tls_handshakes.iter().enumerate() {
+            let name = c.tables.listeners.names[id].as_str();
+            let i = match by_listener.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    by_listener.push((name, Default::default()));
+                    by_listener.len() - 1
+                }
+            };
+            for (sum, add) in by_listener[i].1.iter_mut().zip(counts) {
+                sum[0] += add[0];
+                sum[1] += add[1];
+            }
+        }
+    }
+    for (name, counts) in &by_listener {
+        for (r, pair) in counts.iter().enumerate() {
+            for (resumed, n) in ["false", "true"].iter().zip(pair) {
+                let _ = writeln!(
+                    o,
+                    "ringway_tls_handshakes_total{{listener=\"{}\",result=\"{}\",resumed=\"{resumed}\"}} {n}",
+                    esc(name),
+                    HANDSHAKE_RESULTS[r]
+                );
+            }
+        }
+    }
+    family(
+        o,
         "ringway_backend_up",
         "gauge",
-        "1 when core 0's health checks see the server up.",
+        "1 when core 0's active health checks see the server up; no series for a server without active checks (see ringway_backend_checked).",
     );
-    for (b, s, up) in &g.backends {
+    for sv in &g.backends {
+        if let Some(up) = sv.checked {
+            let _ = writeln!(
+                o,
+                "ringway_backend_up{{backend=\"{}\",server=\"{}\"}} {}",
+                esc(&sv.backend),
+                esc(&sv.server),
+                u8::from(up)
+            );
+        }
+    }
+    family(
+        o,
+        "ringway_backend_checked",
+        "gauge",
+        "1 when the server's backend has active health checks, 0 when it is unchecked.",
+    );
+    for sv in &g.backends {
         let _ = writeln!(
             o,
-            "ringway_backend_up{{backend=\"{}\",server=\"{}\"}} {}",
-            esc(b),
-            esc(s),
-            u8::from(*up)
+            "ringway_backend_checked{{backend=\"{}\",server=\"{}\"}} {}",
+            esc(&sv.backend),
+            esc(&sv.server),
+            u8::from(sv.checked.is_some())
+        );
+    }
+    family(
+        o,
+        "ringway_backend_passive_out",
+        "gauge",
+        "Cores on which passive health (failed requests) has taken the server out now.",
+    );
+    for sv in &g.backends {
+        let _ = writeln!(
+            o,
+            "ringway_backend_passive_out{{backend=\"{}\",server=\"{}\"}} {}",
+            esc(&sv.backend),
+            esc(&sv.server),
+            sv.passive_out
         );
     }
     family(
@@ -360,9 +443,9 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
         o,
         "ringway_ocsp_staple_valid",
         "gauge",
-        "1 when a valid OCSP staple is served.",
+        "1 when a valid OCSP staple is served; no series for a vhost without OCSP stapling.",
     );
-    for s in &g.staples {
+    for s in g.staples.iter().filter(|s| s.configured) {
         let _ = writeln!(
             o,
             "ringway_ocsp_staple_valid{{vhost=\"{}\"}} {}",
@@ -376,7 +459,7 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
         "gauge",
         "nextUpdate of the served staple (unix seconds).",
     );
-    for s in &g.staples {
+    for s in g.staples.iter().filter(|s| s.configured) {
         if let Some(t) = s.expiry_s {
             let _ = writeln!(
                 o,
@@ -391,7 +474,7 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
         "counter",
         "OCSP fetches, by result.",
     );
-    for s in &g.staples {
+    for s in g.staples.iter().filter(|s| s.configured) {
         for (result, n) in &s.fetches {
             let _ = writeln!(
                 o,
@@ -399,6 +482,19 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
                 esc(&s.vhost)
             );
         }
+    }
+    family(
+        o,
+        "ringway_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "notAfter of the vhost's certificate (unix seconds).",
+    );
+    for (vhost, t) in &g.certificates {
+        let _ = writeln!(
+            o,
+            "ringway_certificate_expiry_timestamp_seconds{{vhost=\"{}\"}} {t}",
+            esc(vhost)
+        );
     }
     family(
         o,
@@ -444,7 +540,60 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
         "Always 1; the version is the label.",
     );
     let _ = writeln!(o, "ringway_build_info{{version=\"{}\"}} 1", esc(&g.version));
+    process(o, &g.process);
     out
+}
+
+/// The standard `process_*` family, as the Prometheus client libraries write it.
+fn process(o: &mut String, p: &ProcessState) {
+    let rows: [(&str, &str, &str, String); 7] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            format!("{}", p.cpu_seconds),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds.to_string(),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds.to_string(),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes.to_string(),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes.to_string(),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            format!("{}", p.start_time_s),
+        ),
+        (
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            p.threads.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        family(o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
+    }
 }
 
 #[cfg(test)]
@@ -452,6 +601,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::core::{CoreMetrics, HandlerKind, Rejected, NO_VHOST};
+    use super::super::snapshot::ServerState;
     use super::*;
 
     /// Parses `name{labels} value` lines into (series, value), checking every family has
@@ -532,7 +682,12 @@ mod tests {
         let g = Global {
             version: "0.1.0".into(),
             generation: 2,
-            backends: vec![("chat".into(), "127.0.0.1:9001".into(), false)],
+            backends: vec![ServerState {
+                backend: "chat".into(),
+                server: "127.0.0.1:9001".into(),
+                checked: Some(false),
+                passive_out: 0,
+            }],
             ..Global::default()
         };
         let text = render(&[a, b], &g);

@@ -3,7 +3,8 @@
 //! (`Global`) comes with it; histograms of several cores merge into one `Latency`.
 
 use super::core::{CoreMetrics, HandlerKind, Tables, WS_CLOSE_CODES};
-use super::histogram::{Histograms, Latency};
+use super::histogram::{Histograms, Latency, Window};
+use crate::observe::loglimit::KINDS;
 
 impl CoreMetrics {
     pub fn snapshot(&self, core: usize) -> CoreSnapshot {
@@ -16,10 +17,13 @@ impl CoreMetrics {
             limited: [self.limited_connections.get(), self.limited_upgrades.get()],
             send_timeouts: self.send_timeouts.get(),
             pooled_bytes: 0,
+            passive_out: Vec::new(),
             ws_ping_timeouts: self.ws_ping_timeouts.get(),
             ws_closes: std::array::from_fn(|i| self.ws_closes[i].get()),
+            client_errors: std::array::from_fn(|i| self.client_errors[i].get()),
             tables: self.tables.borrow().clone(),
             hists: self.hists.borrow().clone(),
+            window: self.window.borrow().clone(),
         }
     }
 }
@@ -36,10 +40,15 @@ pub struct CoreSnapshot {
     pub(super) send_timeouts: u64,
     /// Set by the runtime when it takes the snapshot (`ringway_buffer_pool_bytes`).
     pub pooled_bytes: u64,
+    /// Set by the runtime: (backend, server) indices of the core's current configuration
+    /// that its passive health has taken out now.
+    pub passive_out: Vec<(usize, usize)>,
     pub(super) ws_ping_timeouts: u64,
     pub(super) ws_closes: [u64; WS_CLOSE_CODES.len()],
+    pub(super) client_errors: [u64; KINDS.len()],
     pub(super) tables: Tables,
     pub(super) hists: Option<Histograms>,
+    pub(super) window: Option<Window>,
 }
 
 impl CoreSnapshot {
@@ -82,9 +91,15 @@ pub struct Global {
     pub time_s: f64,
     pub reloads_ok: u64,
     pub reloads_error: u64,
-    /// (backend, server, up) as core 0's health checks see it.
-    pub backends: Vec<(String, String, bool)>,
+    /// `histogram::clock_s` now: the end of the dashboard's latency window.
+    pub clock_s: u64,
+    /// Every server as the health checks see it.
+    pub backends: Vec<ServerState>,
     pub staples: Vec<StapleState>,
+    /// (vhost, notAfter of its certificate in unix seconds), every TLS vhost.
+    pub certificates: Vec<(String, u64)>,
+    /// The process as /proc says (`process_*`), read when the snapshot is taken.
+    pub process: ProcessState,
     /// The process's memory, read when the snapshot is taken.
     pub memory: MemoryState,
 }
@@ -100,9 +115,46 @@ pub struct MemoryState {
     pub heap_free: u64,
 }
 
+/// One server's health as Ringway knows it.
+#[derive(Debug, Clone, Default)]
+pub struct ServerState {
+    pub backend: String,
+    pub server: String,
+    /// `Some(up)` from active health checks (core 0's); `None`: the backend has none.
+    pub checked: Option<bool>,
+    /// Cores on which passive checks (failed requests) have taken the server out now.
+    pub passive_out: usize,
+}
+
+impl ServerState {
+    /// The dashboard's word: `up`, `down` (active checks), or `unchecked` (no active checks;
+    /// passive checks may still have taken it out, `passive_out`).
+    pub fn state(&self) -> &'static str {
+        match self.checked {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "unchecked",
+        }
+    }
+}
+
+/// `process_*` figures (the Prometheus client libraries' standard family).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessState {
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub start_time_s: f64,
+    pub threads: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct StapleState {
     pub vhost: String,
+    /// The vhost has `[vhost.tls.ocsp]`; without it nothing is said of its staple.
+    pub configured: bool,
     pub valid: bool,
     /// Unix seconds of the staple's nextUpdate, when one is held.
     pub expiry_s: Option<u64>,
@@ -121,13 +173,12 @@ pub(super) fn merged<'a>(
     all
 }
 
-/// Merges the request-duration histograms of every core and handler (the dashboard's view).
-pub fn request_latency(cores: &[CoreSnapshot]) -> Latency {
+/// The dashboard's request latency: every core's last minute (as of `now_s` on
+/// `histogram::clock_s`), WebSocket and echo sessions and admin requests excepted.
+pub fn request_latency(cores: &[CoreSnapshot], now_s: u64) -> Latency {
     let mut all = Latency::new();
-    for h in cores.iter().filter_map(|c| c.hists.as_ref()) {
-        for l in &h.request {
-            all.add(l);
-        }
+    for w in cores.iter().filter_map(|c| c.window.as_ref()) {
+        w.add_to(now_s, &mut all);
     }
     all
 }

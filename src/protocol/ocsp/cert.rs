@@ -152,3 +152,16 @@ impl CertInfo {
         &self.request_der
     }
 }
+
+/// The certificate's notAfter in unix seconds (`ringway_certificate_expiry_timestamp_seconds`);
+/// `None` when the DER does not parse.
+pub fn not_after_unix(der: &[u8]) -> Option<u64> {
+    let cert = Certificate::from_der(der).ok()?;
+    Some(
+        cert.tbs_certificate
+            .validity
+            .not_after
+            .to_unix_duration()
+            .as_secs(),
+    )
+}

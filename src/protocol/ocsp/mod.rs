@@ -73,7 +73,7 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
-pub use cert::{build_request, CertInfo};
+pub use cert::{build_request, not_after_unix, CertInfo};
 pub use error::{OcspError, ResponseStatus};
 pub use http::{http_post, parse_http_response, HttpTarget, MAX_HTTP_RESPONSE};
 pub use schedule::{is_servable, Schedule, MAX_RETRY_DELAY};

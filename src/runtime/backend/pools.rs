@@ -59,6 +59,8 @@ pub struct Backends {
     connectors: Vec<Option<Connector>>,
     /// Per backend, per server: `IP:port` as a backend writes it in `Location`.
     authorities: Vec<Vec<String>>,
+    /// Per backend, per server: its name in the access log (`IP:port`, `uds:///path`).
+    log_names: Vec<Vec<String>>,
     /// Idle keep-alive connections, per backend, per server.
     idle: Vec<Vec<IdleList>>,
 }
@@ -108,12 +110,18 @@ impl Backends {
             .iter()
             .map(|b| b.servers.iter().map(|s| authority(&s.address)).collect())
             .collect();
+        let log_names = config
+            .backends
+            .iter()
+            .map(|b| b.servers.iter().map(|s| log_name(&s.address)).collect())
+            .collect();
         Ok(Backends {
             config,
             health,
             pools,
             connectors,
             authorities,
+            log_names,
             idle,
         })
     }
@@ -121,6 +129,12 @@ impl Backends {
     /// How server `server` of `backend` names itself (`127.0.0.1:9001`, `[::1]:9002`).
     pub fn authority(&self, backend: usize, server: usize) -> &str {
         &self.authorities[backend][server]
+    }
+
+    /// How the access log names server `server` of `backend`: `IP:port`, or `uds:///path` for
+    /// a Unix-socket server (which has no authority).
+    pub fn log_name(&self, backend: usize, server: usize) -> &str {
+        &self.log_names[backend][server]
     }
 
     fn connector(&self, backend: usize) -> Option<&Connector> {
@@ -282,6 +296,22 @@ impl Backends {
         self.pools[backend].borrow_mut().succeeded(server);
     }
 
+    /// (backend, server) pairs this core's passive health has taken out now (for `/metrics`
+    /// and the dashboard).
+    pub fn passive_out(&self) -> Vec<(usize, usize)> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (b, pool) in self.pools.iter().enumerate() {
+            let pool = pool.borrow();
+            out.extend(
+                (0..pool.len())
+                    .filter(|&i| !pool.passively_up(i, now))
+                    .map(|i| (b, i)),
+            );
+        }
+        out
+    }
+
     /// Closes idle pooled connections older than `timeouts.upstream_keepalive`.
     pub fn sweep_idle(&self) {
         let max_age = self.config.timeouts.upstream_keepalive;
@@ -324,6 +354,14 @@ fn authority(address: &crate::policy::upstream::Address) -> String {
         Address::Tcp(a) | Address::Tls(a) => a.to_string(),
         // A Unix-socket backend has no authority a client could be sent to.
         Address::Unix(_) => String::new(),
+    }
+}
+
+fn log_name(address: &crate::policy::upstream::Address) -> String {
+    use crate::policy::upstream::Address;
+    match address {
+        Address::Unix(_) => address.to_string(),
+        Address::Tcp(_) | Address::Tls(_) => authority(address),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Accepting connections: binding (or inheriting) each listener's `SO_REUSEPORT` socket, the
 //! accept loop with its connection cap, the PROXY protocol header and the TLS handshake, then
 //! handing the connection to its protocol: HTTP/1.1 (`dispatch`), HTTP/2 (`h2`), or an L4
-//! route (`handlers::l4`).
+//! route (`handlers::l4`). Plain HTTP sent to a TLS listener is answered `400` here.
 //!
 //! May import: `shard`, `net`, `conn::dispatch`, `h2`, `handlers`, `control::signals`
 //! (inherited sockets).
@@ -16,8 +16,9 @@ use glommio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::observe::metrics;
-use crate::runtime::conn::{client, dispatch, perip};
+use crate::observe::loglimit::Kind;
+use crate::observe::metrics::{self, Handshake};
+use crate::runtime::conn::{client, dispatch, errlog, perip};
 use crate::runtime::control::signals::Inherited;
 use crate::runtime::h2;
 use crate::runtime::handlers::{l4, wsproxy};
@@ -163,7 +164,9 @@ async fn accept_loop(
                         local = dest.unwrap_or(local);
                     }
                     Err(why) => {
-                        info!(core = shard.id, peer = %peer, "PROXY protocol header {why}; closed");
+                        if let Some(more) = errlog::event(Kind::ProxyHeader) {
+                            info!(core = shard.id, peer = %peer, "PROXY protocol header {why}; closed{more}");
+                        }
                         return;
                     }
                 }
@@ -229,7 +232,25 @@ async fn accept_loop(
                     stream,
                     shard.config.timeouts.send,
                 )),
-                Some(tls) => handshake(&shard, tls, stream, peer).await,
+                Some(tls) => match first_byte(&stream, shard.config.timeouts.header).await {
+                    First::Tls => handshake(&shard, tls, stream, peer, metric_id).await,
+                    First::PlainHttp => {
+                        plain_http_to_tls(&shard, stream, peer, metric_id).await;
+                        None
+                    }
+                    // Closed before a byte: a port probe, or Ringway's own wake-up connection
+                    // during an upgrade (`lifecycle::drain`). No handshake was tried: not logged.
+                    First::Gone => None,
+                    First::TimedOut => {
+                        metrics::with(|m| {
+                            m.tls_handshake(metric_id, Handshake::Timeout, false)
+                        });
+                        if let Some(more) = errlog::event(Kind::TlsHandshake) {
+                            info!(core = shard.id, peer = %peer, "TLS handshake timed out (no byte){more}");
+                        }
+                        None
+                    }
+                },
             };
             drop(shard);
             let (h2_stream, stream) = match stream {
@@ -291,13 +312,69 @@ async fn read_proxy_header(
     result
 }
 
-/// Completes a TLS handshake within `timeouts.header`; a failure closes this connection only,
-/// with one log line.
+/// What a TLS listener's client sent first.
+enum First {
+    /// A byte that may start a TLS record: the handshake goes on.
+    Tls,
+    /// An ASCII capital letter, the start of an HTTP method: no TLS record starts so (content
+    /// types are 20..=24, an SSLv2 hello has the high bit set).
+    PlainHttp,
+    /// Closed (or reset) before sending a byte.
+    Gone,
+    /// Nothing within `timeouts.header`.
+    TimedOut,
+}
+
+async fn first_byte(stream: &TcpStream, limit: Duration) -> First {
+    let mut b = [0u8; 1];
+    match io::peek_until(stream, limit, &mut b, |b| b.first().copied()).await {
+        Ok(c) if c.is_ascii_uppercase() => First::PlainHttp,
+        Ok(_) => First::Tls,
+        Err(io::PeekEnd::TimedOut) => First::TimedOut,
+        Err(_) => First::Gone,
+    }
+}
+
+/// The body of the `400` a plain HTTP request to a TLS listener gets.
+pub const PLAIN_HTTP_BODY: &str =
+    "400 Bad Request: a plain HTTP request was sent to a TLS port; use https://\n";
+
+/// Plain HTTP on a TLS listener: `400` with a short body saying so, then a (lingering) close,
+/// as nginx does. Counted as a handshake with result `plain_http`; its log line is rate-limited.
+async fn plain_http_to_tls(shard: &Shard, mut tcp: TcpStream, peer: SocketAddr, listener: usize) {
+    use futures_lite::io::AsyncWriteExt;
+    metrics::with(|m| m.tls_handshake(listener, Handshake::PlainHttp, false));
+    if let Some(more) = errlog::event(Kind::PlainHttp) {
+        info!(core = shard.id, peer = %peer, "plain HTTP request on a TLS listener: 400{more}");
+    }
+    let mut out = pool::take_vec();
+    let fields: [(&str, &[u8]); 1] = [("Content-Type", b"text/plain; charset=utf-8")];
+    crate::protocol::http::response::write_head(
+        &mut out,
+        400,
+        &fields,
+        Some(PLAIN_HTTP_BODY.len() as u64),
+        true,
+    );
+    out.extend_from_slice(PLAIN_HTTP_BODY.as_bytes());
+    let written = tcp.write_all(&out).await.is_ok();
+    pool::give_vec(out);
+    if written {
+        // The request may still be arriving: drain it so the 400 is not lost to a reset.
+        let watch = idle::watch(io::LINGER_IDLE);
+        io::linger_close(&mut tcp, &mut io::ReadBuf::new(), &watch).await;
+    }
+}
+
+/// Completes a TLS handshake within `timeouts.header`; a failure closes this connection only.
+/// Every handshake is counted (`ringway_tls_handshakes_total`); failures are logged a few lines
+/// a second at most (`errlog`).
 async fn handshake(
     shard: &Shard,
     tls: Arc<rustls::ServerConfig>,
     tcp: TcpStream,
     peer: std::net::SocketAddr,
+    listener: usize,
 ) -> Option<stream::ClientStream> {
     let accept = async {
         Some(
@@ -312,19 +389,29 @@ async fn handshake(
         None
     };
     match futures_lite::future::or(accept, timer).await {
-        Some(Ok(s)) => Some(stream::ClientStream::tls(
-            Box::new(s),
-            shard.config.timeouts.send,
-        )),
+        Some(Ok(s)) => {
+            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            metrics::with(|m| m.tls_handshake(listener, Handshake::Ok, resumed));
+            Some(stream::ClientStream::tls(
+                Box::new(s),
+                shard.config.timeouts.send,
+            ))
+        }
         Some(Err((e, mut tcp))) => {
-            info!(core = shard.id, peer = %peer, error = %e, "TLS handshake failed");
+            metrics::with(|m| m.tls_handshake(listener, Handshake::Failed, false));
+            if let Some(more) = errlog::event(Kind::TlsHandshake) {
+                info!(core = shard.id, peer = %peer, error = %e, "TLS handshake failed{more}");
+            }
             // The alert is out; the client may still be sending its first flight.
             let watch = idle::watch(io::LINGER_IDLE);
             io::linger_close(&mut tcp, &mut io::ReadBuf::new(), &watch).await;
             None
         }
         None => {
-            info!(core = shard.id, peer = %peer, "TLS handshake timed out");
+            metrics::with(|m| m.tls_handshake(listener, Handshake::Timeout, false));
+            if let Some(more) = errlog::event(Kind::TlsHandshake) {
+                info!(core = shard.id, peer = %peer, "TLS handshake timed out{more}");
+            }
             None
         }
     }

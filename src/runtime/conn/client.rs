@@ -61,6 +61,9 @@ pub struct AccessRequest {
     pub started: Option<Instant>,
     pub bytes_in_start: u64,
     pub bytes_out_start: u64,
+    /// Bytes of response heads written for this request (a 101 included): `bytes_out` in the
+    /// access log is the body bytes, as the combined format's `%b`, so they are taken off.
+    pub head_out: u64,
 }
 
 impl AccessRequest {
@@ -116,9 +119,12 @@ pub fn log_access(
         minor: req.minor,
         status,
         bytes_in: bytes.0.saturating_sub(req.bytes_in_start),
-        bytes_out: bytes.1.saturating_sub(req.bytes_out_start),
+        bytes_out: bytes
+            .1
+            .saturating_sub(req.bytes_out_start)
+            .saturating_sub(req.head_out),
         duration: req.started.map(|t| t.elapsed()).unwrap_or_default(),
-        backend: backend.map(|(b, s)| shard.backends.authority(b, s)),
+        backend: backend.map(|(b, s)| shard.backends.log_name(b, s)),
         upgrade,
         referer: req.part(2),
         user_agent: req.part(3),
@@ -148,6 +154,13 @@ pub struct Client {
 }
 
 impl Client {
+    /// `n` bytes of a response head were written (taken off the access log's `bytes_out`).
+    pub fn head_written(&mut self, n: usize) {
+        if let Some(a) = self.access.as_deref_mut() {
+            a.head_out += n as u64;
+        }
+    }
+
     pub fn new(
         stream: ClientStream,
         peer: SocketAddr,
@@ -216,6 +229,8 @@ pub async fn respond_with(
     c.status = status;
     let mut out = pool::take_vec();
     response::write_error(&mut out, status, extra, close);
+    // The body is `STATUS REASON\n`.
+    c.head_written(out.len().saturating_sub(5 + response::reason(status).len()));
     let ok = c.stream.write_all(&out).await.is_ok();
     pool::give_vec(out);
     if close || !ok {

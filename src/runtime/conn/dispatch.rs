@@ -15,6 +15,7 @@ use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
 use crate::config::{Handler, WebSocketRoute};
+use crate::observe::loglimit::Kind;
 use crate::observe::metrics::{self, HandlerKind, Rejected};
 use crate::policy::static_files;
 use crate::protocol::http::forward::{self, ForwardInfo};
@@ -22,7 +23,7 @@ use crate::protocol::http::head::{self, empty_headers, Body, HeadError, Request}
 use crate::protocol::http::response;
 use crate::protocol::ws;
 use crate::runtime::backend::pools::Lease;
-use crate::runtime::conn::access;
+use crate::runtime::conn::{access, errlog};
 use crate::runtime::handlers::admin;
 use crate::runtime::handlers::echo;
 use crate::runtime::handlers::proxy::{self, ProxyPlan};
@@ -106,7 +107,9 @@ pub async fn serve(core: Rc<Core>, client: Client) -> Option<TunnelJob> {
             Err(e) => {
                 let close_with = e.status();
                 if let Some(status) = close_with {
-                    info!(core = shard.id, peer = %client.peer, status, "bad request head");
+                    if let Some(more) = errlog::event(Kind::BadRequest) {
+                        info!(core = shard.id, peer = %client.peer, status, "bad request head{more}");
+                    }
                     metrics::with(|m| {
                         m.bad_request(status);
                         m.request(
@@ -237,6 +240,7 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
                     a.started = Some(c.started);
                     a.bytes_in_start = c.stream.bytes_in - c.rb.len() as u64;
                     a.bytes_out_start = c.stream.bytes_out;
+                    a.head_out = 0;
                 }
                 let mut tags = (c.vhost, c.handler);
                 let action = plan(shard, c, &mut tags, &req);
@@ -253,7 +257,9 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
                 false,
             ),
             Err(e) => {
-                info!(core = shard.id, peer = %c.peer, status = e.status(), error = ?e, "bad request");
+                if let Some(more) = errlog::event(Kind::BadRequest) {
+                    info!(core = shard.id, peer = %c.peer, status = e.status(), error = ?e, "bad request{more}");
+                }
                 metrics::with(|m| m.bad_request(e.status()));
                 (
                     Action::Error {
@@ -303,7 +309,15 @@ fn finish_exchange(shard: &Shard, c: &mut Client, tunnel: bool) {
         return;
     }
     let took = c.started.elapsed();
-    metrics::with(|m| m.request(c.vhost, c.handler, c.status, took));
+    metrics::with(|m| match (c.status, tunnel, c.handler) {
+        // A tunnel (proxied WebSocket, tunnel mode) records its lifetime when it ends.
+        (101, true, _) | (101, false, HandlerKind::Admin) => {
+            m.upgraded(c.vhost, c.handler, c.status)
+        }
+        // The echo endpoint's session ended here: its lifetime is a tunnel's, not a request's.
+        (101, false, _) => m.session(c.vhost, c.handler, c.status, took),
+        _ => m.request(c.vhost, c.handler, c.status, took),
+    });
     if !tunnel {
         let bytes = (c.stream.bytes_in - c.rb.len() as u64, c.stream.bytes_out);
         log_access(

@@ -6,12 +6,16 @@
 //! - `accept`: accept loops, PROXY protocol header, TLS handshake, protocol choice.
 //! - `access`: the access-log writer (buffered, per core).
 //! - `perip`: the per-IP limit tables of this core.
+//! - `errlog`: the rate limiter of client-caused error-log lines (counted always, logged a few
+//!   lines a second per kind).
 //!
-//! `client`, `access` and `perip` import only `net`, `backend` and `shard`; handlers import
+//! `client`, `access`, `perip` and `errlog` import only `net`, `backend`, `shard` and
+//! `errlog`; handlers import
 //! them. `dispatch` and `accept` import the handlers; no handler imports them back.
 
 pub(crate) mod accept;
 pub(crate) mod access;
 pub(crate) mod client;
 pub(crate) mod dispatch;
+pub(crate) mod errlog;
 pub(crate) mod perip;

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::config::Limits;
+use crate::observe::loglimit::Kind;
 use crate::observe::metrics;
 use crate::policy::limits::PerIp;
+use crate::runtime::conn::errlog;
 
 thread_local! {
     static PER_IP: RefCell<PerIp> = RefCell::new(PerIp::default());
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
-    static WARNED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Applies `[limits]` (start and reload).
@@ -44,7 +45,7 @@ pub fn open(ip: IpAddr) -> Result<Option<IpGuard>, ()> {
         return Ok(Some(IpGuard(ip)));
     }
     metrics::with(|m| m.limited_connections.set(m.limited_connections.get() + 1));
-    say_once_a_second(ip, "max_connections_per_ip reached: connection closed");
+    say_limited(ip, "max_connections_per_ip reached: connection closed");
     Err(())
 }
 
@@ -56,7 +57,7 @@ pub fn upgrade(ip: IpAddr) -> Result<(), Duration> {
     let result = PER_IP.with(|p| p.borrow_mut().upgrade(ip, Instant::now()));
     if result.is_err() {
         metrics::with(|m| m.limited_upgrades.set(m.limited_upgrades.get() + 1));
-        say_once_a_second(ip, "upgrades_per_ip exceeded: 429");
+        say_limited(ip, "upgrades_per_ip exceeded: 429");
     }
     result
 }
@@ -67,15 +68,9 @@ pub fn sweep() {
     }
 }
 
-/// A flood must not flood the log too.
-fn say_once_a_second(ip: IpAddr, what: &str) {
-    let now = Instant::now();
-    let due = WARNED.with(|w| {
-        w.get()
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-    });
-    if due {
-        WARNED.with(|w| w.set(Some(now)));
-        warn!(peer = %ip, "{what} (said at most once a second)");
+/// A flood must not flood the log too: counted always, a few lines a second.
+fn say_limited(ip: IpAddr, what: &str) {
+    if let Some(suppressed) = errlog::event(Kind::Limit) {
+        warn!(peer = %ip, "{what}{suppressed}");
     }
 }

@@ -40,6 +40,7 @@ pub(crate) async fn control_loop(core: &Rc<Core>, hub: &Arc<Hub>) {
             Some(Msg::Snapshot(reply)) => reply.send(metrics::with(|m| {
                 let mut snap = m.snapshot(core.id);
                 snap.pooled_bytes = pool::pooled_bytes();
+                snap.passive_out = core.current().backends.passive_out();
                 snap
             })),
             Some(Msg::Reload(gen, ack)) => {

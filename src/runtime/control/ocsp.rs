@@ -7,13 +7,17 @@
 //! stapled when the responder is reachable. Then each certificate refreshes at half its
 //! validity window (± jitter), retries failures with back-off, keeps the last good staple
 //! through outages and drops it the moment it expires or the certificate is revoked.
+//!
+//! One OCSP core for the life of the process: a reload hands it the new generation's
+//! certificates (`start`), and the previous generation's refresh loops are cancelled at once,
+//! so nothing (threads, timers, sockets) accumulates across reloads.
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
@@ -25,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::config::tls::CertSlot;
 use crate::config::Config;
 use crate::protocol::ocsp::{self, CertInfo, OcspError, Schedule, Staple};
+use crate::runtime::control::hub::Mailbox;
 
 /// How long start-up waits for the first fetches before serving anyway.
 const STARTUP_FETCH_WAIT: Duration = Duration::from_secs(5);
@@ -41,22 +46,59 @@ struct Target {
     current: Option<Staple>,
 }
 
-/// Starts the OCSP core if any certificate staples; returns once the first fetches are done
-/// (or `STARTUP_FETCH_WAIT` passed). Errors are configuration problems (no issuer, no URL).
+/// A generation's targets for the OCSP core, and where to say that the first fetches are done.
+struct Configure {
+    targets: Vec<Target>,
+    ready: mpsc::Sender<()>,
+}
+
+/// The OCSP core's mailbox once it runs: one executor for the life of the process.
+static CORE: Mutex<Option<Arc<Mailbox<Configure>>>> = Mutex::new(None);
+
+/// Hands the OCSP core this generation's certificates (starting the core the first time any
+/// certificate staples); returns once their first fetches are done (or `STARTUP_FETCH_WAIT`
+/// passed). The previous generation's refresh loops stop at once, fetches in flight included:
+/// one OCSP core serves every generation, so reloads start no thread. Errors are
+/// configuration problems (no issuer, no URL).
 pub fn start(config: &Config, slots: &[Option<Arc<CertSlot>>]) -> Result<(), String> {
     let targets = targets(config, slots)?;
-    if targets.is_empty() {
+    let mut core = CORE
+        .lock()
+        .map_err(|_| "the OCSP core's lock is poisoned".to_string())?;
+    if targets.is_empty() && core.is_none() {
         return Ok(());
     }
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .name("ringway-ocsp")
-        .io_memory(64 << 10)
-        .spawn(move || async move { run(targets, ready_tx).await })
-        .map_err(|e| format!("cannot start the OCSP core: {e}"))?;
+    let mailbox = match &*core {
+        Some(m) => m.clone(),
+        None => {
+            let mailbox = Mailbox::new();
+            let inbox = mailbox.clone();
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .name("ringway-ocsp")
+                .io_memory(64 << 10)
+                .spawn(move || async move { serve(inbox).await })
+                .map_err(|e| format!("cannot start the OCSP core: {e}"))?;
+            *core = Some(mailbox.clone());
+            mailbox
+        }
+    };
+    drop(core);
+    let (ready, ready_rx) = mpsc::channel::<()>();
+    mailbox.send(Configure { targets, ready });
     // Either every first fetch finished, or the wait ran out: serve in both cases.
     let _ = ready_rx.recv_timeout(STARTUP_FETCH_WAIT + Duration::from_secs(1));
     Ok(())
+}
+
+/// The OCSP core's main task: each generation's targets replace the previous ones, whose task
+/// (and every fetch and timer under it) is dropped, which cancels it.
+async fn serve(mailbox: Arc<Mailbox<Configure>>) {
+    let mut current: Option<glommio::Task<()>> = None;
+    loop {
+        let Configure { targets, ready } = mailbox.recv().await;
+        drop(current.take());
+        current = Some(glommio::spawn_local(run(targets, ready)));
+    }
 }
 
 fn targets(config: &Config, slots: &[Option<Arc<CertSlot>>]) -> Result<Vec<Target>, String> {
@@ -121,7 +163,8 @@ async fn run(targets: Vec<Target>, ready: mpsc::Sender<()>) {
         .into_iter()
         .map(|(mut t, mut next)| {
             glommio::spawn_local(async move {
-                // A reload replaces the slot (and starts a new OCSP core): this loop ends.
+                // A reload hands the core new targets, which cancels this task; a retired slot
+                // is not refreshed in any case.
                 while !t.slot.retired.load(Ordering::Relaxed) {
                     next = refresh_loop_step(&mut t, next).await;
                 }

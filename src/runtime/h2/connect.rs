@@ -219,6 +219,7 @@ fn echo_frames(dec: &mut Decoder, buf: &mut [u8], out: &mut Vec<u8>) -> (usize, 
                         let (h, hn) = wse::frame_header(op, payload.len());
                         out.extend_from_slice(&h[..hn]);
                         out.extend_from_slice(payload);
+                        metrics::with(|m| m.echo_message());
                     }
                     Some(Event::Ping(p)) => wse::control_frame(out, ws::opcode::PONG, p),
                     Some(Event::Close { code, .. }) => {
@@ -373,7 +374,7 @@ async fn websocket(
     ex.status = 200;
     ex.tunnel = true;
     metrics::with(|m| {
-        m.request(ex.vhost, ex.handler, 200, ex.started.elapsed());
+        m.upgraded(ex.vhost, ex.handler, 200);
         m.tunnel_opened(shard.ids.backends[lease.backend]);
     });
     let io = H2Io::new(body, send);
@@ -483,7 +484,7 @@ async fn relay(
         ex.access.as_deref(),
         ex.vhost,
         200,
-        ex.bytes,
+        (ex.bytes.0 + io.bytes_in, ex.bytes.1 + io.bytes_out),
         ex.backend,
         true,
     );

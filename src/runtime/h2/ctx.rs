@@ -160,7 +160,14 @@ pub(super) fn finish(
         debug!(core = shard.id, peer = %ctx.peer, error = %e, "HTTP/2 stream ended early");
     }
     if ex.status != 0 && !ex.tunnel {
-        metrics::with(|m| m.request(ex.vhost, ex.handler, ex.status, ex.started.elapsed()));
+        let took = ex.started.elapsed();
+        metrics::with(|m| match (ex.handler, ex.status) {
+            // The echo endpoint over RFC 8441: its session's lifetime is a tunnel's.
+            (crate::observe::metrics::HandlerKind::Echo, 200) => {
+                m.session(ex.vhost, ex.handler, ex.status, took)
+            }
+            _ => m.request(ex.vhost, ex.handler, ex.status, took),
+        });
         log_access(
             shard,
             ctx.peer,

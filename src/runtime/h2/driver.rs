@@ -32,6 +32,8 @@ use crate::protocol::http::h2map::PrefaceState;
 use super::ctx::ConnCtx;
 use super::preface::Prefaced;
 use super::stream::{handle, serve_inline};
+use crate::observe::loglimit::Kind;
+use crate::runtime::conn::errlog;
 use crate::runtime::net::idle;
 use crate::runtime::net::stream::ClientStream;
 use crate::runtime::shard::{Core, Shard};
@@ -109,7 +111,9 @@ pub async fn serve(
             };
             if ctx.abuse.get() && !abused {
                 abused = true;
-                info!(core = ctx.shard.id, peer = %ctx.peer, "HTTP/2 client resets streams too fast; GOAWAY");
+                if let Some(more) = errlog::event(Kind::Limit) {
+                    info!(core = ctx.shard.id, peer = %ctx.peer, "HTTP/2 client resets streams too fast; GOAWAY{more}");
+                }
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 phase = Phase::Closing;
                 watch.restart(header);

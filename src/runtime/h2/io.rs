@@ -55,6 +55,9 @@ pub struct H2Io {
     /// A DATA chunk read but not yet consumed.
     held: Bytes,
     eof: bool,
+    /// DATA payload bytes read from and written to the client (the tunnel's access-log line).
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
 }
 
 impl H2Io {
@@ -64,6 +67,8 @@ impl H2Io {
             send,
             held: Bytes::new(),
             eof: false,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 }
@@ -94,6 +99,7 @@ impl AsyncRead for H2Io {
         buf[..n].copy_from_slice(&this.held[..n]);
         let _ = this.held.split_to(n);
         let _ = this.recv.flow_control().release_capacity(n);
+        this.bytes_in += n as u64;
         Poll::Ready(Ok(n))
     }
 }
@@ -126,7 +132,10 @@ impl AsyncWrite for H2Io {
             .send
             .send_data(Bytes::copy_from_slice(&buf[..n]), false)
         {
-            Ok(()) => Poll::Ready(Ok(n)),
+            Ok(()) => {
+                this.bytes_out += n as u64;
+                Poll::Ready(Ok(n))
+            }
             Err(e) => Poll::Ready(Err(h2_io_error(e))),
         }
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_lite::io::AsyncWriteExt;
 use tracing::debug;
 
-use crate::observe::metrics::{self, Global, StapleState};
+use crate::observe::metrics::{self, Global, ServerState, StapleState};
 use crate::protocol::http::head::{Body, Request as HttpRequest};
 use crate::protocol::http::response;
 use crate::protocol::ws::{self, close_frame, opcode, FrameHeader};
@@ -162,7 +162,7 @@ pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> 
         }
         Request::Metrics => {
             let cores = snapshots(shard).await;
-            let text = metrics::render(&cores, &global(shard));
+            let text = metrics::render(&cores, &global(shard, &cores));
             let kind = b"text/plain; version=0.0.4; charset=utf-8";
             send(c, 200, kind, text.as_bytes(), close).await
         }
@@ -215,6 +215,7 @@ async fn send_sized(
         Some(content_length as u64),
         close,
     );
+    c.head_written(out.len());
     out.extend_from_slice(body);
     let ok = c.stream.write_all(&out).await.is_ok();
     pool::give_vec(out);
@@ -236,8 +237,9 @@ async fn snapshots(shard: &Shard) -> Vec<metrics::CoreSnapshot> {
         .unwrap_or_default()
 }
 
-/// What lives outside the cores: reloads, health as core 0's checks see it, staples.
-fn global(shard: &Shard) -> Global {
+/// What lives outside the cores: reloads, health as core 0's checks see it (and passive
+/// health as every core's snapshot says), staples, certificates, the process.
+fn global(shard: &Shard, cores: &[metrics::CoreSnapshot]) -> Global {
     let hub = &shard.hub;
     let config = &shard.config;
     let backends = config
@@ -246,23 +248,39 @@ fn global(shard: &Shard) -> Global {
         .enumerate()
         .filter(|(_, b)| !b.implicit)
         .flat_map(|(bi, b)| {
-            b.servers.iter().enumerate().map(move |(si, s)| {
-                (
-                    b.name.clone(),
-                    s.address.to_string(),
-                    shard.health.is_up(bi, si),
-                )
-            })
+            b.servers
+                .iter()
+                .enumerate()
+                .map(move |(si, s)| ServerState {
+                    backend: b.name.clone(),
+                    server: s.address.to_string(),
+                    checked: b.health.is_some().then(|| shard.health.is_up(bi, si)),
+                    passive_out: cores
+                        .iter()
+                        .filter(|c| c.passive_out.contains(&(bi, si)))
+                        .count(),
+                })
         })
         .collect();
-    let staples = shard
+    let certificates = shard
         .slots
         .iter()
         .flatten()
-        .map(|slot| {
+        .filter_map(|slot| {
+            let t = crate::protocol::ocsp::not_after_unix(&slot.leaf())?;
+            Some((slot.vhost.clone(), t))
+        })
+        .collect();
+    let staples = config
+        .vhosts
+        .iter()
+        .zip(shard.slots.iter())
+        .filter_map(|(v, slot)| Some((v, slot.as_ref()?)))
+        .map(|(v, slot)| {
             let expiry = slot.expiry_s.load(Ordering::Relaxed);
             StapleState {
                 vhost: slot.vhost.clone(),
+                configured: v.tls.as_ref().is_some_and(|t| t.ocsp.is_some()),
                 valid: slot.staple().is_some(),
                 expiry_s: (expiry > 0).then_some(expiry),
                 fetches: vec![
@@ -281,9 +299,12 @@ fn global(shard: &Shard) -> Global {
             .map_or(0.0, |d| d.as_secs_f64()),
         reloads_ok: hub.reloads_ok.load(Ordering::Relaxed),
         reloads_error: hub.reloads_error.load(Ordering::Relaxed),
+        clock_s: metrics::clock_s(),
         backends,
         staples,
+        certificates,
         memory: crate::runtime::net::memory::read(),
+        process: crate::runtime::net::process::read(),
     }
 }
 
@@ -297,6 +318,7 @@ async fn live(shard: &Shard, c: &mut Client, accept: &[u8; 28]) -> Next {
         ("Sec-WebSocket-Accept", accept),
     ];
     response::write_head(&mut head, 101, &fields, None, false);
+    c.head_written(head.len());
     let ok = c.stream.write_all(&head).await.is_ok();
     pool::give_vec(head);
     if !ok {
@@ -309,7 +331,8 @@ async fn live(shard: &Shard, c: &mut Client, accept: &[u8; 28]) -> Next {
             let _ = c.stream.write_all(&frame[..n]).await;
             break;
         }
-        let json = metrics::live_json(&snapshots(shard).await, &global(shard));
+        let cores = snapshots(shard).await;
+        let json = metrics::live_json(&cores, &global(shard, &cores));
         let mut hdr = [0u8; 14];
         let n = FrameHeader::write_unmasked(&mut hdr, true, opcode::TEXT, json.len() as u64);
         if c.stream.write_all(&hdr[..n]).await.is_err()

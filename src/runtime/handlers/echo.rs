@@ -42,6 +42,7 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
     );
     out.extend_from_slice(accept);
     out.extend_from_slice(b"\r\n\r\n");
+    c.head_written(out.len());
     if c.stream.write_all(&out).await.is_err() {
         pool::give_vec(out);
         return Next::Close;
@@ -123,6 +124,7 @@ async fn echo_frames(c: &mut Client, dec: &mut Decoder, out: &mut Vec<u8>) -> Ec
         let written = match ev {
             None => Ok(()),
             Some(Event::Message { text, payload }) => {
+                crate::observe::metrics::with(|m| m.echo_message());
                 let op = if text { opcode::TEXT } else { opcode::BINARY };
                 let (h, hn) = wse::frame_header(op, payload.len());
                 out.extend_from_slice(&h[..hn]);

@@ -228,6 +228,7 @@ async fn respond(
         write_response_head(&mut out, &resp, body, &rw);
         (out, body, resp.keep_alive())
     };
+    c.head_written(out.len());
     brb.consume(end);
     let timeout = shard.config.timeouts.upstream_read;
     // The head goes out with the first body bytes (one send when they came in one read).

@@ -40,6 +40,7 @@ pub async fn response<B: AsyncRead + Unpin>(
             close: true,
         };
         write_response_head(&mut out, &resp, body, &rw);
+        c.head_written(out.len());
         c.status = resp.code;
         body
     };

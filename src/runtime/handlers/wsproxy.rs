@@ -108,7 +108,11 @@ async fn handshake(
         }
     };
     match verdict {
-        Ok(101) => early_bytes(c, backend, brb).await,
+        Ok(101) => {
+            // The backend's 101 head is relayed as is: not body bytes in the access log.
+            c.head_written(resp_end);
+            early_bytes(c, backend, brb).await
+        }
         Ok(code) => {
             info!(core = shard.id, backend = %name, code, "backend refused the upgrade; relayed, no tunnel");
             metrics::with(|m| m.upgrade_rejected(Rejected::Not101));

@@ -515,6 +515,7 @@ pub async fn open(
         head.extend_from_slice(p.as_bytes());
     }
     head.extend_from_slice(b"\r\n\r\n");
+    c.head_written(head.len());
     let sent = c.stream.write_all(&head).await;
     pool::give_vec(head);
     if sent.is_err() {

@@ -5,6 +5,7 @@
 //! - `pool`: per-core buffer pools (two size classes, decaying).
 //! - `idle`: per-connection deadlines (header, keep-alive, tunnel idle, send), swept per core.
 //! - `memory`: resident and heap figures for `/metrics`.
+//! - `process`: the standard `process_*` figures for `/metrics`, from `/proc`.
 //! - `tunnel`: the byte pump between a client and a backend (WebSocket, CONNECT, L4), with
 //!   frame tracking for the drain.
 //!
@@ -14,5 +15,6 @@ pub(crate) mod idle;
 pub(crate) mod io;
 pub(crate) mod memory;
 pub mod pool;
+pub(crate) mod process;
 pub(crate) mod stream;
 pub mod tunnel;
