@@ -11,11 +11,14 @@
 //! - `cidr`: CIDR blocks for allow-lists.
 //! - `connect`: the CONNECT proxy's target, allow rules and Basic auth.
 //! - `upstream`: backend server addresses.
+//! - `discovery`: DNS discovery's decisions: TTL bounds, SRV priority groups, the order and
+//!   times of a drain's spread closes.
 //! - `static_files`: which file answers a path, and its headers.
 
 pub mod balance;
 pub mod cidr;
 pub mod connect;
+pub mod discovery;
 pub mod limits;
 pub mod route;
 pub mod static_files;

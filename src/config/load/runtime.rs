@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use super::problems::Problems;
 use super::spanned::{boolean, integer, string, tables, At, Section, Val};
@@ -113,6 +114,7 @@ pub(super) fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         upstream_read: UPSTREAM_READ_TIMEOUT_DEFAULT,
         upstream_keepalive: UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT,
         drain: DRAIN_TIMEOUT_DEFAULT,
+        drain_spread: Duration::ZERO,
         send: SEND_TIMEOUT_DEFAULT,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[timeouts]", p)) else {
@@ -129,6 +131,16 @@ pub(super) fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         .opt("upstream_keepalive", p, duration)
         .unwrap_or(t.upstream_keepalive);
     t.drain = s.opt("drain", p, duration).unwrap_or(t.drain);
+    let spread_at = s.get("drain_spread").map(|v| v.span().start);
+    t.drain_spread = s.opt("drain_spread", p, duration).unwrap_or(t.drain_spread);
+    if let Some(at) = spread_at.filter(|_| t.drain_spread >= t.drain) {
+        let msg = format!(
+            "\"drain_spread\" ({}) must be shorter than \"drain\" ({})",
+            humantime::format_duration(t.drain_spread),
+            humantime::format_duration(t.drain)
+        );
+        p.add(at, msg);
+    }
     t.send = s.opt("send", p, duration).unwrap_or(t.send);
     s.finish(p);
     t

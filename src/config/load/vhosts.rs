@@ -379,7 +379,8 @@ mod tests {
             implicit.servers,
             [Server {
                 address: Address::parse("127.0.0.1:9100").unwrap(),
-                weight: 1
+                weight: 1,
+                pos: (0, 0),
             }]
         );
         let contexts: Vec<_> = v

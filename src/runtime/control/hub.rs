@@ -17,7 +17,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::config::tls::CertSlot;
 use crate::config::Config;
 use crate::observe::metrics::CoreSnapshot;
-use crate::runtime::backend::pools::HealthTable;
+use crate::runtime::backend::servers::{Count, Note, ServerSets};
+use crate::runtime::control::directory::{Directory, Links};
+
+/// How long the directory waits for each core's counts.
+const COUNTS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Mailbox<T> {
     tx: Sender<T>,
@@ -68,12 +72,11 @@ impl<T> Mailbox<T> {
     }
 }
 
-/// A configuration ready to serve: checked, with its certificates loaded and its health
-/// table made. Each core compiles its own routes and pools from it.
+/// A configuration ready to serve: checked, with its certificates loaded. Each core compiles
+/// its own routes and pools from it (and the directory's published server sets).
 pub struct Generation {
     pub number: u64,
     pub config: Arc<Config>,
-    pub health: Arc<HealthTable>,
     pub slots: Arc<Vec<Option<Arc<CertSlot>>>>,
 }
 
@@ -88,6 +91,16 @@ pub enum Msg {
     Drain { handover: bool },
     /// Reopen the access log file (SIGUSR1, logrotate).
     ReopenLog,
+    /// The directory's new server sets: reconcile the pools (and, on core 0, the checks).
+    Servers(Arc<ServerSets>),
+    /// A server drain: close its tunnels (1012 to the client) spread over `spread`.
+    DrainServer {
+        backend: String,
+        server: Arc<str>,
+        spread: std::time::Duration,
+    },
+    /// Send this core's per-server counts to `reply`.
+    Counts(Arc<Mailbox<Vec<Count>>>),
 }
 
 /// What every core and the control thread share: the cores' mailboxes and process counters.
@@ -99,12 +112,47 @@ pub struct Hub {
     pub reloads_error: AtomicU64,
     /// Cores whose executor has finished (after a drain, or a failed start).
     pub stopped: AtomicUsize,
+    /// Every backend's servers, their states and weights; kept across reloads.
+    pub directory: Arc<Directory>,
 }
 
 impl Hub {
     pub fn new(cores: usize) -> Arc<Hub> {
+        let mailboxes: Vec<Arc<Mailbox<Msg>>> = (0..cores).map(|_| Mailbox::new()).collect();
+        let (to_tell, to_ask) = (mailboxes.clone(), mailboxes.clone());
+        let notify = move |note: Note| {
+            for core in &to_tell {
+                core.send(match note.clone() {
+                    Note::Servers(sets) => Msg::Servers(sets),
+                    Note::Drain {
+                        backend,
+                        server,
+                        spread,
+                    } => Msg::DrainServer {
+                        backend,
+                        server,
+                        spread,
+                    },
+                });
+            }
+        };
+        let counts = move || {
+            let reply = Mailbox::new();
+            for core in &to_ask {
+                core.send(Msg::Counts(reply.clone()));
+            }
+            (0..to_ask.len())
+                .map_while(|_| reply.recv_blocking(COUNTS_WAIT))
+                .flatten()
+                .collect()
+        };
+        let directory = Arc::new(Directory::new(Links {
+            notify: Box::new(notify),
+            counts: Box::new(counts),
+        }));
         Arc::new(Hub {
-            cores: (0..cores).map(|_| Mailbox::new()).collect(),
+            cores: mailboxes,
+            directory,
             started: Instant::now(),
             generation: AtomicU64::new(1),
             reloads_ok: AtomicU64::new(0),

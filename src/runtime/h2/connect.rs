@@ -454,23 +454,33 @@ async fn relay(
     let backends = &shard.backends;
     let opened = Instant::now();
     let watch = idle::watch(shard.config.timeouts.tunnel_idle);
+    let ticket = crate::runtime::net::evict::ticket(
+        backends.name(lease.backend),
+        backends.key(lease.backend, lease.server),
+    );
     let result = async {
         if !early.is_empty() {
             io.write_all(&early).await?;
         }
         match terminate {
-            None => Tunnel::new(&mut io, &mut lease.conn, &watch).await,
+            None => {
+                Tunnel::new(&mut io, &mut lease.conn, &watch)
+                    .evictable(&ticket)
+                    .await
+            }
             Some(mut t) => crate::runtime::handlers::wstunnel::Endpoint::new(
                 &mut io,
                 &mut lease.conn,
                 &watch,
                 &mut t,
             )
+            .evictable(&ticket)
             .await
             .map(|end| debug!(?end, "websocket tunnel (HTTP/2) ended")),
         }
     }
     .await;
+    drop(ticket);
     if let Err(e) = result {
         debug!(core = shard.id, peer = %ctx.peer, error = %e, "websocket (HTTP/2) tunnel ended");
     }

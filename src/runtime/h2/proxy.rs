@@ -382,7 +382,7 @@ fn response_parts(
             map.append(n, v);
         }
     }
-    let server = shard.ids.servers[lease.backend][lease.server];
+    let server = shard.backends.metric(lease.backend, lease.server);
     metrics::with(|m| m.backend_request(server, r.code));
     ex.status = r.code;
     Ok((out, framing, r.keep_alive()))

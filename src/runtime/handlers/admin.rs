@@ -64,7 +64,9 @@ pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> 
         Request::Error(status) => respond_error(c, status, close).await,
         Request::Metrics => {
             let cores = snapshots(shard).await;
-            let text = metrics::render(&cores, &global(shard));
+            let mut text = metrics::render(&cores, &global(shard));
+            // Discovery and server states, as the directory last rendered them.
+            text.push_str(&shard.hub.directory.metrics_text());
             let kind = b"text/plain; version=0.0.4; charset=utf-8";
             send(c, 200, kind, text.as_bytes(), close).await
         }
@@ -106,19 +108,16 @@ async fn snapshots(shard: &Shard) -> Vec<metrics::CoreSnapshot> {
 fn global(shard: &Shard) -> Global {
     let hub = &shard.hub;
     let config = &shard.config;
+    let sets = hub.directory.published();
     let backends = config
         .backends
         .iter()
-        .enumerate()
-        .filter(|(_, b)| !b.implicit)
-        .flat_map(|(bi, b)| {
-            b.servers.iter().enumerate().map(move |(si, s)| {
-                (
-                    b.name.clone(),
-                    s.address.to_string(),
-                    shard.health.is_up(bi, si),
-                )
-            })
+        .filter(|b| !b.implicit)
+        .filter_map(|b| sets.backend(&b.name))
+        .flat_map(|set| {
+            set.servers
+                .iter()
+                .map(|s| (set.name.clone(), s.key.to_string(), s.is_up()))
         })
         .collect();
     let staples = shard
