@@ -10,6 +10,7 @@ mod tls_clients;
 
 mod bad_input;
 mod cli;
+mod discovery;
 mod echo;
 mod edge;
 mod faults;
