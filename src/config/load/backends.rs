@@ -283,6 +283,43 @@ mod tests {
     }
 
     #[test]
+    fn names_srv_drain_spread_and_the_tls_name_default() {
+        let (c, _dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"chat.internal:9001\", { address = \"srv://_chat._tcp.chat.internal\", weight = 2 }]",
+            "drain_spread = \"5s\"",
+        ]));
+        let b = &c.backends[0];
+        assert_eq!(b.servers[0].address.to_string(), "chat.internal:9001");
+        assert_eq!(b.servers[0].pos, (9, 12));
+        assert_eq!(
+            b.servers[1].address.to_string(),
+            "srv://_chat._tcp.chat.internal"
+        );
+        assert_eq!(b.servers[1].pos, (9, 46));
+        assert_eq!(b.drain_spread, Duration::from_secs(5));
+        let (c, dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+        ]));
+        assert_eq!(c.backends[0].drain_spread, Duration::from_secs(30));
+        // `tls://name:port`: the certificate is checked against the name.
+        let ca = dir.0.join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let tls = format!("tls = {{ ca_file = \"{}\" }}", ca.display());
+        let (c, _dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"tls://api.internal:443\"]",
+            &tls,
+        ]));
+        let t = c.backends[0].tls.as_ref().unwrap();
+        assert_eq!(t.server_name.as_deref(), Some("api.internal"));
+    }
+
+    #[test]
     fn inline_table_servers() {
         let (c, _dir) = ok(&with(&[
             "[[backend]]",

@@ -192,6 +192,24 @@ mod tests {
     use crate::config::load::testing::*;
 
     #[test]
+    fn drain_spread_defaults_to_zero_and_must_be_shorter_than_drain() {
+        let (c, _dir) = ok(&with(&[]));
+        assert_eq!(c.timeouts.drain_spread, Duration::ZERO);
+        let (c, _dir) = ok(&with(&[
+            "[timeouts]",
+            "drain = \"30s\"",
+            "drain_spread = \"10s\"",
+        ]));
+        assert_eq!(c.timeouts.drain_spread, Duration::from_secs(10));
+        one_problem(
+            &with(&["[timeouts]", "drain = \"10s\"", "drain_spread = \"10s\""]),
+            9,
+            16,
+            "\"drain_spread\" (10s) must be shorter than \"drain\" (10s)",
+        );
+    }
+
+    #[test]
     fn defaults_apply_to_a_minimal_config() {
         let (c, dir) = ok(&with(&[]));
         assert_eq!(c.runtime.cores, auto_cores());

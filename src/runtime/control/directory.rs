@@ -758,3 +758,115 @@ fn escape(v: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory() -> (Directory, Arc<Mutex<Vec<Note>>>) {
+        let notes: Arc<Mutex<Vec<Note>>> = Arc::default();
+        let seen = notes.clone();
+        let d = Directory::new(Links {
+            notify: Box::new(move |n| seen.lock().unwrap().push(n)),
+            counts: Box::new(Vec::new),
+        });
+        (d, notes)
+    }
+
+    fn config(servers: &str) -> Config {
+        let text = format!(
+            "[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:8080\"\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n[[backend]]\nname = \"b\"\nservers = [{servers}]\ndrain_spread = \"7s\"\n"
+        );
+        crate::config::load_str(&text, &std::env::temp_dir()).unwrap()
+    }
+
+    fn entry<'a>(v: &'a Value, server: &str) -> &'a Value {
+        v["backends"][0]["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["address"] == server)
+            .unwrap()
+    }
+
+    #[test]
+    fn states_and_weights_change_publish_and_survive_a_reload() {
+        let (d, notes) = directory();
+        d.configure(&config("\"127.0.0.1:1\", \"127.0.0.1:2\""));
+        let v = d.backends();
+        let s = entry(&v, "127.0.0.1:1");
+        assert_eq!(
+            (&s["source"], &s["state"], &s["weight"], &s["health"]),
+            (
+                &json!("static"),
+                &json!("ready"),
+                &json!(1),
+                &json!("unchecked")
+            )
+        );
+        let change = |state, weight| ServerChange {
+            state,
+            spread: None,
+            weight,
+        };
+        let e = d
+            .change("b", "127.0.0.1:1", change(Some(AdminState::Drain), Some(3)))
+            .unwrap();
+        assert_eq!((&e["state"], &e["weight"]), (&json!("drain"), &json!(3)));
+        // The cores heard the new set (server 1 out of balancing) and the drain with the
+        // backend's drain_spread.
+        let heard = notes.lock().unwrap().clone();
+        let Some(Note::Servers(sets)) = heard.iter().rev().find(|n| matches!(n, Note::Servers(_)))
+        else {
+            panic!("no server set published: {heard:?}")
+        };
+        let usable: Vec<(String, bool, u32)> = sets.backends[0]
+            .servers
+            .iter()
+            .map(|p| (p.key.to_string(), p.usable, p.weight))
+            .collect();
+        assert_eq!(
+            usable,
+            [
+                ("127.0.0.1:1".into(), false, 3),
+                ("127.0.0.1:2".into(), true, 1)
+            ]
+        );
+        assert!(heard
+            .iter()
+            .any(|n| matches!(n, Note::Drain { server, spread, .. }
+            if &**server == "127.0.0.1:1" && *spread == Duration::from_secs(7))));
+        d.change("b", "127.0.0.1:2", change(Some(AdminState::Maint), None))
+            .unwrap();
+        // No tunnel is open: the drain is done at the next look.
+        d.tick();
+        assert_eq!(entry(&d.backends(), "127.0.0.1:1")["state"], "drained");
+        // A reload keeps states and weights for the servers that remain; a new one is ready.
+        d.configure(&config("\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\""));
+        let v = d.backends();
+        assert_eq!(entry(&v, "127.0.0.1:1")["state"], "drained");
+        assert_eq!(entry(&v, "127.0.0.1:1")["weight"], 3);
+        assert_eq!(entry(&v, "127.0.0.1:2")["state"], "maint");
+        assert_eq!(entry(&v, "127.0.0.1:3")["state"], "ready");
+        d.change("b", "127.0.0.1:1", change(Some(AdminState::Ready), None))
+            .unwrap();
+        assert_eq!(entry(&d.backends(), "127.0.0.1:1")["state"], "ready");
+        assert_eq!(
+            d.change("x", "127.0.0.1:1", ServerChange::default()),
+            Err(ChangeError::UnknownBackend)
+        );
+        assert_eq!(
+            d.change("b", "127.0.0.1:9", ServerChange::default()),
+            Err(ChangeError::UnknownServer)
+        );
+        let m = d.metrics_text();
+        assert!(
+            m.contains("ringway_backend_servers{backend=\"b\",state=\"ready\"} 2"),
+            "{m}"
+        );
+        assert!(
+            m.contains("ringway_backend_servers{backend=\"b\",state=\"maint\"} 1"),
+            "{m}"
+        );
+    }
+}
