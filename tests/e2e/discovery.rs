@@ -203,6 +203,11 @@ fn shared_port() -> u16 {
 }
 
 fn config(dns: &Dns, server: &str, extra_backend: &str) -> String {
+    config_route(dns, server, extra_backend, "")
+}
+
+/// `route`: more keys of the `/chat/` route (`mode = "tunnel"`).
+fn config_route(dns: &Dns, server: &str, extra_backend: &str, route: &str) -> String {
     format!(
         r#"{}
 [[listener]]
@@ -230,6 +235,7 @@ doc_root = "www"
 [[vhost.websocket]]
 uri = "/chat/"
 backend = "chat"
+{route}
 "#,
         base_config(2),
         dns.addr()
@@ -503,6 +509,131 @@ fn srv_records_give_targets_ports_and_the_lowest_priority_in_use() {
         "{m}"
     );
     let _ = backup;
+}
+
+#[test]
+fn tunnel_mode_routes_get_1012_and_the_raw_backend_connection_is_closed() {
+    let dir = site();
+    let port = shared_port();
+    // A raw TCP backend: echoes lines, and notes when a connection reaches EOF.
+    let listener = TcpListener::bind(("127.0.0.2", port)).unwrap();
+    let eofs = Arc::new(Mutex::new(0usize));
+    let seen = eofs.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let seen = seen.clone();
+            thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                *seen.lock().unwrap() += 1;
+            });
+        }
+    });
+    let dns = Dns::start(dir.path(), "127.0.0.2 raw.test\n", &[]);
+    let text = config_route(
+        &dns,
+        &format!("raw.test:{port}"),
+        "drain_spread = \"1s\"",
+        "mode = \"tunnel\"\nframe = \"text\"",
+    );
+    let rw = Ringway::builder(text).dir(dir).start();
+    let mut tunnels: Vec<Ws> = (0..3)
+        .map(|_| ws_connect(rw.port(), rw.ws_url("/chat/t").as_str()).0)
+        .collect();
+    for ws in &mut tunnels {
+        ws.send(Message::text("hello\n")).unwrap();
+        assert_eq!(ws_next(ws), Message::text("hello\n"));
+    }
+    // The name now points elsewhere: the server is drained.
+    dns.set_hosts("127.0.0.9 raw.test\n");
+    for (i, ws) in tunnels.iter_mut().enumerate() {
+        match ws_next(ws) {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Restart, "tunnel {i}"),
+            other => panic!("tunnel {i}: expected Close 1012, got {other:?}"),
+        }
+    }
+    drop(tunnels);
+    assert!(
+        wait_until(WAIT, || *eofs.lock().unwrap() == 3),
+        "raw backend connections closed: {}",
+        eofs.lock().unwrap()
+    );
+}
+
+#[test]
+fn sigterm_with_drain_spread_spreads_its_1001_closes() {
+    let dir = site();
+    let port = shared_port();
+    let a = Server::start("127.0.0.2", port);
+    let text = format!(
+        r#"{}
+[[backend]]
+name = "chat"
+servers = ["{}"]
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+listeners = ["main"]
+doc_root = "www"
+
+[[vhost.websocket]]
+uri = "/chat/"
+backend = "chat"
+"#,
+        base_config_timeouts(2, &[("drain", "20s"), ("drain_spread", "2s")]),
+        a.addr
+    );
+    let mut rw = Ringway::builder(text).dir(dir).start();
+    let tunnels: Vec<Ws> = (0..8).map(|_| upgrade_who(&rw).0).collect();
+    let started = Instant::now();
+    rw.signal(libc::SIGTERM);
+    let readers: Vec<_> = tunnels
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            thread::spawn(move || match ws_next(&mut ws) {
+                Message::Close(Some(f)) => {
+                    assert_eq!(f.code, CloseCode::Away, "tunnel {i}");
+                    started.elapsed()
+                }
+                other => panic!("tunnel {i}: expected Close 1001, got {other:?}"),
+            })
+        })
+        .collect();
+    let mut when: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    when.sort();
+    let span = when[when.len() - 1] - when[0];
+    assert!(span >= Duration::from_millis(900), "closes at {when:?}");
+    assert!(
+        when[when.len() - 1] < Duration::from_secs(8),
+        "closes at {when:?}"
+    );
+    let status = rw
+        .wait_exit(Duration::from_secs(15))
+        .expect("ringway did not exit");
+    assert!(status.success(), "{status}");
+    assert!(
+        wait_until(WAIT, || a.closes().len() == 8),
+        "{:?}",
+        a.closes()
+    );
+    assert!(
+        a.closes().iter().all(|c| *c == Some(1001)),
+        "{:?}",
+        a.closes()
+    );
 }
 
 /// Issue 19's acceptance test for the control API's drain (needs the "api" half's HTTP API on
