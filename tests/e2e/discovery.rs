@@ -395,6 +395,38 @@ fn names_resolve_at_start_changes_are_followed_and_a_removed_server_is_drained()
 }
 
 #[test]
+fn a_server_found_by_dns_joins_the_active_health_checks() {
+    let dir = site();
+    let port = shared_port();
+    let a = Server::start("127.0.0.2", port);
+    let dns = Dns::start(dir.path(), "127.0.0.2 chat.test\n", &[]);
+    let extra = "health = { interval = \"200ms\", timeout = \"200ms\", rise = 1, fall = 1 }";
+    let rw = Ringway::builder(config(&dns, &format!("chat.test:{port}"), extra))
+        .dir(dir)
+        .start();
+    // 127.0.0.3 has nothing listening: its checks take it out as soon as it appears.
+    dns.set_hosts("127.0.0.2 chat.test\n127.0.0.3 chat.test\n");
+    assert!(
+        wait_until(WAIT, || {
+            let m = metrics(&rw);
+            m.contains("ringway_backend_servers{backend=\"chat\",state=\"down\"} 1")
+                && m.contains("ringway_backend_servers{backend=\"chat\",state=\"ready\"} 1")
+        }),
+        "{}",
+        metrics(&rw)
+    );
+    for _ in 0..6 {
+        let (_ws, who) = upgrade_who(&rw);
+        assert_eq!(who, a.addr);
+    }
+    assert!(
+        rw.log().contains("health check: server down"),
+        "{}",
+        rw.log()
+    );
+}
+
+#[test]
 fn dns_down_keeps_the_last_set() {
     let dir = site();
     let port = shared_port();
@@ -626,6 +658,57 @@ backend = "chat"
     assert!(status.success(), "{status}");
     assert!(
         wait_until(WAIT, || a.closes().len() == 8),
+        "{:?}",
+        a.closes()
+    );
+    assert!(
+        a.closes().iter().all(|c| *c == Some(1001)),
+        "{:?}",
+        a.closes()
+    );
+}
+
+#[test]
+fn http2_websocket_streams_of_a_drained_server_get_1012_on_their_stream() {
+    use crate::h2::{h2c, h2c_config, rt};
+    use crate::h2_websockets::H2Ws;
+    let dir = site();
+    let port = shared_port();
+    let a = Server::start("127.0.0.2", port);
+    let dns = Dns::start(dir.path(), "127.0.0.2 chat.test\n", &[]);
+    let text = h2c_config(&format!(
+        "[dns]\nservers = [\"{}\"]\n\
+         [[backend]]\nname = \"chat\"\nservers = [\"chat.test:{port}\"]\ndrain_spread = \"1s\"\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.websocket]]\nuri = \"/chat/\"\nbackend = \"chat\"\n",
+        dns.addr()
+    ));
+    let rw = Ringway::builder(text).dir(dir).start();
+    let rport = rw.port();
+    let codes = rt().block_on(async {
+        let mut client = h2c(rport).await;
+        let mut streams = Vec::new();
+        for i in 0..3 {
+            let mut ws = H2Ws::open(&mut client, rport, &format!("/chat/{i}"), &[])
+                .await
+                .unwrap();
+            ws.send(0x1, b"who");
+            assert_eq!(ws.next().await, Some((0x1, a.addr.clone().into_bytes())));
+            streams.push(ws);
+        }
+        dns.set_hosts("127.0.0.9 chat.test\n");
+        let mut codes = Vec::new();
+        for ws in &mut streams {
+            let (op, p) = ws.next().await.expect("a frame after the drain");
+            assert_eq!(op, 0x8);
+            codes.push(u16::from_be_bytes([p[0], p[1]]));
+            ws.send(0x8, &1012u16.to_be_bytes());
+        }
+        codes
+    });
+    assert_eq!(codes, vec![1012; 3]);
+    assert!(
+        wait_until(WAIT, || a.closes().len() == 3),
         "{:?}",
         a.closes()
     );

@@ -53,14 +53,14 @@ fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
 }
 
 /// One RFC 8441 WebSocket: the request's send half and the response body.
-struct H2Ws {
+pub(crate) struct H2Ws {
     send: h2::SendStream<Bytes>,
     recv: h2::RecvStream,
     buf: Vec<u8>,
 }
 
 impl H2Ws {
-    async fn open(
+    pub(crate) async fn open(
         client: &mut h2::client::SendRequest<Bytes>,
         port: u16,
         path: &str,
@@ -94,7 +94,7 @@ impl H2Ws {
         })
     }
 
-    fn send(&mut self, op: u8, payload: &[u8]) {
+    pub(crate) fn send(&mut self, op: u8, payload: &[u8]) {
         let f = ws_frame(op, payload);
         self.send.reserve_capacity(f.len());
         self.send
@@ -103,7 +103,7 @@ impl H2Ws {
     }
 
     /// The next frame from the server.
-    async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+    pub(crate) async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if let Some((op, p, n)) = parse_frame(&self.buf) {
                 self.buf.drain(..n);
