@@ -80,6 +80,7 @@ impl State {
 }
 
 /// One `servers` entry of a backend.
+#[derive(Clone)]
 struct Entry {
     address: Address,
     weight: u32,
@@ -175,14 +176,14 @@ impl Directory {
     /// servers that remain (same backend and address). Publishes the result.
     pub fn configure(&self, config: &Config) {
         let resolver = self.resolver(&config.dns);
-        let mut known: Vec<(String, Address, Vec<Found>, Instant, Option<bool>)> = Vec::new();
+        // Names the running configuration has asked already (per backend).
+        let mut known: Vec<(String, Entry)> = Vec::new();
         {
             let inner = self.lock();
             for b in &inner.backends {
                 for e in &b.entries {
                     if e.address.is_name() && e.failing.is_some() {
-                        let f = e.found.clone();
-                        known.push((b.name.clone(), e.address.clone(), f, e.next, e.failing));
+                        known.push((b.name.clone(), e.clone()));
                     }
                 }
             }
@@ -201,12 +202,14 @@ impl Directory {
                     failing: None,
                 };
                 if s.address.is_name() {
-                    let old = known.iter().find(|k| k.0 == b.name && k.1 == s.address);
+                    let old = known
+                        .iter()
+                        .find(|(name, k)| *name == b.name && k.address == s.address);
                     match (old, &resolver) {
-                        (Some(k), _) => {
-                            e.found = k.2.clone();
-                            e.next = k.3;
-                            e.failing = k.4;
+                        (Some((_, k)), _) => {
+                            e.found = k.found.clone();
+                            e.next = k.next;
+                            e.failing = k.failing;
                         }
                         (None, Some(r)) => {
                             let result = r.resolve(&s.address, s.weight);
