@@ -231,10 +231,12 @@ impl Backends {
             let tls = self.connector(backend);
             let started = Instant::now();
             let address = self.sides[backend].borrow().slots[server].address.clone();
+            // Counted from now: a server that leaves the set while this connect is in flight
+            // keeps its slot (slots are reused only once nothing holds them).
+            self.sides[backend].borrow_mut().pool.begin(server);
             match connect(&address, self.config.timeouts.connect, tls).await {
                 Ok(conn) => {
                     crate::observe::metrics::with(|m| m.backend_connected(started.elapsed()));
-                    self.sides[backend].borrow_mut().pool.begin(server);
                     return Ok(Lease {
                         backend,
                         server,
@@ -243,6 +245,7 @@ impl Backends {
                     });
                 }
                 Err(e) => {
+                    self.sides[backend].borrow_mut().pool.end(server);
                     warn!(backend = %b.name, server = %self.key(backend, server), error = %e, "backend connect failed");
                     status = Some(e.status());
                     self.failed(backend, server);

@@ -110,11 +110,12 @@ pub fn close_spread(target: Option<(String, Arc<str>)>, spread: Duration, code: 
     if chosen.is_empty() {
         return;
     }
-    let seed = Instant::now().elapsed().as_nanos() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
+    // A fresh order for every drain (cores drawing the same clock still shuffle their own
+    // different tunnels).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
     let plan = crate::policy::discovery::spread(chosen.len(), spread, seed);
     // The tunnels are held weakly: one that ends before its turn is simply skipped.
     let order: Vec<(Weak<Ticket>, Duration)> = plan
