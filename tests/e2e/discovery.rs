@@ -719,6 +719,37 @@ fn http2_websocket_streams_of_a_drained_server_get_1012_on_their_stream() {
     );
 }
 
+#[test]
+fn srv_moves_to_the_next_priority_while_no_server_of_the_lowest_is_up() {
+    let dir = site();
+    // Priority 10 names a port nothing listens on; priority 20 a live server.
+    let (dead, p2) = (free_port(), free_port());
+    let backup = Server::start("127.0.0.1", p2);
+    let srv = [
+        format!("_chat._tcp.chat.test,a.chat.test,{dead},10,5"),
+        format!("_chat._tcp.chat.test,b.chat.test,{p2},20,5"),
+    ];
+    let srv: Vec<&str> = srv.iter().map(String::as_str).collect();
+    let dns = Dns::start(
+        dir.path(),
+        "127.0.0.1 a.chat.test\n127.0.0.1 b.chat.test\n",
+        &srv,
+    );
+    let extra = "health = { interval = \"200ms\", timeout = \"200ms\", rise = 1, fall = 1 }";
+    let rw = Ringway::builder(config(&dns, "srv://_chat._tcp.chat.test", extra))
+        .dir(dir)
+        .start();
+    // Once the checks find priority 10 down, priority 20 is in use.
+    assert!(
+        wait_until(WAIT, || ws_accepted(rw.port(), &rw.ws_url("/chat/x"))),
+        "priority 20 never took over"
+    );
+    for _ in 0..4 {
+        let (_ws, who) = upgrade_who(&rw);
+        assert_eq!(who, backup.addr);
+    }
+}
+
 /// Issue 19's acceptance test for the control API's drain (needs the "api" half's HTTP API on
 /// the admin listener).
 #[test]
