@@ -426,6 +426,70 @@ fn a_server_found_by_dns_joins_the_active_health_checks() {
     );
 }
 
+/// The spread, measured: 120 tunnels of a server that leaves DNS, `drain_spread = "3s"`: each
+/// gets 1012, the closes cover the spread evenly (no 0.5 s holds much more than its share,
+/// 1/6), and the last comes within the spread (plus the machine's slack) of the first.
+#[test]
+fn a_drain_spreads_its_closes_evenly() {
+    let dir = site();
+    let port = shared_port();
+    let a = Server::start("127.0.0.2", port);
+    let b = Server::start("127.0.0.3", port);
+    let dns = Dns::start(dir.path(), "127.0.0.2 chat.test\n", &[]);
+    let extra = "drain_spread = \"3s\"";
+    let rw = Ringway::builder(config(&dns, &format!("chat.test:{port}"), extra))
+        .dir(dir)
+        .start();
+    let tunnels: Vec<Ws> = (0..120)
+        .map(|_| {
+            let (ws, who) = upgrade_who(&rw);
+            assert_eq!(who, a.addr);
+            ws
+        })
+        .collect();
+    let origin = Instant::now();
+    dns.set_hosts("127.0.0.3 chat.test\n");
+    let readers: Vec<_> = tunnels
+        .into_iter()
+        .map(|mut ws| {
+            thread::spawn(move || {
+                ws.get_mut()
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                match ws_next(&mut ws) {
+                    Message::Close(Some(f)) if f.code == CloseCode::Restart => origin.elapsed(),
+                    other => panic!("expected Close 1012, got {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut when: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    when.sort();
+    let (first, last) = (when[0], when[when.len() - 1]);
+    assert!(
+        last - first >= Duration::from_millis(2000),
+        "{first:?}..{last:?}"
+    );
+    assert!(
+        last - first <= Duration::from_millis(4000),
+        "{first:?}..{last:?}"
+    );
+    for &t in &when {
+        let within = when
+            .iter()
+            .filter(|&&u| u >= t && u < t + Duration::from_millis(500))
+            .count();
+        // The even share of 0.5 s out of 3 s is 20 of 120; allow for two cores' grids and the
+        // machine's jitter, but not for a burst.
+        assert!(
+            within <= 34,
+            "{within} closes within 0.5 s after {t:?}: {when:?}"
+        );
+    }
+    let (_ws, who) = upgrade_who(&rw);
+    assert_eq!(who, b.addr);
+}
+
 #[test]
 fn dns_down_keeps_the_last_set() {
     let dir = site();
