@@ -564,6 +564,43 @@ fn a_name_that_does_not_resolve_at_start_is_503_no_servers_and_a_check_warning()
     assert_eq!(who, a.addr);
 }
 
+#[test]
+fn http2_and_plain_requests_to_a_backend_without_servers_are_503_no_servers() {
+    use crate::h2::h2c_config;
+    let dir = site();
+    let dns = Dns::start(dir.path(), "127.0.0.9 other.test\n", &[]);
+    let text = h2c_config(&format!(
+        "[dns]\nservers = [\"{}\"]\n\
+         [[backend]]\nname = \"app\"\nservers = [\"nowhere.test:80\"]\n\
+         [[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+         [[vhost.context]]\nuri = \"/api/\"\nhandler = \"proxy\"\nbackend = \"app\"\n",
+        dns.addr()
+    ));
+    let rw = Ringway::builder(text).dir(dir).start();
+    let url = format!("http://127.0.0.1:{}/api/x", rw.port());
+    for http in ["--http1.1", "--http2-prior-knowledge"] {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "10",
+                "-w",
+                "\n%{http_code} %{http_version}",
+                http,
+                &url,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let expected_version = if http == "--http1.1" { "1.1" } else { "2" };
+        assert_eq!(
+            text,
+            format!("no servers\n\n503 {expected_version}"),
+            "{http}"
+        );
+    }
+}
+
 /// Whether an upgrade is accepted now (no panic on refusal).
 fn ws_accepted(port: u16, url: &str) -> bool {
     let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {

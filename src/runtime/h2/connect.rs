@@ -18,7 +18,7 @@ use h2::RecvStream;
 use http::{response, HeaderValue, Response};
 use tracing::{debug, info, warn};
 
-use super::ctx::{respond_status, ConnCtx, Exchange};
+use super::ctx::{respond_no_server, respond_status, ConnCtx, Exchange};
 use super::io::H2Io;
 use super::proxy::{backend_head, response_head};
 use crate::config::{Handler, PathRoute, TunnelMode, WebSocketRoute};
@@ -288,7 +288,7 @@ async fn websocket(
         Err(e) => {
             warn!(core = shard.id, peer = %ctx.peer, backend = %name, status = e.status(), "no backend server for upgrade (HTTP/2)");
             metrics::with(|m| m.upgrade_rejected(Rejected::Backend));
-            return respond_status(respond, ex, e.status(), &[], false);
+            return respond_no_server(respond, ex, e, false);
         }
     };
     ex.backend = Some((lease.backend, lease.server));
