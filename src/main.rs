@@ -121,6 +121,11 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Check) = cli.command {
+        // A server name that does not resolve now is not fatal (its backend starts with no
+        // servers and follows the name): a warning.
+        for ((line, col), name, error) in ringway::runtime::unresolved_names(&config) {
+            println!("{file}:{line}:{col}: warning: server name {name} does not resolve ({error}); its backend starts with no servers");
+        }
         let routes: usize = config
             .vhosts
             .iter()

@@ -53,6 +53,8 @@ pub struct Config {
     pub tls_passthrough: Vec<Passthrough>,
     /// `[tls]`: session resumption shared by every TLS listener and core.
     pub tls: TlsSettings,
+    /// `[dns]`: resolving server names.
+    pub dns: Dns,
 }
 
 /// `[tls] ticket_keys = "FILE", session_cache = N`.
@@ -173,6 +175,9 @@ pub struct Timeouts {
     pub upstream_keepalive: Duration,
     /// Graceful drain (SIGTERM, upgrade): what is still open after this is closed.
     pub drain: Duration,
+    /// The drain's 1001 closes of tunnels are spread evenly over this long (shorter than
+    /// `drain`; zero: all at once).
+    pub drain_spread: Duration,
     /// A write to the client that makes no progress for this long closes the connection.
     pub send: Duration,
     /// After SIGTERM: keep serving this long while `/healthz` answers 503, then drain.
@@ -238,6 +243,8 @@ pub struct Backend {
     pub implicit: bool,
     /// `tls = { ca_file = "...", server_name = "..." }`, for `tls://` servers.
     pub tls: Option<BackendTls>,
+    /// A drained server's tunnels are closed spread evenly over this long (`drain_spread`).
+    pub drain_spread: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +258,34 @@ pub struct BackendTls {
 pub struct Server {
     pub address: Address,
     pub weight: u32,
+    /// Line and column of the entry in the config file (1-based; 0 when made by the loader),
+    /// for `ringway check`'s warnings about names that do not resolve.
+    pub pos: (usize, usize),
 }
+
+/// `[dns]`: how server names are resolved (by the control plane, never on a serving core).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Name servers to ask; empty: those of `/etc/resolv.conf`.
+    pub servers: Vec<std::net::SocketAddr>,
+    /// A record's TTL is clamped to `min_ttl..=max_ttl` before it is re-resolved.
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+impl Default for Dns {
+    fn default() -> Dns {
+        Dns {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A backend's `drain_spread` when it has none: closes of a drained server's tunnels are
+/// spread over this long.
+pub const DRAIN_SPREAD_DEFAULT: Duration = Duration::from_secs(30);
 
 pub use crate::policy::balance::Balance;
 
@@ -283,7 +317,11 @@ impl Backend {
     pub fn single(address: Address, name: String) -> Backend {
         Backend {
             name,
-            servers: vec![Server { address, weight: 1 }],
+            servers: vec![Server {
+                address,
+                weight: 1,
+                pos: (0, 0),
+            }],
             balance: Balance::RoundRobin,
             retries: 0,
             max_fails: MAX_FAILS_DEFAULT,
@@ -294,6 +332,7 @@ impl Backend {
             send_proxy: None,
             implicit: true,
             tls: None,
+            drain_spread: DRAIN_SPREAD_DEFAULT,
         }
     }
 }

@@ -10,6 +10,11 @@
 //!
 //! Passive health: `max_fails` failed attempts within `fail_window` take a server out for
 //! `fail_timeout`.
+//!
+//! The server set changes at run time (DNS discovery, admin states): `add` takes a slot (a
+//! vacant one whose last connection has ended, else a new one), `remove` vacates one, and
+//! `set_usable` / `set_weight` apply a server's admin state and weight. A slot index stays the
+//! same server while any connection holds it.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -40,6 +45,10 @@ pub struct Settings {
 
 #[derive(Debug, Clone, Default)]
 struct ServerState {
+    /// In the published set (a vacant slot is reused once `active` is 0).
+    present: bool,
+    /// May take new connections (present, and its admin state is `ready`).
+    usable: bool,
     weight: i64,
     current: i64,
     active: u32,
@@ -69,6 +78,8 @@ impl Pool {
             servers: weights
                 .into_iter()
                 .map(|w| ServerState {
+                    present: true,
+                    usable: true,
                     weight: i64::from(w.max(1)),
                     ..ServerState::default()
                 })
@@ -89,6 +100,58 @@ impl Pool {
         self.servers[i].active
     }
 
+    /// A new server with `weight`: a vacant slot whose connections have all ended, else a new
+    /// slot at the end. Returns its index.
+    pub fn add(&mut self, weight: u32) -> usize {
+        let fresh = ServerState {
+            present: true,
+            usable: true,
+            weight: i64::from(weight.max(1)),
+            ..ServerState::default()
+        };
+        match self
+            .servers
+            .iter()
+            .position(|s| !s.present && s.active == 0)
+        {
+            Some(i) => {
+                self.servers[i] = fresh;
+                i
+            }
+            None => {
+                self.servers.push(fresh);
+                self.servers.len() - 1
+            }
+        }
+    }
+
+    /// Server `i` left the set: no new connections; its slot is reused once none is left.
+    pub fn remove(&mut self, i: usize) {
+        let s = &mut self.servers[i];
+        s.present = false;
+        s.usable = false;
+    }
+
+    /// Whether slot `i` holds a server of the set.
+    pub fn present(&self, i: usize) -> bool {
+        self.servers[i].present
+    }
+
+    /// Whether server `i` takes new connections (present, admin state `ready`).
+    pub fn usable(&self, i: usize) -> bool {
+        self.servers[i].usable
+    }
+
+    /// Whether server `i` may take new connections (its admin state).
+    pub fn set_usable(&mut self, i: usize, usable: bool) {
+        let s = &mut self.servers[i];
+        s.usable = usable && s.present;
+    }
+
+    pub fn set_weight(&mut self, i: usize, weight: u32) {
+        self.servers[i].weight = i64::from(weight.max(1));
+    }
+
     /// Whether passive health lets server `i` take requests at `now`.
     pub fn passively_up(&self, i: usize, now: Instant) -> bool {
         self.servers[i].down_until.is_none_or(|t| now >= t)
@@ -103,7 +166,9 @@ impl Pool {
         healthy: impl Fn(usize) -> bool,
         now: Instant,
     ) -> Option<usize> {
-        let ok = |p: &Pool, i: usize| !tried.contains(&i) && healthy(i) && p.passively_up(i, now);
+        let ok = |p: &Pool, i: usize| {
+            p.servers[i].usable && !tried.contains(&i) && healthy(i) && p.passively_up(i, now)
+        };
         match self.balance {
             Balance::RoundRobin => self.round_robin(|p, i| ok(p, i)),
             Balance::LeastConn => self.least_conn(|p, i| ok(p, i)),
@@ -382,6 +447,39 @@ mod tests {
         let zeros = picks.iter().filter(|&&i| i == 0).count();
         assert!(zeros < 45, "{zeros}");
         assert!(picks.contains(&1));
+    }
+
+    #[test]
+    fn servers_come_and_go_and_slots_are_reused_only_when_idle() {
+        let mut p = Pool::new(settings(Balance::RoundRobin), [1, 1], 1);
+        let now = Instant::now();
+        p.begin(0);
+        p.remove(0);
+        for _ in 0..4 {
+            assert_eq!(p.pick(IP, &[], |_| true, now), Some(1));
+        }
+        // Slot 0 still has a connection: a new server gets a new slot.
+        assert_eq!(p.add(3), 2);
+        let mut counts = [0; 3];
+        for _ in 0..40 {
+            counts[p.pick(IP, &[], |_| true, now).unwrap()] += 1;
+        }
+        assert_eq!(counts, [0, 10, 30]);
+        p.end(0);
+        assert!(!p.present(0));
+        assert_eq!(p.add(1), 0);
+        assert!(p.present(0));
+        // Not usable (drain, maint): skipped; a weight change takes effect at once.
+        p.set_usable(2, false);
+        p.set_weight(0, 2);
+        let mut counts = [0; 3];
+        for _ in 0..30 {
+            counts[p.pick(IP, &[], |_| true, now).unwrap()] += 1;
+        }
+        assert_eq!(counts, [20, 10, 0]);
+        p.set_usable(0, false);
+        p.set_usable(1, false);
+        assert_eq!(p.pick(IP, &[], |_| true, now), None);
     }
 
     #[test]

@@ -11,12 +11,15 @@
 //! - `cidr`: CIDR blocks for allow-lists.
 //! - `connect`: the CONNECT proxy's target, allow rules and Basic auth.
 //! - `upstream`: backend server addresses.
+//! - `discovery`: DNS discovery's decisions: TTL bounds, SRV priority groups, the order and
+//!   times of a drain's spread closes.
 //! - `static_files`: which file answers a path, and its headers.
 //! - `sticky`: session stickiness: cookie server ids, hash keys, rendezvous hashing.
 
 pub mod balance;
 pub mod cidr;
 pub mod connect;
+pub mod discovery;
 pub mod limits;
 pub mod route;
 pub mod static_files;

@@ -33,5 +33,6 @@ pub mod net;
 mod shard;
 mod start;
 
+pub use control::directory::unresolved as unresolved_names;
 pub use control::signals::{send_signal, Inherited};
 pub use start::run;

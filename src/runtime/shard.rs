@@ -33,7 +33,6 @@ pub struct Shard {
     /// This core's metric ids for the generation's names.
     pub ids: metrics::Ids,
     pub hub: Arc<Hub>,
-    pub(crate) health: Arc<backends::HealthTable>,
     pub(crate) slots: Arc<Vec<Option<Arc<CertSlot>>>>,
 }
 
@@ -61,8 +60,8 @@ pub struct Core {
     pub(crate) stopping: RefCell<Vec<(Rc<std::cell::Cell<bool>>, glommio::Task<()>)>>,
     /// Accept loops holding a connection slot while they wait in `accept`.
     pub(crate) accepting: std::cell::Cell<usize>,
-    /// The health-check task (core 0 only), replaced on reload.
-    pub(crate) checks: RefCell<Option<glommio::Task<()>>>,
+    /// The active health checks (core 0 only): restarted on reload, following the servers.
+    pub(crate) checks: RefCell<backends::Checks>,
 }
 
 impl Core {
@@ -105,15 +104,17 @@ pub(crate) fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result
             .map_err(|e| format!("core {id}: TLS on listener {}: {e}", l.name))?;
         tls.push(built);
     }
-    let backends = backends::Backends::new(config.clone(), gen.health.clone(), 0x5EED ^ id as u64)
+    let sets = hub.directory.published();
+    let backends = backends::Backends::new(config.clone(), &sets, 0x5EED ^ id as u64)
         .map_err(|e| format!("core {id}: {e}"))?;
     let ids = metrics::with(|m| {
         m.ids(
             config.listeners.iter().map(|l| l.name.as_str()),
-            config.backends.iter().map(|b| {
-                let servers = b.servers.iter().map(|s| s.address.to_string()).collect();
-                (b.name.as_str(), servers)
-            }),
+            // Servers are interned as they join the pools (`Backends::apply`).
+            config
+                .backends
+                .iter()
+                .map(|b| (b.name.as_str(), Vec::new())),
             config.vhosts.iter().map(|v| v.name.as_str()),
         )
     });
@@ -125,7 +126,6 @@ pub(crate) fn build_shard(id: usize, gen: &Generation, hub: &Arc<Hub>) -> Result
         backends,
         ids,
         hub: hub.clone(),
-        health: gen.health.clone(),
         slots: gen.slots.clone(),
     })
 }

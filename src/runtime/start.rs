@@ -40,9 +40,12 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
     let inherited = signals::inherited_listeners();
     let config = Arc::new(config);
     let hub = Hub::new(config.runtime.cores);
+    // Server names are resolved before the cores start (one that does not resolve leaves its
+    // backend without servers for now); then the DNS thread follows them.
+    hub.directory.configure(&config);
+    hub.directory.start()?;
     let gen = Arc::new(Generation {
         number: 1,
-        health: Arc::new(backends::HealthTable::new(&config)),
         slots: Arc::new(crate::config::tls::load_slots(&config)?),
         resumption: crate::config::tickets::Resumption::new(
             config.tls.ticket_keys.as_ref().map(|(_, k)| k),
@@ -165,7 +168,7 @@ async fn core_main(
         listeners: RefCell::new(Vec::new()),
         stopping: RefCell::new(Vec::new()),
         accepting: std::cell::Cell::new(0),
-        checks: RefCell::new(None),
+        checks: RefCell::new(backends::Checks::default()),
     });
     if let Err(e) = bind_listeners(&core, &config, &inherited) {
         // Said once, by `main` (the first core's error ends the start).

@@ -2,9 +2,8 @@
 //! every endpoint over the Unix socket (curl `--unix-socket`) and over the admin listener,
 //! their 404/400/405 answers, the socket file's mode, `ringway reload` and `ringway ctl`
 //! through the socket, and `/healthz` with `timeouts.lameduck` around SIGTERM.
-//!
-//! Tests that need real server states (the backend directory from the DNS/drain work) are
-//! marked `#[ignore = "needs the directory (merge)"]`.
+//! Server states and weights through the API and `ctl` use the backend directory (DNS
+//! discovery and drain: `discovery.rs`).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -549,7 +548,7 @@ impl Drop for KillOnDrop {
 }
 
 // ---------------------------------------------------------------------------------------------
-// With the backend directory (issue 19 §1, §3: server states), after the merge.
+// With the backend directory (issue 19 §1, §3: server states).
 
 /// The server entry for `server` in backend `backend` in a `/api/backends` answer, searched
 /// without assuming the shape beyond the issue's words: some object whose address is `server`.
@@ -569,7 +568,6 @@ fn find_server<'a>(v: &'a Value, server: &str) -> Option<&'a Value> {
 }
 
 #[test]
-#[ignore = "needs the directory (merge)"]
 fn server_states_and_weights_through_the_api_and_ctl() {
     let echo = EchoBackend::tcp_v4();
     let rw = Ringway::builder(control_config(&echo.config_addr, &[], ""))

@@ -11,6 +11,7 @@ mod tls_clients;
 mod bad_input;
 mod cli;
 mod control_api;
+mod discovery;
 mod echo;
 mod edge;
 mod faults;

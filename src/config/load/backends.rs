@@ -53,6 +53,7 @@ fn backend(
     let send_proxy = s.opt("send_proxy", p, send_proxy);
     let tls_given = s.get("tls").is_some();
     let tls = s.opt("tls", p, |v, _, p| backend_tls(v, base_dir, p));
+    let drain_spread = s.opt("drain_spread", p, duration);
     let at = s.at;
     s.finish(p);
     let needs_tls = servers
@@ -79,6 +80,17 @@ fn backend(
     b.keepalive_per_server = keepalive.unwrap_or(b.keepalive_per_server);
     b.send_proxy = send_proxy;
     b.tls = tls;
+    b.drain_spread = drain_spread.unwrap_or(b.drain_spread);
+    // `tls://name:port`: the certificate is verified against that name unless `server_name`
+    // says otherwise.
+    if let Some(t) = b.tls.as_mut().filter(|t| t.server_name.is_none()) {
+        t.server_name = b.servers.iter().find_map(|s| match &s.address {
+            Address::Name {
+                host, tls: true, ..
+            } => Some(host.clone()),
+            _ => None,
+        });
+    }
     Some(b)
 }
 
@@ -163,16 +175,24 @@ fn health(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Health> {
 
 /// One `servers` entry: `"127.0.0.1:9001"` or `{ address = "127.0.0.1:9001", weight = 3 }`.
 fn server(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Server> {
+    // The byte offset for now; `load_str` turns it into a line and column.
+    let pos = (v.span().start, 0);
     if !matches!(v.get_ref(), DeValue::Table(_)) {
-        return address(v, what, p).map(|address| Server { address, weight: 1 });
+        return address(v, what, p).map(|address| Server {
+            address,
+            weight: 1,
+            pos,
+        });
     }
     let mut s = Section::of(v, "a \"servers\" entry", p)?;
+    let at = s.get("address").map_or(pos, |v| (v.span().start, 0));
     let address = s.req("address", p, address);
     let weight = s.opt("weight", p, |v, what, p| count(v, what, WEIGHT_RANGE, p));
     s.finish(p);
     Some(Server {
         address: address?,
         weight: weight.map_or(1, |w| w as u32),
+        pos: at,
     })
 }
 
@@ -260,6 +280,43 @@ mod tests {
             msgs[2].starts_with("\"http_path\" must start with '/'"),
             "{msgs:?}"
         );
+    }
+
+    #[test]
+    fn names_srv_drain_spread_and_the_tls_name_default() {
+        let (c, _dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"chat.internal:9001\", { address = \"srv://_chat._tcp.chat.internal\", weight = 2 }]",
+            "drain_spread = \"5s\"",
+        ]));
+        let b = &c.backends[0];
+        assert_eq!(b.servers[0].address.to_string(), "chat.internal:9001");
+        assert_eq!(b.servers[0].pos, (9, 12));
+        assert_eq!(
+            b.servers[1].address.to_string(),
+            "srv://_chat._tcp.chat.internal"
+        );
+        assert_eq!(b.servers[1].pos, (9, 46));
+        assert_eq!(b.drain_spread, Duration::from_secs(5));
+        let (c, dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+        ]));
+        assert_eq!(c.backends[0].drain_spread, Duration::from_secs(30));
+        // `tls://name:port`: the certificate is checked against the name.
+        let ca = dir.0.join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let tls = format!("tls = {{ ca_file = \"{}\" }}", ca.display());
+        let (c, _dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"tls://api.internal:443\"]",
+            &tls,
+        ]));
+        let t = c.backends[0].tls.as_ref().unwrap();
+        assert_eq!(t.server_name.as_deref(), Some("api.internal"));
     }
 
     #[test]

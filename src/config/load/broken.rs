@@ -362,7 +362,7 @@ name = "site"
 domains = ["*"]
 "#,
         &[
-            (6, 12, "invalid address \"nope\": expected IP:port, [IPv6]:port, uds:///path or tls://IP:port"),
+            (6, 12, "invalid address \"nope\": expected IP:port, [IPv6]:port, name:port, uds:///path, tls://IP:port or srv://name"),
             (6, 20, "unix socket address \"uds://rel.sock\" needs an absolute path: uds:///path/to.sock"),
             (7, 11, "unknown balance \"fastest\": expected \"round_robin\", \"least_conn\", \"ip_hash\" or \"random_two\""),
             (8, 11, "\"retries\" must be between 0 and 100, found 101"),
@@ -393,12 +393,12 @@ name = "site"
 domains = ["*"]
 "#,
         &[
-            (6, 24, "invalid address \"x\": expected IP:port, [IPv6]:port, uds:///path or tls://IP:port"),
+            (6, 24, "invalid address \"x\": expected IP:port, [IPv6]:port, name:port, uds:///path, tls://IP:port or srv://name"),
             (6, 65, "\"weight\" must be between 1 and 1000, found 0"),
             (6, 70, "missing required key \"address\" in a \"servers\" entry"),
             (6, 111, "unknown key \"wieght\" in a \"servers\" entry; valid keys: address, weight"),
             (6, 125, "expected a string for an entry of \"servers\", found true"),
-            (7, 1, "unknown key \"servers2\" in [[backend]]; valid keys: name, servers, balance, retries, max_fails, fail_window, fail_timeout, health, keepalive_per_server, send_proxy, tls"),
+            (7, 1, "unknown key \"servers2\" in [[backend]]; valid keys: name, servers, balance, retries, max_fails, fail_window, fail_timeout, health, keepalive_per_server, send_proxy, tls, drain_spread"),
             (8, 24, "\"keepalive_per_server\" must be between 0 and 100000, found 100001"),
         ],
     ),
@@ -504,7 +504,7 @@ allow_missing_origin = "x"
             (15, 11, "unknown backend \"missing\""),
             (16, 1, "a [[vhost.websocket]] entry needs exactly one of \"backend\" or \"address\""),
             (20, 1, "a [[vhost.websocket]] entry needs exactly one of \"backend\" or \"address\""),
-            (24, 11, "invalid address \"1.2.3.4\": expected IP:port, [IPv6]:port, uds:///path or tls://IP:port"),
+            (24, 11, "invalid address \"1.2.3.4\": expected IP:port, [IPv6]:port, name:port, uds:///path, tls://IP:port or srv://name"),
             (25, 1, "unknown key \"timeout\" in [[vhost.websocket]]; valid keys: uri, backend, address, origins, allow_missing_origin, mode, frame, subprotocols, ping_interval, max_message"),
             (29, 12, "an entry of \"origins\": \"\" is not scheme://host[:port]"),
             (29, 33, "expected a string for an entry of \"origins\", found 3"),
@@ -742,7 +742,7 @@ cert = "x"
 foo = 1
 "#,
         &[
-            (7, 2, "unknown key \"tsl\" at the top level; valid keys: runtime, timeouts, limits, listener, backend, vhost, admin, tcp_route, tls_passthrough, log, tls"),
+            (7, 2, "unknown key \"tsl\" at the top level; valid keys: runtime, timeouts, limits, listener, backend, vhost, admin, tcp_route, tls_passthrough, log, tls, dns"),
         ],
     ),
 ];

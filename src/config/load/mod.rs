@@ -20,7 +20,7 @@
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
 //!   keys of vhosts and backends, and `[tls]`), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
-//!   (`[admin]`, `[log]`).
+//!   (`[admin]`, `[log]`), `dns` (`[dns]`).
 //!
 //! The result is the immutable [`Config`] (`config::types`); the routing tables the cores read
 //! are compiled from it by `config::routes`.
@@ -32,6 +32,7 @@ mod admin;
 mod backends;
 #[cfg(test)]
 mod broken;
+mod dns;
 mod listeners;
 mod problems;
 mod runtime;
@@ -50,6 +51,7 @@ use toml::de::DeTable;
 
 use self::admin::{admin, log};
 use self::backends::backends;
+use self::dns::dns;
 use self::listeners::listeners;
 use self::problems::{line_starts, position, Problems};
 use self::runtime::{limits, runtime, timeouts};
@@ -92,7 +94,13 @@ pub fn load_str(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         }]
     })?;
     let mut p = Problems::new(text);
-    let config = walk(root.get_ref(), &absolute(base_dir.to_path_buf()), &mut p);
+    let mut config = walk(root.get_ref(), &absolute(base_dir.to_path_buf()), &mut p);
+    let starts = line_starts(text);
+    for s in config.backends.iter_mut().flat_map(|b| &mut b.servers) {
+        if s.pos != (0, 0) {
+            s.pos = position(text, &starts, s.pos.0);
+        }
+    }
     if p.found.is_empty() {
         Ok(config)
     } else {
@@ -130,6 +138,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         .get("tls")
         .and_then(|v| tls_settings(v, base_dir, p))
         .unwrap_or_default();
+    let dns = dns(s.get("dns"), p);
     s.finish(p);
     let mut backends = backends;
     backends.extend(refs.into_implicit());
@@ -145,6 +154,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         tcp_routes,
         tls_passthrough,
         tls,
+        dns,
     }
 }
 

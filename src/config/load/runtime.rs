@@ -114,6 +114,7 @@ pub(super) fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         upstream_read: UPSTREAM_READ_TIMEOUT_DEFAULT,
         upstream_keepalive: UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT,
         drain: DRAIN_TIMEOUT_DEFAULT,
+        drain_spread: Duration::ZERO,
         send: SEND_TIMEOUT_DEFAULT,
         lameduck: Duration::ZERO,
     };
@@ -131,6 +132,16 @@ pub(super) fn timeouts(v: Option<&Val<'_>>, p: &mut Problems) -> Timeouts {
         .opt("upstream_keepalive", p, duration)
         .unwrap_or(t.upstream_keepalive);
     t.drain = s.opt("drain", p, duration).unwrap_or(t.drain);
+    let spread_at = s.get("drain_spread").map(|v| v.span().start);
+    t.drain_spread = s.opt("drain_spread", p, duration).unwrap_or(t.drain_spread);
+    if let Some(at) = spread_at.filter(|_| t.drain_spread >= t.drain) {
+        let msg = format!(
+            "\"drain_spread\" ({}) must be shorter than \"drain\" ({})",
+            humantime::format_duration(t.drain_spread),
+            humantime::format_duration(t.drain)
+        );
+        p.add(at, msg);
+    }
     t.send = s.opt("send", p, duration).unwrap_or(t.send);
     t.lameduck = s.opt("lameduck", p, zero_or_duration).unwrap_or(t.lameduck);
     s.finish(p);
@@ -194,6 +205,24 @@ pub(super) fn limits(v: Option<&Val<'_>>, p: &mut Problems) -> Limits {
 mod tests {
     use super::*;
     use crate::config::load::testing::*;
+
+    #[test]
+    fn drain_spread_defaults_to_zero_and_must_be_shorter_than_drain() {
+        let (c, _dir) = ok(&with(&[]));
+        assert_eq!(c.timeouts.drain_spread, Duration::ZERO);
+        let (c, _dir) = ok(&with(&[
+            "[timeouts]",
+            "drain = \"30s\"",
+            "drain_spread = \"10s\"",
+        ]));
+        assert_eq!(c.timeouts.drain_spread, Duration::from_secs(10));
+        one_problem(
+            &with(&["[timeouts]", "drain = \"10s\"", "drain_spread = \"10s\""]),
+            9,
+            16,
+            "\"drain_spread\" (10s) must be shorter than \"drain\" (10s)",
+        );
+    }
 
     #[test]
     fn defaults_apply_to_a_minimal_config() {

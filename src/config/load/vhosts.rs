@@ -117,7 +117,7 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
         (None, Some(a)) => {
             let text = string(a, "\"address\"", p)?.v.to_string();
             let address = address(a, "\"address\"", p)?;
-            refs.implicit_backend(address, &text)
+            refs.implicit_backend(address, &text, a.span().start)
         }
         _ => {
             let msg = "a [[vhost.websocket]] entry needs exactly one of \"backend\" or \"address\"";
@@ -379,7 +379,8 @@ mod tests {
             implicit.servers,
             [Server {
                 address: Address::parse("127.0.0.1:9100").unwrap(),
-                weight: 1
+                weight: 1,
+                pos: (47, 11),
             }]
         );
         let contexts: Vec<_> = v

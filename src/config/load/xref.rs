@@ -91,13 +91,16 @@ impl<'a> Refs<'a> {
         self.implicit.into_inner()
     }
 
-    /// The backend index for an `address = ...` route, sharing one per distinct address.
-    pub(super) fn implicit_backend(&self, address: Address, text: &str) -> usize {
+    /// The backend index for an `address = ...` route, sharing one per distinct address
+    /// (`at`: the value's byte offset, for `check`'s warnings about names).
+    pub(super) fn implicit_backend(&self, address: Address, text: &str, at: usize) -> usize {
         let mut implicit = self.implicit.borrow_mut();
         if let Some(i) = implicit.iter().position(|b| b.name == text) {
             return self.declared + i;
         }
-        implicit.push(Backend::single(address, text.to_string()));
+        let mut b = Backend::single(address, text.to_string());
+        b.servers[0].pos = (at, 0);
+        implicit.push(b);
         self.declared + implicit.len() - 1
     }
 }

@@ -135,8 +135,9 @@ pub(super) struct Tables {
     pub(super) tls_handshakes: Vec<[[u64; 2]; HANDSHAKE_RESULTS.len()]>,
 }
 
-/// Close codes Ringway sends in tunnel mode (`ringway_ws_closes_sent_total{code}`).
-pub const WS_CLOSE_CODES: [u16; 6] = [1000, 1001, 1002, 1007, 1009, 1011];
+/// Close codes Ringway sends (`ringway_ws_closes_sent_total{code}`): tunnel mode's, and 1012
+/// (Service Restart) when a server is drained.
+pub const WS_CLOSE_CODES: [u16; 7] = [1000, 1001, 1002, 1007, 1009, 1011, 1012];
 
 /// One core's metrics. Reach it with `with`.
 pub struct CoreMetrics {
@@ -229,6 +230,14 @@ impl CoreMetrics {
             ids.servers.push(s);
         }
         ids
+    }
+
+    /// Interns one server of a backend (servers found at run time, by DNS).
+    pub fn server_id(&self, backend: &str, server: &str) -> usize {
+        self.tables
+            .borrow_mut()
+            .servers
+            .id(&format!("{backend}\0{server}"))
     }
 
     pub fn connection_opened(&self, listener: usize) {

@@ -40,9 +40,9 @@ pub struct CoreSnapshot {
     pub(super) send_timeouts: u64,
     /// Set by the runtime when it takes the snapshot (`ringway_buffer_pool_bytes`).
     pub pooled_bytes: u64,
-    /// Set by the runtime: (backend, server) indices of the core's current configuration
+    /// Set by the runtime: (backend, server key) pairs of the core's current configuration
     /// that its passive health has taken out now.
-    pub passive_out: Vec<(usize, usize)>,
+    pub passive_out: Vec<(String, String)>,
     pub(super) ws_ping_timeouts: u64,
     pub(super) ws_closes: [u64; WS_CLOSE_CODES.len()],
     pub(super) client_errors: [u64; KINDS.len()],

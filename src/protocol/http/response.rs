@@ -102,6 +102,14 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, extra: &[(&str, &[u8])], clos
     let _ = writeln!(out, "{status} {}", reason(status));
 }
 
+/// A short response whose body is `text` and a newline (`503` with `no servers`).
+pub fn write_text(out: &mut Vec<u8>, status: u16, text: &str, close: bool) {
+    let fields: [(&str, &[u8]); 1] = [("Content-Type", b"text/plain; charset=utf-8")];
+    write_head(out, status, &fields, Some(text.len() as u64 + 1), close);
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,14 @@
-//! Per-core backend state: balancing (`balance::Pool`), idle keep-alive connections, and the
-//! health table that one core's active checks publish to all (atomics: no locks on the request
-//! path, and the cache line changes only when a server changes state).
+//! Per-core backend state: balancing (`balance::Pool`), idle keep-alive connections, and each
+//! server's identity, address and active-health flag, reconciled with the server sets the
+//! control plane publishes (`servers::ServerSets`, DNS discovery and admin states) by `apply`.
+//! Active health is one `AtomicBool` per server, written by the health-checking core (`Checks`)
+//! and read lock-free by every core.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,30 +18,11 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::config::tls::Connector;
-use crate::config::{Backend, Config, Health, SendProxy};
+use crate::config::{Config, Health, SendProxy};
 use crate::policy::balance::{Pool, Tried};
+use crate::policy::upstream::Address;
+use crate::runtime::backend::servers::{Published, ServerSets};
 use crate::runtime::backend::upstream::{connect, Upstream};
-
-/// Up/down per server per backend, written by the health-checking core only.
-pub struct HealthTable {
-    up: Vec<Vec<AtomicBool>>,
-}
-
-impl HealthTable {
-    pub fn new(config: &Config) -> HealthTable {
-        HealthTable {
-            up: config
-                .backends
-                .iter()
-                .map(|b| b.servers.iter().map(|_| AtomicBool::new(true)).collect())
-                .collect(),
-        }
-    }
-
-    pub fn is_up(&self, backend: usize, server: usize) -> bool {
-        self.up[backend][server].load(Ordering::Relaxed)
-    }
-}
 
 /// A backend connection handed to one exchange.
 pub struct Lease {
@@ -48,28 +33,41 @@ pub struct Lease {
     pub reused: bool,
 }
 
-/// Idle keep-alive connections to one server, with when each went idle; newest last.
-type IdleList = RefCell<Vec<(Upstream, Instant)>>;
+/// One server in a core's pool: what the published set says of it, and its idle connections.
+struct Slot {
+    key: Arc<str>,
+    address: Address,
+    /// `IP:port` as a backend writes it in `Location`.
+    authority: Rc<str>,
+    /// Its name in the access log: `IP:port`, or `uds:///path` for a Unix-socket server.
+    log_name: Rc<str>,
+    up: Arc<AtomicBool>,
+    /// This core's metric id for `backend\0key`.
+    metric: usize,
+    /// Idle keep-alive connections, with when each went idle; newest last.
+    idle: Vec<(Upstream, Instant)>,
+}
+
+/// One backend on one core: the balancer and its servers, slot for slot.
+struct Side {
+    pool: Pool,
+    slots: Vec<Slot>,
+}
 
 pub struct Backends {
     config: Arc<Config>,
-    health: Arc<HealthTable>,
-    pools: Vec<RefCell<Pool>>,
+    sides: Vec<RefCell<Side>>,
     /// Per backend: how to reach its `tls://` servers.
     connectors: Vec<Option<Connector>>,
-    /// Per backend, per server: `IP:port` as a backend writes it in `Location`.
-    authorities: Vec<Vec<String>>,
-    /// Per backend, per server: its name in the access log (`IP:port`, `uds:///path`).
-    log_names: Vec<Vec<String>>,
-    /// Idle keep-alive connections, per backend, per server.
-    idle: Vec<Vec<IdleList>>,
 }
 
 /// Why no backend connection could be had; maps to the client's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoServer {
-    /// Every server is down (active or passive health): 503.
+    /// Every server is down (active or passive health) or out of balancing: 503.
     AllDown,
+    /// The backend has no servers at all (a name that has not resolved): 503 `no servers`.
+    Empty,
     /// Every attempt failed: 502 (refused/unreachable) or 504 (timed out).
     Failed(u16),
 }
@@ -77,64 +75,134 @@ pub enum NoServer {
 impl NoServer {
     pub fn status(self) -> u16 {
         match self {
-            NoServer::AllDown => 503,
+            NoServer::AllDown | NoServer::Empty => 503,
             NoServer::Failed(s) => s,
         }
+    }
+
+    /// The response body's text, where it says more than the status line.
+    pub fn text(self) -> Option<&'static str> {
+        (self == NoServer::Empty).then_some("no servers")
     }
 }
 
 impl Backends {
-    pub fn new(
-        config: Arc<Config>,
-        health: Arc<HealthTable>,
-        seed: u64,
-    ) -> Result<Backends, String> {
+    pub fn new(config: Arc<Config>, sets: &ServerSets, seed: u64) -> Result<Backends, String> {
         let connectors = connectors(&config)?;
-        let pools = config
+        let sides = config
             .backends
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let weights = b.servers.iter().map(|s| s.weight);
                 let seed = seed ^ (i as u64).wrapping_mul(0x9E37);
-                RefCell::new(Pool::new(b.balance_settings(), weights, seed))
+                RefCell::new(Side {
+                    pool: Pool::new(b.balance_settings(), [], seed),
+                    slots: Vec::new(),
+                })
             })
             .collect();
-        let idle = config
-            .backends
-            .iter()
-            .map(|b| b.servers.iter().map(|_| RefCell::new(Vec::new())).collect())
-            .collect();
-        let authorities = config
-            .backends
-            .iter()
-            .map(|b| b.servers.iter().map(|s| authority(&s.address)).collect())
-            .collect();
-        let log_names = config
-            .backends
-            .iter()
-            .map(|b| b.servers.iter().map(|s| log_name(&s.address)).collect())
-            .collect();
-        Ok(Backends {
+        let backends = Backends {
             config,
-            health,
-            pools,
+            sides,
             connectors,
-            authorities,
-            log_names,
-            idle,
-        })
+        };
+        backends.apply(sets);
+        Ok(backends)
+    }
+
+    /// Reconciles every backend with a published set: servers that remain keep their state
+    /// (connections, passive health), new ones join, removed ones take no new connections and
+    /// lose their idle ones; their slots are reused once their last lease ends.
+    pub fn apply(&self, sets: &ServerSets) {
+        for (bi, b) in self.config.backends.iter().enumerate() {
+            let empty = Vec::new();
+            let published = sets.backend(&b.name).map_or(&empty, |s| &s.servers);
+            let mut side = self.sides[bi].borrow_mut();
+            let side = &mut *side;
+            for i in 0..side.slots.len() {
+                let keep =
+                    side.pool.present(i) && published.iter().any(|p| p.key == side.slots[i].key);
+                if !keep && side.pool.present(i) {
+                    side.pool.remove(i);
+                    side.slots[i].idle.clear();
+                }
+            }
+            for p in published {
+                let found = (0..side.slots.len())
+                    .find(|&i| side.pool.present(i) && side.slots[i].key == p.key);
+                let i = match found {
+                    Some(i) => {
+                        side.pool.set_weight(i, p.weight);
+                        i
+                    }
+                    None => {
+                        let i = side.pool.add(p.weight);
+                        let slot = slot(&b.name, p);
+                        if i == side.slots.len() {
+                            side.slots.push(slot);
+                        } else {
+                            side.slots[i] = slot;
+                        }
+                        i
+                    }
+                };
+                side.pool.set_usable(i, p.usable);
+                if !p.usable {
+                    side.slots[i].idle.clear();
+                }
+            }
+        }
+    }
+
+    /// Per backend, per server in the set: (backend name, server key, active connections).
+    pub fn active(&self) -> Vec<(String, Arc<str>, u32)> {
+        let mut out = Vec::new();
+        for (bi, b) in self.config.backends.iter().enumerate() {
+            let side = self.sides[bi].borrow();
+            for (i, slot) in side.slots.iter().enumerate() {
+                if side.pool.present(i) {
+                    out.push((b.name.clone(), slot.key.clone(), side.pool.active(i)));
+                }
+            }
+        }
+        out
     }
 
     /// How server `server` of `backend` names itself (`127.0.0.1:9001`, `[::1]:9002`).
-    pub fn authority(&self, backend: usize, server: usize) -> &str {
-        &self.authorities[backend][server]
+    pub fn authority(&self, backend: usize, server: usize) -> Rc<str> {
+        self.sides[backend].borrow().slots[server].authority.clone()
     }
 
-    /// How the access log names server `server` of `backend`: `IP:port`, or `uds:///path` for
-    /// a Unix-socket server (which has no authority).
-    pub fn log_name(&self, backend: usize, server: usize) -> &str {
-        &self.log_names[backend][server]
+    /// How the access log names the server: `IP:port`, or `uds:///path` for a Unix-socket
+    /// server (which has no authority).
+    pub fn log_name(&self, backend: usize, server: usize) -> Rc<str> {
+        self.sides[backend].borrow().slots[server].log_name.clone()
+    }
+
+    /// (backend, server key) pairs this core's passive health has taken out now (for
+    /// `/metrics` and the dashboard).
+    pub fn passive_out(&self) -> Vec<(String, String)> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (bi, b) in self.config.backends.iter().enumerate() {
+            let side = self.sides[bi].borrow();
+            for (i, slot) in side.slots.iter().enumerate() {
+                if side.pool.present(i) && !side.pool.passively_up(i, now) {
+                    out.push((b.name.clone(), slot.key.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The server's identity: its literal address, or `name:port (address)`.
+    pub fn key(&self, backend: usize, server: usize) -> Arc<str> {
+        self.sides[backend].borrow().slots[server].key.clone()
+    }
+
+    /// This core's metric id for the server.
+    pub fn metric(&self, backend: usize, server: usize) -> usize {
+        self.sides[backend].borrow().slots[server].metric
     }
 
     fn connector(&self, backend: usize) -> Option<&Connector> {
@@ -160,17 +228,22 @@ impl Backends {
         let mut status = None;
         while tried.attempts() <= b.retries as usize {
             let now = Instant::now();
-            let picked = self.pools[backend].borrow_mut().pick(
-                client,
-                tried.as_slice(),
-                |s| self.health.is_up(backend, s),
-                now,
-            );
+            let picked = {
+                let mut side = self.sides[backend].borrow_mut();
+                let side = &mut *side;
+                let slots = &side.slots;
+                side.pool.pick(
+                    client,
+                    tried.as_slice(),
+                    |s| slots[s].up.load(Ordering::Relaxed),
+                    now,
+                )
+            };
             let Some(server) = picked else { break };
             tried.push(server);
             if pooled {
                 if let Some(conn) = self.take_idle(backend, server) {
-                    self.pools[backend].borrow_mut().begin(server);
+                    self.sides[backend].borrow_mut().pool.begin(server);
                     return Ok(Lease {
                         backend,
                         server,
@@ -181,16 +254,13 @@ impl Backends {
             }
             let tls = self.connector(backend);
             let started = Instant::now();
-            match connect(
-                &b.servers[server].address,
-                self.config.timeouts.connect,
-                tls,
-            )
-            .await
-            {
+            let address = self.sides[backend].borrow().slots[server].address.clone();
+            // Counted from now: a server that leaves the set while this connect is in flight
+            // keeps its slot (slots are reused only once nothing holds them).
+            self.sides[backend].borrow_mut().pool.begin(server);
+            match connect(&address, self.config.timeouts.connect, tls).await {
                 Ok(conn) => {
                     crate::observe::metrics::with(|m| m.backend_connected(started.elapsed()));
-                    self.pools[backend].borrow_mut().begin(server);
                     return Ok(Lease {
                         backend,
                         server,
@@ -199,21 +269,33 @@ impl Backends {
                     });
                 }
                 Err(e) => {
-                    warn!(backend = %b.name, server = %b.servers[server].address, error = %e, "backend connect failed");
+                    self.sides[backend].borrow_mut().pool.end(server);
+                    warn!(backend = %b.name, server = %self.key(backend, server), error = %e, "backend connect failed");
                     status = Some(e.status());
                     self.failed(backend, server);
                 }
             }
         }
+        if status.is_none() && !self.has_servers(backend) {
+            return Err(NoServer::Empty);
+        }
         Err(status.map_or(NoServer::AllDown, NoServer::Failed))
+    }
+
+    /// Whether the backend's set has any server (in any state).
+    fn has_servers(&self, backend: usize) -> bool {
+        let side = self.sides[backend].borrow();
+        (0..side.slots.len()).any(|i| side.pool.present(i))
     }
 
     /// A fresh connection to the same server as a lease whose pooled connection was stale.
     pub async fn reconnect(&self, lease: &mut Lease) -> Result<(), u16> {
-        let b = &self.config.backends[lease.backend];
         let started = Instant::now();
+        let address = self.sides[lease.backend].borrow().slots[lease.server]
+            .address
+            .clone();
         match connect(
-            &b.servers[lease.server].address,
+            &address,
             self.config.timeouts.connect,
             self.connector(lease.backend),
         )
@@ -231,7 +313,8 @@ impl Backends {
 
     fn take_idle(&self, backend: usize, server: usize) -> Option<Upstream> {
         let max_age = self.config.timeouts.upstream_keepalive;
-        let mut idle = self.idle[backend][server].borrow_mut();
+        let mut side = self.sides[backend].borrow_mut();
+        let idle = &mut side.slots[server].idle;
         while let Some((conn, since)) = idle.pop() {
             if since.elapsed() < max_age && still_open(&conn) {
                 return Some(conn);
@@ -267,12 +350,16 @@ impl Backends {
         lease.conn.write_all(&header).await
     }
 
-    /// Ends a lease; a connection that can carry another request goes back to the pool.
+    /// Ends a lease; a connection that can carry another request goes back to the pool (not
+    /// when its server left the set or stopped taking connections).
     pub fn release(&self, lease: Lease, reusable: bool) {
-        self.pools[lease.backend].borrow_mut().end(lease.server);
+        let mut side = self.sides[lease.backend].borrow_mut();
+        let side = &mut *side;
+        side.pool.end(lease.server);
         let cap = self.config.backends[lease.backend].keepalive_per_server;
-        if reusable && cap > 0 && self.poolable(lease.backend) {
-            let mut idle = self.idle[lease.backend][lease.server].borrow_mut();
+        let open = side.pool.usable(lease.server);
+        if reusable && open && cap > 0 && self.poolable(lease.backend) {
+            let idle = &mut side.slots[lease.server].idle;
             if idle.len() >= cap {
                 idle.remove(0);
             }
@@ -283,44 +370,43 @@ impl Backends {
     }
 
     pub fn failed(&self, backend: usize, server: usize) {
-        if self.pools[backend]
+        let out = self.sides[backend]
             .borrow_mut()
-            .failed(server, Instant::now())
-        {
+            .pool
+            .failed(server, Instant::now());
+        if out {
             let b = &self.config.backends[backend];
-            warn!(backend = %b.name, server = %b.servers[server].address, fail_timeout = ?b.fail_timeout, "server taken out after repeated failures");
+            warn!(backend = %b.name, server = %self.key(backend, server), fail_timeout = ?b.fail_timeout, "server taken out after repeated failures");
         }
     }
 
     pub fn succeeded(&self, backend: usize, server: usize) {
-        self.pools[backend].borrow_mut().succeeded(server);
-    }
-
-    /// (backend, server) pairs this core's passive health has taken out now (for `/metrics`
-    /// and the dashboard).
-    pub fn passive_out(&self) -> Vec<(usize, usize)> {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (b, pool) in self.pools.iter().enumerate() {
-            let pool = pool.borrow();
-            out.extend(
-                (0..pool.len())
-                    .filter(|&i| !pool.passively_up(i, now))
-                    .map(|i| (b, i)),
-            );
-        }
-        out
+        self.sides[backend].borrow_mut().pool.succeeded(server);
     }
 
     /// Closes idle pooled connections older than `timeouts.upstream_keepalive`.
     pub fn sweep_idle(&self) {
         let max_age = self.config.timeouts.upstream_keepalive;
-        for servers in &self.idle {
-            for idle in servers {
-                idle.borrow_mut()
-                    .retain(|(_, since)| since.elapsed() < max_age);
+        for side in &self.sides {
+            for slot in &mut side.borrow_mut().slots {
+                slot.idle.retain(|(_, since)| since.elapsed() < max_age);
             }
         }
+    }
+}
+
+fn slot(backend: &str, p: &Published) -> Slot {
+    Slot {
+        key: p.key.clone(),
+        address: p.address.clone(),
+        authority: authority(&p.address).into(),
+        log_name: match &p.address {
+            Address::Unix(_) => p.address.to_string().into(),
+            _ => authority(&p.address).into(),
+        },
+        up: p.up.clone(),
+        metric: crate::observe::metrics::with(|m| m.server_id(backend, &p.key)),
+        idle: Vec::new(),
     }
 }
 
@@ -348,20 +434,12 @@ fn still_open(conn: &Upstream) -> bool {
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
-fn authority(address: &crate::policy::upstream::Address) -> String {
-    use crate::policy::upstream::Address;
+fn authority(address: &Address) -> String {
     match address {
         Address::Tcp(a) | Address::Tls(a) => a.to_string(),
-        // A Unix-socket backend has no authority a client could be sent to.
-        Address::Unix(_) => String::new(),
-    }
-}
-
-fn log_name(address: &crate::policy::upstream::Address) -> String {
-    use crate::policy::upstream::Address;
-    match address {
-        Address::Unix(_) => address.to_string(),
-        Address::Tcp(_) | Address::Tls(_) => authority(address),
+        // A Unix-socket backend has no authority a client could be sent to (and a name is
+        // never published unresolved).
+        Address::Unix(_) | Address::Name { .. } | Address::Srv(_) => String::new(),
     }
 }
 
@@ -381,36 +459,53 @@ fn connectors(config: &Config) -> Result<Vec<Option<Connector>>, String> {
         .collect()
 }
 
-/// Runs active health checks for every backend that has them (on the health core).
-pub async fn run_checks(config: Arc<Config>, health: Arc<HealthTable>) {
-    let Ok(connectors) = connectors(&config) else {
-        return;
-    };
-    let tasks: Vec<_> = config
-        .backends
-        .iter()
-        .enumerate()
-        .filter_map(|(bi, b)| b.health.clone().map(|h| (bi, b, h)))
-        .flat_map(|(bi, b, h)| (0..b.servers.len()).map(move |si| (bi, si, b.clone(), h.clone())))
-        .map(|(bi, si, b, h)| {
-            let tls = connectors[bi].clone();
-            glommio::spawn_local(check_server(health.clone(), bi, si, b, h, tls))
-        })
-        .collect();
-    for t in tasks {
-        t.await;
+/// The active health checks of the health-checking core (core 0): one task per published
+/// server of every backend with `health`, started when the server joins, ended when it leaves;
+/// all started again when the configuration changes.
+#[derive(Default)]
+pub struct Checks {
+    config: Option<Arc<Config>>,
+    connectors: Vec<Option<Connector>>,
+    tasks: HashMap<(String, Arc<str>), glommio::Task<()>>,
+}
+
+impl Checks {
+    /// A new configuration: every check starts again under its settings.
+    pub fn restart(&mut self, config: &Arc<Config>, sets: &ServerSets) {
+        self.tasks.clear();
+        self.connectors = connectors(config).unwrap_or_default();
+        self.config = Some(config.clone());
+        self.sync(sets);
+    }
+
+    /// Starts checks for servers that joined, ends those of servers that left.
+    pub fn sync(&mut self, sets: &ServerSets) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for (bi, b) in config.backends.iter().enumerate() {
+            let (Some(h), Some(set)) = (&b.health, sets.backend(&b.name)) else {
+                continue;
+            };
+            for p in &set.servers {
+                wanted.push((b.name.clone(), p.key.clone()));
+                let id = (b.name.clone(), p.key.clone());
+                if self.tasks.contains_key(&id) {
+                    continue;
+                }
+                let tls = self.connectors.get(bi).cloned().flatten();
+                let task =
+                    glommio::spawn_local(check_server(b.name.clone(), p.clone(), h.clone(), tls));
+                self.tasks.insert(id, task);
+            }
+        }
+        self.tasks.retain(|id, _| wanted.contains(id));
     }
 }
 
-async fn check_server(
-    health: Arc<HealthTable>,
-    bi: usize,
-    si: usize,
-    b: Backend,
-    h: Health,
-    tls: Option<Connector>,
-) {
-    let address = &b.servers[si].address;
+async fn check_server(backend: String, server: Published, h: Health, tls: Option<Connector>) {
+    let address = &server.address;
     let (mut ok_run, mut fail_run) = (0u32, 0u32);
     loop {
         let ok = future::or(probe(address, &h, tls.as_ref()), async {
@@ -418,7 +513,7 @@ async fn check_server(
             false
         })
         .await;
-        let up = health.is_up(bi, si);
+        let up = server.is_up();
         if ok {
             ok_run += 1;
             fail_run = 0;
@@ -427,22 +522,18 @@ async fn check_server(
             ok_run = 0;
         }
         if up && fail_run >= h.fall {
-            health.up[bi][si].store(false, Ordering::Relaxed);
-            warn!(backend = %b.name, server = %address, "health check: server down");
+            server.up.store(false, Ordering::Relaxed);
+            warn!(backend = %backend, server = %server.key, "health check: server down");
         } else if !up && ok_run >= h.rise {
-            health.up[bi][si].store(true, Ordering::Relaxed);
-            info!(backend = %b.name, server = %address, "health check: server up");
+            server.up.store(true, Ordering::Relaxed);
+            info!(backend = %backend, server = %server.key, "health check: server up");
         }
         glommio::timer::sleep(h.interval).await;
     }
 }
 
 /// One probe: TCP connect, and with `http_path` a GET answered 2xx or 3xx.
-async fn probe(
-    address: &crate::policy::upstream::Address,
-    h: &Health,
-    tls: Option<&Connector>,
-) -> bool {
+async fn probe(address: &Address, h: &Health, tls: Option<&Connector>) -> bool {
     let Ok(mut conn) = connect(address, h.timeout, tls).await else {
         return false;
     };

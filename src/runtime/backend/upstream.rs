@@ -88,6 +88,10 @@ pub async fn connect(
                 None => Err(ConnectError::TimedOut),
             }
         }
+        // The directory publishes resolved addresses only.
+        Address::Name { .. } | Address::Srv(_) => Err(ConnectError::Failed(io::Error::other(
+            format!("{address} is a name that was not resolved"),
+        ))),
     }
 }
 

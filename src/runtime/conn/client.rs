@@ -110,6 +110,7 @@ pub fn log_access(
         .iter()
         .position(|&id| id == vhost)
         .map_or("-", |i| shard.config.vhosts[i].name.as_str());
+    let log_name = backend.map(|(b, s)| shard.backends.log_name(b, s));
     let entry = crate::observe::accesslog::Entry {
         time: SystemTime::now(),
         client: peer.ip(),
@@ -124,7 +125,7 @@ pub fn log_access(
             .saturating_sub(req.bytes_out_start)
             .saturating_sub(req.head_out),
         duration: req.started.map(|t| t.elapsed()).unwrap_or_default(),
-        backend: backend.map(|(b, s)| shard.backends.log_name(b, s)),
+        backend: log_name.as_deref(),
         upgrade,
         referer: req.part(2),
         user_agent: req.part(3),
@@ -217,6 +218,28 @@ pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
         _ => &[],
     };
     respond_with(c, status, extra, close).await
+}
+
+/// No backend server for the request: its status, and `no servers` in the body for a backend
+/// whose set is empty.
+pub async fn respond_no_server(
+    c: &mut Client,
+    e: crate::runtime::backend::pools::NoServer,
+    close: bool,
+) -> Next {
+    let Some(text) = e.text() else {
+        return respond_error(c, e.status(), close).await;
+    };
+    c.status = e.status();
+    let mut out = pool::take_vec();
+    response::write_text(&mut out, e.status(), text, close);
+    let ok = c.stream.write_all(&out).await.is_ok();
+    pool::give_vec(out);
+    if close || !ok {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
 }
 
 /// A short error response with `extra` fields.

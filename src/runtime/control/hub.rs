@@ -17,8 +17,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::config::tls::CertSlot;
 use crate::config::Config;
 use crate::observe::metrics::CoreSnapshot;
-use crate::runtime::backend::pools::HealthTable;
-use crate::runtime::control::directory::Directory;
+use crate::runtime::backend::servers::{Count, Note, ServerSets};
+use crate::runtime::control::directory::{Directory, Links};
+
+/// How long the directory waits for each core's counts.
+const COUNTS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Mailbox<T> {
     tx: Sender<T>,
@@ -74,12 +77,11 @@ impl<T> Mailbox<T> {
     }
 }
 
-/// A configuration ready to serve: checked, with its certificates loaded and its health
-/// table made. Each core compiles its own routes and pools from it.
+/// A configuration ready to serve: checked, with its certificates loaded. Each core compiles
+/// its own routes and pools from it (and the directory's published server sets).
 pub struct Generation {
     pub number: u64,
     pub config: Arc<Config>,
-    pub health: Arc<HealthTable>,
     pub slots: Arc<Vec<Option<Arc<CertSlot>>>>,
     /// Session tickets and the session-ID cache, shared by every core's TLS listeners.
     pub resumption: crate::config::tickets::Resumption,
@@ -96,6 +98,16 @@ pub enum Msg {
     Drain { handover: bool },
     /// Reopen the access log file (SIGUSR1, logrotate).
     ReopenLog,
+    /// The directory's new server sets: reconcile the pools (and, on core 0, the checks).
+    Servers(Arc<ServerSets>),
+    /// A server drain: close its tunnels (1012 to the client) spread over `spread`.
+    DrainServer {
+        backend: String,
+        server: Arc<str>,
+        spread: std::time::Duration,
+    },
+    /// Send this core's per-server counts to `reply`.
+    Counts(Arc<Mailbox<Vec<Count>>>),
 }
 
 /// A request to the control thread (which owns the running generation).
@@ -131,7 +143,7 @@ pub struct Hub {
     pub reloads_error: AtomicU64,
     /// Cores whose executor has finished (after a drain, or a failed start).
     pub stopped: AtomicUsize,
-    /// Every backend's servers and their runtime state (control plane only).
+    /// Every backend's servers, their states and weights; kept across reloads.
     pub directory: Arc<Directory>,
     /// Requests to the control thread (reload from the control API).
     pub calls: Arc<Mailbox<Call>>,
@@ -144,14 +156,46 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(cores: usize) -> Arc<Hub> {
+        let mailboxes: Vec<Arc<Mailbox<Msg>>> = (0..cores).map(|_| Mailbox::new()).collect();
+        let (to_tell, to_ask) = (mailboxes.clone(), mailboxes.clone());
+        let notify = move |note: Note| {
+            for core in &to_tell {
+                core.send(match note.clone() {
+                    Note::Servers(sets) => Msg::Servers(sets),
+                    Note::Drain {
+                        backend,
+                        server,
+                        spread,
+                    } => Msg::DrainServer {
+                        backend,
+                        server,
+                        spread,
+                    },
+                });
+            }
+        };
+        let counts = move || {
+            let reply = Mailbox::new();
+            for core in &to_ask {
+                core.send(Msg::Counts(reply.clone()));
+            }
+            (0..to_ask.len())
+                .map_while(|_| reply.recv_blocking(COUNTS_WAIT))
+                .flatten()
+                .collect()
+        };
+        let directory = Arc::new(Directory::new(Links {
+            notify: Box::new(notify),
+            counts: Box::new(counts),
+        }));
         Arc::new(Hub {
-            cores: (0..cores).map(|_| Mailbox::new()).collect(),
+            cores: mailboxes,
+            directory,
             started: Instant::now(),
             generation: AtomicU64::new(1),
             reloads_ok: AtomicU64::new(0),
             reloads_error: AtomicU64::new(0),
             stopped: AtomicUsize::new(0),
-            directory: Arc::new(Directory::default()),
             calls: Mailbox::new(),
             api: Mailbox::new(),
             leaving: AtomicBool::new(false),

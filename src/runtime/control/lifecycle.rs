@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::observe::metrics;
-use crate::runtime::backend::pools as backends;
+use crate::runtime::backend::servers::Count;
 use crate::runtime::conn::accept::bind_listeners;
 use crate::runtime::conn::{access, perip};
 use crate::runtime::control::hub::{Generation, Hub, Msg};
 use crate::runtime::control::signals::Inherited;
-use crate::runtime::net::{idle, pool};
+use crate::runtime::net::{evict, idle, pool};
 use crate::runtime::shard::{build_shard, Core};
 
 /// How often a draining core looks whether its connections are all gone.
@@ -53,8 +53,58 @@ pub(crate) async fn control_loop(core: &Rc<Core>, hub: &Arc<Hub>) {
                 glommio::spawn_local(drain(core.clone(), handover, done_tx.clone())).detach();
             }
             Some(Msg::Drain { .. }) => {}
+            Some(Msg::Servers(sets)) => {
+                core.current().backends.apply(&sets);
+                if core.id == 0 {
+                    core.checks.borrow_mut().sync(&sets);
+                }
+            }
+            Some(Msg::DrainServer {
+                backend,
+                server,
+                spread,
+            }) => {
+                info!(core = core.id, backend = %backend, server = %server, ?spread, "draining a server: its tunnels close with 1012");
+                evict::close_spread(
+                    Some((backend, server)),
+                    spread,
+                    evict::CLOSE_SERVICE_RESTART,
+                );
+            }
+            Some(Msg::Counts(reply)) => reply.send(counts(core)),
         }
     }
+}
+
+/// This core's per-server figures: leases of the current shard, open tunnels of any.
+fn counts(core: &Core) -> Vec<Count> {
+    let mut out: Vec<Count> = core
+        .current()
+        .backends
+        .active()
+        .into_iter()
+        .map(|(backend, server, active)| Count {
+            backend,
+            server,
+            active,
+            tunnels: 0,
+        })
+        .collect();
+    for (backend, server, tunnels) in evict::counts() {
+        match out
+            .iter_mut()
+            .find(|c| *c.backend == *backend && c.server == server)
+        {
+            Some(c) => c.tunnels += tunnels,
+            None => out.push(Count {
+                backend: backend.to_string(),
+                server,
+                active: 0,
+                tunnels,
+            }),
+        }
+    }
+    out
 }
 
 /// A one-shot "done" signal within one core.
@@ -98,6 +148,7 @@ impl Done {
 /// loop ends after its next connection, and the new process takes the rest.
 async fn drain(core: Rc<Core>, handover: bool, done: Done) {
     let limit = core.current().config.timeouts.drain;
+    let spread = core.current().config.timeouts.drain_spread;
     info!(core = core.id, open = core.open_connections(), "draining");
     let bound = std::mem::take(&mut *core.listeners.borrow_mut());
     let mut nudge = Vec::new();
@@ -111,7 +162,14 @@ async fn drain(core: Rc<Core>, handover: bool, done: Done) {
         // Closing the sockets: new connections are refused from now on.
         drop(bound);
     }
+    if !spread.is_zero() {
+        // `timeouts.drain_spread`: tunnels get their 1001 one by one, in random order.
+        idle::spread_tunnel_closes();
+    }
     idle::start_drain();
+    if !spread.is_zero() {
+        evict::close_spread(None, spread, 1001);
+    }
     let deadline = Instant::now() + limit;
     loop {
         // Accept loops still waiting in `accept`: their sockets now belong to the new process
@@ -196,6 +254,6 @@ fn reload(core: &Rc<Core>, gen: &Arc<Generation>) {
 
 /// Runs the generation's active health checks on this core (core 0), ending the old ones.
 pub(crate) fn start_checks(core: &Core, gen: &Generation) {
-    let task = glommio::spawn_local(backends::run_checks(gen.config.clone(), gen.health.clone()));
-    *core.checks.borrow_mut() = Some(task);
+    let sets = core.current().hub.directory.published();
+    core.checks.borrow_mut().restart(&gen.config, &sets);
 }

@@ -412,6 +412,7 @@ impl Control {
                 for slot in self.gen.slots.iter().flatten() {
                     slot.retired.store(true, Ordering::Relaxed);
                 }
+                self.configure_directory(&gen);
                 // Every core swaps before the reload is reported done (log, metrics).
                 let acks = crate::runtime::control::hub::Mailbox::new();
                 self.hub
@@ -439,14 +440,23 @@ impl Control {
         }
     }
 
+    /// The directory follows the new configuration before the cores swap (they build their
+    /// pools from what it publishes): states and weights survive for servers that remain.
+    fn configure_directory(&self, gen: &Generation) {
+        self.hub.directory.configure(&gen.config);
+    }
+
     /// Everything a start would check beyond the file itself: certificates, keys, backend
     /// TLS, the access log; then the new OCSP core.
     fn prepare(&self, config: Config) -> Result<Arc<Generation>, String> {
         let slots = crate::config::tls::load_slots(&config)?;
         access::check_target(&config.log)?;
         let config = Arc::new(config);
-        let health = Arc::new(crate::runtime::backend::pools::HealthTable::new(&config));
-        crate::runtime::backend::pools::Backends::new(config.clone(), health.clone(), 0)?;
+        crate::runtime::backend::pools::Backends::new(
+            config.clone(),
+            &crate::runtime::backend::servers::ServerSets::default(),
+            0,
+        )?;
         crate::runtime::control::ocsp::start(&config, &slots)?;
         let resumption = crate::config::tickets::Resumption::new(
             config.tls.ticket_keys.as_ref().map(|(_, k)| k),
@@ -456,7 +466,6 @@ impl Control {
             resumption,
             number: self.hub.generation.load(Ordering::Relaxed) + 1,
             config,
-            health,
             slots: Arc::new(slots),
         }))
     }

@@ -18,7 +18,7 @@ use h2::RecvStream;
 use http::{response, HeaderValue, Response};
 use tracing::{debug, info, warn};
 
-use super::ctx::{respond_status, ConnCtx, Exchange};
+use super::ctx::{respond_no_server, respond_status, ConnCtx, Exchange};
 use super::io::H2Io;
 use super::proxy::{backend_head, response_head};
 use crate::config::{Handler, PathRoute, TunnelMode, WebSocketRoute};
@@ -289,7 +289,7 @@ async fn websocket(
         Err(e) => {
             warn!(core = shard.id, peer = %ctx.peer, backend = %name, status = e.status(), "no backend server for upgrade (HTTP/2)");
             metrics::with(|m| m.upgrade_rejected(Rejected::Backend));
-            return respond_status(respond, ex, e.status(), &[], false);
+            return respond_no_server(respond, ex, e, false);
         }
     };
     ex.backend = Some((lease.backend, lease.server));
@@ -455,23 +455,33 @@ async fn relay(
     let backends = &shard.backends;
     let opened = Instant::now();
     let watch = idle::watch(shard.config.timeouts.tunnel_idle);
+    let ticket = crate::runtime::net::evict::ticket(
+        backends.name(lease.backend),
+        backends.key(lease.backend, lease.server),
+    );
     let result = async {
         if !early.is_empty() {
             io.write_all(&early).await?;
         }
         match terminate {
-            None => Tunnel::new(&mut io, &mut lease.conn, &watch).await,
+            None => {
+                Tunnel::new(&mut io, &mut lease.conn, &watch)
+                    .evictable(&ticket)
+                    .await
+            }
             Some(mut t) => crate::runtime::handlers::wstunnel::Endpoint::new(
                 &mut io,
                 &mut lease.conn,
                 &watch,
                 &mut t,
             )
+            .evictable(&ticket)
             .await
             .map(|end| debug!(?end, "websocket tunnel (HTTP/2) ended")),
         }
     }
     .await;
+    drop(ticket);
     if let Err(e) = result {
         debug!(core = shard.id, peer = %ctx.peer, error = %e, "websocket (HTTP/2) tunnel ended");
     }

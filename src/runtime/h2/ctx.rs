@@ -194,8 +194,33 @@ pub(super) fn respond_status(
     extra: &[(&'static str, &'static str)],
     head_only: bool,
 ) -> Result<(), h2::Error> {
-    ex.status = status;
     let body = format!("{status} {}\n", response::reason(status));
+    respond_body(respond, ex, status, extra, body, head_only)
+}
+
+/// No backend server for the stream: its status, and `no servers` in the body for a backend
+/// whose set is empty (as on HTTP/1.1).
+pub(super) fn respond_no_server(
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    e: crate::runtime::backend::pools::NoServer,
+    head_only: bool,
+) -> Result<(), h2::Error> {
+    match e.text() {
+        Some(text) => respond_body(respond, ex, e.status(), &[], format!("{text}\n"), head_only),
+        None => respond_status(respond, ex, e.status(), &[], head_only),
+    }
+}
+
+fn respond_body(
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    status: u16,
+    extra: &[(&'static str, &'static str)],
+    body: String,
+    head_only: bool,
+) -> Result<(), h2::Error> {
+    ex.status = status;
     let mut r = Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")

@@ -14,7 +14,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use tracing::warn;
 
-use super::ctx::{respond_status, ConnCtx, Exchange};
+use super::ctx::{respond_no_server, respond_status, ConnCtx, Exchange};
 use super::io::send_all;
 use crate::observe::metrics;
 use crate::policy::balance::Tried;
@@ -162,7 +162,7 @@ pub(super) async fn proxy(
         Ok(l) => l,
         Err(e) => {
             warn!(core = shard.id, backend = %backends.name(backend), status = e.status(), "no backend server for HTTP/2 request");
-            return respond_status(respond, ex, e.status(), &[], head_only);
+            return respond_no_server(respond, ex, e, head_only);
         }
     };
     if backends
@@ -382,7 +382,7 @@ fn response_parts(
             map.append(n, v);
         }
     }
-    let server = shard.ids.servers[lease.backend][lease.server];
+    let server = shard.backends.metric(lease.backend, lease.server);
     metrics::with(|m| m.backend_request(server, r.code));
     ex.status = r.code;
     Ok((out, framing, r.keep_alive()))

@@ -162,7 +162,9 @@ pub async fn serve(shard: &Shard, c: &mut Client, req: Request, close: bool) -> 
         }
         Request::Metrics => {
             let cores = snapshots(shard).await;
-            let text = metrics::render(&cores, &global(shard, &cores));
+            let mut text = metrics::render(&cores, &global(shard, &cores));
+            // Discovery and server states, as the directory last rendered them.
+            text.push_str(&shard.hub.directory.metrics_text());
             let kind = b"text/plain; version=0.0.4; charset=utf-8";
             send(c, 200, kind, text.as_bytes(), close).await
         }
@@ -242,24 +244,25 @@ async fn snapshots(shard: &Shard) -> Vec<metrics::CoreSnapshot> {
 fn global(shard: &Shard, cores: &[metrics::CoreSnapshot]) -> Global {
     let hub = &shard.hub;
     let config = &shard.config;
+    let sets = hub.directory.published();
     let backends = config
         .backends
         .iter()
-        .enumerate()
-        .filter(|(_, b)| !b.implicit)
-        .flat_map(|(bi, b)| {
-            b.servers
-                .iter()
-                .enumerate()
-                .map(move |(si, s)| ServerState {
-                    backend: b.name.clone(),
-                    server: s.address.to_string(),
-                    checked: b.health.is_some().then(|| shard.health.is_up(bi, si)),
+        .filter(|b| !b.implicit)
+        .filter_map(|b| Some((b, sets.backend(&b.name)?)))
+        .flat_map(|(b, set)| {
+            set.servers.iter().map(move |s| {
+                let key = (set.name.clone(), s.key.to_string());
+                ServerState {
                     passive_out: cores
                         .iter()
-                        .filter(|c| c.passive_out.contains(&(bi, si)))
+                        .filter(|c| c.passive_out.contains(&key))
                         .count(),
-                })
+                    backend: key.0,
+                    server: key.1,
+                    checked: b.health.is_some().then(|| s.is_up()),
+                }
+            })
         })
         .collect();
     let certificates = shard

@@ -14,7 +14,7 @@ use crate::protocol::http::chunked::ChunkedDecoder;
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::head::{empty_headers, parse_response, Body};
 use crate::runtime::backend::pools::Lease;
-use crate::runtime::conn::client::{respond_error, Client, Next};
+use crate::runtime::conn::client::{respond_error, respond_no_server, Client, Next};
 use crate::runtime::net::idle;
 use crate::runtime::net::idle::Watch;
 use crate::runtime::net::io::{head_end, write_all_two, ReadBuf, ReadError};
@@ -68,12 +68,11 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
             Err(e) => {
                 let status = last_status.unwrap_or(e.status());
                 warn!(core = shard.id, backend = %b.name, status, "no backend server for request");
-                break respond_error(
-                    c,
-                    status,
-                    !plan.client_keep_alive || plan.body != Body::None,
-                )
-                .await;
+                let close = !plan.client_keep_alive || plan.body != Body::None;
+                if last_status.is_none() {
+                    break respond_no_server(c, e, close).await;
+                }
+                break respond_error(c, status, close).await;
             }
         };
         if backends
@@ -136,7 +135,7 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
                 break respond_error(c, status, true).await;
             }
             Err(Fail::Backend { status, .. }) => {
-                warn!(core = shard.id, backend = %b.name, server = %b.servers[lease.server].address, status, "backend exchange failed");
+                warn!(core = shard.id, backend = %b.name, server = %backends.key(lease.backend, lease.server), status, "backend exchange failed");
                 backends.failed(lease.backend, lease.server);
                 backends.release(lease, false);
                 last_status = Some(status);
@@ -212,12 +211,12 @@ async fn respond(
         let close = !plan.client_keep_alive || body == Body::UntilClose || idle::draining();
         c.status = resp.code;
         c.backend = Some((lease.backend, lease.server));
-        let server = shard.ids.servers[lease.backend][lease.server];
+        let server = shard.backends.metric(lease.backend, lease.server);
+        let authority = shard.backends.authority(lease.backend, lease.server);
         metrics::with(|m| m.backend_request(server, resp.code));
         let rw = ResponseRewrite {
             backend_authorities: [
-                Some(shard.backends.authority(lease.backend, lease.server))
-                    .filter(|a| !a.is_empty()),
+                Some(&*authority).filter(|a| !a.is_empty()),
                 plan.host_override,
             ],
             client_host: Some(plan.client_host.as_slice()).filter(|h| !h.is_empty()),

@@ -42,7 +42,7 @@ pub async fn run(
             warn!(core = shard.id, peer = %c.peer, backend = %name, status = e.status(), "no backend server for upgrade");
             metrics::with(|m| m.upgrade_rejected(Rejected::Backend));
             pool::give_vec(head);
-            return respond_error(c, e.status(), true).await;
+            return crate::runtime::conn::client::respond_no_server(c, e, true).await;
         }
     };
     c.backend = Some((lease.backend, lease.server));
@@ -183,8 +183,17 @@ pub fn run_tunnel(
         let opened = std::time::Instant::now();
         // Idle timeout from the per-core sweeper: no timer is polled per message.
         let watch = crate::runtime::net::idle::watch(job.shard.config.timeouts.tunnel_idle);
+        // A server drain finds the tunnel by its server (`evict`).
+        let ticket = crate::runtime::net::evict::ticket(
+            job.shard.backends.name(job.lease.backend),
+            job.shard.backends.key(job.lease.backend, job.lease.server),
+        );
         let result = match job.terminate.as_deref_mut() {
-            None => Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch).await,
+            None => {
+                Tunnel::new(&mut job.stream, &mut job.lease.conn, &watch)
+                    .evictable(&ticket)
+                    .await
+            }
             Some(t) => {
                 let end = crate::runtime::handlers::wstunnel::Endpoint::new(
                     &mut job.stream,
@@ -192,11 +201,13 @@ pub fn run_tunnel(
                     &watch,
                     t,
                 )
+                .evictable(&ticket)
                 .await;
                 end.map(|end| debug!(core = job.shard.id, peer = %job.peer, ?end, "websocket tunnel ended"))
             }
         };
         drop(watch);
+        drop(ticket);
         let (core, peer) = (job.shard.id, job.peer);
         let (up, down) = (job.stream.bytes_in, job.stream.bytes_out);
         match result {

@@ -15,7 +15,9 @@
 //! - a protocol violation: Close 1002 / 1007 / 1009, logged once, the tunnel ends;
 //! - `ping_interval`: a ping each interval; a client that leaves two unanswered gets Close
 //!   1001 (counted in `ringway_ws_ping_timeouts_total`);
-//! - a drain (SIGTERM, upgrade): Close 1001 between two messages, the client's Close awaited.
+//! - a drain (SIGTERM, upgrade): Close 1001 between two messages, the client's Close awaited;
+//! - a server drain reaching this tunnel's `evict::Ticket`: Close 1012 to the client between
+//!   two messages, the raw backend connection closed.
 
 use std::future::Future;
 use std::io;
@@ -32,6 +34,7 @@ use crate::protocol::ws::opcode;
 use crate::protocol::ws_endpoint::{self as wse, code, Decoder, Event};
 use crate::runtime::backend::upstream::Upstream;
 use crate::runtime::conn::client::Terminate;
+use crate::runtime::net::evict::Ticket;
 use crate::runtime::net::idle::{self, Watch};
 use crate::runtime::net::pool;
 use crate::runtime::net::tunnel::write_some;
@@ -140,6 +143,7 @@ pub struct Endpoint<'a, C> {
     shut_backend: bool,
     backend_eof: bool,
     end: Option<End>,
+    ticket: Option<&'a Ticket>,
 }
 
 impl<'a, C: AsyncRead + AsyncWrite + Unpin> Endpoint<'a, C> {
@@ -166,7 +170,15 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Endpoint<'a, C> {
             shut_backend: false,
             backend_eof: false,
             end: None,
+            ticket: None,
         }
+    }
+
+    /// Registered for server drains: its ticket's close code ends it (the client gets that
+    /// code, the backend connection is closed).
+    pub fn evictable(mut self, ticket: &'a Ticket) -> Self {
+        self.ticket = Some(ticket);
+        self
     }
 
     /// Queues Ringway's Close with `code` and stops taking data.
@@ -380,8 +392,10 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Endpoint<'a, C> {
         if self.stage != Stage::Open {
             return;
         }
-        if idle::draining() && !self.dec.in_message() && self.to_backend.len() == 0 {
-            self.send_close(code::GOING_AWAY, End::Drained, true);
+        let evicted = self.ticket.and_then(Ticket::close_code);
+        let closing = evicted.is_some() || idle::tunnels_closing();
+        if closing && !self.dec.in_message() && self.to_backend.len() == 0 {
+            self.send_close(evicted.unwrap_or(code::GOING_AWAY), End::Drained, true);
             self.shut_backend = true;
             return;
         }
@@ -419,6 +433,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Future for Endpoint<'_, C> {
             });
         }
         this.watch.register(cx);
+        if let Some(t) = this.ticket {
+            t.register(cx);
+        }
         if let Some((ping, _)) = &this.ping {
             ping.register(cx);
         }
@@ -491,7 +508,7 @@ pub async fn open(
         Err(e) => {
             tracing::warn!(core = shard.id, peer = %c.peer, backend = %name, status = e.status(), "no backend server for tunnel");
             metrics::with(|m| m.upgrade_rejected(metrics::Rejected::Backend));
-            return respond_error(c, e.status(), true).await;
+            return crate::runtime::conn::client::respond_no_server(c, e, true).await;
         }
     };
     let mut lease = lease;

@@ -101,6 +101,18 @@ impl Watch {
 thread_local! {
     static WATCHES: RefCell<Vec<Weak<Watch>>> = const { RefCell::new(Vec::new()) };
     static DRAINING: Cell<bool> = const { Cell::new(false) };
+    /// Draining with `timeouts.drain_spread`: tunnels close at their turn (`evict`), not at once.
+    static TUNNELS_SPREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether every tunnel on this core is to close now (a drain without `drain_spread`).
+pub fn tunnels_closing() -> bool {
+    draining() && !TUNNELS_SPREAD.with(Cell::get)
+}
+
+/// The drain about to start closes tunnels one by one (`evict::close_spread`), not at once.
+pub fn spread_tunnel_closes() {
+    TUNNELS_SPREAD.with(|s| s.set(true));
 }
 
 /// Whether this core is draining (SIGTERM, upgrade): responses close their connections,

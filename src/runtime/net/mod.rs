@@ -8,9 +8,11 @@
 //! - `process`: the standard `process_*` figures for `/metrics`, from `/proc`.
 //! - `tunnel`: the byte pump between a client and a backend (WebSocket, CONNECT, L4), with
 //!   frame tracking for the drain.
+//! - `evict`: open WebSocket tunnels by backend server, closed spread over time by a drain.
 //!
 //! May import: nothing else in the runtime.
 
+pub mod evict;
 pub(crate) mod idle;
 pub(crate) mod io;
 pub(crate) mod memory;

@@ -13,6 +13,10 @@
 //! sends its destination a Close with code 1001 (going away) — between two frames, never
 //! inside one — and from then on drops what its source sends until the source's own Close
 //! (the other half of the handshake) or EOF. The tunnel ends when both handshakes are done.
+//!
+//! A tunnel with an `evict::Ticket` is closed the same way when a drain reaches its ticket: a
+//! server drain sends the client 1012 (Service Restart) and the backend 1001; a SIGTERM drain
+//! with `timeouts.drain_spread` sends both 1001, each tunnel at its turn.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +27,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use crate::observe::metrics;
 use crate::protocol::ws::{close_frame, FrameTracker};
+use crate::runtime::net::evict::{Ticket, CLOSE_SERVICE_RESTART};
 use crate::runtime::net::idle::{self, Watch};
 use crate::runtime::net::pool;
 
@@ -63,6 +68,7 @@ pub struct Tunnel<'a, A, B> {
     a_to_b: Half,
     b_to_a: Half,
     watch: &'a Watch,
+    ticket: Option<&'a Ticket>,
 }
 
 impl<'a, A, B> Tunnel<'a, A, B> {
@@ -77,7 +83,14 @@ impl<'a, A, B> Tunnel<'a, A, B> {
                 ..Half::default()
             },
             watch,
+            ticket: None,
         }
+    }
+
+    /// Registered for server drains: its ticket's close code ends it.
+    pub fn evictable(mut self, ticket: &'a Ticket) -> Self {
+        self.ticket = Some(ticket);
+        self
     }
 
     /// A byte tunnel that knows no framing (L4): a drain lets it run until it ends or the
@@ -106,6 +119,7 @@ fn poll_half<R, W>(
     dst: &mut W,
     half: &mut Half,
     watch: &Watch,
+    closing: Option<u16>,
 ) -> Poll<io::Result<()>>
 where
     R: AsyncRead + Unpin,
@@ -141,7 +155,7 @@ where
             continue;
         }
         let mut limit = usize::MAX;
-        if idle::draining() && !half.raw {
+        if let Some(code) = closing.filter(|_| !half.raw) {
             match half.stage {
                 Stage::Forwarding if half.frames.at_boundary() => {
                     half.stage = Stage::Closing;
@@ -151,7 +165,16 @@ where
                         half.done = true;
                     } else {
                         let mask = (!half.to_client).then(mask_key);
-                        let (frame, n) = close_frame(CLOSE_GOING_AWAY, mask);
+                        // The backend always hears "going away"; the client hears the code.
+                        let code = if half.to_client {
+                            code
+                        } else {
+                            CLOSE_GOING_AWAY
+                        };
+                        if code == CLOSE_SERVICE_RESTART {
+                            metrics::with(|m| m.ws_close_sent(code));
+                        }
+                        let (frame, n) = close_frame(code, mask);
                         let mut spill = pool::take_vec();
                         spill.extend_from_slice(&frame[..n]);
                         half.spill = Some(spill);
@@ -301,11 +324,16 @@ where
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
         this.watch.register(cx);
-        let ab = poll_half(cx, this.a, this.b, &mut this.a_to_b, this.watch);
+        let evicted = this.ticket.and_then(|t| {
+            t.register(cx);
+            t.close_code()
+        });
+        let closing = evicted.or(idle::tunnels_closing().then_some(CLOSE_GOING_AWAY));
+        let ab = poll_half(cx, this.a, this.b, &mut this.a_to_b, this.watch, closing);
         if let Poll::Ready(Err(e)) = ab {
             return Poll::Ready(Err(e));
         }
-        let ba = poll_half(cx, this.b, this.a, &mut this.b_to_a, this.watch);
+        let ba = poll_half(cx, this.b, this.a, &mut this.b_to_a, this.watch, closing);
         if let Poll::Ready(Err(e)) = ba {
             return Poll::Ready(Err(e));
         }
