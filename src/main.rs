@@ -80,6 +80,9 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Check) = cli.command {
+        for w in &config.warnings {
+            eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
+        }
         let routes: usize = config
             .vhosts
             .iter()
@@ -93,6 +96,9 @@ fn main() -> ExitCode {
             config.vhosts.len()
         );
         return ExitCode::SUCCESS;
+    }
+    for w in &config.warnings {
+        tracing::warn!("{file}:{}:{}: {}", w.line, w.col, w.message);
     }
     match ringway::runtime::run(config, cli.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,

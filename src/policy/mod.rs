@@ -4,6 +4,8 @@
 //!
 //! May import: `protocol`.
 //!
+//! - `headers`: header rules (`response_headers`, `request_headers`) and redirect targets.
+//! - `access`: who may use a route: Basic users (bcrypt or plain), CIDR allow/deny lists.
 //! - `route`: URI matchers and the host table (exact, wildcard, default vhost).
 //! - `balance`: server selection (round robin, least connections, IP hash, random of two) and
 //!   passive health.
@@ -13,9 +15,11 @@
 //! - `upstream`: backend server addresses.
 //! - `static_files`: which file answers a path, and its headers.
 
+pub mod access;
 pub mod balance;
 pub mod cidr;
 pub mod connect;
+pub mod headers;
 pub mod limits;
 pub mod route;
 pub mod static_files;

@@ -32,6 +32,7 @@ mod admin;
 mod backends;
 #[cfg(test)]
 mod broken;
+mod edge;
 mod listeners;
 mod problems;
 mod runtime;
@@ -91,8 +92,9 @@ pub fn load_str(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         }]
     })?;
     let mut p = Problems::new(text);
-    let config = walk(root.get_ref(), &absolute(base_dir.to_path_buf()), &mut p);
+    let mut config = walk(root.get_ref(), &absolute(base_dir.to_path_buf()), &mut p);
     if p.found.is_empty() {
+        config.warnings = p.warnings(text);
         Ok(config)
     } else {
         Err(p.into_sorted(text))
@@ -137,6 +139,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         log,
         tcp_routes,
         tls_passthrough,
+        warnings: Vec::new(),
     }
 }
 

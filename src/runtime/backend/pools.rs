@@ -142,6 +142,20 @@ impl Backends {
         tried: &mut Tried,
         pooled: bool,
     ) -> Result<Lease, NoServer> {
+        let limit = self.config.timeouts.connect;
+        self.acquire_within(backend, client, tried, pooled, limit)
+            .await
+    }
+
+    /// `acquire` with a connect timeout of its own (a route's `timeouts.connect`).
+    pub async fn acquire_within(
+        &self,
+        backend: usize,
+        client: IpAddr,
+        tried: &mut Tried,
+        pooled: bool,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Lease, NoServer> {
         let b = &self.config.backends[backend];
         let mut status = None;
         while tried.attempts() <= b.retries as usize {
@@ -167,13 +181,7 @@ impl Backends {
             }
             let tls = self.connector(backend);
             let started = Instant::now();
-            match connect(
-                &b.servers[server].address,
-                self.config.timeouts.connect,
-                tls,
-            )
-            .await
-            {
+            match connect(&b.servers[server].address, connect_timeout, tls).await {
                 Ok(conn) => {
                     crate::observe::metrics::with(|m| m.backend_connected(started.elapsed()));
                     self.pools[backend].borrow_mut().begin(server);

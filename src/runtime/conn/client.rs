@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::runtime::net::stream::ClientStream;
 use futures_lite::io::AsyncWriteExt;
 
+use crate::config::Style;
 use crate::observe::metrics::{self, HandlerKind};
 use crate::protocol::http::head::Request;
 use crate::protocol::http::response;
@@ -49,6 +50,8 @@ pub struct TunnelJob {
     pub vhost: usize,
     /// Tunnel mode: Ringway ends the WebSocket (`None`: bytes pass through).
     pub terminate: Option<Box<Terminate>>,
+    /// The route's `timeouts.tunnel_idle` (`None`: the global one).
+    pub tunnel_idle: Option<Duration>,
 }
 
 /// What the access log needs of a request head, copied only when the log is on.
@@ -145,6 +148,11 @@ pub struct Client {
     pub started: Instant,
     /// The request as the access log needs it; `None` while the log is off.
     pub access: Option<Box<AccessRequest>>,
+    /// How this exchange's answers look (header rules, error pages), when its route has a
+    /// style (`config::routes::Style`).
+    pub style: Option<Rc<Style>>,
+    /// The route's own `timeouts` (each `None`: the global one).
+    pub timeouts: crate::config::RouteTimeouts,
 }
 
 impl Client {
@@ -169,6 +177,8 @@ impl Client {
             backend: None,
             started: Instant::now(),
             access: None,
+            style: None,
+            timeouts: crate::config::RouteTimeouts::default(),
         }
     }
 
@@ -206,7 +216,8 @@ pub async fn respond_error(c: &mut Client, status: u16, close: bool) -> Next {
     respond_with(c, status, extra, close).await
 }
 
-/// A short error response with `extra` fields.
+/// A short error response with `extra` fields (the route's error page, if it has one for
+/// `status`, as `text/html`), dressed by the route's header rules.
 pub async fn respond_with(
     c: &mut Client,
     status: u16,
@@ -215,7 +226,61 @@ pub async fn respond_with(
 ) -> Next {
     c.status = status;
     let mut out = pool::take_vec();
-    response::write_error(&mut out, status, extra, close);
+    match c.style.as_deref().and_then(|s| s.page(status)) {
+        Some(page) => {
+            let mut fields: [(&str, &[u8]); 4] = [("", b""); 4];
+            fields[0] = ("Content-Type", b"text/html");
+            let n = extra.len().min(3);
+            fields[1..=n].copy_from_slice(&extra[..n]);
+            response::write_head(
+                &mut out,
+                status,
+                &fields[..=n],
+                Some(page.len() as u64),
+                close,
+            );
+            out.extend_from_slice(page);
+        }
+        None => response::write_error(&mut out, status, extra, close),
+    }
+    dress(c, &mut out);
+    let ok = c.stream.write_all(&out).await.is_ok();
+    pool::give_vec(out);
+    if close || !ok {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// Applies the exchange's response header rules (vhost's, then route's) to the head that
+/// starts `buf` (what follows the head is kept). Nothing to do without a style.
+pub fn dress(c: &Client, buf: &mut Vec<u8>) {
+    if let Some(style) = c.style.as_deref().filter(|s| !s.response.is_empty()) {
+        let mut scratch = pool::take_vec();
+        crate::policy::headers::rewrite(buf, &style.response, &mut scratch);
+        pool::give_vec(scratch);
+    }
+}
+
+/// A fixed answer Ringway makes itself (`handler = "respond"`, a redirect): `fields`, then
+/// `body`, dressed by the route's header rules.
+pub async fn respond_fixed(
+    c: &mut Client,
+    status: u16,
+    fields: &[(&str, &[u8])],
+    body: &[u8],
+    head_only: bool,
+    close: bool,
+) -> Next {
+    c.status = status;
+    let mut out = pool::take_vec();
+    let length = (!matches!(status, 204 | 304)).then_some(body.len() as u64);
+    response::write_head(&mut out, status, fields, length, close);
+    dress(c, &mut out);
+    if !head_only && length.is_some() {
+        out.extend_from_slice(body);
+    }
     let ok = c.stream.write_all(&out).await.is_ok();
     pool::give_vec(out);
     if close || !ok {
