@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod echo;
 mod edge;
+mod edge_server;
 mod faults;
 mod h2;
 mod h2_websockets;
