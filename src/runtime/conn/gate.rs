@@ -10,7 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -83,11 +83,7 @@ pub fn basic_ok(header: Option<&[u8]>, users: &Users) -> bool {
         None => false,
         Some(plain @ Secret::Plain(_)) => verify(plain, &password),
         Some(secret @ Secret::Bcrypt(hash)) => {
-            let key = KEY.with(|k| {
-                let mut h = k.build_hasher();
-                (&user, &password, hash).hash(&mut h);
-                h.finish()
-            });
+            let key = KEY.with(|k| k.hash_one((&user, &password, hash)));
             if let Some(v) = VERDICTS.with(|m| m.borrow().get(&key).copied()) {
                 return v;
             }
