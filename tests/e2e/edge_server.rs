@@ -797,3 +797,98 @@ fn check_reports_edge_key_errors_and_warnings() {
         "{out}"
     );
 }
+
+#[test]
+fn h2c_fixed_answers_error_pages_and_reload() {
+    let dir = site();
+    write_file(dir.path(), "errors/404.html", "<p>first</p>");
+    let config = format!(
+        r#"{}http2 = true
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+error_pages = {{ 404 = "errors/404.html" }}
+response_headers = {{ set = {{ "X-Site" = "1" }} }}
+
+[[vhost.context]]
+uri = "/gone"
+handler = "respond"
+status = 410
+body = "gone"
+
+[[vhost.context]]
+uri = "/r/"
+handler = "redirect"
+to = "{{scheme}}://{{host}}/new{{uri}}"
+status = 302
+"#,
+        base_config(1)
+    );
+    let rw = Ringway::builder(config.clone()).dir(dir).start();
+    let h2 = |path: &str| {
+        curl(&[
+            "--http2-prior-knowledge",
+            "-H",
+            "Host: a.test",
+            &url(&rw, path),
+        ])
+    };
+    let got = h2("/gone");
+    assert_eq!((got.status, got.body.as_str()), (410, "gone"), "{got:?}");
+    assert_eq!(got.one("x-site"), Some("1"));
+    let got = h2("/r/x?q=1");
+    assert_eq!(got.status, 302, "{got:?}");
+    assert_eq!(got.one("location"), Some("http://a.test/new/r/x?q=1"));
+    let got = h2("/missing");
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (404, "<p>first</p>"),
+        "{got:?}"
+    );
+    assert_eq!(got.one("content-type"), Some("text/html"));
+    // The page is read at load: a reload reads it again (a request never does).
+    write_file(rw.dir_path(), "errors/404.html", "<p>second</p>");
+    assert_eq!(curl(&[&url(&rw, "/missing")]).body, "<p>first</p>");
+    rw.rewrite_config(&config);
+    rw.signal(libc::SIGHUP);
+    assert!(rw.wait_log("configuration reloaded generation=", 1, WAIT));
+    assert_eq!(curl(&[&url(&rw, "/missing")]).body, "<p>second</p>");
+    assert_eq!(h2("/missing").body, "<p>second</p>");
+}
+
+#[test]
+fn websocket_route_header_timeout_bounds_the_backends_answer() {
+    // A backend that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in silent.incoming().take(1).flatten() {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let config = format!(
+        r#"{}
+[[vhost]]
+name = "site"
+domains = ["*"]
+
+[[vhost.websocket]]
+uri = "/ws"
+address = "{addr}"
+timeouts = {{ header = "300ms", connect = "2s" }}
+"#,
+        base_config_timeouts(1, &[("header", "60s")])
+    );
+    let rw = Ringway::builder(config).start();
+    let started = Instant::now();
+    assert_eq!(ws_refused(&rw, ws_request(&rw, "/ws", None)), 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+}

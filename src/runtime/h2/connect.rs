@@ -126,11 +126,12 @@ fn upgrade_allowed(
     if let Err(wait) = crate::runtime::conn::perip::upgrade(ctx.peer.ip()) {
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).to_string();
         ex.status = 429;
-        let r = Response::builder()
+        let mut r = Response::builder()
             .status(429)
             .header("retry-after", secs)
             .body(())
             .unwrap_or_default();
+        super::ctx::dress(ex, &mut r);
         respond.send_response(r, true)?;
         return Ok(false);
     }
@@ -378,10 +379,11 @@ async fn websocket(
                     status
                 };
                 ex.status = status;
-                let r = Response::builder()
+                let mut r = Response::builder()
                     .status(status)
                     .body(())
                     .unwrap_or_default();
+                super::ctx::dress(ex, &mut r);
                 respond.send_response(r, true)?;
                 return Ok(());
             }
