@@ -17,6 +17,8 @@
 //!   URIs, domains, existing files.
 //! - `xref`: names and the references between sections (duplicates, unknown names, the implicit
 //!   backends of `address = ...` routes, a tcp listener without a route).
+//! - `edge`: the edge-server keys of vhosts and routes (header rules, error pages, `auth`,
+//!   CIDR lists, `requests_per_ip`, route `timeouts`, the `redirect` and `respond` handlers).
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
 //!   keys of vhosts and backends), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`

@@ -8,6 +8,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::runtime::conn::chosen::{request_rules, Chosen};
 use crate::runtime::conn::client::{
     log_access, respond_error, respond_fixed, respond_with, too_many, Client, Next, Terminate,
     TunnelJob,
@@ -16,7 +17,7 @@ use crate::runtime::conn::gate::{self, Refusal};
 use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
-use crate::config::{Handler, RouteRules, RouteTimeouts, Style, VHost, WebSocketRoute};
+use crate::config::{Handler, RouteRules, RouteTimeouts, VHost, WebSocketRoute};
 use crate::observe::metrics::{self, HandlerKind, Rejected};
 use crate::policy::static_files;
 use crate::protocol::http::forward::{self, ForwardInfo};
@@ -401,26 +402,6 @@ fn upgrade_limited(c: &Client) -> Option<Action<'static>> {
         })
 }
 
-/// What `plan` chose besides the action: the route's style and timeouts.
-#[derive(Default)]
-struct Chosen {
-    style: Option<Rc<Style>>,
-    timeouts: RouteTimeouts,
-}
-
-impl Chosen {
-    fn vhost(&mut self, shard: &Shard, vhost: &VHost) {
-        self.style = vhost.style.map(|i| shard.routes.styles[i].clone());
-    }
-
-    fn route(&mut self, shard: &Shard, rules: &RouteRules) {
-        if let Some(i) = rules.style {
-            self.style = Some(shard.routes.styles[i].clone());
-        }
-        self.timeouts = rules.timeouts;
-    }
-}
-
 /// A route's access checks (`gate`): the refusal to answer instead, if any.
 fn refused<'s>(
     shard: &'s Shard,
@@ -756,16 +737,6 @@ fn plan_ws_proxy<'s>(
             }
         }
     }
-}
-
-/// `request_headers` (the vhost's, then the route's) on a head for a backend.
-fn request_rules(head: &mut Vec<u8>, rules: [&crate::config::HeaderRules; 2]) {
-    if rules.iter().all(|r| r.is_empty()) {
-        return;
-    }
-    let mut scratch = pool::take_vec();
-    crate::policy::headers::rewrite(head, rules, &mut scratch);
-    pool::give_vec(scratch);
 }
 
 fn plan_proxy<'s>(

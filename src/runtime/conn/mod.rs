@@ -6,14 +6,16 @@
 //! - `accept`: accept loops, PROXY protocol header, TLS handshake, protocol choice.
 //! - `access`: the access-log writer (buffered, per core).
 //! - `perip`: the per-IP limit tables of this core.
+//! - `chosen`: a request's route style and timeouts (what `plan` chose besides the action).
 //! - `gate`: a route's access checks (CIDR lists, `requests_per_ip`, Basic auth with its
 //!   per-core cache of bcrypt verdicts).
 //!
-//! `client`, `access`, `gate` and `perip` import only `net`, `backend` and `shard`; handlers import
+//! `client`, `access`, `chosen`, `gate` and `perip` import only `net`, `backend` and `shard`; handlers import
 //! them. `dispatch` and `accept` import the handlers; no handler imports them back.
 
 pub(crate) mod accept;
 pub(crate) mod access;
+pub(crate) mod chosen;
 pub(crate) mod client;
 pub(crate) mod dispatch;
 pub(crate) mod gate;
