@@ -892,3 +892,50 @@ timeouts = {{ header = "300ms", connect = "2s" }}
     );
     drop(held);
 }
+
+#[test]
+fn route_send_timeout_cuts_a_client_that_stops_reading() {
+    use std::io::{Read, Write};
+    let dir = site();
+    let size = 32 * 1024 * 1024;
+    write_file(dir.path(), "www/big/file.bin", vec![b'x'; size]);
+    write_file(dir.path(), "www/other/file.bin", vec![b'y'; size]);
+    let config = format!(
+        r#"{}
+[[vhost]]
+name = "site"
+domains = ["*"]
+
+[[vhost.context]]
+uri = "/big/"
+handler = "static"
+timeouts = {{ send = "500ms" }}
+
+[[vhost.context]]
+uri = "/other/"
+handler = "static"
+"#,
+        base_config_timeouts(1, &[("send", "60s")])
+    );
+    let rw = Ringway::builder(config).dir(dir).start();
+    let received = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .unwrap();
+        // Read nothing for a while: the client's window fills, Ringway's writes stall.
+        std::thread::sleep(Duration::from_secs(3));
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break total,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let cut = received("/big/file.bin");
+    assert!(cut < size, "the route's send timeout cut the response: {cut} of {size}");
+    let whole = received("/other/file.bin");
+    assert!(whole > size, "the global send timeout (60 s) let it finish: {whole}");
+}
