@@ -920,8 +920,10 @@ handler = "static"
     let rw = Ringway::builder(config).dir(dir).start();
     let received = |path: &str| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", rw.port())).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
         // Read nothing for a while: the client's window fills, Ringway's writes stall.
         std::thread::sleep(Duration::from_secs(3));
         s.set_read_timeout(Some(WAIT)).unwrap();
@@ -935,7 +937,50 @@ handler = "static"
         }
     };
     let cut = received("/big/file.bin");
-    assert!(cut < size, "the route's send timeout cut the response: {cut} of {size}");
+    assert!(
+        cut < size,
+        "the route's send timeout cut the response: {cut} of {size}"
+    );
     let whole = received("/other/file.bin");
-    assert!(whole > size, "the global send timeout (60 s) let it finish: {whole}");
+    assert!(
+        whole > size,
+        "the global send timeout (60 s) let it finish: {whole}"
+    );
+}
+
+#[test]
+fn route_connect_timeout_overrides_the_global_one() {
+    let hole = crate::backend::Blackhole::start();
+    let config = format!(
+        r#"{}
+[[backend]]
+name = "hole"
+servers = ["{}"]
+retries = 0
+
+[[vhost]]
+name = "site"
+domains = ["*"]
+
+[[vhost.context]]
+uri = "/"
+handler = "proxy"
+backend = "hole"
+timeouts = {{ connect = "500ms" }}
+"#,
+        base_config_timeouts(1, &[("connect", "30s")]),
+        hole.addr
+    );
+    let rw = Ringway::builder(config).start();
+    let started = Instant::now();
+    let r = request(
+        rw.port(),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{r}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "504 after {took:?}, want about the route's 500 ms"
+    );
 }
