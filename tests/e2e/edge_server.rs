@@ -611,6 +611,16 @@ auth = { users_file = "users" }
         via("alice:wrong")
     );
     assert_eq!(via("alice:s3cret"), "api\n200");
+    // deny_from on the connect context: 403 before the credentials are looked at.
+    let denied = config.replace(
+        "auth = { users_file = \"users\" }",
+        "auth = { users_file = \"users\" }\ndeny_from = [\"127.0.0.0/8\"]",
+    );
+    rw.rewrite_config(&denied);
+    rw.signal(libc::SIGHUP);
+    assert!(rw.wait_log("configuration reloaded generation=", 1, WAIT));
+    let got = via("alice:s3cret");
+    assert!(got.ends_with("\n403"), "{got}");
 }
 
 #[test]

@@ -622,12 +622,16 @@ fn plan_connect<'s>(
         return refuse(403);
     };
     tags.0 = shard.ids.vhosts[vhost_index];
-    let Some((allow, users)) = vhost.contexts.iter().find_map(|ctx| match &ctx.handler {
-        Handler::Connect { allow, users } => Some((allow, users)),
+    let Some((allow, users, rules)) = vhost.contexts.iter().find_map(|ctx| match &ctx.handler {
+        Handler::Connect { allow, users } => Some((allow, users, &ctx.rules)),
         _ => None,
     }) else {
         return refuse(405);
     };
+    // `allow_from`, `deny_from`, `requests_per_ip` of the connect context.
+    if let Some(refusal) = refused(shard, c, req, rules, true) {
+        return refusal;
+    }
     if let Some(users) = users {
         if !gate::basic_ok(req.header("proxy-authorization"), users) {
             info!(core = shard.id, peer = %c.peer, "CONNECT without valid credentials: 407");
