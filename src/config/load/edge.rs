@@ -385,6 +385,10 @@ mod tests {
                 vec!["handler = \"static\"", "status = 410"],
                 "only for handler = \"redirect\" or \"respond\"",
             ),
+            (
+                vec!["handler = \"respond\"", "backend = \"b\""],
+                "only allowed with handler = \"proxy\", not \"respond\"",
+            ),
         ] {
             let ps = problems_of(&with_owned(&context(&extra)));
             assert!(ps.iter().any(|p| p.2.contains(want)), "{extra:?}: {ps:?}");

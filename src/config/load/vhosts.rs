@@ -294,6 +294,13 @@ fn context(
         .as_ref()
         .and_then(|h| fixed_answer(h.v, at, to, status, body, p));
     let handler = if let Some(fixed) = fixed {
+        if let (Some(b), Some(h)) = (backend, &handler_name) {
+            let msg = format!(
+                "\"backend\" is only allowed with handler = \"proxy\", not {:?}",
+                h.v
+            );
+            p.add(b.span().start, msg);
+        }
         fixed
     } else if is_connect {
         if allow_value.is_none() {
