@@ -121,10 +121,14 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Check) = cli.command {
-        // A server name that does not resolve now is not fatal (its backend starts with no
-        // servers and follows the name): a warning.
+        // Warnings (the config is valid; exit 0) on stderr, like the errors: what the loader
+        // found, then server names that do not resolve now (not fatal: the backend starts with
+        // no servers and follows the name).
+        for w in &config.warnings {
+            eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
+        }
         for ((line, col), name, error) in ringway::runtime::unresolved_names(&config) {
-            println!("{file}:{line}:{col}: warning: server name {name} does not resolve ({error}); its backend starts with no servers");
+            eprintln!("{file}:{line}:{col}: warning: server name {name} does not resolve ({error}); its backend starts with no servers");
         }
         let routes: usize = config
             .vhosts
@@ -139,6 +143,9 @@ fn main() -> ExitCode {
             config.vhosts.len()
         );
         return ExitCode::SUCCESS;
+    }
+    for w in &config.warnings {
+        tracing::warn!("{file}:{}:{}: {}", w.line, w.col, w.message);
     }
     match ringway::runtime::run(config, cli.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,

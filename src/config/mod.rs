@@ -8,5 +8,5 @@ pub mod tls;
 pub(crate) mod types;
 
 pub use load::{load, load_str, Problem};
-pub use routes::{PathRoute, Routes};
+pub use routes::{PathRoute, Routes, Style};
 pub use types::*;

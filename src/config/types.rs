@@ -55,6 +55,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// `[dns]`: resolving server names.
     pub dns: Dns,
+    /// What `ringway check` warns about (the config is valid): `LINE:COL: warning: message`.
+    pub warnings: Vec<Warning>,
 }
 
 /// `[tls] ticket_keys = "FILE", session_cache = N`.
@@ -74,6 +76,14 @@ impl Default for TlsSettings {
             session_cache: crate::config::tickets::SESSION_CACHE_DEFAULT,
         }
     }
+}
+
+/// Something valid but unwise in a config file, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
 }
 
 /// `[[tcp_route]] listener = "...", backend = "..."` (indexes into `listeners`, `backends`).
@@ -213,6 +223,9 @@ pub struct Listener {
     pub alpn: Vec<String>,
     /// Plain listeners: HTTP/2 with prior knowledge (h2c) besides HTTP/1.1.
     pub http2: bool,
+    /// `redirect_https = true` (plain listeners): every request gets a 308 to
+    /// `https://{host}{uri}`, except `/.well-known/acme-challenge/` (static, from the doc root).
+    pub redirect_https: bool,
 }
 
 /// `send_proxy`: the PROXY protocol header Ringway writes first on every backend connection.
@@ -349,6 +362,54 @@ pub struct VHost {
     pub websockets: Vec<WebSocketRoute>,
     pub contexts: Vec<ContextRoute>,
     pub tls: Option<VHostTls>,
+    /// `response_headers`: applied to every answer of this vhost, before a route's own.
+    pub response_headers: HeaderRules,
+    /// `request_headers`: applied to what a backend sees, before a route's own.
+    pub request_headers: HeaderRules,
+    /// `error_pages = { 404 = "errors/404.html" }`: the files' contents, read at load.
+    pub error_pages: Vec<ErrorPage>,
+    /// Set by `Routes::compile` (per core): this vhost's entry in `Routes::styles`, when its
+    /// answers need one (header rules or error pages).
+    pub style: Option<usize>,
+}
+
+/// One `error_pages` entry: Ringway's own `status` answers carry `body` as `text/html`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPage {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+pub use crate::policy::access::{Access, Auth};
+pub use crate::policy::headers::{HeaderRules, RedirectTarget};
+
+/// What a context or WebSocket route adds to its vhost: header rules, who may use it, a
+/// per-IP request rate, and timeouts of its own.
+#[derive(Debug, Clone, Default)]
+pub struct RouteRules {
+    pub response_headers: HeaderRules,
+    pub request_headers: HeaderRules,
+    /// `auth`, `allow_from`, `deny_from`.
+    pub access: Access,
+    /// `requests_per_ip = "100/1s"` (contexts): a token bucket per client IP per core.
+    pub requests_per_ip: Option<crate::policy::limits::Rate>,
+    pub timeouts: RouteTimeouts,
+    /// Set by `Routes::compile` (per core): the route's entry in `Routes::styles`.
+    pub style: Option<usize>,
+    /// Set by `Routes::compile` (per core): the route's bucket table in `Routes::limiters`.
+    pub limiter: Option<usize>,
+}
+
+/// `timeouts = { ... }` on a route: each overrides the global `[timeouts]` value where the
+/// route uses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteTimeouts {
+    pub connect: Option<Duration>,
+    pub upstream_read: Option<Duration>,
+    pub tunnel_idle: Option<Duration>,
+    pub send: Option<Duration>,
+    /// The backend's answer head (a WebSocket route's `101`, a proxy context's response head).
+    pub header: Option<Duration>,
 }
 
 /// `[vhost.tls]`: the certificate for this vhost's names on TLS listeners.
@@ -387,6 +448,7 @@ pub struct WebSocketRoute {
     /// `mode = "tunnel"`: Ringway ends the WebSocket itself and passes message payloads to a
     /// raw TCP/UDS backend. `None`: `mode = "proxy"`, the upgrade goes to the backend.
     pub tunnel: Option<TunnelMode>,
+    pub rules: RouteRules,
 }
 
 /// `[[vhost.websocket]] mode = "tunnel"` options.
@@ -410,6 +472,7 @@ pub const TUNNEL_MAX_MESSAGE_DEFAULT: usize = 1024 * 1024;
 pub struct ContextRoute {
     pub uri: UriMatch,
     pub handler: Handler,
+    pub rules: RouteRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,6 +488,16 @@ pub enum Handler {
     /// `allow` admits; `users` (from `auth.users_file`) demand `Proxy-Authorization: Basic`.
     Connect {
         allow: Vec<crate::policy::connect::Rule>,
-        users: Option<Vec<(String, String)>>,
+        users: Option<crate::policy::access::Users>,
+    },
+    /// `handler = "redirect"`: `status` (301, 302, 303, 307, 308) with `Location: to`.
+    Redirect {
+        to: RedirectTarget,
+        status: u16,
+    },
+    /// `handler = "respond"`: a fixed answer, `body` as `text/plain`.
+    Respond {
+        status: u16,
+        body: String,
     },
 }

@@ -1,6 +1,6 @@
 //! The CONNECT forward proxy's decisions, sans-IO: the target of a `CONNECT host:port`
 //! request, the `allow` rules (host globs and CIDR blocks, each with a port or `*`), the
-//! check of the addresses a name resolved to, and `Proxy-Authorization: Basic`.
+//! check of the addresses a name resolved to. Its `auth` users are `policy::access` users.
 //!
 //! A name allowed by a host rule may only resolve to public addresses, or to addresses that
 //! an address rule allows for that port: a name cannot be made to point inside loopback,
@@ -8,9 +8,6 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 
 use crate::policy::cidr::Cidr;
 
@@ -187,53 +184,6 @@ pub fn usable(rules: &[Rule], resolved: &[SocketAddr]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// `Proxy-Authorization: Basic base64(user:password)` against `users` (user, password).
-pub fn authorized(header: Option<&[u8]>, users: &[(String, String)]) -> bool {
-    let Some(value) = header.map(<[u8]>::trim_ascii) else {
-        return false;
-    };
-    let Some(encoded) = value
-        .split_first_chunk::<6>()
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"basic "))
-        .map(|(_, rest)| rest.trim_ascii())
-    else {
-        return false;
-    };
-    let Ok(decoded) = BASE64.decode(encoded) else {
-        return false;
-    };
-    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-    // Every entry is compared in full: the time taken does not say which part differed.
-    users.iter().fold(false, |found, (u, p)| {
-        found | (ct_eq(u.as_bytes(), user) & ct_eq(p.as_bytes(), password))
-    })
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    diff == 0
-}
-
-/// A users file: one `user:password` per line; blank lines and `#` comments are skipped.
-pub fn parse_users(text: &str) -> Result<Vec<(String, String)>, String> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .map(|(i, l)| {
-            l.split_once(':')
-                .filter(|(u, _)| !u.is_empty())
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-                .ok_or_else(|| format!("line {}: expected user:password", i + 1))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,31 +265,5 @@ mod tests {
             usable(&r, &resolved),
             [sa("10.0.0.5:443"), sa("93.184.216.34:443")]
         );
-    }
-
-    #[test]
-    fn basic_auth() {
-        let users = parse_users("# proxy users\nalice:s3cret\n\nbob:pa:ss\n").unwrap();
-        assert_eq!(
-            users,
-            [
-                ("alice".into(), "s3cret".into()),
-                ("bob".into(), "pa:ss".into())
-            ]
-        );
-        let header = |u: &str| format!("Basic {}", BASE64.encode(u));
-        assert!(authorized(Some(header("alice:s3cret").as_bytes()), &users));
-        assert!(authorized(Some(header("bob:pa:ss").as_bytes()), &users));
-        assert!(authorized(
-            Some(format!("basic  {}", BASE64.encode("alice:s3cret")).as_bytes()),
-            &users
-        ));
-        for bad in ["alice:wrong", "alice:s3cre", "mallory:s3cret", "alice", ""] {
-            assert!(!authorized(Some(header(bad).as_bytes()), &users), "{bad}");
-        }
-        assert!(!authorized(Some(b"Bearer abc"), &users));
-        assert!(!authorized(Some(b"Basic !!!"), &users));
-        assert!(!authorized(None, &users));
-        assert!(parse_users("nocolon\n").is_err());
     }
 }

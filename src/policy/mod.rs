@@ -4,6 +4,8 @@
 //!
 //! May import: `protocol`.
 //!
+//! - `headers`: header rules (`response_headers`, `request_headers`) and redirect targets.
+//! - `access`: who may use a route: Basic users (bcrypt or plain), CIDR allow/deny lists.
 //! - `route`: URI matchers and the host table (exact, wildcard, default vhost).
 //! - `balance`: server selection (round robin, least connections, IP hash, random of two) and
 //!   passive health.
@@ -16,10 +18,12 @@
 //! - `static_files`: which file answers a path, and its headers.
 //! - `sticky`: session stickiness: cookie server ids, hash keys, rendezvous hashing.
 
+pub mod access;
 pub mod balance;
 pub mod cidr;
 pub mod connect;
 pub mod discovery;
+pub mod headers;
 pub mod limits;
 pub mod route;
 pub mod static_files;

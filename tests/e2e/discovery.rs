@@ -553,7 +553,7 @@ fn a_name_that_does_not_resolve_at_start_is_503_no_servers_and_a_check_warning()
         .unwrap()
         + 1;
     let expected = format!("{file}:{line}:12: warning: ");
-    assert!(out.contains(&expected), "{expected} not in {out}");
+    assert!(err.contains(&expected), "{expected} not in {out}{err}");
     // The name appears: the backend follows it within a resolution.
     dns.set_hosts("127.0.0.2 later.test\n");
     assert!(

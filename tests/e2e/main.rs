@@ -14,6 +14,7 @@ mod control_api;
 mod discovery;
 mod echo;
 mod edge;
+mod edge_server;
 mod faults;
 mod h2;
 mod h2_websockets;

@@ -1,5 +1,5 @@
 //! `[[listener]]`: name, address (each used once), TLS, PROXY protocol, forward proxy, mode
-//! (`http` or `tcp`), ALPN and h2c; at least one is required.
+//! (`http` or `tcp`), ALPN and h2c, `redirect_https`; at least one is required.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +27,19 @@ pub(super) fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>
             list(v, what, true, p, alpn_protocol)
         });
         let http2 = s.opt("http2", p, boolean).unwrap_or(false);
+        let redirect_https = s.opt("redirect_https", p, boolean).unwrap_or(false);
+        if redirect_https && tls {
+            p.add(
+                s.at,
+                "\"redirect_https\" applies to plain listeners (it sends their requests to https://)",
+            );
+        }
+        if redirect_https && mode == Some(ListenerMode::Tcp) {
+            p.add(
+                s.at,
+                "\"redirect_https\" applies to mode = \"http\" listeners",
+            );
+        }
         if alpn.is_some() && !tls {
             p.add(s.at, "\"alpn\" applies to tls = true listeners (a plain listener takes http2 = true for h2c)");
         }
@@ -60,6 +73,7 @@ pub(super) fn listeners(v: Option<&Val<'_>>, p: &mut Problems) -> (Vec<Listener>
             forward_proxy,
             alpn: alpn.unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]),
             http2,
+            redirect_https,
         });
     }
     // A wrongly typed `listener` was reported already; an absent or empty one is reported here.

@@ -17,6 +17,8 @@
 //!   URIs, domains, existing files.
 //! - `xref`: names and the references between sections (duplicates, unknown names, the implicit
 //!   backends of `address = ...` routes, a tcp listener without a route).
+//! - `edge`: the edge-server keys of vhosts and routes (header rules, error pages, `auth`,
+//!   CIDR lists, `requests_per_ip`, route `timeouts`, the `redirect` and `respond` handlers).
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
 //!   keys of vhosts and backends, and `[tls]`), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
@@ -33,6 +35,7 @@ mod backends;
 #[cfg(test)]
 mod broken;
 mod dns;
+mod edge;
 mod listeners;
 mod problems;
 mod runtime;
@@ -102,6 +105,7 @@ pub fn load_str(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         }
     }
     if p.found.is_empty() {
+        config.warnings = p.warnings(text);
         Ok(config)
     } else {
         Err(p.into_sorted(text))
@@ -155,6 +159,7 @@ fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
         tls_passthrough,
         tls,
         dns,
+        warnings: Vec::new(),
     }
 }
 

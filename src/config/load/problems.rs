@@ -13,6 +13,8 @@ pub struct Problem {
 /// Problems found so far, by byte offset.
 pub(super) struct Problems {
     pub(super) found: Vec<(usize, String)>,
+    /// Warnings: the config is valid, but `ringway check` says these.
+    pub(super) warned: Vec<(usize, String)>,
     line_starts: Vec<usize>,
 }
 
@@ -20,12 +22,29 @@ impl Problems {
     pub(super) fn new(text: &str) -> Self {
         Problems {
             found: Vec::new(),
+            warned: Vec::new(),
             line_starts: line_starts(text),
         }
     }
 
     pub(super) fn add(&mut self, at: usize, message: impl Into<String>) {
         self.found.push((at, message.into()));
+    }
+
+    pub(super) fn warn(&mut self, at: usize, message: impl Into<String>) {
+        self.warned.push((at, message.into()));
+    }
+
+    /// The warnings, sorted, at their lines and columns.
+    pub(super) fn warnings(&mut self, text: &str) -> Vec<crate::config::types::Warning> {
+        self.warned.sort_by_key(|(at, _)| *at);
+        self.warned
+            .drain(..)
+            .map(|(at, message)| {
+                let (line, col) = position(text, &self.line_starts, at);
+                crate::config::types::Warning { line, col, message }
+            })
+            .collect()
     }
 
     /// 1-based line of a byte offset.

@@ -1,14 +1,16 @@
 //! `[[vhost]]`: domains, listeners, `doc_root`, `tls` (read by `tls::vhost_tls`), and its
 //! routes: `[[vhost.websocket]]` (a backend or an address; `mode = "tunnel"` with its keys) and
-//! `[[vhost.context]]` (a handler: static, echo, proxy or connect).
+//! `[[vhost.context]]` (a handler: static, echo, proxy, connect, redirect or respond). The
+//! edge keys (header rules, error pages, access, per-route timeouts) are read by `edge`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::edge::{auth, error_pages, fixed_answer, header_rules, route_rules, status};
 use super::problems::Problems;
 use super::spanned::{boolean, list, string, tables, At, Section, Val};
 use super::tls::vhost_tls;
-use super::values::{absolute, address, domain, existing_file, parse_duration, size, uri};
+use super::values::{absolute, address, domain, parse_duration, size, uri};
 use super::xref::{reference, Names, Refs};
 use crate::config::types::{
     ContextRoute, Handler, TunnelMode, VHost, WebSocketRoute, TUNNEL_MAX_MESSAGE_DEFAULT,
@@ -47,12 +49,23 @@ fn vhost(
     });
     let doc_root = doc_root(s.get("doc_root"), base_dir, p);
     let tls = s.opt("tls", p, |v, what, p| vhost_tls(v, what, base_dir, p));
+    let response_headers = s.opt("response_headers", p, |v, _, p| {
+        header_rules(v, "response_headers", false, p)
+    });
+    let request_headers = s.opt("request_headers", p, |v, _, p| {
+        header_rules(v, "request_headers", true, p)
+    });
+    let error_pages = s.opt("error_pages", p, |v, _, p| {
+        Some(error_pages(v, base_dir, p))
+    });
     let websockets = s.get("websocket");
     let contexts = s.get("context");
     s.finish(p);
     let websockets = websockets.map(|v| tables(v, "[[vhost.websocket]]", p));
     let websockets = websockets.unwrap_or_default().into_iter();
-    let websockets = websockets.filter_map(|s| websocket(s, refs, p)).collect();
+    let websockets = websockets
+        .filter_map(|s| websocket(s, refs, base_dir, p))
+        .collect();
     let contexts = contexts.map(|v| tables(v, "[[vhost.context]]", p));
     let contexts = contexts.unwrap_or_default().into_iter();
     let contexts = contexts
@@ -68,6 +81,10 @@ fn vhost(
         websockets,
         contexts,
         tls,
+        response_headers: response_headers.unwrap_or_default(),
+        request_headers: request_headers.unwrap_or_default(),
+        error_pages: error_pages.unwrap_or_default(),
+        style: None,
     })
 }
 
@@ -89,7 +106,12 @@ fn doc_root(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) -> PathBuf {
     path
 }
 
-fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Option<WebSocketRoute> {
+fn websocket(
+    mut s: Section<'_, '_>,
+    refs: &Refs<'_>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<WebSocketRoute> {
     let at = s.at;
     let uri = s.req("uri", p, uri);
     let backend = s.get("backend");
@@ -108,6 +130,8 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
     });
     let allow_missing_origin = s.opt("allow_missing_origin", p, boolean);
     let tunnel = tunnel_mode(&mut s, p);
+    let auth = s.opt("auth", p, |v, _, p| auth(v, base_dir, p));
+    let rules = route_rules(&mut s, false, auth, p);
     s.finish(p);
     let backend = match (backend, address_value) {
         (Some(b), None) => {
@@ -131,6 +155,7 @@ fn websocket(mut s: Section<'_, '_>, refs: &Refs<'_>, p: &mut Problems) -> Optio
         origins: origins.unwrap_or_default(),
         allow_missing_origin: allow_missing_origin.unwrap_or(false),
         tunnel,
+        rules,
     })
 }
 
@@ -247,16 +272,37 @@ fn context(
                 .ok()
         })
     });
-    let auth = s.opt("auth", p, |v, what, p| connect_auth(v, what, base_dir, p));
-    s.finish(p);
+    let auth = s.opt("auth", p, |v, _, p| auth(v, base_dir, p));
+    let to = s.opt("to", p, string);
+    let status = s.opt("status", p, status);
+    let body = s.opt("body", p, string);
     let is_connect = handler_name.as_ref().is_some_and(|h| h.v == "connect");
-    if !is_connect && (allow_value.is_some() || auth.is_some()) {
+    let (connect_auth, route_auth) = if is_connect {
+        (auth, None)
+    } else {
+        (None, auth)
+    };
+    let rules = route_rules(&mut s, true, route_auth, p);
+    s.finish(p);
+    if !is_connect && allow_value.is_some() {
         p.add(
             at,
-            "\"allow\" and \"auth\" are only for handler = \"connect\"",
+            "\"allow\" is only for handler = \"connect\" (use \"allow_from\" for client addresses)",
         );
     }
-    let handler = if is_connect {
+    let fixed = handler_name
+        .as_ref()
+        .and_then(|h| fixed_answer(h.v, at, to, status, body, p));
+    let handler = if let Some(fixed) = fixed {
+        if let (Some(b), Some(h)) = (backend, &handler_name) {
+            let msg = format!(
+                "\"backend\" is only allowed with handler = \"proxy\", not {:?}",
+                h.v
+            );
+            p.add(b.span().start, msg);
+        }
+        fixed
+    } else if is_connect {
         if allow_value.is_none() {
             p.add(
                 at,
@@ -265,7 +311,7 @@ fn context(
         }
         Some(Handler::Connect {
             allow: allow?,
-            users: auth.flatten(),
+            users: connect_auth.map(|a| a.users),
         })
     } else {
         handler(handler_name?, backend, at, refs, p)
@@ -274,34 +320,11 @@ fn context(
         Handler::Proxy { backend, .. } => Handler::Proxy { backend, host },
         other => other,
     };
-    Some(ContextRoute { uri: uri?, handler })
-}
-
-/// `auth = { users_file = "..." }`: the file read and checked now (a reload reads it again).
-fn connect_auth(
-    v: &Val<'_>,
-    what: &str,
-    base_dir: &Path,
-    p: &mut Problems,
-) -> Option<Option<Vec<(String, String)>>> {
-    let _ = what;
-    let mut s = Section::of(v, "auth", p)?;
-    let file = s.req("users_file", p, |v, what, p| {
-        existing_file(v, what, base_dir, p)
-    });
-    let at = s.at;
-    s.finish(p);
-    let file = file?;
-    match std::fs::read_to_string(&file)
-        .map_err(|e| e.to_string())
-        .and_then(|t| crate::policy::connect::parse_users(&t))
-    {
-        Ok(users) => Some(Some(users)),
-        Err(e) => {
-            p.add(at, format!("users_file {}: {e}", file.display()));
-            None
-        }
-    }
+    Some(ContextRoute {
+        uri: uri?,
+        handler,
+        rules,
+    })
 }
 
 fn handler(
@@ -328,7 +351,7 @@ fn handler(
         }
         other => {
             let msg =
-                format!("unknown handler {other:?}: expected \"static\", \"echo\", \"proxy\" or \"connect\"");
+                format!("unknown handler {other:?}: expected \"static\", \"echo\", \"proxy\", \"connect\", \"redirect\" or \"respond\"");
             p.add(name.at, msg);
             return None;
         }

@@ -189,7 +189,7 @@ mod tests {
             &with(&["[[vhost.context]]", "uri = \"/x\"", "handler = \"php\""]),
             9,
             11,
-            "unknown handler \"php\": expected \"static\", \"echo\", \"proxy\" or \"connect\"",
+            "unknown handler \"php\": expected \"static\", \"echo\", \"proxy\", \"connect\", \"redirect\" or \"respond\"",
         );
         one_problem(
             &with(&["[[vhost.context]]", "uri = \"/x\"", "handler = \"proxy\""]),

@@ -224,6 +224,20 @@ impl Backends {
         tried: &mut Tried,
         pooled: bool,
     ) -> Result<Lease, NoServer> {
+        let limit = self.config.timeouts.connect;
+        self.acquire_within(backend, client, tried, pooled, limit)
+            .await
+    }
+
+    /// `acquire` with a connect timeout of its own (a route's `timeouts.connect`).
+    pub async fn acquire_within(
+        &self,
+        backend: usize,
+        client: IpAddr,
+        tried: &mut Tried,
+        pooled: bool,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Lease, NoServer> {
         let b = &self.config.backends[backend];
         let mut status = None;
         while tried.attempts() <= b.retries as usize {
@@ -258,7 +272,7 @@ impl Backends {
             // Counted from now: a server that leaves the set while this connect is in flight
             // keeps its slot (slots are reused only once nothing holds them).
             self.sides[backend].borrow_mut().pool.begin(server);
-            match connect(&address, self.config.timeouts.connect, tls).await {
+            match connect(&address, connect_timeout, tls).await {
                 Ok(conn) => {
                     crate::observe::metrics::with(|m| m.backend_connected(started.elapsed()));
                     return Ok(Lease {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::runtime::net::stream::ClientStream;
 use futures_lite::io::AsyncWriteExt;
 
+use crate::config::Style;
 use crate::observe::metrics::{self, HandlerKind};
 use crate::protocol::http::head::Request;
 use crate::protocol::http::response;
@@ -49,6 +50,8 @@ pub struct TunnelJob {
     pub vhost: usize,
     /// Tunnel mode: Ringway ends the WebSocket (`None`: bytes pass through).
     pub terminate: Option<Box<Terminate>>,
+    /// The route's `timeouts.tunnel_idle` (`None`: the global one).
+    pub tunnel_idle: Option<Duration>,
 }
 
 /// What the access log needs of a request head, copied only when the log is on.
@@ -152,6 +155,11 @@ pub struct Client {
     pub started: Instant,
     /// The request as the access log needs it; `None` while the log is off.
     pub access: Option<Box<AccessRequest>>,
+    /// How this exchange's answers look (header rules, error pages), when its route has a
+    /// style (`config::routes::Style`).
+    pub style: Option<Rc<Style>>,
+    /// The route's own `timeouts` (each `None`: the global one).
+    pub timeouts: crate::config::RouteTimeouts,
 }
 
 impl Client {
@@ -183,6 +191,8 @@ impl Client {
             backend: None,
             started: Instant::now(),
             access: None,
+            style: None,
+            timeouts: crate::config::RouteTimeouts::default(),
         }
     }
 
@@ -233,6 +243,8 @@ pub async fn respond_no_server(
     c.status = e.status();
     let mut out = pool::take_vec();
     response::write_text(&mut out, e.status(), text, close);
+    dress(c, &mut out);
+    c.head_written(out.len().saturating_sub(text.len() + 1));
     let ok = c.stream.write_all(&out).await.is_ok();
     pool::give_vec(out);
     if close || !ok {
@@ -242,7 +254,8 @@ pub async fn respond_no_server(
     }
 }
 
-/// A short error response with `extra` fields.
+/// A short error response with `extra` fields (the route's error page, if it has one for
+/// `status`, as `text/html`), dressed by the route's header rules.
 pub async fn respond_with(
     c: &mut Client,
     status: u16,
@@ -251,9 +264,68 @@ pub async fn respond_with(
 ) -> Next {
     c.status = status;
     let mut out = pool::take_vec();
-    response::write_error(&mut out, status, extra, close);
-    // The body is `STATUS REASON\n`.
-    c.head_written(out.len().saturating_sub(5 + response::reason(status).len()));
+    match c.style.as_deref().and_then(|s| s.page(status)) {
+        Some(page) => {
+            let mut fields: [(&str, &[u8]); 4] = [("", b""); 4];
+            fields[0] = ("Content-Type", b"text/html");
+            let n = extra.len().min(3);
+            fields[1..=n].copy_from_slice(&extra[..n]);
+            response::write_head(
+                &mut out,
+                status,
+                &fields[..=n],
+                Some(page.len() as u64),
+                close,
+            );
+            out.extend_from_slice(page);
+        }
+        None => response::write_error(&mut out, status, extra, close),
+    }
+    dress(c, &mut out);
+    // Only the body counts in the access log's bytes_out: the page, or `STATUS REASON\n`.
+    let body_len = match c.style.as_deref().and_then(|s| s.page(status)) {
+        Some(page) => page.len(),
+        None => 5 + response::reason(status).len(),
+    };
+    c.head_written(out.len().saturating_sub(body_len));
+    let ok = c.stream.write_all(&out).await.is_ok();
+    pool::give_vec(out);
+    if close || !ok {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// Applies the exchange's response header rules (vhost's, then route's) to the head that
+/// starts `buf` (what follows the head is kept). Nothing to do without a style.
+pub fn dress(c: &Client, buf: &mut Vec<u8>) {
+    if let Some(style) = c.style.as_deref().filter(|s| !s.response.is_empty()) {
+        let mut scratch = pool::take_vec();
+        crate::policy::headers::rewrite(buf, &style.response, &mut scratch);
+        pool::give_vec(scratch);
+    }
+}
+
+/// A fixed answer Ringway makes itself (`handler = "respond"`, a redirect): `fields`, then
+/// `body`, dressed by the route's header rules.
+pub async fn respond_fixed(
+    c: &mut Client,
+    status: u16,
+    fields: &[(&str, &[u8])],
+    body: &[u8],
+    head_only: bool,
+    close: bool,
+) -> Next {
+    c.status = status;
+    let mut out = pool::take_vec();
+    let length = (!matches!(status, 204 | 304)).then_some(body.len() as u64);
+    response::write_head(&mut out, status, fields, length, close);
+    dress(c, &mut out);
+    c.head_written(out.len());
+    if !head_only && length.is_some() {
+        out.extend_from_slice(body);
+    }
     let ok = c.stream.write_all(&out).await.is_ok();
     pool::give_vec(out);
     if close || !ok {

@@ -8,13 +8,16 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::runtime::conn::chosen::{request_rules, Chosen};
 use crate::runtime::conn::client::{
-    log_access, respond_error, respond_with, too_many, Client, Next, Terminate, TunnelJob,
+    log_access, respond_error, respond_fixed, respond_with, too_many, Client, Next, Terminate,
+    TunnelJob,
 };
+use crate::runtime::conn::gate::{self, Refusal};
 use futures_lite::io::AsyncWriteExt;
 use tracing::{debug, info};
 
-use crate::config::{Handler, WebSocketRoute};
+use crate::config::{Handler, RouteRules, RouteTimeouts, VHost, WebSocketRoute};
 use crate::observe::loglimit::Kind;
 use crate::observe::metrics::{self, HandlerKind, Rejected};
 use crate::policy::static_files;
@@ -50,6 +53,21 @@ pub enum Action<'s> {
     },
     /// 407 with `Proxy-Authenticate` (CONNECT without valid credentials).
     ProxyAuth,
+    /// 401 with `WWW-Authenticate: Basic realm="..."` (a route's `auth`).
+    Unauthorized {
+        realm: &'s str,
+        close: bool,
+    },
+    /// `handler = "redirect"`, `redirect_https`: `status` with `Location` (a pooled `Vec`).
+    Redirect {
+        status: u16,
+        location: Vec<u8>,
+    },
+    /// `handler = "respond"`.
+    Respond {
+        status: u16,
+        body: &'s str,
+    },
     /// A CONNECT tunnel to `target`, which `rules` allowed (checked again after DNS).
     Connect {
         target: crate::policy::connect::Target,
@@ -153,6 +171,7 @@ fn tunnel_job(
         shard,
         vhost: client.vhost,
         terminate,
+        tunnel_idle: client.timeouts.tunnel_idle,
     }
 }
 
@@ -229,7 +248,10 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
     c.vhost = metrics::NO_VHOST;
     c.handler = HandlerKind::Error;
     c.backend = None;
-    let (action, head_len, body, keep_alive) = {
+    let had_timeouts = c.timeouts != RouteTimeouts::default();
+    c.style = None;
+    c.timeouts = RouteTimeouts::default();
+    let (action, head_len, body, keep_alive, is_head) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
         match head::parse_request(&c.rb.data()[..end], &mut headers, max) {
@@ -243,9 +265,18 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
                     a.head_out = 0;
                 }
                 let mut tags = (c.vhost, c.handler);
-                let action = plan(shard, c, &mut tags, &req);
+                let mut chosen = Chosen::default();
+                let action = plan(shard, c, &mut tags, &mut chosen, &req);
                 (c.vhost, c.handler) = tags;
-                (action, req.head_len, req.body, req.keep_alive)
+                c.style = chosen.style;
+                c.timeouts = chosen.timeouts;
+                (
+                    action,
+                    req.head_len,
+                    req.body,
+                    req.keep_alive,
+                    req.method == "HEAD",
+                )
             }
             Ok(None) => (
                 Action::Error {
@@ -254,6 +285,7 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
                 },
                 end,
                 Body::None,
+                false,
                 false,
             ),
             Err(e) => {
@@ -269,11 +301,16 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
                     end,
                     Body::None,
                     false,
+                    false,
                 )
             }
         }
     };
     c.rb.consume(head_len);
+    if had_timeouts || c.timeouts.send.is_some() {
+        let send = c.timeouts.send.unwrap_or(shard.config.timeouts.send);
+        c.stream.set_send_limit(send);
+    }
     // Ringway's own handlers take no request bodies; rather than read and discard one, answer
     // and close, so no body byte is ever taken for a request.
     // A draining core closes every connection after its current response.
@@ -287,8 +324,45 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             let challenge: &[(&str, &[u8])] = &[("Proxy-Authenticate", b"Basic realm=\"ringway\"")];
             respond_with(c, 407, challenge, close).await
         }
+        Action::Unauthorized { realm, close: c2 } => {
+            let mut value = pool::take_vec();
+            value.extend_from_slice(b"Basic realm=\"");
+            value.extend_from_slice(realm.as_bytes());
+            value.push(b'"');
+            let challenge: &[(&str, &[u8])] = &[("WWW-Authenticate", &value)];
+            let next = respond_with(c, 401, challenge, close || c2).await;
+            pool::give_vec(value);
+            next
+        }
+        Action::Redirect { status, location } => {
+            let fields: &[(&str, &[u8])] = &[("Location", &location)];
+            let next = respond_fixed(c, status, fields, b"", false, close).await;
+            pool::give_vec(location);
+            next
+        }
+        Action::Respond { status, body } => {
+            let fields: &[(&str, &[u8])] = &[("Content-Type", b"text/plain; charset=utf-8")];
+            let head_only = is_head;
+            respond_fixed(c, status, fields, body.as_bytes(), head_only, close).await
+        }
         Action::Connect { target, rules } => {
             crate::runtime::handlers::forward::run(shard, c, target, rules).await
+        }
+        // A static error (no file) with an error page for its status: the page answers.
+        Action::Static(resp, _)
+            if resp.file.is_none()
+                && resp.status >= 400
+                && c.style
+                    .as_deref()
+                    .and_then(|s| s.page(resp.status))
+                    .is_some() =>
+        {
+            let allow: &[(&str, &[u8])] = if resp.allow {
+                &[("Allow", b"GET, HEAD")]
+            } else {
+                &[]
+            };
+            respond_with(c, resp.status, allow, close).await
         }
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
@@ -342,12 +416,92 @@ fn upgrade_limited(c: &Client) -> Option<Action<'static>> {
         })
 }
 
+/// A route's access checks (`gate`): the refusal to answer instead, if any.
+fn refused<'s>(
+    shard: &'s Shard,
+    c: &Client,
+    req: &Request<'_, '_>,
+    rules: &'s RouteRules,
+    close: bool,
+) -> Option<Action<'s>> {
+    if rules.access.is_open() && rules.limiter.is_none() {
+        return None;
+    }
+    let refusal = gate::check(shard, rules, c.peer.ip(), req.header("authorization"))?;
+    Some(match refusal {
+        Refusal::Forbidden => {
+            info!(core = shard.id, peer = %c.peer, "client address not allowed on this route: 403");
+            Action::Error { status: 403, close }
+        }
+        Refusal::TooMany(retry_after_s) => Action::TooMany { retry_after_s },
+        Refusal::Unauthorized(realm) => Action::Unauthorized { realm, close },
+    })
+}
+
+/// `redirect_https = true`: a 308 to `https://{host}{uri}`, except the ACME challenge path,
+/// served from the vhost's doc root.
+fn plan_https_redirect<'s>(
+    shard: &'s Shard,
+    c: &Client,
+    tags: &mut (usize, HandlerKind),
+    chosen: &mut Chosen,
+    req: &Request<'_, '_>,
+) -> Action<'s> {
+    let vhost = shard.routes.vhost_at(c.listener, req.host);
+    if let Some((i, v)) = vhost {
+        tags.0 = shard.ids.vhosts[i];
+        chosen.vhost(shard, v);
+    }
+    tags.1 = HandlerKind::Static;
+    let path = req.path();
+    if path.starts_with("/.well-known/acme-challenge/") {
+        let Some((_, v)) = vhost else {
+            return Action::Error {
+                status: 404,
+                close: false,
+            };
+        };
+        return static_action(v, req);
+    }
+    let Some(host) = req.host.filter(|h| !h.is_empty()) else {
+        return Action::Error {
+            status: 400,
+            close: false,
+        };
+    };
+    let mut location = pool::take_vec();
+    location.extend_from_slice(b"https://");
+    location.extend_from_slice(host);
+    location.extend_from_slice(path.as_bytes());
+    if let Some(q) = crate::policy::headers::query_of(req.target) {
+        location.push(b'?');
+        location.extend_from_slice(q.as_bytes());
+    }
+    Action::Redirect {
+        status: 308,
+        location,
+    }
+}
+
+fn static_action<'s>(vhost: &VHost, req: &Request<'_, '_>) -> Action<'s> {
+    let ims = req.header("if-modified-since");
+    let resp = static_files::serve(
+        &vhost.doc_root,
+        crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
+        req.method.as_bytes(),
+        req.target.as_bytes(),
+        ims,
+    );
+    Action::Static(resp, req.method == "HEAD")
+}
+
 /// Routing decisions (sans-IO apart from the static file open).
 /// `tags`: the request's vhost and handler, for metrics and the access log.
 fn plan<'s>(
     shard: &'s Shard,
     c: &Client,
     tags: &mut (usize, HandlerKind),
+    chosen: &mut Chosen,
     req: &Request<'_, '_>,
 ) -> Action<'s> {
     if shard
@@ -363,6 +517,9 @@ fn plan<'s>(
         tags.1 = HandlerKind::Connect;
         return plan_connect(shard, c, tags, req);
     }
+    if shard.config.listeners[c.listener].redirect_https {
+        return plan_https_redirect(shard, c, tags, chosen, req);
+    }
     let Some((vhost_index, vhost)) = shard.routes.vhost_at(c.listener, req.host) else {
         // Over TLS the connection was set up for another name (RFC 9110 §15.5.20).
         let status = if c.stream.is_tls() { 421 } else { 404 };
@@ -372,6 +529,7 @@ fn plan<'s>(
         };
     };
     tags.0 = shard.ids.vhosts[vhost_index];
+    chosen.vhost(shard, vhost);
     let path = req.path();
     let route = vhost.route(path);
     let upgrade = ws::classify(req);
@@ -386,7 +544,11 @@ fn plan<'s>(
         (route.websocket, upgrade)
     {
         tags.1 = HandlerKind::WebSocket;
-        return plan_ws_proxy(shard, c, req, ws_route, upgrade);
+        chosen.route(shard, &ws_route.rules);
+        if let Some(refusal) = refused(shard, c, req, &ws_route.rules, true) {
+            return refusal;
+        }
+        return plan_ws_proxy(shard, c, req, vhost, ws_route, upgrade);
     }
     if upgrade == ws::Upgrade::None && is_h2c(req) {
         metrics::with(|m| m.upgrade_rejected(Rejected::H2c));
@@ -395,10 +557,19 @@ fn plan<'s>(
         Some(Handler::Echo) => HandlerKind::Echo,
         Some(Handler::Proxy { .. }) => HandlerKind::Proxy,
         Some(Handler::Connect { .. }) => HandlerKind::Connect,
-        Some(Handler::Static) | None => HandlerKind::Static,
+        Some(Handler::Static | Handler::Redirect { .. } | Handler::Respond { .. }) | None => {
+            HandlerKind::Static
+        }
     };
-    match route.context.map(|ctx| &ctx.handler) {
-        Some(Handler::Echo) => match upgrade {
+    if let Some(ctx) = route.context {
+        chosen.route(shard, &ctx.rules);
+        let close = upgrade != ws::Upgrade::None;
+        if let Some(refusal) = refused(shard, c, req, &ctx.rules, close) {
+            return refusal;
+        }
+    }
+    match route.context.map(|ctx| (&ctx.handler, &ctx.rules)) {
+        Some((Handler::Echo, _)) => match upgrade {
             ws::Upgrade::WebSocket { key } => match upgrade_limited(c) {
                 Some(refusal) => refusal,
                 None => Action::EchoUpgrade {
@@ -415,25 +586,37 @@ fn plan<'s>(
                 close: false,
             },
         },
-        Some(Handler::Proxy { backend, host }) => {
-            Action::Proxy(plan_proxy(c, req, *backend, host.as_deref()))
-        }
+        Some((Handler::Proxy { backend, host }, rules)) => Action::Proxy(plan_proxy(
+            c,
+            req,
+            *backend,
+            host.as_deref(),
+            [&vhost.request_headers, &rules.request_headers],
+        )),
         // A CONNECT context answers only CONNECT (on a forward_proxy listener, above).
-        Some(Handler::Connect { .. }) => Action::Error {
+        Some((Handler::Connect { .. }, _)) => Action::Error {
             status: 405,
             close: false,
         },
-        Some(Handler::Static) | None => {
-            let ims = req.header("if-modified-since");
-            let resp = static_files::serve(
-                &vhost.doc_root,
-                crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
-                req.method.as_bytes(),
-                req.target.as_bytes(),
-                ims,
-            );
-            Action::Static(resp, req.method == "HEAD")
+        Some((Handler::Redirect { to, status }, _)) => {
+            let mut location = pool::take_vec();
+            let parts = crate::policy::headers::RequestParts {
+                scheme: c.proto(),
+                host: req.host.unwrap_or_default(),
+                path,
+                query: crate::policy::headers::query_of(req.target),
+            };
+            to.expand(&parts, &mut location);
+            Action::Redirect {
+                status: *status,
+                location,
+            }
         }
+        Some((Handler::Respond { status, body }, _)) => Action::Respond {
+            status: *status,
+            body,
+        },
+        Some((Handler::Static, _)) | None => static_action(vhost, req),
     }
 }
 
@@ -453,14 +636,18 @@ fn plan_connect<'s>(
         return refuse(403);
     };
     tags.0 = shard.ids.vhosts[vhost_index];
-    let Some((allow, users)) = vhost.contexts.iter().find_map(|ctx| match &ctx.handler {
-        Handler::Connect { allow, users } => Some((allow, users)),
+    let Some((allow, users, rules)) = vhost.contexts.iter().find_map(|ctx| match &ctx.handler {
+        Handler::Connect { allow, users } => Some((allow, users, &ctx.rules)),
         _ => None,
     }) else {
         return refuse(405);
     };
+    // `allow_from`, `deny_from`, `requests_per_ip` of the connect context.
+    if let Some(refusal) = refused(shard, c, req, rules, true) {
+        return refusal;
+    }
     if let Some(users) = users {
-        if !crate::policy::connect::authorized(req.header("proxy-authorization"), users) {
+        if !gate::basic_ok(req.header("proxy-authorization"), users) {
             info!(core = shard.id, peer = %c.peer, "CONNECT without valid credentials: 407");
             return Action::ProxyAuth;
         }
@@ -491,6 +678,7 @@ fn plan_ws_proxy<'s>(
     shard: &'s Shard,
     c: &Client,
     req: &Request<'_, '_>,
+    vhost: &VHost,
     route: &'s WebSocketRoute,
     upgrade: ws::Upgrade<'_>,
 ) -> Action<'s> {
@@ -542,6 +730,10 @@ fn plan_ws_proxy<'s>(
                 chunked: false,
             };
             forward::write_request_head(&mut head, req, &info);
+            request_rules(
+                &mut head,
+                [&vhost.request_headers, &route.rules.request_headers],
+            );
             Action::WsProxy {
                 route,
                 key: k,
@@ -570,6 +762,7 @@ fn plan_proxy<'s>(
     req: &Request<'_, '_>,
     backend: usize,
     host: Option<&'s str>,
+    rules: [&crate::config::HeaderRules; 2],
 ) -> ProxyPlan<'s> {
     let mut head = pool::take_vec();
     let info = ForwardInfo {
@@ -580,6 +773,7 @@ fn plan_proxy<'s>(
         chunked: req.body == Body::Chunked,
     };
     forward::write_request_head(&mut head, req, &info);
+    request_rules(&mut head, rules);
     let expect_continue = req
         .header("expect")
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));

@@ -8,14 +8,19 @@
 //! - `perip`: the per-IP limit tables of this core.
 //! - `errlog`: the rate limiter of client-caused error-log lines (counted always, logged a few
 //!   lines a second per kind).
+//! - `chosen`: a request's route style and timeouts (what `plan` chose besides the action).
+//! - `gate`: a route's access checks (CIDR lists, `requests_per_ip`, Basic auth with its
+//!   per-core cache of bcrypt verdicts).
 //!
-//! `client`, `access`, `perip` and `errlog` import only `net`, `backend`, `shard` and
-//! `errlog`; handlers import
+//! `client`, `access`, `chosen`, `gate`, `perip` and `errlog` import only `net`, `backend`,
+//! `shard` and `errlog`; handlers import
 //! them. `dispatch` and `accept` import the handlers; no handler imports them back.
 
 pub(crate) mod accept;
 pub(crate) mod access;
+pub(crate) mod chosen;
 pub(crate) mod client;
 pub(crate) mod dispatch;
 pub(crate) mod errlog;
+pub(crate) mod gate;
 pub(crate) mod perip;

@@ -47,6 +47,7 @@ pub(super) async fn extended_connect(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     route: PathRoute<'_>,
+    vhost: &crate::config::VHost,
     authority: Option<&str>,
     path_and_query: &str,
 ) -> Result<(), h2::Error> {
@@ -64,6 +65,7 @@ pub(super) async fn extended_connect(
                 respond,
                 ex,
                 ws_route,
+                vhost,
                 authority,
                 path_and_query,
             ))
@@ -75,6 +77,11 @@ pub(super) async fn extended_connect(
                 && matches!(route.context.map(|c| &c.handler), Some(Handler::Echo)) =>
         {
             ex.handler = HandlerKind::Echo;
+            if let Some(c) = route.context {
+                if super::ctx::refused(ctx, shard, parts, respond, ex, &c.rules, false)? {
+                    return Ok(());
+                }
+            }
             Box::pin(echo(ctx, shard, parts, body, respond, ex)).await
         }
         // Extended CONNECT for something else, or to a URI without a WebSocket route.
@@ -119,11 +126,12 @@ fn upgrade_allowed(
     if let Err(wait) = crate::runtime::conn::perip::upgrade(ctx.peer.ip()) {
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).to_string();
         ex.status = 429;
-        let r = Response::builder()
+        let mut r = Response::builder()
             .status(429)
             .header("retry-after", secs)
             .body(())
             .unwrap_or_default();
+        super::ctx::dress(ex, &mut r);
         respond.send_response(r, true)?;
         return Ok(false);
     }
@@ -273,16 +281,31 @@ async fn websocket(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     route: &WebSocketRoute,
+    vhost: &crate::config::VHost,
     authority: Option<&str>,
     target: &str,
 ) -> Result<(), h2::Error> {
+    if let Some(i) = route.rules.style {
+        ex.style = Some(shard.routes.styles[i].clone());
+    }
+    ex.timeouts = route.rules.timeouts;
+    if super::ctx::refused(ctx, shard, parts, respond, ex, &route.rules, false)? {
+        return Ok(());
+    }
     if !upgrade_allowed(ctx, shard, parts, respond, ex, Some(route))? {
         return Ok(());
     }
     let backends = &shard.backends;
     let name = backends.name(route.backend);
+    let connect = ex.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
     let mut lease = match backends
-        .acquire(route.backend, ctx.peer.ip(), &mut Tried::default(), false)
+        .acquire_within(
+            route.backend,
+            ctx.peer.ip(),
+            &mut Tried::default(),
+            false,
+            connect,
+        )
         .await
     {
         Ok(l) => l,
@@ -311,7 +334,7 @@ async fn websocket(
         }
         None => {
             let key = backend_key();
-            let head = backend_head(
+            let mut head = backend_head(
                 ctx,
                 parts,
                 authority,
@@ -321,6 +344,12 @@ async fn websocket(
                 forward::Upgrade::WebSocket,
                 None,
             );
+            let rules = [&vhost.request_headers, &route.rules.request_headers];
+            if rules.iter().any(|r| !r.is_empty()) {
+                let mut scratch = pool::take_vec();
+                crate::policy::headers::rewrite(&mut head, rules, &mut scratch);
+                pool::give_vec(scratch);
+            }
             let sent = lease.conn.write_all(&head).await;
             pool::give_vec(head);
             if sent.is_err() {
@@ -328,16 +357,9 @@ async fn websocket(
                 return respond_status(respond, ex, 502, &[], false);
             }
             let mut brb = ReadBuf::new();
-            let watch = idle::watch(shard.config.timeouts.header);
-            let end = match response_head(
-                shard,
-                &mut lease.conn,
-                &mut brb,
-                shard.config.timeouts.header,
-                &watch,
-            )
-            .await
-            {
+            let answer = ex.timeouts.header.unwrap_or(shard.config.timeouts.header);
+            let watch = idle::watch(answer);
+            let end = match response_head(shard, &mut lease.conn, &mut brb, answer, &watch).await {
                 Ok(end) => end,
                 Err(status) => {
                     metrics::with(|m| m.upgrade_rejected(Rejected::Backend));
@@ -358,10 +380,11 @@ async fn websocket(
                     status
                 };
                 ex.status = status;
-                let r = Response::builder()
+                let mut r = Response::builder()
                     .status(status)
                     .body(())
                     .unwrap_or_default();
+                super::ctx::dress(ex, &mut r);
                 respond.send_response(r, true)?;
                 return Ok(());
             }
@@ -370,7 +393,9 @@ async fn websocket(
             None
         }
     };
-    let send = respond.send_response(ok.body(()).unwrap_or_default(), false)?;
+    let mut ok = ok.body(()).unwrap_or_default();
+    super::ctx::dress(ex, &mut ok);
+    let send = respond.send_response(ok, false)?;
     ex.status = 200;
     ex.tunnel = true;
     metrics::with(|m| {
@@ -454,7 +479,11 @@ async fn relay(
 ) {
     let backends = &shard.backends;
     let opened = Instant::now();
-    let watch = idle::watch(shard.config.timeouts.tunnel_idle);
+    let idle_limit = ex
+        .timeouts
+        .tunnel_idle
+        .unwrap_or(shard.config.timeouts.tunnel_idle);
+    let watch = idle::watch(idle_limit);
     let ticket = crate::runtime::net::evict::ticket(
         backends.name(lease.backend),
         backends.key(lease.backend, lease.server),

@@ -87,6 +87,33 @@ pub(super) struct Exchange {
     pub(super) access: Option<Box<AccessRequest>>,
     pub(super) started: Instant,
     pub(super) tunnel: bool,
+    /// The route's style (header rules, error pages), as over HTTP/1.1.
+    pub(super) style: Option<Rc<crate::config::Style>>,
+    /// The route's own `timeouts`.
+    pub(super) timeouts: crate::config::RouteTimeouts,
+}
+
+/// Applies the exchange's response header rules to a response's fields (`set` replaces,
+/// `add` appends, `remove` drops; the vhost's rules, then the route's).
+pub(super) fn dress(ex: &Exchange, resp: &mut Response<()>) {
+    let Some(style) = ex.style.as_deref() else {
+        return;
+    };
+    let headers = resp.headers_mut();
+    for rules in &style.response {
+        for name in rules.remove.iter().chain(rules.set.iter().map(|(n, _)| n)) {
+            if let Ok(name) = http::HeaderName::try_from(name.as_str()) {
+                headers.remove(name);
+            }
+        }
+        for (name, value) in rules.set.iter().chain(&rules.add) {
+            let name = http::HeaderName::try_from(name.as_str());
+            let value = http::HeaderValue::try_from(value.as_str());
+            if let (Ok(name), Ok(value)) = (name, value) {
+                headers.append(name, value);
+            }
+        }
+    }
 }
 
 /// `:authority` (or `Host`) and the request target of a stream, borrowed.
@@ -118,6 +145,8 @@ pub(super) fn new_exchange(
         access: None,
         started,
         tunnel: false,
+        style: None,
+        timeouts: crate::config::RouteTimeouts::default(),
     };
     if access_enabled() {
         let mut headers: Vec<httparse::Header<'_>> = Vec::new();
@@ -191,11 +220,18 @@ pub(super) fn respond_status(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     status: u16,
-    extra: &[(&'static str, &'static str)],
+    extra: &[(&str, &str)],
     head_only: bool,
 ) -> Result<(), h2::Error> {
-    let body = format!("{status} {}\n", response::reason(status));
-    respond_body(respond, ex, status, extra, body, head_only)
+    let page = ex.style.as_deref().and_then(|s| s.page(status));
+    let (body, content_type) = match page {
+        Some(page) => (Bytes::copy_from_slice(page), "text/html"),
+        None => (
+            Bytes::from(format!("{status} {}\n", response::reason(status))),
+            "text/plain; charset=utf-8",
+        ),
+    };
+    respond_body(respond, ex, status, extra, (body, content_type), head_only)
 }
 
 /// No backend server for the stream: its status, and `no servers` in the body for a backend
@@ -207,32 +243,78 @@ pub(super) fn respond_no_server(
     head_only: bool,
 ) -> Result<(), h2::Error> {
     match e.text() {
-        Some(text) => respond_body(respond, ex, e.status(), &[], format!("{text}\n"), head_only),
+        Some(text) => {
+            let body = Bytes::from(format!("{text}\n"));
+            let typed = (body, "text/plain; charset=utf-8");
+            respond_body(respond, ex, e.status(), &[], typed, head_only)
+        }
         None => respond_status(respond, ex, e.status(), &[], head_only),
     }
 }
 
+/// A response with `body` of its content type, dressed by the route's header rules.
 fn respond_body(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     status: u16,
-    extra: &[(&'static str, &'static str)],
-    body: String,
+    extra: &[(&str, &str)],
+    (body, content_type): (Bytes, &str),
     head_only: bool,
 ) -> Result<(), h2::Error> {
     ex.status = status;
     let mut r = Response::builder()
         .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-type", content_type)
         .header("content-length", body.len());
     for (k, v) in extra {
         r = r.header(*k, *v);
     }
-    let resp = r.body(()).unwrap_or_default();
+    let mut resp = r.body(()).unwrap_or_default();
+    dress(ex, &mut resp);
     let mut send = respond.send_response(resp, head_only)?;
     if !head_only {
         ex.bytes.1 += body.len() as u64;
-        send.send_data(Bytes::from(body), true)?;
+        send.send_data(body, true)?;
     }
     Ok(())
+}
+
+/// A route's access checks (`conn::gate`, as over HTTP/1.1): `Ok(true)` when refused (and
+/// answered: 403, 429 with `retry-after`, 401 with `www-authenticate`).
+pub(super) fn refused(
+    ctx: &ConnCtx,
+    shard: &Shard,
+    parts: &http::request::Parts,
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    rules: &crate::config::RouteRules,
+    head_only: bool,
+) -> Result<bool, h2::Error> {
+    use crate::runtime::conn::gate::{check, Refusal};
+    if rules.access.is_open() && rules.limiter.is_none() {
+        return Ok(false);
+    }
+    let authorization = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(http::HeaderValue::as_bytes);
+    match check(shard, rules, ctx.peer.ip(), authorization) {
+        None => return Ok(false),
+        Some(Refusal::Forbidden) => respond_status(respond, ex, 403, &[], head_only)?,
+        Some(Refusal::TooMany(secs)) => {
+            let secs = secs.to_string();
+            respond_status(respond, ex, 429, &[("retry-after", &secs)], head_only)?
+        }
+        Some(Refusal::Unauthorized(realm)) => {
+            let challenge = format!("Basic realm=\"{realm}\"");
+            respond_status(
+                respond,
+                ex,
+                401,
+                &[("www-authenticate", &challenge)],
+                head_only,
+            )?
+        }
+    }
+    Ok(true)
 }

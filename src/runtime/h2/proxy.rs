@@ -138,6 +138,7 @@ pub(super) async fn proxy(
     host_override: Option<&str>,
     authority: Option<&str>,
     target: &str,
+    rules: [&crate::config::HeaderRules; 2],
 ) -> Result<(), h2::Error> {
     let head_only = parts.method == http::Method::HEAD;
     let framing = if body.is_end_stream() {
@@ -155,8 +156,9 @@ pub(super) async fn proxy(
     let backends = &shard.backends;
     let mut tried = Tried::default();
     let pooled = backends.poolable(backend);
+    let connect = ex.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
     let mut lease = match backends
-        .acquire(backend, ctx.peer.ip(), &mut tried, pooled)
+        .acquire_within(backend, ctx.peer.ip(), &mut tried, pooled, connect)
         .await
     {
         Ok(l) => l,
@@ -174,7 +176,7 @@ pub(super) async fn proxy(
         return respond_status(respond, ex, 502, &[], head_only);
     }
     ex.backend = Some((lease.backend, lease.server));
-    let head = backend_head(
+    let mut head = backend_head(
         ctx,
         parts,
         authority,
@@ -184,6 +186,11 @@ pub(super) async fn proxy(
         forward::Upgrade::None,
         host_override,
     );
+    if rules.iter().any(|r| !r.is_empty()) {
+        let mut scratch = pool::take_vec();
+        crate::policy::headers::rewrite(&mut head, rules, &mut scratch);
+        pool::give_vec(scratch);
+    }
     let result = exchange(
         shard, &mut lease, &head, &mut body, framing, respond, ex, head_only,
     )
@@ -312,26 +319,26 @@ async fn response(
     head_only: bool,
 ) -> Result<bool, ProxyFail> {
     // One watch for the exchange: the head's deadline, then each silence of the body.
-    let watch = idle::watch(shard.config.timeouts.upstream_read);
-    let end = response_head(
-        shard,
-        &mut lease.conn,
-        brb,
-        shard.config.timeouts.upstream_read,
-        &watch,
-    )
-    .await
-    .map_err(ProxyFail::Status)?;
+    let read = ex
+        .timeouts
+        .upstream_read
+        .unwrap_or(shard.config.timeouts.upstream_read);
+    let answer = ex.timeouts.header.unwrap_or(read);
+    let watch = idle::watch(answer);
+    let end = response_head(shard, &mut lease.conn, brb, answer, &watch)
+        .await
+        .map_err(ProxyFail::Status)?;
     // The head in one shared buffer: every field value is a slice of it (no copy per field).
     let head = Bytes::copy_from_slice(&brb.data()[..end]);
-    let (resp, framing, keep_alive) = response_parts(shard, lease, &head, head_only, ex)?;
+    let (mut resp, framing, keep_alive) = response_parts(shard, lease, &head, head_only, ex)?;
+    super::ctx::dress(ex, &mut resp);
     brb.consume(end);
     if framing == Body::None {
         respond.send_response(resp, true)?;
         return Ok(keep_alive && brb.is_empty());
     }
     let mut send = respond.send_response(resp, false)?;
-    let limit = shard.config.timeouts.upstream_read;
+    let limit = read;
     let done = response_body(&mut lease.conn, brb, framing, &mut send, limit, &watch, ex).await?;
     Ok(done && keep_alive && framing != Body::UntilClose && brb.is_empty())
 }

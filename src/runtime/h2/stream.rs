@@ -40,6 +40,9 @@ pub(super) fn serve_inline(
         return Err((req, respond));
     }
     let shard = ctx.core.current();
+    if shard.config.listeners[ctx.listener].redirect_https {
+        return Err((req, respond));
+    }
     let found = {
         let (authority, target) = target_of(req.uri(), req.headers());
         let path = target.split(['?', '#']).next().unwrap_or("/");
@@ -47,12 +50,22 @@ pub(super) fn serve_inline(
             .routes
             .vhost_at(ctx.listener, authority.map(str::as_bytes))
             .map(|(i, v)| {
-                let handler = v.route(path).context.map(|c| &c.handler);
-                (i, matches!(handler, Some(Handler::Static) | None))
+                let context = v.route(path).context;
+                // A static context with access rules goes the general way (checked there).
+                let plain = match context {
+                    None => true,
+                    Some(c) => {
+                        matches!(c.handler, Handler::Static)
+                            && c.rules.access.is_open()
+                            && c.rules.limiter.is_none()
+                    }
+                };
+                let style = context.map_or(v.style, |c| c.rules.style.or(v.style));
+                (i, plain, style)
             })
     };
-    let vhost_index = match found {
-        Some((i, true)) => i,
+    let (vhost_index, style) = match found {
+        Some((i, true, style)) => (i, style),
         // Other handlers, and unknown hosts (answered by `route`), go the general way.
         _ => return Err((req, respond)),
     };
@@ -62,6 +75,7 @@ pub(super) fn serve_inline(
     let mut ex = new_exchange(&parts, authority, target, Instant::now());
     ex.vhost = shard.ids.vhosts[vhost_index];
     ex.handler = HandlerKind::Static;
+    ex.style = style.map(|i| shard.routes.styles[i].clone());
     let head_only = parts.method == http::Method::HEAD;
     let resp = static_lookup(vhost, &parts, target);
     match static_head(&mut respond, &mut ex, resp, head_only) {
@@ -122,13 +136,51 @@ async fn route(
 ) -> Result<(), h2::Error> {
     let head_only = parts.method == http::Method::HEAD;
     let host = authority.map(str::as_bytes);
-    let Some((vhost_index, vhost)) = shard.routes.vhost_at(ctx.listener, host) else {
+    let found = shard.routes.vhost_at(ctx.listener, host);
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
+    if shard.config.listeners[ctx.listener].redirect_https {
+        if let Some((i, v)) = found {
+            ex.vhost = shard.ids.vhosts[i];
+            ex.style = v.style.map(|i| shard.routes.styles[i].clone());
+        }
+        ex.handler = HandlerKind::Static;
+        return match found {
+            Some((_, v)) if path.starts_with("/.well-known/acme-challenge/") => {
+                let resp = static_lookup(v, parts, path_and_query);
+                match static_head(respond, ex, resp, head_only)? {
+                    None => Ok(()),
+                    Some((send, file, len)) => Box::pin(big_file(send, file, len, ex)).await,
+                }
+            }
+            _ if path.starts_with("/.well-known/acme-challenge/") => {
+                respond_status(respond, ex, 404, &[], head_only)
+            }
+            _ => match authority.filter(|a| !a.is_empty()) {
+                None => respond_status(respond, ex, 400, &[], head_only),
+                Some(a) => {
+                    let query = crate::policy::headers::query_of(path_and_query);
+                    let location = match query {
+                        Some(q) => format!("https://{a}{path}?{q}"),
+                        None => format!("https://{a}{path}"),
+                    };
+                    fixed(respond, ex, 308, Some(&location), b"", head_only)
+                }
+            },
+        };
+    }
+    let Some((vhost_index, vhost)) = found else {
         let status = if ctx.tls { 421 } else { 404 };
         return respond_status(respond, ex, status, &[], head_only);
     };
     ex.vhost = shard.ids.vhosts[vhost_index];
-    let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
+    ex.style = vhost.style.map(|i| shard.routes.styles[i].clone());
     let route = vhost.route(path);
+    if let Some(c) = route.context {
+        if let Some(i) = c.rules.style {
+            ex.style = Some(shard.routes.styles[i].clone());
+        }
+        ex.timeouts = c.rules.timeouts;
+    }
     if parts.method == http::Method::CONNECT {
         return extended_connect(
             ctx,
@@ -138,6 +190,7 @@ async fn route(
             respond,
             ex,
             route,
+            vhost,
             authority,
             path_and_query,
         )
@@ -147,9 +200,31 @@ async fn route(
         Some(Handler::Echo) => HandlerKind::Echo,
         Some(Handler::Proxy { .. }) => HandlerKind::Proxy,
         Some(Handler::Connect { .. }) => HandlerKind::Connect,
-        Some(Handler::Static) | None => HandlerKind::Static,
+        Some(Handler::Static | Handler::Redirect { .. } | Handler::Respond { .. }) | None => {
+            HandlerKind::Static
+        }
     };
+    if let Some(c) = route.context {
+        if super::ctx::refused(ctx, shard, parts, respond, ex, &c.rules, head_only)? {
+            return Ok(());
+        }
+    }
     match route.context.map(|c| &c.handler) {
+        Some(Handler::Redirect { to, status }) => {
+            let mut location = Vec::new();
+            let r = crate::policy::headers::RequestParts {
+                scheme: if ctx.tls { "https" } else { "http" },
+                host: authority.unwrap_or_default().as_bytes(),
+                path,
+                query: crate::policy::headers::query_of(path_and_query),
+            };
+            to.expand(&r, &mut location);
+            let location = String::from_utf8_lossy(&location);
+            fixed(respond, ex, *status, Some(&location), b"", head_only)
+        }
+        Some(Handler::Respond { status, body }) => {
+            fixed(respond, ex, *status, None, body.as_bytes(), head_only)
+        }
         // A WebSocket-only endpoint without an extended CONNECT.
         Some(Handler::Echo) => respond_status(
             respond,
@@ -173,6 +248,7 @@ async fn route(
                 host.as_deref(),
                 authority,
                 path_and_query,
+                [&vhost.request_headers, route_request_rules(route)],
             ))
             .await
         }
@@ -184,6 +260,37 @@ async fn route(
             }
         }
     }
+}
+
+/// A fixed answer (`respond`, a redirect): `location` if any, `body` as `text/plain`.
+fn fixed(
+    respond: &mut SendResponse<Bytes>,
+    ex: &mut Exchange,
+    status: u16,
+    location: Option<&str>,
+    body: &[u8],
+    head_only: bool,
+) -> Result<(), h2::Error> {
+    ex.status = status;
+    let bodyless = matches!(status, 204 | 304);
+    let mut r = Response::builder().status(status);
+    if let Some(l) = location {
+        r = r.header("location", l);
+    } else {
+        r = r.header("content-type", "text/plain; charset=utf-8");
+    }
+    if !bodyless {
+        r = r.header("content-length", body.len());
+    }
+    let mut resp = dressed(r, ex);
+    super::ctx::dress(ex, &mut resp);
+    let end = head_only || bodyless || body.is_empty();
+    let mut send = respond.send_response(resp, end)?;
+    if !end {
+        ex.bytes.1 += body.len() as u64;
+        send.send_data(Bytes::copy_from_slice(body), true)?;
+    }
+    Ok(())
 }
 
 /// The static answer for a request (`static_files::serve`, as over HTTP/1.1).
@@ -219,6 +326,16 @@ fn static_head(
     head_only: bool,
 ) -> Result<Option<(SendStream<Bytes>, std::fs::File, u64)>, h2::Error> {
     use std::io::Read;
+    let page = ex.style.as_deref().and_then(|s| s.page(resp.status));
+    if resp.file.is_none() && resp.status >= 400 && page.is_some() {
+        let allow: &[(&str, &str)] = if resp.allow {
+            &[("allow", "GET, HEAD")]
+        } else {
+            &[]
+        };
+        respond_status(respond, ex, resp.status, allow, head_only)?;
+        return Ok(None);
+    }
     ex.status = resp.status;
     let body = !head_only && resp.status != 304;
     let mut r = Response::builder()
@@ -236,7 +353,7 @@ fn static_head(
     let Some(mut file) = resp.file.filter(|_| body) else {
         let text = static_files::error_body(resp.status);
         let end = !body || text.is_empty();
-        let mut send = respond.send_response(r.body(()).unwrap_or_default(), end)?;
+        let mut send = respond.send_response(dressed(r, ex), end)?;
         if !end {
             ex.bytes.1 += text.len() as u64;
             send.send_data(Bytes::from_static(text), true)?;
@@ -244,7 +361,7 @@ fn static_head(
         return Ok(None);
     };
     if resp.content_length == 0 {
-        respond.send_response(r.body(()).unwrap_or_default(), true)?;
+        respond.send_response(dressed(r, ex), true)?;
         return Ok(None);
     }
     if resp.content_length <= SMALL_FILE_MAX {
@@ -253,7 +370,7 @@ fn static_head(
             .take(resp.content_length)
             .read_to_end(&mut data)
             .is_ok_and(|n| n as u64 == resp.content_length);
-        let mut send = respond.send_response(r.body(()).unwrap_or_default(), false)?;
+        let mut send = respond.send_response(dressed(r, ex), false)?;
         if !complete {
             // The file shrank: the promised length cannot be met.
             send.send_reset(Reason::INTERNAL_ERROR);
@@ -263,7 +380,7 @@ fn static_head(
         send.send_data(Bytes::from(data), true)?;
         return Ok(None);
     }
-    let send = respond.send_response(r.body(()).unwrap_or_default(), false)?;
+    let send = respond.send_response(dressed(r, ex), false)?;
     Ok(Some((send, file, resp.content_length)))
 }
 
@@ -296,4 +413,21 @@ async fn big_file(
     .await;
     pool::give(buf);
     result
+}
+
+/// A built response with the exchange's response header rules applied.
+fn dressed(r: http::response::Builder, ex: &Exchange) -> Response<()> {
+    let mut resp = r.body(()).unwrap_or_default();
+    super::ctx::dress(ex, &mut resp);
+    resp
+}
+
+/// A route's own `request_headers` (none without a context).
+fn route_request_rules<'r>(route: crate::config::PathRoute<'r>) -> &'r crate::config::HeaderRules {
+    static NONE: crate::config::HeaderRules = crate::config::HeaderRules {
+        set: Vec::new(),
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
+    route.context.map_or(&NONE, |c| &c.rules.request_headers)
 }

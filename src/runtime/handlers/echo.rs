@@ -42,6 +42,7 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
     );
     out.extend_from_slice(accept);
     out.extend_from_slice(b"\r\n\r\n");
+    crate::runtime::conn::client::dress(c, &mut out);
     c.head_written(out.len());
     if c.stream.write_all(&out).await.is_err() {
         pool::give_vec(out);
@@ -49,7 +50,11 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, accept: &[u8; 28]) -> Next {
     }
     c.status = 101;
     // The session ends after `tunnel_idle` without a byte from the client.
-    c.watch.restart(shard.config.timeouts.tunnel_idle);
+    c.watch.restart(
+        c.timeouts
+            .tunnel_idle
+            .unwrap_or(shard.config.timeouts.tunnel_idle),
+    );
     let mut dec = Decoder::new(MAX_MESSAGE);
     let end = echo_frames(c, &mut dec, &mut out).await;
     let close = match end {

@@ -60,8 +60,9 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
     let mut last_status = None;
     let next = loop {
         let pooled = backends.poolable(plan.backend);
+        let connect = c.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
         let mut lease = match backends
-            .acquire(plan.backend, c.peer.ip(), &mut tried, pooled)
+            .acquire_within(plan.backend, c.peer.ip(), &mut tried, pooled, connect)
             .await
         {
             Ok(l) => l,
@@ -190,7 +191,13 @@ async fn respond(
     brb: &mut ReadBuf,
     stale: bool,
 ) -> Result<(bool, Next), Fail> {
-    let end = response_head(shard, lease, brb, &c.watch, stale).await?;
+    let read = c
+        .timeouts
+        .upstream_read
+        .unwrap_or(shard.config.timeouts.upstream_read);
+    // The backend's response head: the route's `timeouts.header` if it has one.
+    let answer = c.timeouts.header.unwrap_or(read);
+    let end = response_head(shard, lease, brb, &c.watch, stale, answer).await?;
     let (out, body, backend_keep_alive) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
@@ -225,11 +232,12 @@ async fn respond(
         };
         let mut out = pool::take_vec();
         write_response_head(&mut out, &resp, body, &rw);
+        crate::runtime::conn::client::dress(c, &mut out);
         (out, body, resp.keep_alive())
     };
     c.head_written(out.len());
     brb.consume(end);
-    let timeout = shard.config.timeouts.upstream_read;
+    let timeout = read;
     // The head goes out with the first body bytes (one send when they came in one read).
     let mut head: &[u8] = &out;
     let streamed = stream_body(
@@ -308,9 +316,10 @@ async fn response_head(
     brb: &mut ReadBuf,
     watch: &Rc<Watch>,
     stale: bool,
+    answer: Duration,
 ) -> Result<usize, Fail> {
     let limit = shard.config.limits.max_header_bytes + 1;
-    watch.restart(shard.config.timeouts.upstream_read);
+    watch.restart(answer);
     loop {
         if let Some(end) = head_end(brb.data(), 0) {
             let interim =

@@ -40,12 +40,16 @@ pub async fn response<B: AsyncRead + Unpin>(
             close: true,
         };
         write_response_head(&mut out, &resp, body, &rw);
+        crate::runtime::conn::client::dress(c, &mut out);
         c.head_written(out.len());
         c.status = resp.code;
         body
     };
     brb.consume(head_end);
-    let idle = shard.config.timeouts.upstream_read;
+    let idle = c
+        .timeouts
+        .upstream_read
+        .unwrap_or(shard.config.timeouts.upstream_read);
     let streamed = stream_body(
         backend,
         &mut c.stream,

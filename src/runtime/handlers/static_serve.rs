@@ -57,6 +57,7 @@ pub async fn send(c: &mut Client, resp: StaticResponse, is_head: bool, close: bo
     // A 304 carries no Content-Length (RFC 9110 §15.4.5 allows omitting it).
     let length = (resp.status != 304).then_some(resp.content_length);
     response::write_head(&mut head, resp.status, &fields, length, close);
+    crate::runtime::conn::client::dress(c, &mut head);
     c.head_written(head.len());
     let body = !is_head && resp.status != 304;
     let ok = match resp.file {

@@ -33,8 +33,15 @@ pub async fn run(
     let backends = &shard.backends;
     let name = backends.name(route.backend);
     // WebSocket connections are long-lived and never pooled: always a fresh connect.
+    let connect = c.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
     let mut lease = match backends
-        .acquire(route.backend, c.peer.ip(), &mut Tried::default(), false)
+        .acquire_within(
+            route.backend,
+            c.peer.ip(),
+            &mut Tried::default(),
+            false,
+            connect,
+        )
         .await
     {
         Ok(l) => l,
@@ -90,7 +97,8 @@ async fn handshake(
         return Handshake::Failed(respond_error(c, 502, true).await);
     }
     let mut brb = ReadBuf::new();
-    let resp_end = match read_response_head(shard, backend, &mut brb, &c.watch).await {
+    let answer = c.timeouts.header.unwrap_or(shard.config.timeouts.header);
+    let resp_end = match read_response_head(shard, backend, &mut brb, &c.watch, answer).await {
         Ok(end) => end,
         Err(status) => {
             warn!(core = shard.id, backend = %name, status, "no valid response head from backend");
@@ -108,11 +116,7 @@ async fn handshake(
         }
     };
     match verdict {
-        Ok(101) => {
-            // The backend's 101 head is relayed as is: not body bytes in the access log.
-            c.head_written(resp_end);
-            early_bytes(c, backend, brb).await
-        }
+        Ok(101) => early_bytes(c, backend, brb, resp_end).await,
         Ok(code) => {
             info!(core = shard.id, backend = %name, code, "backend refused the upgrade; relayed, no tunnel");
             metrics::with(|m| m.upgrade_rejected(Rejected::Not101));
@@ -133,9 +137,10 @@ async fn read_response_head(
     b: &mut Upstream,
     brb: &mut ReadBuf,
     watch: &Rc<crate::runtime::net::idle::Watch>,
+    answer: std::time::Duration,
 ) -> Result<usize, u16> {
     let limit = shard.config.limits.max_header_bytes + 1;
-    watch.restart(shard.config.timeouts.header);
+    watch.restart(answer);
     loop {
         if let Some(end) = crate::runtime::net::io::head_end(brb.data(), 0) {
             return Ok(end);
@@ -153,8 +158,28 @@ async fn read_response_head(
 
 /// After a verified 101: the backend's head and early bytes go to the client, the client's
 /// early bytes to the backend. The tunnel itself runs in its own task (`run_tunnel`).
-async fn early_bytes(c: &mut Client, backend: &mut Upstream, brb: ReadBuf) -> Handshake {
-    if c.stream.write_all(brb.data()).await.is_err() {
+async fn early_bytes(
+    c: &mut Client,
+    backend: &mut Upstream,
+    brb: ReadBuf,
+    head_end: usize,
+) -> Handshake {
+    let written = if c.style.as_deref().is_some_and(|s| !s.response.is_empty()) {
+        // The route's response rules apply to the 101 (the bytes after it pass as they came).
+        let mut out = pool::take_vec();
+        out.extend_from_slice(&brb.data()[..head_end]);
+        crate::runtime::conn::client::dress(c, &mut out);
+        // The 101 head is not body bytes in the access log.
+        c.head_written(out.len());
+        out.extend_from_slice(&brb.data()[head_end..]);
+        let r = c.stream.write_all(&out).await;
+        pool::give_vec(out);
+        r
+    } else {
+        c.head_written(head_end);
+        c.stream.write_all(brb.data()).await
+    };
+    if written.is_err() {
         return Handshake::Failed(Next::Close);
     }
     drop(brb);
@@ -182,7 +207,10 @@ pub fn run_tunnel(
         metrics::with(|m| m.tunnel_opened(job.shard.ids.backends[job.lease.backend]));
         let opened = std::time::Instant::now();
         // Idle timeout from the per-core sweeper: no timer is polled per message.
-        let watch = crate::runtime::net::idle::watch(job.shard.config.timeouts.tunnel_idle);
+        let idle = job
+            .tunnel_idle
+            .unwrap_or(job.shard.config.timeouts.tunnel_idle);
+        let watch = crate::runtime::net::idle::watch(idle);
         // A server drain finds the tunnel by its server (`evict`).
         let ticket = crate::runtime::net::evict::ticket(
             job.shard.backends.name(job.lease.backend),

@@ -495,12 +495,14 @@ pub async fn open(
     };
     let backends = &shard.backends;
     let name = backends.name(route.backend);
+    let connect = c.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
     let lease = match backends
-        .acquire(
+        .acquire_within(
             route.backend,
             c.peer.ip(),
             &mut crate::policy::balance::Tried::default(),
             false,
+            connect,
         )
         .await
     {
@@ -532,6 +534,7 @@ pub async fn open(
         head.extend_from_slice(p.as_bytes());
     }
     head.extend_from_slice(b"\r\n\r\n");
+    crate::runtime::conn::client::dress(c, &mut head);
     c.head_written(head.len());
     let sent = c.stream.write_all(&head).await;
     pool::give_vec(head);

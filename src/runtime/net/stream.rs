@@ -99,6 +99,11 @@ impl ClientStream {
         }
     }
 
+    /// `timeouts.send` for the writes from here on (a route's own `timeouts.send`).
+    pub fn set_send_limit(&mut self, limit: std::time::Duration) {
+        self.send.limit_ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
+    }
+
     /// Plain TCP only (`None` for TLS): sends up to `count` bytes of `file` from `*offset` with
     /// `sendfile(2)`, so a client that reads slowly pins no buffer of Ringway's. Counted and
     /// bounded by `timeouts.send` like a write.
