@@ -52,8 +52,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let file = cli.config.display().to_string();
-    let config = match ringway::config::load(&cli.config) {
-        Ok(c) => c,
+    let config = match ringway::config::load_with_warnings(&cli.config) {
+        Ok((c, warnings)) => {
+            // Shown by `check` and at start; a reload (SIGHUP) logs them.
+            let signalling = matches!(cli.command, Some(Command::Reload | Command::Upgrade));
+            for w in warnings.iter().filter(|_| !signalling) {
+                eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
+            }
+            c
+        }
         Err(problems) => {
             for p in &problems {
                 eprintln!("{file}:{}:{}: {}", p.line, p.col, p.message);
@@ -80,6 +87,13 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Check) = cli.command {
+        // What a start would refuse beyond the file itself: certificates and keys, CA files,
+        // the access log, what OCSP stapling needs.
+        if let Err(e) = ringway::runtime::preflight::files(&config) {
+            eprintln!("{file}: {e}");
+            eprintln!("{file}: 1 problem(s)");
+            return ExitCode::from(1);
+        }
         let routes: usize = config
             .vhosts
             .iter()
@@ -93,6 +107,11 @@ fn main() -> ExitCode {
             config.vhosts.len()
         );
         return ExitCode::SUCCESS;
+    }
+    // Before any executor: without io_uring nothing can run; say why in one line.
+    if let Err(e) = ringway::runtime::preflight::io_uring() {
+        eprintln!("{e}");
+        return ExitCode::from(1);
     }
     match ringway::runtime::run(config, cli.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,6 @@ mod routes;
 pub mod tls;
 pub(crate) mod types;
 
-pub use load::{load, load_str, Problem};
+pub use load::{load, load_str, load_str_with_warnings, load_with_warnings, Problem};
 pub use routes::{PathRoute, Routes};
 pub use types::*;

@@ -15,6 +15,7 @@ mod edge;
 mod faults;
 mod h2;
 mod h2_websockets;
+mod harden;
 mod http_balancing;
 mod http_proxy;
 mod http_smuggling;

@@ -17,6 +17,7 @@
 //!   URIs, domains, existing files.
 //! - `xref`: names and the references between sections (duplicates, unknown names, the implicit
 //!   backends of `address = ...` routes, a tcp listener without a route).
+//! - `accounts`: `[runtime] user` and `group` looked up in the system's databases.
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
 //!   keys of vhosts and backends), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
@@ -28,6 +29,7 @@
 //! Problems are sorted by byte offset (stably), so the order in which `walk` and the section
 //! readers report them decides the order of problems at the same place: keep it.
 
+mod accounts;
 mod admin;
 mod backends;
 #[cfg(test)]
@@ -65,6 +67,11 @@ pub use self::problems::Problem;
 /// Reads and validates a config file. `Err` carries every problem found, sorted by position.
 /// Relative paths (`doc_root`) resolve against the file's directory.
 pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+    load_with_warnings(path).map(|(config, _)| config)
+}
+
+/// Like `load`, with the warnings (routes that can never match) of a config that loads.
+pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<Problem>), Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Problem {
             line: 1,
@@ -76,11 +83,19 @@ pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    load_str(&text, base_dir)
+    load_str_with_warnings(&text, base_dir)
 }
 
 /// Validates config text. Relative paths resolve against `base_dir`.
 pub fn load_str(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+    load_str_with_warnings(text, base_dir).map(|(config, _)| config)
+}
+
+/// Like `load_str`, with the warnings.
+pub fn load_str_with_warnings(
+    text: &str,
+    base_dir: &Path,
+) -> Result<(Config, Vec<Problem>), Vec<Problem>> {
     let root = DeTable::parse(text).map_err(|e| {
         let at = e.span().map_or(0, |s| s.start);
         let (line, col) = position(text, &line_starts(text), at);
@@ -93,7 +108,8 @@ pub fn load_str(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
     let mut p = Problems::new(text);
     let config = walk(root.get_ref(), &absolute(base_dir.to_path_buf()), &mut p);
     if p.found.is_empty() {
-        Ok(config)
+        let warnings = p.take_warnings(text);
+        Ok((config, warnings))
     } else {
         Err(p.into_sorted(text))
     }

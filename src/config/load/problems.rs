@@ -13,6 +13,9 @@ pub struct Problem {
 /// Problems found so far, by byte offset.
 pub(super) struct Problems {
     pub(super) found: Vec<(usize, String)>,
+    /// Not errors: the config loads, but something in it cannot be what was meant (a route
+    /// that never matches). `ringway check` prints them as `FILE:LINE:COL: warning: ...`.
+    pub(super) warnings: Vec<(usize, String)>,
     line_starts: Vec<usize>,
 }
 
@@ -20,6 +23,7 @@ impl Problems {
     pub(super) fn new(text: &str) -> Self {
         Problems {
             found: Vec::new(),
+            warnings: Vec::new(),
             line_starts: line_starts(text),
         }
     }
@@ -28,19 +32,33 @@ impl Problems {
         self.found.push((at, message.into()));
     }
 
+    pub(super) fn warn(&mut self, at: usize, message: impl Into<String>) {
+        self.warnings.push((at, message.into()));
+    }
+
     /// 1-based line of a byte offset.
     pub(super) fn line(&self, at: usize) -> usize {
         self.line_starts.partition_point(|&start| start <= at)
     }
 
     pub(super) fn into_sorted(mut self, text: &str) -> Vec<Problem> {
-        self.found.sort_by_key(|(at, _)| *at);
-        let starts = self.line_starts;
+        let found = std::mem::take(&mut self.found);
+        self.sorted(found, text)
+    }
+
+    /// The warnings, sorted by position.
+    pub(super) fn take_warnings(&mut self, text: &str) -> Vec<Problem> {
+        let warnings = std::mem::take(&mut self.warnings);
+        self.sorted(warnings, text)
+    }
+
+    fn sorted(&self, mut list: Vec<(usize, String)>, text: &str) -> Vec<Problem> {
+        list.sort_by_key(|(at, _)| *at);
         let to_problem = |(at, message)| {
-            let (line, col) = position(text, &starts, at);
+            let (line, col) = position(text, &self.line_starts, at);
             Problem { line, col, message }
         };
-        self.found.into_iter().map(to_problem).collect()
+        list.into_iter().map(to_problem).collect()
     }
 }
 
