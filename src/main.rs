@@ -28,10 +28,24 @@ enum Command {
     /// Replace the running Ringway with this binary without dropping connections: sends it
     /// SIGUSR2 (it starts the new binary, hands over its sockets, then drains).
     Upgrade,
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Man) = cli.command {
+        use clap::CommandFactory;
+        let page = clap_mangen::Man::new(Cli::command());
+        return match page.render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringway man: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let filter = cli
         .log_level
         .as_deref()
