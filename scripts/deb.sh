@@ -17,7 +17,8 @@ cargo build --release --bin ringway
 mkdir -p target/man
 target/release/ringway man > target/man/ringway.1
 gzip -9nf target/man/ringway.1
-cargo deb --no-build --output target/debian/
+# Stripped: the release profile keeps debug info for profiling, the package does not need it.
+cargo deb --no-build --strip --output target/debian/
 deb=$(ls -t target/debian/ringway_*.deb | head -1)
 echo "deb.sh: built $deb"
 [ "${1:-}" = "--test" ] || exit 0
