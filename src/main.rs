@@ -35,6 +35,9 @@ enum Command {
         #[command(subcommand)]
         action: Ctl,
     },
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +66,17 @@ enum Ctl {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Man) = cli.command {
+        use clap::CommandFactory;
+        let page = clap_mangen::Man::new(Cli::command());
+        return match page.render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringway man: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let filter = cli
         .log_level
         .as_deref()
@@ -84,7 +98,18 @@ fn main() -> ExitCode {
         .init();
     let file = cli.config.display().to_string();
     let config = match ringway::config::load(&cli.config) {
-        Ok(c) => c,
+        Ok(c) => {
+            // Warnings (the config is valid) are shown by `check` and at start; a reload
+            // (SIGHUP) logs them.
+            let quiet = matches!(
+                cli.command,
+                Some(Command::Reload | Command::Upgrade | Command::Ctl { .. })
+            );
+            for w in c.warnings.iter().filter(|_| !quiet) {
+                eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
+            }
+            c
+        }
         Err(problems) => {
             for p in &problems {
                 eprintln!("{file}:{}:{}: {}", p.line, p.col, p.message);
@@ -121,12 +146,15 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Check) = cli.command {
-        // Warnings (the config is valid; exit 0) on stderr, like the errors: what the loader
-        // found, then server names that do not resolve now (not fatal: the backend starts with
-        // no servers and follows the name).
-        for w in &config.warnings {
-            eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
+        // What a start would refuse beyond the file itself: certificates and keys, CA files,
+        // the access log, what OCSP stapling needs.
+        if let Err(e) = ringway::runtime::preflight::files(&config) {
+            eprintln!("{file}: {e}");
+            eprintln!("{file}: 1 problem(s)");
+            return ExitCode::from(1);
         }
+        // Server names that do not resolve now: not fatal (the backend starts with no servers
+        // and follows the name), a warning on stderr like the loader's.
         for ((line, col), name, error) in ringway::runtime::unresolved_names(&config) {
             eprintln!("{file}:{line}:{col}: warning: server name {name} does not resolve ({error}); its backend starts with no servers");
         }
@@ -144,8 +172,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    for w in &config.warnings {
-        tracing::warn!("{file}:{}:{}: {}", w.line, w.col, w.message);
+    // Before any executor: without io_uring nothing can run; say why in one line.
+    if let Err(e) = ringway::runtime::preflight::io_uring() {
+        eprintln!("{e}");
+        return ExitCode::from(1);
     }
     match ringway::runtime::run(config, cli.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,

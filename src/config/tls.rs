@@ -160,6 +160,12 @@ pub fn connector(tls: &crate::config::types::BackendTls) -> Result<Connector, St
             .add(cert)
             .map_err(|e| format!("{}: {e}", tls.ca_file.display()))?;
     }
+    if roots.is_empty() {
+        return Err(format!(
+            "{}: no certificate found (a CA file holds PEM certificates)",
+            tls.ca_file.display()
+        ));
+    }
     let mut config =
         rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()

@@ -164,6 +164,19 @@ pub struct Runtime {
     pub core_overrides: Vec<CoreOverride>,
     /// Where the running process writes its pid (`ringway reload` and `ringway upgrade` read it).
     pub pid_file: Option<PathBuf>,
+    /// `[runtime] user` (and `group`): whom Ringway runs as once its listeners are bound and
+    /// its keys read.
+    pub user: Option<RunAs>,
+}
+
+/// A user and group looked up when the config is loaded (`ringway check` says when they do
+/// not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    /// `group`, else the user's primary group.
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ impl UriMatch {
             let expr = expr.trim();
             return Regex::new(expr)
                 .map(|r| UriMatch::Regex(Box::new(r), expr.to_string()))
-                .map_err(|e| format!("invalid regex {expr:?}: {e}"));
+                .map_err(|e| format!("invalid regex {expr:?}: {}", regex_error(expr, &e)));
         }
         if !uri.starts_with('/') {
             return Err(format!(
@@ -61,6 +61,31 @@ impl UriMatch {
             UriMatch::Prefix(p) | UriMatch::Exact(p) => p.clone(),
             UriMatch::Regex(_, e) => format!("exp:{e}"),
         }
+    }
+}
+
+/// The regex parser's own message: what is wrong and where in the pattern.
+fn regex_error(expr: &str, e: &regex_automata::meta::BuildError) -> String {
+    let at = |start: &regex_syntax::ast::Position, end: &regex_syntax::ast::Position| {
+        let text = expr.get(start.offset..end.offset).unwrap_or("");
+        if text.is_empty() {
+            format!("at character {}", start.column)
+        } else {
+            format!("at character {}: {text:?}", start.column)
+        }
+    };
+    match e.syntax_error() {
+        Some(regex_syntax::Error::Parse(p)) => {
+            format!("{} ({})", p.kind(), at(&p.span().start, &p.span().end))
+        }
+        Some(regex_syntax::Error::Translate(t)) => {
+            format!("{} ({})", t.kind(), at(&t.span().start, &t.span().end))
+        }
+        Some(other) => other.to_string(),
+        None => match e.size_limit() {
+            Some(limit) => format!("the compiled regex exceeds the size limit of {limit} bytes"),
+            None => e.to_string(),
+        },
     }
 }
 

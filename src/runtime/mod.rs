@@ -22,6 +22,8 @@
 //!   PROXY header, TLS handshake, then HTTP/1.1, HTTP/2 or L4.
 //! - `control`: signals, reload, drain, binary upgrade, the OCSP core, each core's mailbox
 //!   loop (`lifecycle`).
+//! - `preflight`: what start, reload and `ringway check` check before serving (io_uring,
+//!   listener addresses, descriptors, certificates and files); `privdrop`: `[runtime] user`.
 //! - `start`: process start.
 
 mod backend;
@@ -30,6 +32,8 @@ pub mod control;
 mod h2;
 mod handlers;
 pub mod net;
+pub mod preflight;
+mod privdrop;
 mod shard;
 mod start;
 

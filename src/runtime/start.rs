@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::runtime::backend::pools as backends;
-use crate::runtime::conn::accept::bind_listeners;
+use crate::runtime::conn::accept::{bind_listeners, listening_socket};
 use crate::runtime::conn::{access, perip};
 use crate::runtime::control::hub::{Generation, Hub};
 use crate::runtime::control::lifecycle::{control_loop, start_checks};
@@ -26,6 +26,7 @@ use crate::runtime::control::signals::{self, Inherited};
 use crate::runtime::control::{api, socket};
 use crate::runtime::net::idle;
 use crate::runtime::shard::{build_shard, Core};
+use crate::runtime::{preflight, privdrop};
 
 /// io_uring registered memory per shard. glommio's default (10 MiB) exceeds a common
 /// RLIMIT_MEMLOCK of 8 MiB for two shards; network shards do not use registered buffers.
@@ -38,6 +39,29 @@ type Ready = Result<(usize, Vec<(String, SocketAddr, RawFd)>), String>;
 /// fails to start (a listener that cannot bind, an executor that cannot be created).
 pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String> {
     let inherited = signals::inherited_listeners();
+    // A second Ringway on the same address stops here, before binding a shared socket or
+    // touching the pid file.
+    preflight::probe_listeners(&config, |name, address| inherited.has(name, address))?;
+    preflight::raise_nofile(&config);
+    // Certificates and keys are read now, before any privilege is dropped.
+    let slots = preflight::files(&config)?;
+    if let Some(user) = &config.runtime.user {
+        // Every core's listening sockets are bound now, as root; each core takes its own as
+        // it takes an upgrading parent's. Only then is root dropped (no other thread yet).
+        for l in &config.listeners {
+            if inherited.has(&l.name, l.address) {
+                continue;
+            }
+            for _ in 0..config.runtime.cores {
+                let fd = listening_socket(l.address).map_err(|e| {
+                    format!("listener {}: cannot listen on {}: {e}", l.name, l.address)
+                })?;
+                inherited.add(&l.name, l.address, fd);
+            }
+        }
+        privdrop::drop_to(user)?;
+        info!(user = %user.user, uid = user.uid, gid = user.gid, "running as user");
+    }
     let config = Arc::new(config);
     let hub = Hub::new(config.runtime.cores);
     // Server names are resolved before the cores start (one that does not resolve leaves its
@@ -46,13 +70,14 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
     hub.directory.start()?;
     let gen = Arc::new(Generation {
         number: 1,
-        slots: Arc::new(crate::config::tls::load_slots(&config)?),
+        slots: Arc::new(slots),
         resumption: crate::config::tickets::Resumption::new(
             config.tls.ticket_keys.as_ref().map(|(_, k)| k),
             config.tls.session_cache,
         )?,
         config: config.clone(),
     });
+    // As the user Ringway serves as: it writes the log.
     access::check_target(&config.log)?;
     // Signals are blocked here before any thread starts; only the signal thread unblocks them
     // and forwards them to the control thread (this one).

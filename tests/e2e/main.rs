@@ -18,6 +18,7 @@ mod edge_server;
 mod faults;
 mod h2;
 mod h2_websockets;
+mod harden;
 mod http_balancing;
 mod http_proxy;
 mod http_smuggling;

@@ -19,6 +19,7 @@
 //!   backends of `address = ...` routes, a tcp listener without a route).
 //! - `edge`: the edge-server keys of vhosts and routes (header rules, error pages, `auth`,
 //!   CIDR lists, `requests_per_ip`, route `timeouts`, the `redirect` and `respond` handlers).
+//! - `accounts`: `[runtime] user` and `group` looked up in the system's databases.
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
 //!   keys of vhosts and backends, and `[tls]`), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
@@ -30,6 +31,7 @@
 //! Problems are sorted by byte offset (stably), so the order in which `walk` and the section
 //! readers report them decides the order of problems at the same place: keep it.
 
+mod accounts;
 mod admin;
 mod backends;
 #[cfg(test)]
@@ -68,8 +70,9 @@ use crate::config::types::Config;
 
 pub use self::problems::Problem;
 
-/// Reads and validates a config file. `Err` carries every problem found, sorted by position.
-/// Relative paths (`doc_root`) resolve against the file's directory.
+/// Reads and validates a config file. `Err` carries every problem found, sorted by position;
+/// a config that loads carries its warnings (`Config::warnings`). Relative paths (`doc_root`)
+/// resolve against the file's directory.
 pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Problem {

@@ -53,13 +53,17 @@ impl Problems {
     }
 
     pub(super) fn into_sorted(mut self, text: &str) -> Vec<Problem> {
-        self.found.sort_by_key(|(at, _)| *at);
-        let starts = self.line_starts;
+        let found = std::mem::take(&mut self.found);
+        self.sorted(found, text)
+    }
+
+    fn sorted(&self, mut list: Vec<(usize, String)>, text: &str) -> Vec<Problem> {
+        list.sort_by_key(|(at, _)| *at);
         let to_problem = |(at, message)| {
-            let (line, col) = position(text, &starts, at);
+            let (line, col) = position(text, &self.line_starts, at);
             Problem { line, col, message }
         };
-        self.found.into_iter().map(to_problem).collect()
+        list.into_iter().map(to_problem).collect()
     }
 }
 

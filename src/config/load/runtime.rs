@@ -9,7 +9,7 @@ use super::problems::Problems;
 use super::spanned::{boolean, integer, string, tables, At, Section, Val};
 use super::values::{absolute, auto_cores, cores, count, duration, parse_duration, positive, size};
 use crate::config::types::{
-    CoreOverride, Limits, Runtime, Timeouts, CONNECTIONS_PER_CORE_MAX_DEFAULT,
+    CoreOverride, Limits, RunAs, Runtime, Timeouts, CONNECTIONS_PER_CORE_MAX_DEFAULT,
     CONNECT_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT, HEADER_BYTES_MAX_DEFAULT,
     HEADER_TIMEOUT_DEFAULT, KEEPALIVE_TIMEOUT_DEFAULT, MAX_CONCURRENT_STREAMS_DEFAULT,
     SEND_TIMEOUT_DEFAULT, TUNNEL_IDLE_TIMEOUT_DEFAULT, UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT,
@@ -27,6 +27,7 @@ pub(super) fn runtime(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) ->
         max_connections: CONNECTIONS_PER_CORE_MAX_DEFAULT,
         core_overrides: Vec::new(),
         pid_file: None,
+        user: None,
     };
     let Some(mut s) = v.and_then(|v| Section::of(v, "[runtime]", p)) else {
         return r;
@@ -42,6 +43,14 @@ pub(super) fn runtime(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) ->
     r.pid_file = s.opt("pid_file", p, |v, what, p| {
         string(v, what, p).map(|t| absolute(base_dir.join(t.v)))
     });
+    let user = s.opt("user", p, string);
+    let group = s.opt("group", p, string);
+    if let (None, Some(g)) = (&user, &group) {
+        p.add(g.at, "\"group\" needs \"user\"");
+    }
+    if let Some(user) = user {
+        r.user = run_as(user, group, p);
+    }
     s.finish(p);
     // When `cores` itself is wrong, ids cannot be checked against it.
     let known_cores = if cores_given { cores } else { Some(r.cores) };
@@ -49,6 +58,36 @@ pub(super) fn runtime(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) ->
         r.core_overrides = core_overrides(v, known_cores, p);
     }
     r
+}
+
+/// `user` and `group`, looked up in the system's user and group databases.
+fn run_as(user: At<&str>, group: Option<At<&str>>, p: &mut Problems) -> Option<RunAs> {
+    let found = super::accounts::user(user.v);
+    let Some((uid, primary)) = found else {
+        p.add(
+            user.at,
+            format!("\"user\": no user {:?} on this system", user.v),
+        );
+        return None;
+    };
+    let gid = match group {
+        Some(g) => match super::accounts::group(g.v) {
+            Some(gid) => gid,
+            None => {
+                p.add(
+                    g.at,
+                    format!("\"group\": no group {:?} on this system", g.v),
+                );
+                return None;
+            }
+        },
+        None => primary,
+    };
+    Some(RunAs {
+        user: user.v.to_string(),
+        uid,
+        gid,
+    })
 }
 
 fn core_overrides(v: &Val<'_>, cores: Option<usize>, p: &mut Problems) -> Vec<CoreOverride> {

@@ -119,6 +119,11 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    /// A key's value without recording it as known (for positions only).
+    pub(super) fn peek(&self, key: &str) -> Option<&'a Val<'i>> {
+        self.table.get(key)
+    }
+
     pub(super) fn get(&mut self, key: &'static str) -> Option<&'a Val<'i>> {
         if !self.known.contains(&key) {
             self.known.push(key);

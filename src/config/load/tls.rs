@@ -44,13 +44,27 @@ pub(super) fn tls_settings(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Op
 pub(super) fn backend_tls(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<BackendTls> {
     let mut s = Section::of(v, "\"tls\"", p)?;
     let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let ca_at = s.get("ca_file").map(|v| v.span().start);
     let ca_file = s.req("ca_file", p, file);
+    let name_at = s.get("server_name").map(|v| v.span().start);
     let server_name = s.opt("server_name", p, string).map(|n| n.v.to_string());
     s.finish(p);
-    Some(BackendTls {
+    let tls = BackendTls {
         ca_file: ca_file?,
         server_name,
-    })
+    };
+    // The CA file is read as a start would read it: a file that holds no usable certificate
+    // (or a bad server_name) is refused here, with its position.
+    if let Err(e) = crate::config::tls::connector(&tls) {
+        let at = if e.starts_with("server_name") {
+            name_at
+        } else {
+            ca_at
+        };
+        p.add(at.unwrap_or(s_at(v)), e);
+        return None;
+    }
+    Some(tls)
 }
 
 /// `[vhost.tls]`: `cert` and `key` files (checked to exist), and optional `[vhost.tls.ocsp]`.
@@ -63,15 +77,26 @@ pub(super) fn vhost_tls(
     let _ = what;
     let mut s = Section::of(v, "[vhost.tls]", p)?;
     let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let cert_at = s.get("cert").map(|v| v.span().start);
+    let key_at = s.get("key").map(|v| v.span().start);
     let cert = s.req("cert", p, file);
     let key = s.req("key", p, file);
     let ocsp = s.opt("ocsp", p, |v, _, p| ocsp(v, base_dir, p)).flatten();
     s.finish(p);
-    Some(VHostTls {
-        cert: cert?,
-        key: key?,
-        ocsp,
-    })
+    let (cert, key) = (cert?, key?);
+    // Loaded as a start loads them: PEM that parses, a key rustls can use, and a key that
+    // belongs to the certificate.
+    if let Err(e) = crate::config::tls::load_certified_key(&cert, &key) {
+        let key_text = key.display().to_string();
+        let at = if e.starts_with(&key_text) {
+            key_at
+        } else {
+            cert_at
+        };
+        p.add(at.unwrap_or(s_at(v)), e);
+        return None;
+    }
+    Some(VHostTls { cert, key, ocsp })
 }
 
 /// `[vhost.tls.ocsp]`; `None` when `enabled = false`.
@@ -90,7 +115,13 @@ fn ocsp(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<Option<Ocsp>> 
         }
     });
     let file = |v: &Val<'_>, what: &str, p: &mut Problems| existing_file(v, what, base_dir, p);
+    let ca_at = s.get("ca_file").map(|v| v.span().start);
     let ca_file = s.opt("ca_file", p, file);
+    if let (Some(ca), Some(at)) = (&ca_file, ca_at) {
+        if let Err(e) = crate::config::tls::first_cert(ca) {
+            p.add(at, e);
+        }
+    }
     let cache_dir = s
         .opt("cache_dir", p, string)
         .map(|d| absolute(base_dir.join(d.v)));
@@ -108,4 +139,9 @@ fn ocsp(v: &Val<'_>, base_dir: &Path, p: &mut Problems) -> Option<Option<Ocsp>> 
         retry_min,
         retry_max: retry_max.max(retry_min),
     }))
+}
+
+/// Where a value starts.
+fn s_at(v: &Val<'_>) -> usize {
+    v.span().start
 }

@@ -16,6 +16,7 @@ use crate::config::types::{
     ContextRoute, Handler, TunnelMode, VHost, WebSocketRoute, TUNNEL_MAX_MESSAGE_DEFAULT,
     TUNNEL_PING_INTERVAL_DEFAULT,
 };
+use crate::policy::route::UriMatch;
 
 pub(super) fn vhosts(
     v: &Val<'_>,
@@ -25,12 +26,126 @@ pub(super) fn vhosts(
 ) -> Vec<VHost> {
     let mut names = Names::new("vhost");
     let mut out = Vec::new();
+    let mut placed: Vec<Placed> = Vec::new();
     for s in tables(v, "[[vhost]]", p) {
+        let domains = domain_positions(&s);
         if let Some(vhost) = vhost(s, refs, base_dir, &mut names, p) {
+            placed.push(Placed {
+                name: vhost.name.clone(),
+                listeners: vhost.listeners.clone(),
+                domains,
+            });
             out.push(vhost);
         }
     }
+    same_domain_twice(&placed, p);
     out
+}
+
+/// What the duplicate-domain check needs of a vhost.
+struct Placed {
+    name: String,
+    /// Empty: every listener.
+    listeners: Vec<String>,
+    /// Lower-cased domains and where each is written.
+    domains: Vec<(String, usize)>,
+}
+
+/// Each `domains` entry (lower-cased) with its position; wrong entries are left to `domain`.
+fn domain_positions(s: &Section<'_, '_>) -> Vec<(String, usize)> {
+    let Some(v) = s.peek("domains") else {
+        return Vec::new();
+    };
+    let toml::de::DeValue::Array(items) = v.get_ref() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match item.get_ref() {
+            toml::de::DeValue::String(d) => Some((d.to_ascii_lowercase(), item.span().start)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two vhosts that share a listener cannot both claim a domain (or both be `*`): the second
+/// would never be chosen.
+fn same_domain_twice(vhosts: &[Placed], p: &mut Problems) {
+    for (j, later) in vhosts.iter().enumerate() {
+        for earlier in &vhosts[..j] {
+            let Some(shared) = shared_listener(&earlier.listeners, &later.listeners) else {
+                continue;
+            };
+            for (domain, at) in &later.domains {
+                if earlier.domains.iter().any(|(d, _)| d == domain) {
+                    let what = if domain == "*" {
+                        "the default domain \"*\"".to_string()
+                    } else {
+                        format!("domain {domain:?}")
+                    };
+                    p.add(
+                        *at,
+                        format!(
+                            "{what} is already served by vhost {:?} on {shared}: each listener \
+                             takes a domain from one vhost only",
+                            earlier.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A listener both vhosts are on, in words; `None` when they share none.
+fn shared_listener(a: &[String], b: &[String]) -> Option<String> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => Some("every listener".to_string()),
+        (true, false) => b.first().map(|l| format!("listener {l:?}")),
+        (false, true) => a.first().map(|l| format!("listener {l:?}")),
+        (false, false) => a
+            .iter()
+            .find(|l| b.contains(l))
+            .map(|l| format!("listener {l:?}")),
+    }
+}
+
+/// Warns about routes that can never match: routes are tried most specific first (longest
+/// literal; an exact path before a prefix of the same length; regexes last, in file order),
+/// and the first match wins. So an entry is dead when an earlier one is the same, and a regex
+/// is dead when a `"/"` prefix (which matches every path) is in the same list.
+fn unreachable_routes(kind: &str, routes: &[(usize, UriMatch)], p: &mut Problems) {
+    for (j, (at, uri)) in routes.iter().enumerate() {
+        let earlier = &routes[..j];
+        let same = earlier
+            .iter()
+            .find(|(_, u)| u.as_text() == uri.as_text() && u.specificity() == uri.specificity());
+        if let Some((first, _)) = same {
+            let line = p.line(*first);
+            p.warn(
+                *at,
+                format!(
+                    "this {kind} can never match: the {kind} at line {line} has the same uri {:?} and wins",
+                    uri.as_text()
+                ),
+            );
+            continue;
+        }
+        if matches!(uri, UriMatch::Regex(..)) {
+            let root = routes
+                .iter()
+                .find(|(_, u)| matches!(u, UriMatch::Prefix(x) if x == "/"));
+            if let Some((first, _)) = root {
+                let line = p.line(*first);
+                p.warn(
+                    *at,
+                    format!(
+                        "this {kind} can never match: the {kind} at line {line} (uri \"/\") matches every path, and regexes are tried after every prefix"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn vhost(
@@ -61,16 +176,35 @@ fn vhost(
     let websockets = s.get("websocket");
     let contexts = s.get("context");
     s.finish(p);
+    let (mut ws_at, mut ctx_at) = (Vec::new(), Vec::new());
     let websockets = websockets.map(|v| tables(v, "[[vhost.websocket]]", p));
-    let websockets = websockets.unwrap_or_default().into_iter();
-    let websockets = websockets
-        .filter_map(|s| websocket(s, refs, base_dir, p))
+    let websockets: Vec<WebSocketRoute> = websockets
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| {
+            let at = uri_at(&s);
+            websocket(s, refs, base_dir, p).map(|w| (at, w))
+        })
+        .map(|(at, w)| {
+            ws_at.push((at, w.uri.clone()));
+            w
+        })
         .collect();
     let contexts = contexts.map(|v| tables(v, "[[vhost.context]]", p));
-    let contexts = contexts.unwrap_or_default().into_iter();
-    let contexts = contexts
-        .filter_map(|s| context(s, refs, base_dir, p))
+    let contexts: Vec<ContextRoute> = contexts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| {
+            let at = uri_at(&s);
+            context(s, refs, base_dir, p).map(|c| (at, c))
+        })
+        .map(|(at, c)| {
+            ctx_at.push((at, c.uri.clone()));
+            c
+        })
         .collect();
+    unreachable_routes("[[vhost.websocket]]", &ws_at, p);
+    unreachable_routes("[[vhost.context]]", &ctx_at, p);
     let name = name?;
     names.add(&name, p);
     Some(VHost {
@@ -88,22 +222,29 @@ fn vhost(
     })
 }
 
-/// `doc_root`, joined to `base_dir`; default `base_dir/www`. A path that exists but is not a
-/// directory is a problem; a missing one is not (a WebSocket-only site needs none; static
-/// requests then answer 404, and the start-up log warns).
+/// `doc_root`, joined to `base_dir`; default `base_dir/www`. A `doc_root` given must exist
+/// and be a directory; the default may be missing (a WebSocket-only site needs none; static
+/// requests then answer 404).
 fn doc_root(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) -> PathBuf {
     let (path, at) = match v.map(|v| string(v, "\"doc_root\"", p)) {
         Some(Some(s)) => (base_dir.join(s.v), s.at),
         Some(None) | None => return absolute(base_dir.join("www")),
     };
     let path = absolute(path);
-    if path.exists() && !path.is_dir() {
+    if !path.exists() {
+        p.add(at, format!("doc_root {} does not exist", path.display()));
+    } else if !path.is_dir() {
         p.add(
             at,
             format!("doc_root {} is not a directory", path.display()),
         );
     }
     path
+}
+
+/// Where an entry's `uri` is written (else the entry's header).
+fn uri_at(s: &Section<'_, '_>) -> usize {
+    s.peek("uri").map_or(s.at, |v| v.span().start)
 }
 
 fn websocket(
@@ -548,9 +689,11 @@ mod tests {
                 message: msg
             }]
         );
-        // A missing directory is not a problem (WebSocket-only sites need none).
-        let c = load_str(&cfg("doc_root = \"nope\""), &dir.0).unwrap();
-        assert_eq!(c.vhosts[0].doc_root, dir.0.join("nope"));
+        // A doc_root given must exist; the default one may be missing (WebSocket-only sites
+        // need none).
+        let err = load_str(&cfg("doc_root = \"nope\""), &dir.0).unwrap_err();
+        let msg = format!("doc_root {} does not exist", dir.0.join("nope").display());
+        assert_eq!((err.len(), err[0].message.as_str()), (1, msg.as_str()));
         std::fs::remove_dir(dir.0.join("www")).unwrap();
         assert!(load_str(&cfg(""), &dir.0).is_ok());
     }

@@ -72,6 +72,15 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// A listening socket on `address` with `SO_REUSEPORT` (every core binds its own), and its
 /// descriptor, which the listener owns.
 fn listen(address: SocketAddr) -> std::io::Result<(TcpListener, RawFd)> {
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(listening_socket(address)?);
+    // SAFETY: a bound, listening TCP socket that nothing else owns.
+    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
+}
+
+/// A bound, listening TCP socket on `address` with `SO_REUSEPORT` (every core binds its own)
+/// and `SO_REUSEADDR` (connections of an earlier run left in TIME_WAIT do not block the
+/// start-up probe, `preflight::probe_listeners`).
+pub(crate) fn listening_socket(address: SocketAddr) -> std::io::Result<std::os::fd::OwnedFd> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if address.is_ipv6() {
         Domain::IPV6
@@ -79,12 +88,13 @@ fn listen(address: SocketAddr) -> std::io::Result<(TcpListener, RawFd)> {
         Domain::IPV4
     };
     let sk = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
     sk.set_reuse_port(true)?;
     sk.bind(&address.into())?;
     sk.listen(LISTEN_BACKLOG)?;
     let fd = std::os::fd::IntoRawFd::into_raw_fd(sk);
-    // SAFETY: a bound, listening TCP socket that nothing else owns.
-    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
+    // SAFETY: a socket just created, owned by nothing else.
+    Ok(unsafe { <std::os::fd::OwnedFd as FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Counts one accept loop holding a connection slot while it waits in `accept`.

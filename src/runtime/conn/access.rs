@@ -42,13 +42,35 @@ fn open(path: &std::path::Path) -> std::io::Result<File> {
 }
 
 /// Start-up check: the log file can be opened.
+/// An existing file is opened for appending; a new one is not created here (`ringway check`
+/// must not create it): its directory must exist and be writable.
 pub fn check_target(log: &Log) -> Result<(), String> {
-    match &log.access {
-        AccessTarget::File(path) => open(path)
+    let AccessTarget::File(path) = &log.access else {
+        return Ok(());
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("access log {}: {e}", path.display());
+    if path.exists() {
+        return OpenOptions::new()
+            .append(true)
+            .open(path)
             .map(drop)
-            .map_err(|e| format!("access log {}: {e}", path.display())),
-        _ => Ok(()),
+            .map_err(|e| fail(&e));
     }
+    let dir = match path.parent() {
+        Some(d) if d.is_dir() => d,
+        _ => return Err(fail(&"its directory does not exist")),
+    };
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+        .map_err(|e| fail(&e))?;
+    // SAFETY: a NUL-terminated path; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(fail(&format_args!(
+            "cannot create it in {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether lines are wanted (a thread-local flag: the request path checks only this).

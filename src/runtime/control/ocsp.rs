@@ -101,6 +101,11 @@ async fn serve(mailbox: Arc<Mailbox<Configure>>) {
     }
 }
 
+/// What `start` would refuse (no issuer, no responder), without starting anything.
+pub fn check(config: &Config, slots: &[Option<Arc<CertSlot>>]) -> Result<(), String> {
+    targets(config, slots).map(drop)
+}
+
 fn targets(config: &Config, slots: &[Option<Arc<CertSlot>>]) -> Result<Vec<Target>, String> {
     let mut out = Vec::new();
     for (vhost, slot) in config.vhosts.iter().zip(slots) {

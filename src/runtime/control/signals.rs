@@ -50,7 +50,6 @@ use rustix::net::{
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
-use crate::runtime::conn::access;
 use crate::runtime::control::hub::{Call, Generation, Hub, Msg};
 
 /// The environment variable that tells a new process where its parent hands over sockets.
@@ -152,6 +151,7 @@ pub fn send_signal(config: &Config, signal: libc::c_int) -> Result<u32, String> 
         .trim()
         .parse()
         .map_err(|_| format!("{}: not a process id: {:?}", path.display(), text.trim()))?;
+    crate::runtime::preflight::is_ringway(pid).map_err(|e| format!("{}: {e}", path.display()))?;
     // SAFETY: kill with a pid read from the pid file and a valid signal number.
     if unsafe { libc::kill(pid, signal) } != 0 {
         return Err(format!(
@@ -171,6 +171,21 @@ pub struct Inherited {
 }
 
 impl Inherited {
+    /// Whether a socket for this listener was handed over (a binary upgrade).
+    pub fn has(&self, name: &str, address: SocketAddr) -> bool {
+        self.fds
+            .lock()
+            .is_ok_and(|fds| fds.iter().any(|(n, a, _)| n == name && *a == address))
+    }
+
+    /// Adds a socket bound by this process (before dropping privileges): a core takes it as
+    /// it takes an inherited one.
+    pub fn add(&self, name: &str, address: SocketAddr, fd: OwnedFd) {
+        if let Ok(mut fds) = self.fds.lock() {
+            fds.push((name.to_string(), address, fd));
+        }
+    }
+
     /// One inherited socket for this listener, if one is left; each is handed out once.
     pub fn take(&self, name: &str, address: SocketAddr) -> Option<RawFd> {
         let mut fds = self.fds.lock().ok()?;
@@ -381,7 +396,12 @@ impl Control {
     fn reload(&mut self) -> Result<u64, Vec<String>> {
         let file = self.config_path.display().to_string();
         let mut config = match config::load(&self.config_path) {
-            Ok(c) => c,
+            Ok(c) => {
+                for w in &c.warnings {
+                    warn!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
+                }
+                c
+            }
             Err(problems) => {
                 for p in &problems {
                     error!("{file}:{}:{}: {}", p.line, p.col, p.message);
@@ -449,8 +469,7 @@ impl Control {
     /// Everything a start would check beyond the file itself: certificates, keys, backend
     /// TLS, the access log; then the new OCSP core.
     fn prepare(&self, config: Config) -> Result<Arc<Generation>, String> {
-        let slots = crate::config::tls::load_slots(&config)?;
-        access::check_target(&config.log)?;
+        let slots = crate::runtime::preflight::files(&config)?;
         let config = Arc::new(config);
         crate::runtime::backend::pools::Backends::new(
             config.clone(),
