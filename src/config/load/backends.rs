@@ -307,7 +307,11 @@ mod tests {
         assert_eq!(c.backends[0].drain_spread, Duration::from_secs(30));
         // `tls://name:port`: the certificate is checked against the name.
         let ca = dir.0.join("ca.pem");
-        std::fs::write(&ca, "").unwrap();
+        let pem = rcgen::generate_simple_self_signed(vec!["api.internal".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        std::fs::write(&ca, pem).unwrap();
         let tls = format!("tls = {{ ca_file = \"{}\" }}", ca.display());
         let (c, _dir) = ok(&with(&[
             "[[backend]]",

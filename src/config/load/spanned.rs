@@ -204,10 +204,10 @@ mod tests {
     #[test]
     fn unknown_keys_at_every_level() {
         one_problem(
-            &with(&["[tls]", "cert = \"x\""]),
+            &with(&["[tsl]", "cert = \"x\""]),
             7,
             2,
-            "unknown key \"tls\" at the top level; valid keys: runtime, timeouts, limits, listener, backend, vhost",
+            "unknown key \"tsl\" at the top level; valid keys: runtime, timeouts, limits, listener, backend, vhost",
         );
         one_problem(
             &with(&["[timeouts]", "foo = \"1s\""]),
