@@ -283,6 +283,8 @@ pub struct VHost {
     pub websockets: Vec<WebSocketRoute>,
     pub contexts: Vec<ContextRoute>,
     pub tls: Option<VHostTls>,
+    /// `compress`, `precompressed`, `cache_control`, …: for requests no context matches.
+    pub delivery: crate::policy::delivery::Delivery,
 }
 
 /// `[vhost.tls]`: the certificate for this vhost's names on TLS listeners.
@@ -344,6 +346,8 @@ pub const TUNNEL_MAX_MESSAGE_DEFAULT: usize = 1024 * 1024;
 pub struct ContextRoute {
     pub uri: UriMatch,
     pub handler: Handler,
+    /// The context's delivery keys over its vhost's.
+    pub delivery: crate::policy::delivery::Delivery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,10 +12,13 @@
 //! - `connect`: the CONNECT proxy's target, allow rules and Basic auth.
 //! - `upstream`: backend server addresses.
 //! - `static_files`: which file answers a path, and its headers.
+//! - `delivery`: a route's compression, precompressed variants and `Cache-Control`, and whether
+//!   one response is compressed.
 
 pub mod balance;
 pub mod cidr;
 pub mod connect;
+pub mod delivery;
 pub mod limits;
 pub mod route;
 pub mod static_files;

@@ -42,20 +42,30 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::policy::delivery::{Delivery, ResponseFacts};
+use crate::protocol::http::coding::{Accept, Coding};
+use crate::protocol::http::conditional::{self, RangeAnswer};
+
 /// `Content-Type` of the short error bodies from [`error_body`].
 pub const ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// What to send back. The caller writes the status line and these headers:
-/// `Content-Type`, `Content-Length`, `Last-Modified` when `Some`, and `Allow: GET, HEAD` when
-/// `allow`.
+/// `Content-Type`, `Content-Length`, `Last-Modified` and `ETag` when `Some`, `Content-Encoding`
+/// (a precompressed variant), `Content-Range`, `Accept-Ranges: bytes` when `accept_ranges`,
+/// `Vary: Accept-Encoding` when `vary`, and `Allow: GET, HEAD` when `allow`.
 ///
-/// Body: for 200 on GET, stream `file` (exactly `content_length` bytes); for errors on GET,
-/// write [`error_body`]`(status)`; for HEAD and for 304 write no body. `content_length` is always
-/// the length a GET body would have (file size for 200/304, error body length otherwise), so it
-/// is right for HEAD too; a caller may omit it on 304.
+/// Body: for 200/206 on GET, stream `file` (exactly `content_length` bytes from where it stands:
+/// a 206's file is already at the range's start); for errors on GET, write
+/// [`error_body`]`(status)`; for HEAD and for 304 write no body. `content_length` is always the
+/// length a GET body would have (file size or range length for 200/206/304, error body length
+/// otherwise), so it is right for HEAD too; a caller may omit it on 304.
+///
+/// `compress`: the caller compresses the body on the fly with this coding; it then sends no
+/// `Content-Length` (the body is chunked on HTTP/1.1), `Content-Encoding` and a weakened `ETag`
+/// (`protocol::http::conditional::weaken`), and no `Accept-Ranges`.
 #[derive(Debug)]
 pub struct StaticResponse {
-    /// 200, 304, 400, 403, 404, 405, or 503 (out of descriptors).
+    /// 200, 206, 304, 400, 403, 404, 405, 416, or 503 (out of descriptors).
     pub status: u16,
     /// Type of the file for 200/304; [`ERROR_CONTENT_TYPE`] for errors.
     pub content_type: &'static str,
@@ -67,6 +77,31 @@ pub struct StaticResponse {
     pub file: Option<File>,
     /// True for 405: the caller adds `Allow: GET, HEAD`.
     pub allow: bool,
+    /// Strong `ETag` of what is served (the file, or its precompressed variant).
+    pub etag: Option<String>,
+    /// The body is a precompressed variant in this coding.
+    pub content_encoding: Option<Coding>,
+    /// Compress the body on the fly (see the type's doc).
+    pub compress: Option<Coding>,
+    /// Add `Vary: Accept-Encoding`.
+    pub vary: bool,
+    /// `Content-Range` of a 206 or 416.
+    pub content_range: Option<String>,
+    /// Add `Accept-Ranges: bytes`.
+    pub accept_ranges: bool,
+}
+
+/// The request fields [`serve_with`] looks at beyond the method and target (raw values).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditions<'a> {
+    pub if_modified_since: Option<&'a [u8]>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub range: Option<&'a [u8]>,
+    pub if_range: Option<&'a [u8]>,
+    pub accept_encoding: Option<&'a [u8]>,
+    /// The client takes a body of unknown length (HTTP/1.1 chunked, HTTP/2): needed to compress
+    /// on the fly.
+    pub chunked_ok: bool,
 }
 
 impl StaticResponse {
@@ -78,6 +113,12 @@ impl StaticResponse {
             last_modified: None,
             file: None,
             allow: status == 405,
+            etag: None,
+            content_encoding: None,
+            compress: None,
+            vary: false,
+            content_range: None,
+            accept_ranges: false,
         }
     }
 }
@@ -90,6 +131,7 @@ pub fn error_body(status: u16) -> &'static [u8] {
         403 => b"403 Forbidden\n",
         404 => b"404 Not Found\n",
         405 => b"405 Method Not Allowed\n",
+        416 => b"416 Range Not Satisfiable\n",
         503 => b"503 Service Unavailable\n",
         _ => b"500 Internal Server Error\n",
     }
@@ -120,6 +162,36 @@ pub fn serve(
     target: &[u8],
     if_modified_since: Option<&[u8]>,
 ) -> StaticResponse {
+    let conditions = Conditions {
+        if_modified_since,
+        ..Conditions::default()
+    };
+    serve_with(
+        doc_root,
+        root_fd,
+        method,
+        target,
+        &conditions,
+        &Delivery::default(),
+    )
+}
+
+/// [`serve`] with every validator, `Range` and `Accept-Encoding` (`conditions`), under the
+/// route's `delivery` settings (precompressed variants, on-the-fly compression).
+///
+/// Order (RFC 9110 §13.2.2): the representation is chosen first (a precompressed variant the
+/// client accepts, else the file, compressed on the fly when `delivery` says so); then
+/// `If-None-Match` (weak comparison; when present `If-Modified-Since` is not looked at) or
+/// `If-Modified-Since` gives 304; then `Range` (GET only, and not on a response compressed on
+/// the fly), subject to `If-Range`, gives 206 or 416.
+pub fn serve_with(
+    doc_root: &Path,
+    root_fd: Option<BorrowedFd<'_>>,
+    method: &[u8],
+    target: &[u8],
+    conditions: &Conditions<'_>,
+    delivery: &Delivery,
+) -> StaticResponse {
     let head = match method {
         b"GET" => false,
         b"HEAD" => true,
@@ -127,15 +199,19 @@ pub fn serve(
     };
     let outcome = request_segments(target).and_then(|segments| {
         let fast = root_fd.and_then(|fd| open_beneath(fd, doc_root, &segments));
-        let (file, meta, logical) = match fast {
-            Some(opened) => opened?,
+        let (file, meta, logical, at) = match fast {
+            Some(opened) => {
+                let (file, meta, logical, rel) = opened?;
+                (file, meta, logical, Where::Beneath(root_fd, rel))
+            }
             None => {
                 let (canonical, logical) = resolve(doc_root, &segments)?;
                 let (file, meta) = open_regular(&canonical)?;
-                (file, meta, logical)
+                (file, meta, logical, Where::Canonical(doc_root, canonical))
             }
         };
-        Ok(respond(&logical, file, &meta, head, if_modified_since))
+        let opened = Opened { file, meta, at };
+        Ok(respond(&logical, opened, head, conditions, delivery))
     });
     outcome.unwrap_or_else(StaticResponse::error)
 }
@@ -162,7 +238,7 @@ fn open_beneath(
     root: BorrowedFd<'_>,
     doc_root: &Path,
     segments: &[String],
-) -> Option<Result<(File, Metadata, PathBuf), u16>> {
+) -> Option<Result<(File, Metadata, PathBuf, String), u16>> {
     let mut rel = String::with_capacity(64);
     for (i, segment) in segments.iter().enumerate() {
         if i > 0 {
@@ -196,12 +272,17 @@ fn open_beneath(
         if !meta.is_file() {
             return Some(Err(404));
         }
-        return Some(Ok((index, meta, logical.join("index.html"))));
+        let rel = if rel == "." {
+            "index.html".to_owned()
+        } else {
+            rel + "/index.html"
+        };
+        return Some(Ok((index, meta, logical.join("index.html"), rel)));
     }
     if !meta.is_file() {
         return Some(Err(404));
     }
-    Some(Ok((file, meta, logical)))
+    Some(Ok((file, meta, logical, rel)))
 }
 
 /// `openat2(dir, path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, RESOLVE_BENEATH |
@@ -235,31 +316,140 @@ fn openat2_beneath(dir: BorrowedFd<'_>, path: &str) -> Option<Result<File, u16>>
     }
 }
 
-/// Builds the 200 / 304 response for an opened regular file.
+/// Where an opened file was found, to look for its precompressed variants beside it.
+enum Where<'a> {
+    /// Beneath the root descriptor, at this relative path.
+    Beneath(Option<BorrowedFd<'a>>, String),
+    /// At this canonical path inside this root.
+    Canonical(&'a Path, PathBuf),
+}
+
+/// An opened regular file and where it was found.
+struct Opened<'a> {
+    file: File,
+    meta: Metadata,
+    at: Where<'a>,
+}
+
+impl Opened<'_> {
+    /// The variant `file<suffix>` beside this file when it is a regular file not older than
+    /// this one.
+    fn variant(&self, coding: Coding) -> Option<(File, Metadata)> {
+        let (file, meta) = match &self.at {
+            Where::Beneath(root, rel) => {
+                let file = openat2_beneath((*root)?, &format!("{rel}{}", coding.suffix()))?.ok()?;
+                let meta = file.metadata().ok()?;
+                (file, meta)
+            }
+            Where::Canonical(root, path) => {
+                let mut name = path.clone().into_os_string();
+                name.push(coding.suffix());
+                open_regular(&contained(root, Path::new(&name)).ok()?).ok()?
+            }
+        };
+        let fresh = match (meta.modified(), self.meta.modified()) {
+            (Ok(v), Ok(f)) => v >= f,
+            _ => false,
+        };
+        (meta.is_file() && fresh).then_some((file, meta))
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Builds the 200 / 206 / 304 / 416 response for an opened regular file (see [`serve_with`]).
 fn respond(
     logical: &Path,
-    file: File,
-    meta: &Metadata,
+    opened: Opened<'_>,
     head: bool,
-    if_modified_since: Option<&[u8]>,
+    conditions: &Conditions<'_>,
+    delivery: &Delivery,
 ) -> StaticResponse {
-    let mtime = meta.modified().ok();
-    let not_modified = match (mtime, if_modified_since) {
-        (Some(mtime), Some(raw)) => not_modified_since(mtime, raw),
-        _ => false,
+    let content_type = content_type_for(logical);
+    let accept = Accept::parse(conditions.accept_encoding);
+    // The representation: a precompressed variant the client takes, or the file itself.
+    let variant = accept
+        .choose(&delivery.precompressed)
+        .and_then(|c| opened.variant(c).map(|(f, m)| (c, f, m)));
+    let mut vary = !delivery.precompressed.is_empty();
+    let (file, meta, content_encoding, compress) = match variant {
+        Some((coding, file, meta)) => (file, meta, Some(coding), None),
+        None => {
+            let facts = ResponseFacts {
+                status: 200,
+                content_type: Some(content_type.as_bytes()),
+                content_length: Some(opened.meta.len()),
+                ..ResponseFacts::default()
+            };
+            let decision = delivery.compress_for(&accept, head, conditions.chunked_ok, &facts);
+            vary |= decision.vary;
+            (opened.file, opened.meta, None, decision.coding)
+        }
     };
-    StaticResponse {
-        status: if not_modified { 304 } else { 200 },
-        content_type: content_type_for(logical),
-        content_length: meta.len(),
-        last_modified: mtime.map(httpdate::fmt_http_date),
-        file: if head || not_modified {
-            None
-        } else {
-            Some(file)
+    let size = meta.len();
+    let mtime = meta.modified().ok();
+    let etag = mtime.map(|t| {
+        let tag = conditional::etag(unix_secs(t), size);
+        match compress {
+            // Compressed on the fly: the bytes differ from the file's, the tag is weak.
+            Some(_) => String::from_utf8_lossy(&conditional::weaken(tag.as_bytes())).into_owned(),
+            None => tag,
+        }
+    });
+    let not_modified = match (conditions.if_none_match, &etag) {
+        (Some(inm), Some(tag)) => conditional::none_match_hits(inm, tag),
+        (Some(_), None) => false,
+        (None, _) => match (mtime, conditions.if_modified_since) {
+            (Some(mtime), Some(raw)) => not_modified_since(mtime, raw),
+            _ => false,
         },
+    };
+    let mut resp = StaticResponse {
+        status: if not_modified { 304 } else { 200 },
+        content_type,
+        content_length: size,
+        last_modified: mtime.map(httpdate::fmt_http_date),
+        file: None,
         allow: false,
+        etag,
+        content_encoding,
+        compress: compress.filter(|_| !not_modified),
+        vary,
+        content_range: None,
+        accept_ranges: compress.is_none(),
+    };
+    if not_modified || head {
+        return resp;
     }
+    let mut file = file;
+    let range = conditions.range.filter(|_| compress.is_none()).filter(|_| {
+        conditions.if_range.is_none_or(|v| {
+            let tag = resp.etag.as_deref().unwrap_or_default();
+            conditional::if_range_holds(v, tag, mtime.map(unix_secs))
+        })
+    });
+    match range.map(|r| conditional::byte_range(r, size)) {
+        None | Some(RangeAnswer::Whole) => {}
+        Some(RangeAnswer::Part { start, end }) => {
+            use std::io::{Seek, SeekFrom};
+            if file.seek(SeekFrom::Start(start)).is_err() {
+                return StaticResponse::error(500);
+            }
+            resp.status = 206;
+            resp.content_length = end - start + 1;
+            resp.content_range = Some(conditional::content_range(start, end, size));
+        }
+        Some(RangeAnswer::Unsatisfiable) => {
+            let mut e = StaticResponse::error(416);
+            e.content_range = Some(conditional::unsatisfied_range(size));
+            e.accept_ranges = true;
+            return e;
+        }
+    }
+    resp.file = Some(file);
+    resp
 }
 
 /// True when `raw` is a valid HTTP-date and `mtime`, truncated to whole seconds, is not after
@@ -271,8 +461,7 @@ fn not_modified_since(mtime: SystemTime, raw: &[u8]) -> bool {
     let Ok(since) = httpdate::parse_http_date(text.trim()) else {
         return false;
     };
-    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    secs(mtime) <= secs(since)
+    unix_secs(mtime) <= unix_secs(since)
 }
 
 /// Request-target → decoded, normalized path segments (see the module docs), or an error status.

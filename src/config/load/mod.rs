@@ -17,6 +17,7 @@
 //!   URIs, domains, existing files.
 //! - `xref`: names and the references between sections (duplicates, unknown names, the implicit
 //!   backends of `address = ...` routes, a tcp listener without a route).
+//! - `delivery`: the compression, precompressed and `cache_control` keys of vhosts and contexts.
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
 //!   keys of vhosts and backends), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
@@ -32,6 +33,7 @@ mod admin;
 mod backends;
 #[cfg(test)]
 mod broken;
+mod delivery;
 mod listeners;
 mod problems;
 mod runtime;

@@ -1,10 +1,12 @@
 //! `[[vhost]]`: domains, listeners, `doc_root`, `tls` (read by `tls::vhost_tls`), and its
 //! routes: `[[vhost.websocket]]` (a backend or an address; `mode = "tunnel"` with its keys) and
-//! `[[vhost.context]]` (a handler: static, echo, proxy or connect).
+//! `[[vhost.context]]` (a handler: static, echo, proxy or connect). Both take the delivery keys
+//! (`delivery`: compression, precompressed variants, `cache_control`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::delivery;
 use super::problems::Problems;
 use super::spanned::{boolean, list, string, tables, At, Section, Val};
 use super::tls::vhost_tls;
@@ -49,6 +51,7 @@ fn vhost(
     let tls = s.opt("tls", p, |v, what, p| vhost_tls(v, what, base_dir, p));
     let websockets = s.get("websocket");
     let contexts = s.get("context");
+    let keys = delivery::read(&mut s, p);
     s.finish(p);
     let websockets = websockets.map(|v| tables(v, "[[vhost.websocket]]", p));
     let websockets = websockets.unwrap_or_default().into_iter();
@@ -56,7 +59,7 @@ fn vhost(
     let contexts = contexts.map(|v| tables(v, "[[vhost.context]]", p));
     let contexts = contexts.unwrap_or_default().into_iter();
     let contexts = contexts
-        .filter_map(|s| context(s, refs, base_dir, p))
+        .filter_map(|s| context(s, refs, base_dir, &keys, p))
         .collect();
     let name = name?;
     names.add(&name, p);
@@ -68,6 +71,7 @@ fn vhost(
         websockets,
         contexts,
         tls,
+        delivery: keys.settle(),
     })
 }
 
@@ -231,6 +235,7 @@ fn context(
     mut s: Section<'_, '_>,
     refs: &Refs<'_>,
     base_dir: &Path,
+    vhost_keys: &delivery::DeliveryKeys,
     p: &mut Problems,
 ) -> Option<ContextRoute> {
     let at = s.at;
@@ -248,6 +253,7 @@ fn context(
         })
     });
     let auth = s.opt("auth", p, |v, what, p| connect_auth(v, what, base_dir, p));
+    let keys = delivery::read(&mut s, p).over(vhost_keys);
     s.finish(p);
     let is_connect = handler_name.as_ref().is_some_and(|h| h.v == "connect");
     if !is_connect && (allow_value.is_some() || auth.is_some()) {
@@ -274,7 +280,11 @@ fn context(
         Handler::Proxy { backend, .. } => Handler::Proxy { backend, host },
         other => other,
     };
-    Some(ContextRoute { uri: uri?, handler })
+    Some(ContextRoute {
+        uri: uri?,
+        handler,
+        delivery: keys.settle(),
+    })
 }
 
 /// `auth = { users_file = "..." }`: the file read and checked now (a reload reads it again).

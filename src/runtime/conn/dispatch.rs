@@ -54,7 +54,8 @@ pub enum Action<'s> {
         target: crate::policy::connect::Target,
         rules: &'s [crate::policy::connect::Rule],
     },
-    Static(static_files::StaticResponse, bool),
+    /// The answer, whether the request was `HEAD`, and the route's `cache_control`.
+    Static(static_files::StaticResponse, bool, Option<&'s str>),
     EchoUpgrade {
         accept: [u8; 28],
     },
@@ -284,7 +285,9 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
         Action::Connect { target, rules } => {
             crate::runtime::handlers::forward::run(shard, c, target, rules).await
         }
-        Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
+        Action::Static(resp, is_head, cache_control) => {
+            static_serve::send(c, resp, is_head, close, cache_control).await
+        }
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
         Action::WsTunnel {
@@ -402,7 +405,8 @@ fn plan<'s>(
             },
         },
         Some(Handler::Proxy { backend, host }) => {
-            Action::Proxy(plan_proxy(c, req, *backend, host.as_deref()))
+            let delivery = route.context.map(|ctx| &ctx.delivery);
+            Action::Proxy(plan_proxy(c, req, *backend, host.as_deref(), delivery))
         }
         // A CONNECT context answers only CONNECT (on a forward_proxy listener, above).
         Some(Handler::Connect { .. }) => Action::Error {
@@ -410,15 +414,25 @@ fn plan<'s>(
             close: false,
         },
         Some(Handler::Static) | None => {
-            let ims = req.header("if-modified-since");
-            let resp = static_files::serve(
+            let delivery = route.context.map_or(&vhost.delivery, |ctx| &ctx.delivery);
+            let conditions = static_files::Conditions {
+                if_modified_since: req.header("if-modified-since"),
+                if_none_match: req.header("if-none-match"),
+                range: req.header("range"),
+                if_range: req.header("if-range"),
+                accept_encoding: req.header("accept-encoding"),
+                chunked_ok: req.minor_version == 1,
+            };
+            let resp = static_files::serve_with(
                 &vhost.doc_root,
                 crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
                 req.method.as_bytes(),
                 req.target.as_bytes(),
-                ims,
+                &conditions,
+                delivery,
             );
-            Action::Static(resp, req.method == "HEAD")
+            let cache_control = delivery.cache_control.as_deref();
+            Action::Static(resp, req.method == "HEAD", cache_control)
         }
     }
 }
@@ -556,6 +570,7 @@ fn plan_proxy<'s>(
     req: &Request<'_, '_>,
     backend: usize,
     host: Option<&'s str>,
+    delivery: Option<&'s crate::policy::delivery::Delivery>,
 ) -> ProxyPlan<'s> {
     let mut head = pool::take_vec();
     let info = ForwardInfo {
@@ -586,5 +601,12 @@ fn plan_proxy<'s>(
             h
         },
         host_override: host,
+        compress: delivery.filter(|d| !d.compress.is_empty()).map(|d| {
+            crate::runtime::handlers::compress::Negotiated {
+                delivery: d,
+                accept: crate::protocol::http::coding::Accept::parse(req.header("accept-encoding")),
+                chunked_ok: req.minor_version == 1,
+            }
+        }),
     }
 }

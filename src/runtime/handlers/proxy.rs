@@ -15,6 +15,7 @@ use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::head::{empty_headers, parse_response, Body};
 use crate::runtime::backend::pools::Lease;
 use crate::runtime::conn::client::{respond_error, Client, Next};
+use crate::runtime::handlers::compress;
 use crate::runtime::net::idle;
 use crate::runtime::net::idle::Watch;
 use crate::runtime::net::io::{head_end, write_all_two, ReadBuf, ReadError};
@@ -36,6 +37,8 @@ pub struct ProxyPlan<'s> {
     /// `Vec` (`pool::take_vec`; empty when the request had none).
     pub client_host: Vec<u8>,
     pub host_override: Option<&'s str>,
+    /// The route compresses (`compress`): what the client accepts.
+    pub compress: Option<crate::runtime::handlers::compress::Negotiated<'s>>,
 }
 
 /// How an exchange failed.
@@ -192,7 +195,7 @@ async fn respond(
     stale: bool,
 ) -> Result<(bool, Next), Fail> {
     let end = response_head(shard, lease, brb, &c.watch, stale).await?;
-    let (out, body, backend_keep_alive) = {
+    let (out, body, backend_keep_alive, coding) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
         let resp = match parse_response(&brb.data()[..end], &mut headers, max) {
@@ -225,23 +228,52 @@ async fn respond(
             close,
         };
         let mut out = pool::take_vec();
-        write_response_head(&mut out, &resp, body, &rw);
-        (out, body, resp.keep_alive())
+        let decision = plan
+            .compress
+            .as_ref()
+            .map(|n| n.decide(&resp, plan.method_head))
+            .unwrap_or_default();
+        let coding = decision.coding.filter(|_| body != Body::None);
+        if decision.vary || coding.is_some() {
+            compress::write_head(&mut out, &resp, body, &rw, decision);
+        } else {
+            write_response_head(&mut out, &resp, body, &rw);
+        }
+        (out, body, resp.keep_alive(), coding)
     };
     brb.consume(end);
     let timeout = shard.config.timeouts.upstream_read;
     // The head goes out with the first body bytes (one send when they came in one read).
     let mut head: &[u8] = &out;
-    let streamed = stream_body(
-        &mut lease.conn,
-        &mut c.stream,
-        brb,
-        body,
-        &c.watch,
-        timeout,
-        &mut head,
-    )
-    .await;
+    let streamed = match coding {
+        Some(coding) => {
+            let r = compress::stream_body(
+                &mut lease.conn,
+                &mut c.stream,
+                brb,
+                body,
+                &c.watch,
+                timeout,
+                head,
+                coding,
+            )
+            .await;
+            head = &[];
+            r
+        }
+        None => {
+            stream_body(
+                &mut lease.conn,
+                &mut c.stream,
+                brb,
+                body,
+                &c.watch,
+                timeout,
+                &mut head,
+            )
+            .await
+        }
+    };
     let head_sent = head.is_empty();
     pool::give_vec(out);
     streamed.map_err(|e| {
