@@ -183,7 +183,7 @@ pub fn serve(
 /// client accepts, else the file, compressed on the fly when `delivery` says so); then
 /// `If-None-Match` (weak comparison; when present `If-Modified-Since` is not looked at) or
 /// `If-Modified-Since` gives 304; then `Range` (GET only, and not on a response compressed on
-/// the fly), subject to `If-Range`, gives 206 or 416.
+/// the fly or a precompressed variant, as nginx), subject to `If-Range`, gives 206 or 416.
 pub fn serve_with(
     doc_root: &Path,
     root_fd: Option<BorrowedFd<'_>>,
@@ -370,10 +370,16 @@ fn respond(
     let content_type = content_type_for(logical);
     let accept = Accept::parse(conditions.accept_encoding);
     // The representation: a precompressed variant the client takes, or the file itself.
-    let variant = accept
-        .choose(&delivery.precompressed)
-        .and_then(|c| opened.variant(c).map(|(f, m)| (c, f, m)));
-    let mut vary = !delivery.precompressed.is_empty();
+    let chosen = accept.choose(&delivery.precompressed);
+    let variant = chosen.and_then(|c| opened.variant(c).map(|(f, m)| (c, f, m)));
+    // Like nginx's gzip_static: the answer varies when a variant exists at all, whichever the
+    // client takes (one probe per other configured coding when none was served).
+    let mut vary = variant.is_some()
+        || delivery
+            .precompressed
+            .iter()
+            .filter(|&&c| Some(c) != chosen)
+            .any(|&c| opened.variant(c).is_some());
     let (file, meta, content_encoding, compress) = match variant {
         Some((coding, file, meta)) => (file, meta, Some(coding), None),
         None => {
@@ -418,13 +424,15 @@ fn respond(
         compress: compress.filter(|_| !not_modified),
         vary,
         content_range: None,
-        accept_ranges: compress.is_none(),
+        // On a full 200 only (nginx sends it on none of 206, 304, 416 either).
+        // Variants, like nginx's gzip_static, take no ranges.
+        accept_ranges: compress.is_none() && content_encoding.is_none() && !not_modified,
     };
     if not_modified || head {
         return resp;
     }
     let mut file = file;
-    let range = conditions.range.filter(|_| compress.is_none()).filter(|_| {
+    let range = conditions.range.filter(|_| resp.accept_ranges).filter(|_| {
         conditions.if_range.is_none_or(|v| {
             let tag = resp.etag.as_deref().unwrap_or_default();
             conditional::if_range_holds(v, tag, mtime.map(unix_secs))
@@ -438,13 +446,13 @@ fn respond(
                 return StaticResponse::error(500);
             }
             resp.status = 206;
+            resp.accept_ranges = false;
             resp.content_length = end - start + 1;
             resp.content_range = Some(conditional::content_range(start, end, size));
         }
         Some(RangeAnswer::Unsatisfiable) => {
             let mut e = StaticResponse::error(416);
             e.content_range = Some(conditional::unsatisfied_range(size));
-            e.accept_ranges = true;
             return e;
         }
     }
