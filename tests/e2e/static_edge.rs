@@ -611,6 +611,30 @@ fn proxied_responses_compressed_and_sse_left_alone() {
                 );
                 out.extend_from_slice(&json_for_backend);
             }
+            "/api/stream" => {
+                head(
+                    &mut out,
+                    "200 OK",
+                    &[
+                        ("Content-Type", "text/plain"),
+                        ("Transfer-Encoding", "chunked"),
+                    ],
+                );
+                let piece = |data: &[u8]| {
+                    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+                    c.extend_from_slice(data);
+                    c.extend_from_slice(b"\r\n");
+                    c
+                };
+                out.extend_from_slice(&piece(&json_for_backend[..3000]));
+                let _ = w.write_all(&out);
+                let _ = w.flush();
+                thread::sleep(Duration::from_millis(1500));
+                let mut rest = piece(&json_for_backend[3000..]);
+                rest.extend_from_slice(b"0\r\n\r\n");
+                let _ = w.write_all(&rest);
+                return Then::KeepAlive;
+            }
             "/api/events" => {
                 head(
                     &mut out,
@@ -643,7 +667,8 @@ fn proxied_responses_compressed_and_sse_left_alone() {
         be.config_addr
     );
     let config = format!(
-        "{}{extra}[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\ndoc_root = \"www\"\n\
+        "{}http2 = true\n{extra}[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n\
+         doc_root = \"www\"\n\
          [[vhost.context]]\nuri = \"/api/\"\nhandler = \"proxy\"\nbackend = \"app\"\n\
          compress = [\"gzip\", \"br\"]\n",
         base_config(1)
@@ -677,6 +702,41 @@ fn proxied_responses_compressed_and_sse_left_alone() {
     let r = curl(&["-H", ae, &url("/api/no-transform")]);
     assert!(r.h("content-encoding").is_none(), "{r:?}");
     assert_eq!(r.body, json);
+    // HTTP/2 (h2c) streams are compressed the same way.
+    let h2 = "--http2-prior-knowledge";
+    let r = curl(&[h2, "-H", ae, &url("/api/json")]);
+    assert_eq!(r.h("content-encoding"), Some("gzip"), "{r:?}");
+    assert!(r.h("content-length").is_none(), "{r:?}");
+    assert_eq!(gunzip(&r.body), json);
+    let r = curl(&[h2, "-H", "Accept-Encoding: br", &url("/api/chunked")]);
+    assert_eq!(unbrotli(&r.body), json);
+    let r = curl(&[h2, "-H", ae, &url("/api/events")]);
+    assert!(r.h("content-encoding").is_none(), "{r:?}");
+    // Streamed: the first piece decodes before the backend sends the rest (a sync flush when
+    // the backend pauses; no whole-body buffering).
+    let mut c = rw.conn();
+    let start = Instant::now();
+    c.send(b"GET /api/stream HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n");
+    let h = c.try_head(WAIT).unwrap();
+    assert_eq!(h.get("content-encoding"), Some("gzip"), "{h:?}");
+    let mut dec = flate2::write::GzDecoder::new(Vec::new());
+    while dec.get_ref().len() < 3000 {
+        let mut line = Vec::new();
+        while !line.ends_with(b"\r\n") {
+            line.extend(c.read_exact(1));
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(&line).unwrap().trim(), 16).unwrap();
+        assert!(size > 0, "the body ended before the first piece decoded");
+        let data = c.read_exact(size + 2);
+        dec.write_all(&data[..size]).unwrap();
+        dec.flush().unwrap();
+    }
+    assert_eq!(&dec.get_ref()[..], &json[..3000]);
+    assert!(
+        start.elapsed() < Duration::from_millis(1400),
+        "the first piece waited for the rest: {:?}",
+        start.elapsed()
+    );
     // SSE: uncompressed, and the first event arrives before the second is sent.
     let mut c = rw.conn();
     let start = Instant::now();

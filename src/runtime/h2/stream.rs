@@ -174,6 +174,7 @@ async fn route(
                 host.as_deref(),
                 authority,
                 path_and_query,
+                route.context.map(|c| &c.delivery),
             ))
             .await
         }
