@@ -1,9 +1,8 @@
 //! On-the-fly compression over HTTP/1.1 (`compress = ["br", "gzip"]`): a static file, or a
 //! proxied response's body, through `protocol::http::coding::Encoder` and out as chunks.
 //!
-//! Memory per response is bounded: the encoder's state (gzip level 5: about 300 KiB; brotli
-//! quality 4 with a 256 KiB window: about 1 MiB), one pooled read buffer and the compressed
-//! output of one read. Nothing buffers a whole body. A proxied body is flushed (sync flush)
+//! Memory per response is bounded: the encoder's state (fixed by the level and window, whatever
+//! the body's size), one pooled read buffer and the compressed output of one read. Nothing buffers a whole body. A proxied body is flushed (sync flush)
 //! whenever the backend pauses, so a streamed response reaches the client piece by piece; a
 //! static file is flushed only at its end.
 
