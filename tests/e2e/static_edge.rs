@@ -1103,3 +1103,83 @@ precompressed = ["gzip"]
     let (x, y) = (a.body.len() as f64, b.body.len() as f64);
     assert!((x / y - 1.0).abs() < 0.1, "ringway {x} vs nginx {y} bytes");
 }
+
+/// Headless Chromium loads a page whose 100 KiB bundle comes compressed (gzip: Chromium offers
+/// br over HTTPS only), runs it, reloads, and gets the bundle from its cache after a 304
+/// (`cache_control = "no-cache"` makes it revalidate with the ETag).
+#[test]
+fn chromium_gets_the_bundle_compressed_then_304_on_reload() {
+    let dir = site();
+    let mut js = String::new();
+    let mut i = 0u64;
+    while js.len() < APP_LEN {
+        i += 1;
+        js.push_str(&format!(
+            "function f{}(a, b) {{ return a * {} + b; }}\n",
+            i % 997,
+            i % 89
+        ));
+    }
+    js.push_str("function bundleCheck(a, b) { return a * 10 + b; }\n");
+    js.push_str("window.bundleSum = 'ok-' + bundleCheck(2, 3);\n");
+    write_file(dir.path(), "www/app.js", &js);
+    write_file(
+        dir.path(),
+        "www/page.html",
+        "<!doctype html><html><body><p id=\"r\">pending</p>\n\
+         <script src=\"/app.js\"></script>\n<script>\n\
+         const n = Number(sessionStorage.getItem('loads') || 0) + 1;\n\
+         sessionStorage.setItem('loads', String(n));\n\
+         document.getElementById('r').textContent = 'loads=' + n + ' sum=' + (window.bundleSum || 'none');\n\
+         if (n === 1) location.reload();\n\
+         </script></body></html>\n",
+    );
+    let config = format!(
+        "{}[log]\naccess = \"access.log\"\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n\
+         doc_root = \"www\"\ncompress = [\"br\", \"gzip\"]\ncache_control = \"no-cache\"\n",
+        base_config(1)
+    );
+    let rw = Ringway::builder(config).dir(dir).start();
+    let mut dom = String::new();
+    for _ in 0..3 {
+        let profile = temp_dir();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-extensions",
+                "--virtual-time-budget=10000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(format!("http://127.0.0.1:{}/page.html", rw.port()))
+            .output()
+            .expect("chromium (apt-get install chromium)");
+        dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        if dom.contains("loads=2") {
+            break;
+        }
+    }
+    assert!(dom.contains("loads=2 sum=ok-23"), "{dom}");
+    let log = rw.dir_path().join("access.log");
+    let mut text = String::new();
+    let seen = wait_until(Duration::from_secs(10), || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("\"GET /app.js HTTP/1.1\" 200")
+            && text.contains("\"GET /app.js HTTP/1.1\" 304")
+    });
+    assert!(seen, "{text}");
+    // The 200 went out compressed: far fewer bytes than the file.
+    let sent: u64 = text
+        .lines()
+        .find_map(|l| l.split("\"GET /app.js HTTP/1.1\" 200 ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        sent < (APP_LEN / 3) as u64,
+        "{sent} bytes sent for the bundle\n{text}"
+    );
+}

@@ -170,7 +170,7 @@ pub struct Encoder {
 }
 
 enum State {
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Gzip(Box<flate2::write::GzEncoder<Vec<u8>>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
     /// After `finish` of a brotli stream: its last bytes.
     Done(Vec<u8>),
@@ -179,10 +179,10 @@ enum State {
 impl Encoder {
     pub fn new(coding: Coding) -> Encoder {
         let state = match coding {
-            Coding::Gzip => State::Gzip(flate2::write::GzEncoder::new(
+            Coding::Gzip => State::Gzip(Box::new(flate2::write::GzEncoder::new(
                 Vec::with_capacity(16 * 1024),
                 flate2::Compression::new(GZIP_LEVEL),
-            )),
+            ))),
             Coding::Br => State::Br(Box::new(brotli::CompressorWriter::new(
                 Vec::with_capacity(16 * 1024),
                 4096,
