@@ -1,5 +1,6 @@
-//! On-the-fly compression over HTTP/1.1 (`compress = ["br", "gzip"]`): a static file, or a
-//! proxied response's body, through `protocol::http::coding::Encoder` and out as chunks.
+//! On-the-fly compression over HTTP/1.1 (`compress = ["br", "gzip"]`): the decision and head
+//! for a proxied response (`proxy::stream_compressed` streams its body), and a static file
+//! through `protocol::http::coding::Encoder`, out as chunks.
 //!
 //! Memory per response is bounded: the encoder's state (fixed by the level and window, whatever
 //! the body's size), one pooled read buffer and the compressed output of one read. Nothing buffers a whole body. A proxied body is flushed (sync flush)
@@ -7,23 +8,18 @@
 //! static file is flushed only at its end.
 
 use std::io::Read;
-use std::rc::Rc;
-use std::time::Duration;
 
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
+
 use httparse::Header;
 
 use crate::policy::delivery::{Decision, Delivery, ResponseFacts};
-use crate::protocol::http::chunked::ChunkedDecoder;
 use crate::protocol::http::coding::{push_chunk, Accept, Coding, Encoder, LAST_CHUNK};
 use crate::protocol::http::conditional::weaken;
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::has_token;
 use crate::protocol::http::head::{parse_decimal, Body, Response};
 use crate::runtime::conn::client::Client;
-use crate::runtime::handlers::proxy::BodyError;
-use crate::runtime::net::idle::Watch;
-use crate::runtime::net::io::{ReadBuf, ReadError};
 use crate::runtime::net::pool;
 
 /// What a proxied request's route and client allow (built when the request is planned).
@@ -181,110 +177,4 @@ pub async fn send_file(
     pool::give(buf);
     pool::give_vec(out);
     ok
-}
-
-/// `proxy::stream_body` for a compressed response: the backend's body, framed as `body`,
-/// decoded from its chunks if chunked (trailers are dropped), compressed with `coding` and
-/// written to `dst` as chunks. `head` is written first, at once.
-#[allow(clippy::too_many_arguments)]
-pub async fn stream_body<R, W>(
-    src: &mut R,
-    dst: &mut W,
-    buf: &mut ReadBuf,
-    body: Body,
-    watch: &Rc<Watch>,
-    idle: Duration,
-    head: &[u8],
-    coding: Coding,
-) -> Result<(), BodyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    dst.write_all(head).await.map_err(|_| BodyError::Write)?;
-    let mut out = pool::take_vec();
-    let result = compress_body(src, dst, buf, body, watch, idle, coding, &mut out).await;
-    pool::give_vec(out);
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn compress_body<R, W>(
-    src: &mut R,
-    dst: &mut W,
-    buf: &mut ReadBuf,
-    body: Body,
-    watch: &Rc<Watch>,
-    idle: Duration,
-    coding: Coding,
-    out: &mut Vec<u8>,
-) -> Result<(), BodyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut enc = Encoder::new(coding);
-    let mut left = match body {
-        Body::None | Body::Length(0) => 0,
-        Body::Length(n) => n,
-        Body::Chunked | Body::UntilClose => u64::MAX,
-    };
-    let mut chunked = (body == Body::Chunked).then(ChunkedDecoder::default);
-    let mut trailers = Vec::new();
-    watch.restart(idle);
-    loop {
-        let done = left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done);
-        let mut ended = done;
-        if !done && buf.is_empty() {
-            match buf.fill_watched(src, pool::BUF_BYTES, watch).await {
-                Ok(0) if body == Body::UntilClose => ended = true,
-                Ok(0) => return Err(BodyError::PeerClosed),
-                Ok(_) => watch.touch(),
-                Err(ReadError::TimedOut) => return Err(BodyError::ReadTimedOut),
-                Err(ReadError::Io) => return Err(BodyError::Read),
-            }
-        }
-        if ended {
-            enc.finish().map_err(|_| BodyError::Write)?;
-            push_chunk(out, enc.output());
-            out.extend_from_slice(LAST_CHUNK);
-            return dst.write_all(out).await.map_err(|_| BodyError::Write);
-        }
-        let take = (buf.len() as u64).min(left) as usize;
-        let data = &buf.data()[..take];
-        let mut failed = false;
-        let used = match chunked.as_mut() {
-            Some(d) => {
-                // Trailers are dropped (bounded by `feed_parts`).
-                d.feed_parts(
-                    data,
-                    |r| failed |= enc.write(&data[r]).is_err(),
-                    &mut trailers,
-                )
-                .map_err(|_| BodyError::Framing)?
-            }
-            None => {
-                failed = enc.write(data).is_err();
-                take
-            }
-        };
-        if failed {
-            return Err(BodyError::Write);
-        }
-        buf.consume(used);
-        if body != Body::Chunked {
-            left -= used as u64;
-        }
-        let more = left > 0 && !chunked.as_ref().is_some_and(ChunkedDecoder::is_done);
-        // The backend paused: what it sent so far goes to the client now.
-        if more && buf.is_empty() {
-            enc.flush().map_err(|_| BodyError::Write)?;
-        }
-        push_chunk(out, enc.output());
-        enc.output().clear();
-        if !out.is_empty() {
-            dst.write_all(out).await.map_err(|_| BodyError::Write)?;
-            out.clear();
-        }
-    }
 }

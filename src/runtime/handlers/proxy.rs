@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 use crate::observe::metrics;
 use crate::policy::balance::Tried;
 use crate::protocol::http::chunked::ChunkedDecoder;
+use crate::protocol::http::coding::{push_chunk, Coding, Encoder, LAST_CHUNK};
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::head::{empty_headers, parse_response, Body};
 use crate::runtime::backend::pools::Lease;
@@ -247,7 +248,7 @@ async fn respond(
     let mut head: &[u8] = &out;
     let streamed = match coding {
         Some(coding) => {
-            let r = compress::stream_body(
+            let r = stream_compressed(
                 &mut lease.conn,
                 &mut c.stream,
                 brb,
@@ -461,6 +462,112 @@ where
         left -= take as u64;
         if left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {
             return Ok(());
+        }
+    }
+}
+
+/// `proxy::stream_body` for a compressed response: the backend's body, framed as `body`,
+/// decoded from its chunks if chunked (trailers are dropped), compressed with `coding` and
+/// written to `dst` as chunks. `head` is written first, at once.
+#[allow(clippy::too_many_arguments)]
+pub async fn stream_compressed<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    buf: &mut ReadBuf,
+    body: Body,
+    watch: &Rc<Watch>,
+    idle: Duration,
+    head: &[u8],
+    coding: Coding,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    dst.write_all(head).await.map_err(|_| BodyError::Write)?;
+    let mut out = pool::take_vec();
+    let result = compress_body(src, dst, buf, body, watch, idle, coding, &mut out).await;
+    pool::give_vec(out);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compress_body<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    buf: &mut ReadBuf,
+    body: Body,
+    watch: &Rc<Watch>,
+    idle: Duration,
+    coding: Coding,
+    out: &mut Vec<u8>,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut enc = Encoder::new(coding);
+    let mut left = match body {
+        Body::None | Body::Length(0) => 0,
+        Body::Length(n) => n,
+        Body::Chunked | Body::UntilClose => u64::MAX,
+    };
+    let mut chunked = (body == Body::Chunked).then(ChunkedDecoder::default);
+    let mut trailers = Vec::new();
+    watch.restart(idle);
+    loop {
+        let done = left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done);
+        let mut ended = done;
+        if !done && buf.is_empty() {
+            match buf.fill_watched(src, pool::BUF_BYTES, watch).await {
+                Ok(0) if body == Body::UntilClose => ended = true,
+                Ok(0) => return Err(BodyError::PeerClosed),
+                Ok(_) => watch.touch(),
+                Err(ReadError::TimedOut) => return Err(BodyError::ReadTimedOut),
+                Err(ReadError::Io) => return Err(BodyError::Read),
+            }
+        }
+        if ended {
+            enc.finish().map_err(|_| BodyError::Write)?;
+            push_chunk(out, enc.output());
+            out.extend_from_slice(LAST_CHUNK);
+            return dst.write_all(out).await.map_err(|_| BodyError::Write);
+        }
+        let take = (buf.len() as u64).min(left) as usize;
+        let data = &buf.data()[..take];
+        let mut failed = false;
+        let used = match chunked.as_mut() {
+            Some(d) => {
+                // Trailers are dropped (bounded by `feed_parts`).
+                d.feed_parts(
+                    data,
+                    |r| failed |= enc.write(&data[r]).is_err(),
+                    &mut trailers,
+                )
+                .map_err(|_| BodyError::Framing)?
+            }
+            None => {
+                failed = enc.write(data).is_err();
+                take
+            }
+        };
+        if failed {
+            return Err(BodyError::Write);
+        }
+        buf.consume(used);
+        if body != Body::Chunked {
+            left -= used as u64;
+        }
+        let more = left > 0 && !chunked.as_ref().is_some_and(ChunkedDecoder::is_done);
+        // The backend paused: what it sent so far goes to the client now.
+        if more && buf.is_empty() {
+            enc.flush().map_err(|_| BodyError::Write)?;
+        }
+        push_chunk(out, enc.output());
+        enc.output().clear();
+        if !out.is_empty() {
+            dst.write_all(out).await.map_err(|_| BodyError::Write)?;
+            out.clear();
         }
     }
 }
