@@ -33,8 +33,14 @@
 //! without a charset. A race where the tree is modified between the containment check and the open
 //! is out of scope: whoever can write inside `doc_root` is trusted.
 //!
-//! Length: about 800 lines, half of them the table tests of the path rules above (every
-//! traversal, encoding and symlink case), which read best beside the code they pin.
+//! Validators, ranges and variants (`serve_with`): the representation is chosen first (a
+//! precompressed `file.br` / `file.gz` not older than the file, or the file, maybe compressed
+//! on the fly per `policy::delivery`), then `If-None-Match` / `If-Modified-Since`, then `Range`
+//! and `If-Range` (`protocol::http::conditional`).
+//!
+//! Length: about 1,150 lines, more than half of them the table tests of the path rules above
+//! (every traversal, encoding and symlink case) and of validators, ranges and variants on both
+//! open paths, which read best beside the code they pin.
 
 use std::fs::{self, File, Metadata};
 use std::io;
@@ -370,16 +376,19 @@ fn respond(
     let content_type = content_type_for(logical);
     let accept = Accept::parse(conditions.accept_encoding);
     // The representation: a precompressed variant the client takes, or the file itself.
-    let chosen = accept.choose(&delivery.precompressed);
-    let variant = chosen.and_then(|c| opened.variant(c).map(|(f, m)| (c, f, m)));
+    // The best acceptable coding whose variant is on disk and fresh (then the next best).
+    let mut untried = delivery.precompressed.clone();
+    let mut variant = None;
+    while let Some(c) = accept.choose(&untried) {
+        untried.retain(|&u| u != c);
+        if let Some((f, m)) = opened.variant(c) {
+            variant = Some((c, f, m));
+            break;
+        }
+    }
     // Like nginx's gzip_static: the answer varies when a variant exists at all, whichever the
-    // client takes (one probe per other configured coding when none was served).
-    let mut vary = variant.is_some()
-        || delivery
-            .precompressed
-            .iter()
-            .filter(|&&c| Some(c) != chosen)
-            .any(|&c| opened.variant(c).is_some());
+    // client takes (one probe per configured coding not tried above when none was served).
+    let mut vary = variant.is_some() || untried.iter().any(|&c| opened.variant(c).is_some());
     let (file, meta, content_encoding, compress) = match variant {
         Some((coding, file, meta)) => (file, meta, Some(coding), None),
         None => {
@@ -999,6 +1008,132 @@ mod tests {
         ];
         for (name, ty) in cases {
             assert_eq!(content_type_for(Path::new(name)), ty, "{name}");
+        }
+    }
+
+    /// Both paths (canonicalizing and `openat2`) with every validator, range and variant.
+    fn serve_both(
+        root: &Path,
+        target: &str,
+        conditions: &Conditions<'_>,
+        delivery: &Delivery,
+    ) -> [StaticResponse; 2] {
+        let root_fd = open_root(root).unwrap();
+        let slow = serve_with(root, None, b"GET", target.as_bytes(), conditions, delivery);
+        let fast = serve_with(
+            root,
+            Some(root_fd.as_fd()),
+            b"GET",
+            target.as_bytes(),
+            conditions,
+            delivery,
+        );
+        [slow, fast]
+    }
+
+    #[test]
+    fn etags_ranges_and_variants() {
+        let fx = fixture();
+        let tag = "\"6553f100-c\"";
+        let plain = Delivery::default();
+        let none = Conditions::default();
+        for mut r in serve_both(&fx.root, "/hello.txt", &none, &plain) {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.etag.as_deref(), Some(tag));
+            assert!(r.accept_ranges && !r.vary);
+            assert_eq!(body_of(&mut r).as_deref(), Some(HELLO));
+        }
+        let inm = Conditions {
+            if_none_match: Some(tag.as_bytes()),
+            // Ignored when If-None-Match is there.
+            if_modified_since: Some(b"Thu, 01 Jan 1970 00:00:00 GMT"),
+            ..Conditions::default()
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &inm, &plain) {
+            assert_eq!(r.status, 304);
+            assert!(r.file.is_none());
+        }
+        let range = Conditions {
+            range: Some(b"bytes=6-"),
+            ..Conditions::default()
+        };
+        for mut r in serve_both(&fx.root, "/hello.txt", &range, &plain) {
+            assert_eq!(r.status, 206);
+            assert_eq!(r.content_length, 6);
+            assert_eq!(r.content_range.as_deref(), Some("bytes 6-11/12"));
+            assert_eq!(body_of(&mut r).as_deref(), Some(&b"world\n"[..]));
+        }
+        let past = Conditions {
+            range: Some(b"bytes=12-"),
+            ..Conditions::default()
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &past, &plain) {
+            assert_eq!(r.status, 416);
+            assert_eq!(r.content_range.as_deref(), Some("bytes */12"));
+        }
+        // Variants: the gzip one is fresh, the br one older than the file.
+        let gz = b"GZIP BYTES";
+        fs::write(fx.root.join("hello.txt.gz"), gz).unwrap();
+        fs::write(fx.root.join("hello.txt.br"), b"BR").unwrap();
+        let old = UNIX_EPOCH + Duration::from_secs(HELLO_MTIME_SECS - 10);
+        let br = File::options()
+            .write(true)
+            .open(fx.root.join("hello.txt.br"))
+            .unwrap();
+        br.set_modified(old).unwrap();
+        fs::write(fx.root.join("a/index.html.gz"), b"A GZ").unwrap();
+        let pre = Delivery {
+            precompressed: vec![Coding::Br, Coding::Gzip],
+            ..Delivery::default()
+        };
+        let both = Conditions {
+            accept_encoding: Some(b"br, gzip"),
+            ..Conditions::default()
+        };
+        for mut r in serve_both(&fx.root, "/hello.txt", &both, &pre) {
+            assert_eq!(r.content_encoding, Some(Coding::Gzip), "stale br skipped");
+            assert_eq!(r.content_type, "text/plain; charset=utf-8");
+            assert!(r.vary && !r.accept_ranges);
+            assert_eq!(body_of(&mut r).as_deref(), Some(&gz[..]));
+        }
+        for mut r in serve_both(&fx.root, "/a/", &both, &pre) {
+            assert_eq!(r.content_encoding, Some(Coding::Gzip), "index.html.gz");
+            assert_eq!(body_of(&mut r).as_deref(), Some(&b"A GZ"[..]));
+        }
+        for mut r in serve_both(&fx.root, "/hello.txt", &none, &pre) {
+            assert_eq!(r.content_encoding, None);
+            assert!(r.vary, "a variant exists");
+            assert_eq!(body_of(&mut r).as_deref(), Some(HELLO));
+        }
+        for r in serve_both(&fx.root, "/style.css", &none, &pre) {
+            assert!(!r.vary, "no variant on disk");
+        }
+        // On the fly: a weak tag, no ranges.
+        let fly = Delivery {
+            compress: vec![Coding::Gzip],
+            compress_min: 1,
+            ..Delivery::default()
+        };
+        let gzip_range = Conditions {
+            accept_encoding: Some(b"gzip"),
+            range: Some(b"bytes=0-1"),
+            chunked_ok: true,
+            ..Conditions::default()
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &gzip_range, &fly) {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.compress, Some(Coding::Gzip));
+            assert_eq!(r.etag.as_deref(), Some("W/\"6553f100-c\""));
+            assert!(r.vary && !r.accept_ranges && r.content_range.is_none());
+        }
+        // An HTTP/1.0 client (no chunked coding) gets the range, uncompressed.
+        let old_client = Conditions {
+            chunked_ok: false,
+            ..gzip_range
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &old_client, &fly) {
+            assert_eq!((r.status, r.compress), (206, None));
+            assert!(r.vary);
         }
     }
 
