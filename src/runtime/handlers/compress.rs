@@ -3,14 +3,14 @@
 //! through `protocol::http::coding::Encoder`, out as chunks.
 //!
 //! Memory per response is bounded: the encoder's state (fixed by the level and window, whatever
-//! the body's size), one pooled read buffer and the compressed output of one read. Nothing buffers a whole body. A proxied body is flushed (sync flush)
-//! whenever the backend pauses, so a streamed response reaches the client piece by piece; a
-//! static file is flushed only at its end.
+//! the body's size), one pooled read buffer and the compressed output of one read. Nothing
+//! buffers a whole body. A proxied body is flushed (sync flush) whenever the backend pauses, so
+//! a streamed response reaches the client piece by piece; a static file is flushed only at its
+//! end.
 
 use std::io::Read;
 
 use futures_lite::io::AsyncWriteExt;
-
 use httparse::Header;
 
 use crate::policy::delivery::{Decision, Delivery, ResponseFacts};
