@@ -2,7 +2,7 @@
 # Compare Ringway with a blind forwarder, nginx and HAProxy on one machine (loopback only).
 #
 #   bench/compare.sh [--targets direct,bare,ringway,nginx,haproxy]
-#                    [--tests http,static,echo,bulk,idle,churn,https,wss-echo,wss-churn,wss-resume]
+#                    [--tests http,static,static-gzip,echo,bulk,idle,churn,https,wss-echo,wss-churn,wss-resume]
 #                    [--quick] [--duration SECS] [--rounds N] [--idle-conns N] [--out FILE] [--keep]
 #
 # Target ringway-b (not in the default set) runs the binary named by RINGWAY_B with the same
@@ -25,6 +25,10 @@
 # Figures per target:
 #   http     wrk -t1 -c64 through the proxy's HTTP path (/api/ → backend's fixed 200)
 #   static   wrk -t1 -c64 on a small static file (Ringway and nginx only)
+#   static-gzip  wrk -t1 -c64 -H 'Accept-Encoding: gzip' on a 100 KiB JavaScript file (Ringway
+#            and nginx only), twice: compressed on the fly (Ringway compress = ["gzip"], nginx
+#            gzip on, both at gzip level 5) and precompressed (app.js.gz beside it: Ringway
+#            precompressed = ["gzip"], nginx gzip_static on); CPU per request is the figure
 #   echo     64 connections × 64-byte messages, closed loop: msgs/s, p50/p99 µs
 #   bulk     4 connections × 64 KiB messages, 4 in flight each: MB/s of payload received
 #   idle     N proxied WebSocket connections held open: proxy RSS per connection
@@ -51,7 +55,7 @@ set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL_TARGETS="direct,bare,ringway,nginx,haproxy"
-PLAIN_TESTS="http,static,echo,bulk,idle,churn"
+PLAIN_TESTS="http,static,static-gzip,echo,bulk,idle,churn"
 TLS_TESTS="https,wss-echo,wss-churn,wss-resume"
 ALL_TESTS="$PLAIN_TESTS,$TLS_TESTS"
 TARGETS=$ALL_TARGETS
@@ -217,7 +221,7 @@ ensure_tool() {   # command, package candidates...
 }
 
 HAVE_WRK=1
-if has "$TESTS" http || has "$TESTS" static || has "$TESTS" https; then ensure_tool wrk wrk || HAVE_WRK=0; fi
+if has "$TESTS" http || has "$TESTS" static || has "$TESTS" static-gzip || has "$TESTS" https; then ensure_tool wrk wrk || HAVE_WRK=0; fi
 if any_tls_test; then ensure_tool openssl openssl || { log "openssl is required for the TLS tests"; exit 1; }; fi
 if has "$TARGETS" nginx; then ensure_tool nginx nginx-light nginx-core nginx || TARGETS=$(echo ",$TARGETS," | sed 's/,nginx,/,/; s/^,//; s/,$//'); fi
 if has "$TARGETS" haproxy; then ensure_tool haproxy haproxy || TARGETS=$(echo ",$TARGETS," | sed 's/,haproxy,/,/; s/^,//; s/,$//'); fi
@@ -246,6 +250,14 @@ done
 WWW=$TMP/www
 mkdir -p "$WWW/static" "$TMP/nginx/logs" "$TMP/nginx/tmp"
 printf 'hello, world\n' > "$WWW/static/hello.txt"
+# static-gzip: a 100 KiB JavaScript bundle (repetitive like real code), served compressed on
+# the fly from gz/ and precompressed from pre/ (app.js.gz beside it, made by the gzip tool).
+mkdir -p "$WWW/static/gz" "$WWW/static/pre"
+awk 'BEGIN { srand(7); while (n < 102400) { l = sprintf("export function f%d(a, b) { return a * %d + b - \"%d\"; }\n", int(rand() * 5000), int(rand() * 1000), int(rand() * 77)); printf "%s", l; n += length(l) } }' |
+  head -c 102400 > "$WWW/static/gz/app.js"
+cp "$WWW/static/gz/app.js" "$WWW/static/pre/app.js"
+gzip -5 -k -n "$WWW/static/pre/app.js"
+touch -r "$WWW/static/pre/app.js" "$WWW/static/pre/app.js.gz"
 chmod -R a+rX "$TMP"
 
 # TLS tests: a throwaway CA and one ECDSA P-256 server certificate for localhost and 127.0.0.1,
@@ -312,6 +324,14 @@ uri = "/api/"
 handler = "proxy"
 backend = "app"
 [[vhost.context]]
+uri = "/static/gz/"
+handler = "static"
+compress = ["gzip"]
+[[vhost.context]]
+uri = "/static/pre/"
+handler = "static"
+precompressed = ["gzip"]
+[[vhost.context]]
 uri = "/"
 handler = "static"
 EOF
@@ -362,6 +382,7 @@ http {
     scgi_temp_path $TMP/nginx/tmp/scgi;
     sendfile on;
     keepalive_requests 1000000;
+    types { text/plain txt; text/javascript js; }
     upstream app {
         server 127.0.0.1:$BACKEND_PORT;
         keepalive 64;
@@ -384,6 +405,17 @@ http {
             proxy_set_header Connection "";
         }
         location /static/ { }
+        location /static/gz/ {
+            gzip on;
+            gzip_comp_level 5;
+            gzip_min_length 1024;
+            gzip_types text/javascript;
+            gzip_vary on;
+        }
+        location /static/pre/ {
+            gzip_static on;
+            gzip_vary on;
+        }
     }
 }
 EOF
@@ -587,12 +619,23 @@ marks_cpu_s() {   # CPU seconds between the start and end marks
   awk -v hz="$CLK_TCK" '$1 == "start" { s = $2 } $1 == "end" { e = $2 } END { if (s != "" && e != "") printf "%.4f", (e - s) / hz }' "$TMP/marks"
 }
 
-run_wrk() {   # target test path [scheme]
-  local t=$1 test=$2 path=$3 scheme=${4:-http} port out c0 c1 reqs rps code
+run_wrk() {   # target test path [scheme [header]]
+  local t=$1 test=$2 path=$3 scheme=${4:-http} header=${5:-} port out c0 c1 reqs rps code
   port=$(proxy_port "$t")
-  local curl_tls=()
+  local curl_tls=() hdr=()
   [ "$scheme" = https ] && curl_tls=(--cacert "$TLS/ca.crt")
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${curl_tls[@]}" "$scheme://127.0.0.1:$port$path" || true)
+  [ -n "$header" ] && hdr=(-H "$header")
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${curl_tls[@]}" "${hdr[@]}" "$scheme://127.0.0.1:$port$path" || true)
+  if [ -n "$header" ] && [ "$code" = 200 ]; then
+    # A compression test measures nothing if the answer is not compressed.
+    local enc
+    enc=$(curl -s -o /dev/null -D - --max-time 5 "${hdr[@]}" "$scheme://127.0.0.1:$port$path" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-encoding" { print $2 }')
+    if [ "$enc" != gzip ]; then
+      log "$t $test: GET $path with $header answered Content-Encoding '${enc}': n/a"
+      record "$t" "${test}_note" "not gzip"
+      return 0
+    fi
+  fi
   if [ "$scheme" = https ]; then
     # What an OpenSSL client (as wrk is) negotiates with this proxy.
     local neg
@@ -607,7 +650,7 @@ run_wrk() {   # target test path [scheme]
   fi
   c0=$(cpu_ticks)
   run_bg "$TMP/wrk-$t-$test.txt" "$TMP/wrk-$t-$test.err" \
-    timeout $((DUR + 60)) taskset -c 0 wrk -t1 -c64 -d"${DUR}s" --latency "$scheme://127.0.0.1:$port$path"
+    timeout $((DUR + 60)) taskset -c 0 wrk -t1 -c64 -d"${DUR}s" --latency "${hdr[@]}" "$scheme://127.0.0.1:$port$path"
   c1=$(cpu_ticks)
   out=$(cat "$TMP/wrk-$t-$test.txt")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -635,6 +678,11 @@ run_test() {   # target test
     static)
       [ "$HAVE_WRK" = 1 ] || return 0
       case $t in ringway|ringway-b|ringway-admin|nginx) run_wrk "$t" static /static/hello.txt ;; *) return 0 ;; esac ;;
+    static-gzip)
+      [ "$HAVE_WRK" = 1 ] || return 0
+      case $t in ringway|ringway-b|ringway-admin|nginx) ;; *) return 0 ;; esac
+      run_wrk "$t" static-gzip /static/gz/app.js http "Accept-Encoding: gzip"
+      run_wrk "$t" static-gzip-pre /static/pre/app.js http "Accept-Encoding: gzip" ;;
     echo)
       run_gen "$t" echo echo --conns 64 --size 64 --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
       line=$GEN_LINE; [ -n "$line" ] || return 0
@@ -728,7 +776,7 @@ for t in ${TARGETS//,/ }; do
   fi
   start_backend
   for test in ${TESTS//,/ }; do
-    case $test in static) case $t in ringway|ringway-b|ringway-admin|nginx) ;; *) continue ;; esac ;; esac
+    case $test in static|static-gzip) case $t in ringway|ringway-b|ringway-admin|nginx) ;; *) continue ;; esac ;; esac
     tls=0
     if is_tls_test "$test"; then tls_capable "$t" || continue; tls=1; fi
     log "$t: $test"
@@ -750,6 +798,10 @@ COLS=(
   "http_cpu|HTTP CPU µs/req|1|lo|http"
   "static_rps|static req/s|0|hi|static"
   "static_cpu|static CPU µs/req|1|lo|static"
+  "static-gzip_rps|gzip on the fly req/s|0|hi|static-gzip"
+  "static-gzip_cpu|gzip on the fly CPU µs/req|1|lo|static-gzip"
+  "static-gzip-pre_rps|gzip precompressed req/s|0|hi|static-gzip"
+  "static-gzip-pre_cpu|gzip precompressed CPU µs/req|1|lo|static-gzip"
   "echo_msgs|echo msg/s|0|hi|echo"
   "echo_p50|echo p50 µs|0|lo|echo"
   "echo_p99|echo p99 µs|0|lo|echo"
@@ -835,7 +887,7 @@ TABLE=$TMP/table.md
     echo
     emit_table 0 "${COLS[@]}"
     echo
-    echo "CPU = the proxy's utime+stime (all processes and threads) over the measured interval. direct = no proxy (CPU and RSS n/a). static: HAProxy serves no files; direct/bare have no static path."
+    echo "CPU = the proxy's utime+stime (all processes and threads) over the measured interval. direct = no proxy (CPU and RSS n/a). static: HAProxy serves no files; direct/bare have no static path. static-gzip: a 100 KiB JavaScript file with Accept-Encoding: gzip, compressed on the fly at gzip level 5 (both) or served from app.js.gz."
     failures_note echo churn
   fi
   if any_tls_test && any_tls_target; then

@@ -384,6 +384,8 @@ pub struct VHost {
     /// Set by `Routes::compile` (per core): this vhost's entry in `Routes::styles`, when its
     /// answers need one (header rules or error pages).
     pub style: Option<usize>,
+    /// `compress`, `precompressed`, `cache_control`, …: for requests no context matches.
+    pub delivery: crate::policy::delivery::Delivery,
 }
 
 /// One `error_pages` entry: Ringway's own `status` answers carry `body` as `text/html`.
@@ -486,6 +488,8 @@ pub struct ContextRoute {
     pub uri: UriMatch,
     pub handler: Handler,
     pub rules: RouteRules,
+    /// The context's delivery keys over its vhost's.
+    pub delivery: crate::policy::delivery::Delivery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

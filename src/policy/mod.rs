@@ -17,11 +17,14 @@
 //!   times of a drain's spread closes.
 //! - `static_files`: which file answers a path, and its headers.
 //! - `sticky`: session stickiness: cookie server ids, hash keys, rendezvous hashing.
+//! - `delivery`: a route's compression, precompressed variants and `Cache-Control`, and whether
+//!   one response is compressed.
 
 pub mod access;
 pub mod balance;
 pub mod cidr;
 pub mod connect;
+pub mod delivery;
 pub mod discovery;
 pub mod headers;
 pub mod limits;

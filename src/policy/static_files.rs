@@ -33,8 +33,14 @@
 //! without a charset. A race where the tree is modified between the containment check and the open
 //! is out of scope: whoever can write inside `doc_root` is trusted.
 //!
-//! Length: about 800 lines, half of them the table tests of the path rules above (every
-//! traversal, encoding and symlink case), which read best beside the code they pin.
+//! Validators, ranges and variants (`serve_with`): the representation is chosen first (a
+//! precompressed `file.br` / `file.gz` not older than the file, or the file, maybe compressed
+//! on the fly per `policy::delivery`), then `If-None-Match` / `If-Modified-Since`, then `Range`
+//! and `If-Range` (`protocol::http::conditional`).
+//!
+//! Length: about 1,150 lines, more than half of them the table tests of the path rules above
+//! (every traversal, encoding and symlink case) and of validators, ranges and variants on both
+//! open paths, which read best beside the code they pin.
 
 use std::fs::{self, File, Metadata};
 use std::io;
@@ -42,20 +48,30 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::policy::delivery::{Delivery, ResponseFacts};
+use crate::protocol::http::coding::{Accept, Coding};
+use crate::protocol::http::conditional::{self, RangeAnswer};
+
 /// `Content-Type` of the short error bodies from [`error_body`].
 pub const ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// What to send back. The caller writes the status line and these headers:
-/// `Content-Type`, `Content-Length`, `Last-Modified` when `Some`, and `Allow: GET, HEAD` when
-/// `allow`.
+/// `Content-Type`, `Content-Length`, `Last-Modified` and `ETag` when `Some`, `Content-Encoding`
+/// (a precompressed variant), `Content-Range`, `Accept-Ranges: bytes` when `accept_ranges`,
+/// `Vary: Accept-Encoding` when `vary`, and `Allow: GET, HEAD` when `allow`.
 ///
-/// Body: for 200 on GET, stream `file` (exactly `content_length` bytes); for errors on GET,
-/// write [`error_body`]`(status)`; for HEAD and for 304 write no body. `content_length` is always
-/// the length a GET body would have (file size for 200/304, error body length otherwise), so it
-/// is right for HEAD too; a caller may omit it on 304.
+/// Body: for 200/206 on GET, stream `file` (exactly `content_length` bytes from where it stands:
+/// a 206's file is already at the range's start); for errors on GET, write
+/// [`error_body`]`(status)`; for HEAD and for 304 write no body. `content_length` is always the
+/// length a GET body would have (file size or range length for 200/206/304, error body length
+/// otherwise), so it is right for HEAD too; a caller may omit it on 304.
+///
+/// `compress`: the caller compresses the body on the fly with this coding; it then sends no
+/// `Content-Length` (the body is chunked on HTTP/1.1), `Content-Encoding` and a weakened `ETag`
+/// (`protocol::http::conditional::weaken`), and no `Accept-Ranges`.
 #[derive(Debug)]
 pub struct StaticResponse {
-    /// 200, 304, 400, 403, 404, 405, or 503 (out of descriptors).
+    /// 200, 206, 304, 400, 403, 404, 405, 416, or 503 (out of descriptors).
     pub status: u16,
     /// Type of the file for 200/304; [`ERROR_CONTENT_TYPE`] for errors.
     pub content_type: &'static str,
@@ -67,6 +83,31 @@ pub struct StaticResponse {
     pub file: Option<File>,
     /// True for 405: the caller adds `Allow: GET, HEAD`.
     pub allow: bool,
+    /// Strong `ETag` of what is served (the file, or its precompressed variant).
+    pub etag: Option<String>,
+    /// The body is a precompressed variant in this coding.
+    pub content_encoding: Option<Coding>,
+    /// Compress the body on the fly (see the type's doc).
+    pub compress: Option<Coding>,
+    /// Add `Vary: Accept-Encoding`.
+    pub vary: bool,
+    /// `Content-Range` of a 206 or 416.
+    pub content_range: Option<String>,
+    /// Add `Accept-Ranges: bytes`.
+    pub accept_ranges: bool,
+}
+
+/// The request fields [`serve_with`] looks at beyond the method and target (raw values).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditions<'a> {
+    pub if_modified_since: Option<&'a [u8]>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub range: Option<&'a [u8]>,
+    pub if_range: Option<&'a [u8]>,
+    pub accept_encoding: Option<&'a [u8]>,
+    /// The client takes a body of unknown length (HTTP/1.1 chunked, HTTP/2): needed to compress
+    /// on the fly.
+    pub chunked_ok: bool,
 }
 
 impl StaticResponse {
@@ -78,6 +119,12 @@ impl StaticResponse {
             last_modified: None,
             file: None,
             allow: status == 405,
+            etag: None,
+            content_encoding: None,
+            compress: None,
+            vary: false,
+            content_range: None,
+            accept_ranges: false,
         }
     }
 }
@@ -90,6 +137,7 @@ pub fn error_body(status: u16) -> &'static [u8] {
         403 => b"403 Forbidden\n",
         404 => b"404 Not Found\n",
         405 => b"405 Method Not Allowed\n",
+        416 => b"416 Range Not Satisfiable\n",
         503 => b"503 Service Unavailable\n",
         _ => b"500 Internal Server Error\n",
     }
@@ -120,6 +168,36 @@ pub fn serve(
     target: &[u8],
     if_modified_since: Option<&[u8]>,
 ) -> StaticResponse {
+    let conditions = Conditions {
+        if_modified_since,
+        ..Conditions::default()
+    };
+    serve_with(
+        doc_root,
+        root_fd,
+        method,
+        target,
+        &conditions,
+        &Delivery::default(),
+    )
+}
+
+/// [`serve`] with every validator, `Range` and `Accept-Encoding` (`conditions`), under the
+/// route's `delivery` settings (precompressed variants, on-the-fly compression).
+///
+/// Order (RFC 9110 §13.2.2): the representation is chosen first (a precompressed variant the
+/// client accepts, else the file, compressed on the fly when `delivery` says so); then
+/// `If-None-Match` (weak comparison; when present `If-Modified-Since` is not looked at) or
+/// `If-Modified-Since` gives 304; then `Range` (GET only, and not on a response compressed on
+/// the fly or a precompressed variant, as nginx), subject to `If-Range`, gives 206 or 416.
+pub fn serve_with(
+    doc_root: &Path,
+    root_fd: Option<BorrowedFd<'_>>,
+    method: &[u8],
+    target: &[u8],
+    conditions: &Conditions<'_>,
+    delivery: &Delivery,
+) -> StaticResponse {
     let head = match method {
         b"GET" => false,
         b"HEAD" => true,
@@ -127,15 +205,19 @@ pub fn serve(
     };
     let outcome = request_segments(target).and_then(|segments| {
         let fast = root_fd.and_then(|fd| open_beneath(fd, doc_root, &segments));
-        let (file, meta, logical) = match fast {
-            Some(opened) => opened?,
+        let (file, meta, logical, at) = match fast {
+            Some(opened) => {
+                let (file, meta, logical, rel) = opened?;
+                (file, meta, logical, Where::Beneath(root_fd, rel))
+            }
             None => {
                 let (canonical, logical) = resolve(doc_root, &segments)?;
                 let (file, meta) = open_regular(&canonical)?;
-                (file, meta, logical)
+                (file, meta, logical, Where::Canonical(doc_root, canonical))
             }
         };
-        Ok(respond(&logical, file, &meta, head, if_modified_since))
+        let opened = Opened { file, meta, at };
+        Ok(respond(&logical, opened, head, conditions, delivery))
     });
     outcome.unwrap_or_else(StaticResponse::error)
 }
@@ -162,7 +244,7 @@ fn open_beneath(
     root: BorrowedFd<'_>,
     doc_root: &Path,
     segments: &[String],
-) -> Option<Result<(File, Metadata, PathBuf), u16>> {
+) -> Option<Result<(File, Metadata, PathBuf, String), u16>> {
     let mut rel = String::with_capacity(64);
     for (i, segment) in segments.iter().enumerate() {
         if i > 0 {
@@ -196,12 +278,17 @@ fn open_beneath(
         if !meta.is_file() {
             return Some(Err(404));
         }
-        return Some(Ok((index, meta, logical.join("index.html"))));
+        let rel = if rel == "." {
+            "index.html".to_owned()
+        } else {
+            rel + "/index.html"
+        };
+        return Some(Ok((index, meta, logical.join("index.html"), rel)));
     }
     if !meta.is_file() {
         return Some(Err(404));
     }
-    Some(Ok((file, meta, logical)))
+    Some(Ok((file, meta, logical, rel)))
 }
 
 /// `openat2(dir, path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, RESOLVE_BENEATH |
@@ -235,31 +322,151 @@ fn openat2_beneath(dir: BorrowedFd<'_>, path: &str) -> Option<Result<File, u16>>
     }
 }
 
-/// Builds the 200 / 304 response for an opened regular file.
+/// Where an opened file was found, to look for its precompressed variants beside it.
+enum Where<'a> {
+    /// Beneath the root descriptor, at this relative path.
+    Beneath(Option<BorrowedFd<'a>>, String),
+    /// At this canonical path inside this root.
+    Canonical(&'a Path, PathBuf),
+}
+
+/// An opened regular file and where it was found.
+struct Opened<'a> {
+    file: File,
+    meta: Metadata,
+    at: Where<'a>,
+}
+
+impl Opened<'_> {
+    /// The variant `file<suffix>` beside this file when it is a regular file not older than
+    /// this one.
+    fn variant(&self, coding: Coding) -> Option<(File, Metadata)> {
+        let (file, meta) = match &self.at {
+            Where::Beneath(root, rel) => {
+                let file = openat2_beneath((*root)?, &format!("{rel}{}", coding.suffix()))?.ok()?;
+                let meta = file.metadata().ok()?;
+                (file, meta)
+            }
+            Where::Canonical(root, path) => {
+                let mut name = path.clone().into_os_string();
+                name.push(coding.suffix());
+                open_regular(&contained(root, Path::new(&name)).ok()?).ok()?
+            }
+        };
+        let fresh = match (meta.modified(), self.meta.modified()) {
+            (Ok(v), Ok(f)) => v >= f,
+            _ => false,
+        };
+        (meta.is_file() && fresh).then_some((file, meta))
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Builds the 200 / 206 / 304 / 416 response for an opened regular file (see [`serve_with`]).
 fn respond(
     logical: &Path,
-    file: File,
-    meta: &Metadata,
+    opened: Opened<'_>,
     head: bool,
-    if_modified_since: Option<&[u8]>,
+    conditions: &Conditions<'_>,
+    delivery: &Delivery,
 ) -> StaticResponse {
-    let mtime = meta.modified().ok();
-    let not_modified = match (mtime, if_modified_since) {
-        (Some(mtime), Some(raw)) => not_modified_since(mtime, raw),
-        _ => false,
-    };
-    StaticResponse {
-        status: if not_modified { 304 } else { 200 },
-        content_type: content_type_for(logical),
-        content_length: meta.len(),
-        last_modified: mtime.map(httpdate::fmt_http_date),
-        file: if head || not_modified {
-            None
-        } else {
-            Some(file)
-        },
-        allow: false,
+    let content_type = content_type_for(logical);
+    let accept = Accept::parse(conditions.accept_encoding);
+    // The representation: a precompressed variant the client takes, or the file itself.
+    // The best acceptable coding whose variant is on disk and fresh (then the next best).
+    let mut untried = delivery.precompressed.clone();
+    let mut variant = None;
+    while let Some(c) = accept.choose(&untried) {
+        untried.retain(|&u| u != c);
+        if let Some((f, m)) = opened.variant(c) {
+            variant = Some((c, f, m));
+            break;
+        }
     }
+    // Like nginx's gzip_static: the answer varies when a variant exists at all, whichever the
+    // client takes (one probe per configured coding not tried above when none was served).
+    let mut vary = variant.is_some() || untried.iter().any(|&c| opened.variant(c).is_some());
+    let (file, meta, content_encoding, compress) = match variant {
+        Some((coding, file, meta)) => (file, meta, Some(coding), None),
+        None => {
+            let facts = ResponseFacts {
+                status: 200,
+                content_type: Some(content_type.as_bytes()),
+                content_length: Some(opened.meta.len()),
+                ..ResponseFacts::default()
+            };
+            let decision = delivery.compress_for(&accept, head, conditions.chunked_ok, &facts);
+            vary |= decision.vary;
+            (opened.file, opened.meta, None, decision.coding)
+        }
+    };
+    let size = meta.len();
+    let mtime = meta.modified().ok();
+    let etag = mtime.map(|t| {
+        let tag = conditional::etag(unix_secs(t), size);
+        match compress {
+            // Compressed on the fly: the bytes differ from the file's, the tag is weak.
+            Some(_) => String::from_utf8_lossy(&conditional::weaken(tag.as_bytes())).into_owned(),
+            None => tag,
+        }
+    });
+    let not_modified = match (conditions.if_none_match, &etag) {
+        (Some(inm), Some(tag)) => conditional::none_match_hits(inm, tag),
+        (Some(_), None) => false,
+        (None, _) => match (mtime, conditions.if_modified_since) {
+            (Some(mtime), Some(raw)) => not_modified_since(mtime, raw),
+            _ => false,
+        },
+    };
+    let mut resp = StaticResponse {
+        status: if not_modified { 304 } else { 200 },
+        content_type,
+        content_length: size,
+        last_modified: mtime.map(httpdate::fmt_http_date),
+        file: None,
+        allow: false,
+        etag,
+        content_encoding,
+        compress: compress.filter(|_| !not_modified),
+        vary,
+        content_range: None,
+        // On a full 200 only (nginx sends it on none of 206, 304, 416 either).
+        // Variants, like nginx's gzip_static, take no ranges.
+        accept_ranges: compress.is_none() && content_encoding.is_none() && !not_modified,
+    };
+    if not_modified || head {
+        return resp;
+    }
+    let mut file = file;
+    let range = conditions.range.filter(|_| resp.accept_ranges).filter(|_| {
+        conditions.if_range.is_none_or(|v| {
+            let tag = resp.etag.as_deref().unwrap_or_default();
+            conditional::if_range_holds(v, tag, mtime.map(unix_secs))
+        })
+    });
+    match range.map(|r| conditional::byte_range(r, size)) {
+        None | Some(RangeAnswer::Whole) => {}
+        Some(RangeAnswer::Part { start, end }) => {
+            use std::io::{Seek, SeekFrom};
+            if file.seek(SeekFrom::Start(start)).is_err() {
+                return StaticResponse::error(500);
+            }
+            resp.status = 206;
+            resp.accept_ranges = false;
+            resp.content_length = end - start + 1;
+            resp.content_range = Some(conditional::content_range(start, end, size));
+        }
+        Some(RangeAnswer::Unsatisfiable) => {
+            let mut e = StaticResponse::error(416);
+            e.content_range = Some(conditional::unsatisfied_range(size));
+            return e;
+        }
+    }
+    resp.file = Some(file);
+    resp
 }
 
 /// True when `raw` is a valid HTTP-date and `mtime`, truncated to whole seconds, is not after
@@ -271,8 +478,7 @@ fn not_modified_since(mtime: SystemTime, raw: &[u8]) -> bool {
     let Ok(since) = httpdate::parse_http_date(text.trim()) else {
         return false;
     };
-    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    secs(mtime) <= secs(since)
+    unix_secs(mtime) <= unix_secs(since)
 }
 
 /// Request-target → decoded, normalized path segments (see the module docs), or an error status.
@@ -802,6 +1008,132 @@ mod tests {
         ];
         for (name, ty) in cases {
             assert_eq!(content_type_for(Path::new(name)), ty, "{name}");
+        }
+    }
+
+    /// Both paths (canonicalizing and `openat2`) with every validator, range and variant.
+    fn serve_both(
+        root: &Path,
+        target: &str,
+        conditions: &Conditions<'_>,
+        delivery: &Delivery,
+    ) -> [StaticResponse; 2] {
+        let root_fd = open_root(root).unwrap();
+        let slow = serve_with(root, None, b"GET", target.as_bytes(), conditions, delivery);
+        let fast = serve_with(
+            root,
+            Some(root_fd.as_fd()),
+            b"GET",
+            target.as_bytes(),
+            conditions,
+            delivery,
+        );
+        [slow, fast]
+    }
+
+    #[test]
+    fn etags_ranges_and_variants() {
+        let fx = fixture();
+        let tag = "\"6553f100-c\"";
+        let plain = Delivery::default();
+        let none = Conditions::default();
+        for mut r in serve_both(&fx.root, "/hello.txt", &none, &plain) {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.etag.as_deref(), Some(tag));
+            assert!(r.accept_ranges && !r.vary);
+            assert_eq!(body_of(&mut r).as_deref(), Some(HELLO));
+        }
+        let inm = Conditions {
+            if_none_match: Some(tag.as_bytes()),
+            // Ignored when If-None-Match is there.
+            if_modified_since: Some(b"Thu, 01 Jan 1970 00:00:00 GMT"),
+            ..Conditions::default()
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &inm, &plain) {
+            assert_eq!(r.status, 304);
+            assert!(r.file.is_none());
+        }
+        let range = Conditions {
+            range: Some(b"bytes=6-"),
+            ..Conditions::default()
+        };
+        for mut r in serve_both(&fx.root, "/hello.txt", &range, &plain) {
+            assert_eq!(r.status, 206);
+            assert_eq!(r.content_length, 6);
+            assert_eq!(r.content_range.as_deref(), Some("bytes 6-11/12"));
+            assert_eq!(body_of(&mut r).as_deref(), Some(&b"world\n"[..]));
+        }
+        let past = Conditions {
+            range: Some(b"bytes=12-"),
+            ..Conditions::default()
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &past, &plain) {
+            assert_eq!(r.status, 416);
+            assert_eq!(r.content_range.as_deref(), Some("bytes */12"));
+        }
+        // Variants: the gzip one is fresh, the br one older than the file.
+        let gz = b"GZIP BYTES";
+        fs::write(fx.root.join("hello.txt.gz"), gz).unwrap();
+        fs::write(fx.root.join("hello.txt.br"), b"BR").unwrap();
+        let old = UNIX_EPOCH + Duration::from_secs(HELLO_MTIME_SECS - 10);
+        let br = File::options()
+            .write(true)
+            .open(fx.root.join("hello.txt.br"))
+            .unwrap();
+        br.set_modified(old).unwrap();
+        fs::write(fx.root.join("a/index.html.gz"), b"A GZ").unwrap();
+        let pre = Delivery {
+            precompressed: vec![Coding::Br, Coding::Gzip],
+            ..Delivery::default()
+        };
+        let both = Conditions {
+            accept_encoding: Some(b"br, gzip"),
+            ..Conditions::default()
+        };
+        for mut r in serve_both(&fx.root, "/hello.txt", &both, &pre) {
+            assert_eq!(r.content_encoding, Some(Coding::Gzip), "stale br skipped");
+            assert_eq!(r.content_type, "text/plain; charset=utf-8");
+            assert!(r.vary && !r.accept_ranges);
+            assert_eq!(body_of(&mut r).as_deref(), Some(&gz[..]));
+        }
+        for mut r in serve_both(&fx.root, "/a/", &both, &pre) {
+            assert_eq!(r.content_encoding, Some(Coding::Gzip), "index.html.gz");
+            assert_eq!(body_of(&mut r).as_deref(), Some(&b"A GZ"[..]));
+        }
+        for mut r in serve_both(&fx.root, "/hello.txt", &none, &pre) {
+            assert_eq!(r.content_encoding, None);
+            assert!(r.vary, "a variant exists");
+            assert_eq!(body_of(&mut r).as_deref(), Some(HELLO));
+        }
+        for r in serve_both(&fx.root, "/style.css", &none, &pre) {
+            assert!(!r.vary, "no variant on disk");
+        }
+        // On the fly: a weak tag, no ranges.
+        let fly = Delivery {
+            compress: vec![Coding::Gzip],
+            compress_min: 1,
+            ..Delivery::default()
+        };
+        let gzip_range = Conditions {
+            accept_encoding: Some(b"gzip"),
+            range: Some(b"bytes=0-1"),
+            chunked_ok: true,
+            ..Conditions::default()
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &gzip_range, &fly) {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.compress, Some(Coding::Gzip));
+            assert_eq!(r.etag.as_deref(), Some("W/\"6553f100-c\""));
+            assert!(r.vary && !r.accept_ranges && r.content_range.is_none());
+        }
+        // An HTTP/1.0 client (no chunked coding) gets the range, uncompressed.
+        let old_client = Conditions {
+            chunked_ok: false,
+            ..gzip_range
+        };
+        for r in serve_both(&fx.root, "/hello.txt", &old_client, &fly) {
+            assert_eq!((r.status, r.compress), (206, None));
+            assert!(r.vary);
         }
     }
 

@@ -20,6 +20,7 @@
 //! - `edge`: the edge-server keys of vhosts and routes (header rules, error pages, `auth`,
 //!   CIDR lists, `requests_per_ip`, route `timeouts`, the `redirect` and `respond` handlers).
 //! - `accounts`: `[runtime] user` and `group` looked up in the system's databases.
+//! - `delivery`: the compression, precompressed and `cache_control` keys of vhosts and contexts.
 //! - one module per section: `runtime` (`[runtime]`, `[timeouts]`, `[limits]`), `listeners`,
 //!   `backends`, `vhosts` (with `[[vhost.websocket]]` and `[[vhost.context]]`), `tls` (the TLS
 //!   keys of vhosts and backends, and `[tls]`), `streams` (`[[tcp_route]]`, `[[tls_passthrough]]`), `admin`
@@ -36,6 +37,7 @@ mod admin;
 mod backends;
 #[cfg(test)]
 mod broken;
+mod delivery;
 mod dns;
 mod edge;
 mod listeners;

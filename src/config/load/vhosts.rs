@@ -1,11 +1,13 @@
 //! `[[vhost]]`: domains, listeners, `doc_root`, `tls` (read by `tls::vhost_tls`), and its
 //! routes: `[[vhost.websocket]]` (a backend or an address; `mode = "tunnel"` with its keys) and
 //! `[[vhost.context]]` (a handler: static, echo, proxy, connect, redirect or respond). The
-//! edge keys (header rules, error pages, access, per-route timeouts) are read by `edge`.
+//! edge keys (header rules, error pages, access, per-route timeouts) are read by `edge`. Both take
+//! the delivery keys (`delivery`: compression, precompressed variants, `cache_control`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::delivery;
 use super::edge::{auth, error_pages, fixed_answer, header_rules, route_rules, status};
 use super::problems::Problems;
 use super::spanned::{boolean, list, string, tables, At, Section, Val};
@@ -175,6 +177,7 @@ fn vhost(
     });
     let websockets = s.get("websocket");
     let contexts = s.get("context");
+    let keys = delivery::read(&mut s, p);
     s.finish(p);
     let (mut ws_at, mut ctx_at) = (Vec::new(), Vec::new());
     let websockets = websockets.map(|v| tables(v, "[[vhost.websocket]]", p));
@@ -196,7 +199,7 @@ fn vhost(
         .into_iter()
         .filter_map(|s| {
             let at = uri_at(&s);
-            context(s, refs, base_dir, p).map(|c| (at, c))
+            context(s, refs, base_dir, &keys, p).map(|c| (at, c))
         })
         .map(|(at, c)| {
             ctx_at.push((at, c.uri.clone()));
@@ -219,6 +222,7 @@ fn vhost(
         request_headers: request_headers.unwrap_or_default(),
         error_pages: error_pages.unwrap_or_default(),
         style: None,
+        delivery: keys.settle(),
     })
 }
 
@@ -397,6 +401,7 @@ fn context(
     mut s: Section<'_, '_>,
     refs: &Refs<'_>,
     base_dir: &Path,
+    vhost_keys: &delivery::DeliveryKeys,
     p: &mut Problems,
 ) -> Option<ContextRoute> {
     let at = s.at;
@@ -417,6 +422,7 @@ fn context(
     let to = s.opt("to", p, string);
     let status = s.opt("status", p, status);
     let body = s.opt("body", p, string);
+    let keys = delivery::read(&mut s, p).over(vhost_keys);
     let is_connect = handler_name.as_ref().is_some_and(|h| h.v == "connect");
     let (connect_auth, route_auth) = if is_connect {
         (auth, None)
@@ -465,6 +471,7 @@ fn context(
         uri: uri?,
         handler,
         rules,
+        delivery: keys.settle(),
     })
 }
 

@@ -1,9 +1,12 @@
 //! HTTP/1.1, sans-IO: request/response head parsing over borrowed buffers (`head`), the head
 //! written towards a backend (`forward`), response heads written by Ringway (`response`) and the
-//! chunked body framing used to find where a relayed body ends (`chunked`), and what crosses
-//! between HTTP/2 and HTTP/1.1 (`h2map`).
+//! chunked body framing used to find where a relayed body ends (`chunked`), what crosses
+//! between HTTP/2 and HTTP/1.1 (`h2map`), content codings (`coding`: `Accept-Encoding`
+//! negotiation, the gzip / brotli encoder) and validators and ranges (`conditional`).
 
 pub mod chunked;
+pub mod coding;
+pub mod conditional;
 pub mod forward;
 pub mod h2map;
 pub mod head;

@@ -73,7 +73,8 @@ pub enum Action<'s> {
         target: crate::policy::connect::Target,
         rules: &'s [crate::policy::connect::Rule],
     },
-    Static(static_files::StaticResponse, bool),
+    /// The answer, whether the request was `HEAD`, and the route's `cache_control`.
+    Static(static_files::StaticResponse, bool, Option<&'s str>),
     EchoUpgrade {
         accept: [u8; 28],
     },
@@ -349,7 +350,7 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             crate::runtime::handlers::forward::run(shard, c, target, rules).await
         }
         // A static error (no file) with an error page for its status: the page answers.
-        Action::Static(resp, _)
+        Action::Static(resp, _, _)
             if resp.file.is_none()
                 && resp.status >= 400
                 && c.style
@@ -364,7 +365,9 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             };
             respond_with(c, resp.status, allow, close).await
         }
-        Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
+        Action::Static(resp, is_head, cache_control) => {
+            static_serve::send(c, resp, is_head, close, cache_control).await
+        }
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
         Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
         Action::WsTunnel {
@@ -461,7 +464,7 @@ fn plan_https_redirect<'s>(
                 close: false,
             };
         };
-        return static_action(v, req);
+        return static_action(v, &v.delivery, req);
     }
     let Some(host) = req.host.filter(|h| !h.is_empty()) else {
         return Action::Error {
@@ -483,16 +486,31 @@ fn plan_https_redirect<'s>(
     }
 }
 
-fn static_action<'s>(vhost: &VHost, req: &Request<'_, '_>) -> Action<'s> {
-    let ims = req.header("if-modified-since");
-    let resp = static_files::serve(
+/// A static file answer with the route's delivery keys (validators, ranges, compression,
+/// `cache_control`).
+fn static_action<'s>(
+    vhost: &VHost,
+    delivery: &'s crate::policy::delivery::Delivery,
+    req: &Request<'_, '_>,
+) -> Action<'s> {
+    let conditions = static_files::Conditions {
+        if_modified_since: req.header("if-modified-since"),
+        if_none_match: req.header("if-none-match"),
+        range: req.header("range"),
+        if_range: req.header("if-range"),
+        accept_encoding: req.header("accept-encoding"),
+        chunked_ok: req.minor_version == 1,
+    };
+    let resp = static_files::serve_with(
         &vhost.doc_root,
         crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
         req.method.as_bytes(),
         req.target.as_bytes(),
-        ims,
+        &conditions,
+        delivery,
     );
-    Action::Static(resp, req.method == "HEAD")
+    let cache_control = delivery.cache_control.as_deref();
+    Action::Static(resp, req.method == "HEAD", cache_control)
 }
 
 /// Routing decisions (sans-IO apart from the static file open).
@@ -592,6 +610,7 @@ fn plan<'s>(
             *backend,
             host.as_deref(),
             [&vhost.request_headers, &rules.request_headers],
+            route.context.map(|ctx| &ctx.delivery),
         )),
         // A CONNECT context answers only CONNECT (on a forward_proxy listener, above).
         Some((Handler::Connect { .. }, _)) => Action::Error {
@@ -616,7 +635,10 @@ fn plan<'s>(
             status: *status,
             body,
         },
-        Some((Handler::Static, _)) | None => static_action(vhost, req),
+        Some((Handler::Static, _)) | None => {
+            let delivery = route.context.map_or(&vhost.delivery, |ctx| &ctx.delivery);
+            static_action(vhost, delivery, req)
+        }
     }
 }
 
@@ -763,6 +785,7 @@ fn plan_proxy<'s>(
     backend: usize,
     host: Option<&'s str>,
     rules: [&crate::config::HeaderRules; 2],
+    delivery: Option<&'s crate::policy::delivery::Delivery>,
 ) -> ProxyPlan<'s> {
     let mut head = pool::take_vec();
     let info = ForwardInfo {
@@ -794,5 +817,12 @@ fn plan_proxy<'s>(
             h
         },
         host_override: host,
+        compress: delivery.filter(|d| !d.compress.is_empty()).map(|d| {
+            crate::runtime::handlers::compress::Negotiated {
+                delivery: d,
+                accept: crate::protocol::http::coding::Accept::parse(req.header("accept-encoding")),
+                chunked_ok: req.minor_version == 1,
+            }
+        }),
     }
 }

@@ -18,11 +18,15 @@ use super::ctx::{respond_no_server, respond_status, ConnCtx, Exchange};
 use super::io::send_all;
 use crate::observe::metrics;
 use crate::policy::balance::Tried;
+use crate::policy::delivery::{Delivery, ResponseFacts};
 use crate::protocol::http::chunked::ChunkedDecoder;
+use crate::protocol::http::coding::{Accept, Coding, Encoder};
+use crate::protocol::http::conditional::weaken;
 use crate::protocol::http::forward::{self, ForwardInfo};
 use crate::protocol::http::h2map::{
     request_field_forwarded, response_field_forwarded, trailer_fields,
 };
+use crate::protocol::http::has_token;
 use crate::protocol::http::head::{self, empty_headers, parse_response, Body};
 use crate::runtime::backend::pools::Lease;
 use crate::runtime::backend::upstream::Upstream;
@@ -139,8 +143,16 @@ pub(super) async fn proxy(
     authority: Option<&str>,
     target: &str,
     rules: [&crate::config::HeaderRules; 2],
+    delivery: Option<&Delivery>,
 ) -> Result<(), h2::Error> {
     let head_only = parts.method == http::Method::HEAD;
+    let accept = parts
+        .headers
+        .get(http::header::ACCEPT_ENCODING)
+        .map(HeaderValue::as_bytes);
+    let compress = delivery
+        .filter(|d| !d.compress.is_empty())
+        .map(|d| (d, Accept::parse(accept)));
     let framing = if body.is_end_stream() {
         Body::None
     } else {
@@ -192,7 +204,7 @@ pub(super) async fn proxy(
         pool::give_vec(scratch);
     }
     let result = exchange(
-        shard, &mut lease, &head, &mut body, framing, respond, ex, head_only,
+        shard, &mut lease, &head, &mut body, framing, respond, ex, head_only, compress,
     )
     .await;
     pool::give_vec(head);
@@ -223,6 +235,7 @@ async fn exchange(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     head_only: bool,
+    compress: Option<(&Delivery, Accept)>,
 ) -> Result<bool, ProxyFail> {
     if lease.conn.write_all(head).await.is_err() {
         return Err(ProxyFail::Status(502));
@@ -231,7 +244,7 @@ async fn exchange(
         request_body(&mut lease.conn, body, framing == Body::Chunked, ex).await?;
     }
     let mut brb = ReadBuf::from_vec(pool::take_read_vec());
-    let r = response(shard, lease, &mut brb, respond, ex, head_only).await;
+    let r = response(shard, lease, &mut brb, respond, ex, head_only, compress).await;
     pool::give_read_vec(brb.into_vec());
     r
 }
@@ -317,6 +330,7 @@ async fn response(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     head_only: bool,
+    compress: Option<(&Delivery, Accept)>,
 ) -> Result<bool, ProxyFail> {
     // One watch for the exchange: the head's deadline, then each silence of the body.
     let read = ex
@@ -333,13 +347,26 @@ async fn response(
     let (mut resp, framing, keep_alive) = response_parts(shard, lease, &head, head_only, ex)?;
     super::ctx::dress(ex, &mut resp);
     brb.consume(end);
+    let mut enc = compress
+        .and_then(|(d, accept)| compress_head(d, &accept, &mut resp, head_only, framing))
+        .map(Encoder::new);
     if framing == Body::None {
         respond.send_response(resp, true)?;
         return Ok(keep_alive && brb.is_empty());
     }
     let mut send = respond.send_response(resp, false)?;
     let limit = read;
-    let done = response_body(&mut lease.conn, brb, framing, &mut send, limit, &watch, ex).await?;
+    let done = response_body(
+        &mut lease.conn,
+        brb,
+        framing,
+        &mut send,
+        limit,
+        &watch,
+        ex,
+        &mut enc,
+    )
+    .await?;
     Ok(done && keep_alive && framing != Body::UntilClose && brb.is_empty())
 }
 
@@ -398,6 +425,7 @@ fn response_parts(
 /// Relays the response body into DATA frames, as it comes (SSE, long-poll), within the
 /// stream's window; chunked coding is removed and its trailers sent as HTTP/2 trailers.
 /// `Ok(true)`: the body ended where its framing said.
+#[allow(clippy::too_many_arguments)]
 async fn response_body(
     conn: &mut Upstream,
     brb: &mut ReadBuf,
@@ -406,6 +434,7 @@ async fn response_body(
     silence: Duration,
     watch: &Rc<idle::Watch>,
     ex: &mut Exchange,
+    enc: &mut Option<Encoder>,
 ) -> Result<bool, ProxyFail> {
     let mut left = match framing {
         Body::Length(n) => n,
@@ -447,11 +476,11 @@ async fn response_body(
                 };
                 for r in pieces {
                     let data = &brb.data()[r];
-                    ex.bytes.1 += data.len() as u64;
-                    send_all(send, data).await?;
+                    send_piece(send, enc, data, ex).await?;
                 }
                 brb.consume(used);
                 if dec.is_done() {
+                    finish_pieces(send, enc, ex).await?;
                     let map = trailer_map(&trailers);
                     if map.is_empty() {
                         send.send_data(Bytes::new(), true)?;
@@ -463,8 +492,7 @@ async fn response_body(
             }
             _ => {
                 let take = (brb.len() as u64).min(left) as usize;
-                ex.bytes.1 += take as u64;
-                send_all(send, &brb.data()[..take]).await?;
+                send_piece(send, enc, &brb.data()[..take], ex).await?;
                 brb.consume(take);
                 left -= take as u64;
                 if left == 0 {
@@ -472,9 +500,102 @@ async fn response_body(
                 }
             }
         }
+        // The backend paused: what it sent so far goes to the client now.
+        if brb.is_empty() {
+            if let Some(e) = enc.as_mut() {
+                e.flush().map_err(|_| ProxyFail::Status(502))?;
+                send_piece(send, &mut None, e.output(), ex).await?;
+                e.output().clear();
+            }
+        }
     }
+    finish_pieces(send, enc, ex).await?;
     send.send_data(Bytes::new(), true)?;
     Ok(true)
+}
+
+/// Sends `data`, through the encoder when compressing.
+async fn send_piece(
+    send: &mut SendStream<Bytes>,
+    enc: &mut Option<Encoder>,
+    data: &[u8],
+    ex: &mut Exchange,
+) -> Result<(), ProxyFail> {
+    let Some(e) = enc.as_mut() else {
+        ex.bytes.1 += data.len() as u64;
+        send_all(send, data).await?;
+        return Ok(());
+    };
+    e.write(data).map_err(|_| ProxyFail::Status(502))?;
+    if !e.output().is_empty() {
+        ex.bytes.1 += e.output().len() as u64;
+        send_all(send, e.output()).await?;
+        e.output().clear();
+    }
+    Ok(())
+}
+
+/// Ends the compressed stream (its last bytes); nothing when not compressing.
+async fn finish_pieces(
+    send: &mut SendStream<Bytes>,
+    enc: &mut Option<Encoder>,
+    ex: &mut Exchange,
+) -> Result<(), ProxyFail> {
+    if let Some(mut e) = enc.take() {
+        e.finish().map_err(|_| ProxyFail::Status(502))?;
+        ex.bytes.1 += e.output().len() as u64;
+        send_all(send, e.output()).await?;
+    }
+    Ok(())
+}
+
+/// Applies `compress` to a proxied response's fields (`policy::delivery`): `Vary:
+/// Accept-Encoding` added when the answer varies; when compressing, `content-encoding`, a weak
+/// `etag`, and no `content-length` or `accept-ranges`. Returns the coding to compress with.
+fn compress_head(
+    delivery: &Delivery,
+    accept: &Accept,
+    resp: &mut Response<()>,
+    head_only: bool,
+    framing: Body,
+) -> Option<Coding> {
+    let map = resp.headers();
+    let field = |name: http::header::HeaderName| map.get(name).map(HeaderValue::as_bytes);
+    let facts = ResponseFacts {
+        status: resp.status().as_u16(),
+        content_type: field(http::header::CONTENT_TYPE),
+        content_encoding: field(http::header::CONTENT_ENCODING),
+        cache_control: field(http::header::CACHE_CONTROL),
+        content_length: field(http::header::CONTENT_LENGTH).and_then(head::parse_decimal),
+    };
+    let decision = delivery.compress_for(accept, head_only, true, &facts);
+    let coding = decision.coding.filter(|_| framing != Body::None);
+    let map = resp.headers_mut();
+    if decision.vary {
+        let covered = map
+            .get_all(http::header::VARY)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), b"accept-encoding") || has_token(v.as_bytes(), b"*"));
+        if !covered {
+            map.append(
+                http::header::VARY,
+                HeaderValue::from_static("accept-encoding"),
+            );
+        }
+    }
+    let coding = coding?;
+    map.remove(http::header::CONTENT_LENGTH);
+    map.remove(http::header::ACCEPT_RANGES);
+    if let Some(tag) = map.get(http::header::ETAG) {
+        if let Ok(weak) = HeaderValue::from_bytes(&weaken(tag.as_bytes())) {
+            map.insert(http::header::ETAG, weak);
+        }
+    }
+    map.insert(
+        http::header::CONTENT_ENCODING,
+        HeaderValue::from_static(coding.token()),
+    );
+    Some(coding)
 }
 
 /// Trailer lines as HTTP/2 trailers (`h2map::trailer_fields`; invalid names or values dropped).

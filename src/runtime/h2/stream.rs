@@ -23,6 +23,7 @@ use super::proxy::proxy;
 use crate::config::Handler;
 use crate::observe::metrics::HandlerKind;
 use crate::policy::static_files;
+use crate::protocol::http::coding::{Coding, Encoder};
 use crate::runtime::net::pool;
 use crate::runtime::shard::Shard;
 
@@ -77,16 +78,16 @@ pub(super) fn serve_inline(
     ex.handler = HandlerKind::Static;
     ex.style = style.map(|i| shard.routes.styles[i].clone());
     let head_only = parts.method == http::Method::HEAD;
-    let resp = static_lookup(vhost, &parts, target);
-    match static_head(&mut respond, &mut ex, resp, head_only) {
+    let (resp, cache_control) = static_lookup(vhost, &parts, target);
+    match static_head(&mut respond, &mut ex, resp, head_only, cache_control) {
         Ok(None) => Ok(finish(ctx, &shard, &ex, Ok(()))),
         Err(e) => Ok(finish(ctx, &shard, &ex, Err(e))),
-        Ok(Some((send, file, len))) => {
-            // A large file: its own task, within the window.
+        Ok(Some(big)) => {
+            // A large or compressed file: its own task, within the window.
             let ctx = ctx.clone();
             ctx.active.set(ctx.active.get() + 1);
             glommio::spawn_local(async move {
-                let result = big_file(send, file, len, &mut ex).await;
+                let result = big_file(big, &mut ex).await;
                 let outcome = finish(&ctx, &shard, &ex, result);
                 if outcome.reset {
                     ctx.note_reset();
@@ -146,10 +147,10 @@ async fn route(
         ex.handler = HandlerKind::Static;
         return match found {
             Some((_, v)) if path.starts_with("/.well-known/acme-challenge/") => {
-                let resp = static_lookup(v, parts, path_and_query);
-                match static_head(respond, ex, resp, head_only)? {
+                let (resp, cache_control) = static_lookup(v, parts, path_and_query);
+                match static_head(respond, ex, resp, head_only, cache_control)? {
                     None => Ok(()),
-                    Some((send, file, len)) => Box::pin(big_file(send, file, len, ex)).await,
+                    Some(big) => Box::pin(big_file(big, ex)).await,
                 }
             }
             _ if path.starts_with("/.well-known/acme-challenge/") => {
@@ -249,14 +250,15 @@ async fn route(
                 authority,
                 path_and_query,
                 [&vhost.request_headers, route_request_rules(route)],
+                route.context.map(|c| &c.delivery),
             ))
             .await
         }
         Some(Handler::Static) | None => {
-            let resp = static_lookup(vhost, parts, path_and_query);
-            match static_head(respond, ex, resp, head_only)? {
+            let (resp, cache_control) = static_lookup(vhost, parts, path_and_query);
+            match static_head(respond, ex, resp, head_only, cache_control)? {
                 None => Ok(()),
-                Some((send, file, len)) => Box::pin(big_file(send, file, len, ex)).await,
+                Some(big) => Box::pin(big_file(big, ex)).await,
             }
         }
     }
@@ -282,8 +284,7 @@ fn fixed(
     if !bodyless {
         r = r.header("content-length", body.len());
     }
-    let mut resp = dressed(r, ex);
-    super::ctx::dress(ex, &mut resp);
+    let resp = dressed(r, ex);
     let end = head_only || bodyless || body.is_empty();
     let mut send = respond.send_response(resp, end)?;
     if !end {
@@ -293,23 +294,45 @@ fn fixed(
     Ok(())
 }
 
-/// The static answer for a request (`static_files::serve`, as over HTTP/1.1).
-fn static_lookup(
-    vhost: &crate::config::VHost,
+/// The static answer for a request (`static_files::serve_with`, as over HTTP/1.1), with the
+/// route's `cache_control`.
+fn static_lookup<'v>(
+    vhost: &'v crate::config::VHost,
     parts: &http::request::Parts,
     target: &str,
-) -> static_files::StaticResponse {
-    let ims = parts
-        .headers
-        .get(http::header::IF_MODIFIED_SINCE)
-        .map(HeaderValue::as_bytes);
-    static_files::serve(
+) -> (static_files::StaticResponse, Option<&'v str>) {
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let delivery = vhost
+        .route(path)
+        .context
+        .map_or(&vhost.delivery, |c| &c.delivery);
+    let field = |name: http::header::HeaderName| parts.headers.get(name).map(HeaderValue::as_bytes);
+    let conditions = static_files::Conditions {
+        if_modified_since: field(http::header::IF_MODIFIED_SINCE),
+        if_none_match: field(http::header::IF_NONE_MATCH),
+        range: field(http::header::RANGE),
+        if_range: field(http::header::IF_RANGE),
+        accept_encoding: field(http::header::ACCEPT_ENCODING),
+        chunked_ok: true,
+    };
+    let resp = static_files::serve_with(
         &vhost.doc_root,
         crate::runtime::handlers::static_serve::root_fd(&vhost.doc_root),
         parts.method.as_str().as_bytes(),
         target.as_bytes(),
-        ims,
-    )
+        &conditions,
+        delivery,
+    );
+    (resp, delivery.cache_control.as_deref())
+}
+
+/// A body that goes out from a task of its own: a file above `SMALL_FILE_MAX`, or one
+/// compressed on the fly.
+pub(super) struct BigBody {
+    send: SendStream<Bytes>,
+    file: std::fs::File,
+    len: u64,
+    compress: Option<Coding>,
 }
 
 /// Files up to this size go out in one DATA write from an exact-size buffer, without waiting
@@ -318,13 +341,13 @@ const SMALL_FILE_MAX: u64 = 64 * 1024;
 
 /// Answers a static response: the head, and the body when it is small (one DATA write from an
 /// exact-size buffer). A larger file comes back with its stream, for `big_file`.
-#[allow(clippy::type_complexity)]
 fn static_head(
     respond: &mut SendResponse<Bytes>,
     ex: &mut Exchange,
     resp: static_files::StaticResponse,
     head_only: bool,
-) -> Result<Option<(SendStream<Bytes>, std::fs::File, u64)>, h2::Error> {
+    cache_control: Option<&str>,
+) -> Result<Option<BigBody>, h2::Error> {
     use std::io::Read;
     let page = ex.style.as_deref().and_then(|s| s.page(resp.status));
     if resp.file.is_none() && resp.status >= 400 && page.is_some() {
@@ -338,14 +361,33 @@ fn static_head(
     }
     ex.status = resp.status;
     let body = !head_only && resp.status != 304;
+    let compress = resp.compress.filter(|_| body && resp.file.is_some());
     let mut r = Response::builder()
         .status(resp.status)
         .header("content-type", HeaderValue::from_static(resp.content_type));
-    if resp.status != 304 {
+    if resp.status != 304 && compress.is_none() {
         r = r.header("content-length", resp.content_length);
     }
     if let Some(lm) = &resp.last_modified {
         r = r.header("last-modified", lm.as_str());
+    }
+    if let Some(tag) = &resp.etag {
+        r = r.header("etag", tag.as_str());
+    }
+    if let Some(cc) = cache_control.filter(|_| matches!(resp.status, 200 | 206 | 304)) {
+        r = r.header("cache-control", cc);
+    }
+    if let Some(coding) = resp.content_encoding.or(compress) {
+        r = r.header("content-encoding", coding.token());
+    }
+    if resp.vary {
+        r = r.header("vary", "accept-encoding");
+    }
+    if resp.accept_ranges {
+        r = r.header("accept-ranges", "bytes");
+    }
+    if let Some(range) = &resp.content_range {
+        r = r.header("content-range", range.as_str());
     }
     if resp.allow {
         r = r.header("allow", "GET, HEAD");
@@ -360,6 +402,15 @@ fn static_head(
         }
         return Ok(None);
     };
+    if let Some(coding) = compress {
+        let send = respond.send_response(dressed(r, ex), false)?;
+        return Ok(Some(BigBody {
+            send,
+            file,
+            len: resp.content_length,
+            compress: Some(coding),
+        }));
+    }
     if resp.content_length == 0 {
         respond.send_response(dressed(r, ex), true)?;
         return Ok(None);
@@ -381,17 +432,27 @@ fn static_head(
         return Ok(None);
     }
     let send = respond.send_response(dressed(r, ex), false)?;
-    Ok(Some((send, file, resp.content_length)))
+    Ok(Some(BigBody {
+        send,
+        file,
+        len: resp.content_length,
+        compress: None,
+    }))
 }
 
-/// A file larger than `SMALL_FILE_MAX`: read in pooled buffers, sent within the window.
-async fn big_file(
-    mut send: SendStream<Bytes>,
-    mut file: std::fs::File,
-    mut left: u64,
-    ex: &mut Exchange,
-) -> Result<(), h2::Error> {
+/// A file larger than `SMALL_FILE_MAX`, or one compressed on the fly: read in pooled buffers,
+/// sent within the window.
+async fn big_file(big: BigBody, ex: &mut Exchange) -> Result<(), h2::Error> {
     use std::io::Read;
+    let BigBody {
+        mut send,
+        mut file,
+        len: mut left,
+        compress,
+    } = big;
+    if let Some(coding) = compress {
+        return compressed_file(send, file, left, coding, ex).await;
+    }
     let mut buf = pool::take();
     let result = async {
         while left > 0 {
@@ -430,4 +491,51 @@ fn route_request_rules<'r>(route: crate::config::PathRoute<'r>) -> &'r crate::co
         remove: Vec::new(),
     };
     route.context.map_or(&NONE, |c| &c.rules.request_headers)
+}
+
+/// A file compressed on the fly (`protocol::http::coding::Encoder`), one DATA piece per read.
+async fn compressed_file(
+    mut send: SendStream<Bytes>,
+    mut file: std::fs::File,
+    mut left: u64,
+    coding: Coding,
+    ex: &mut Exchange,
+) -> Result<(), h2::Error> {
+    use std::io::Read;
+    let mut enc = Encoder::new(coding);
+    let mut buf = pool::take();
+    let result = async {
+        loop {
+            if left > 0 {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = match file.read(&mut buf[..want]) {
+                    Ok(0) | Err(_) => {
+                        send.send_reset(Reason::INTERNAL_ERROR);
+                        return Ok(());
+                    }
+                    Ok(n) => n,
+                };
+                left -= n as u64;
+                if enc.write(&buf[..n]).is_err() {
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return Ok(());
+                }
+            }
+            if left == 0 && enc.finish().is_err() {
+                send.send_reset(Reason::INTERNAL_ERROR);
+                return Ok(());
+            }
+            if !enc.output().is_empty() {
+                send_all(&mut send, enc.output()).await?;
+                ex.bytes.1 += enc.output().len() as u64;
+                enc.output().clear();
+            }
+            if left == 0 {
+                return send.send_data(Bytes::new(), true);
+            }
+        }
+    }
+    .await;
+    pool::give(buf);
+    result
 }

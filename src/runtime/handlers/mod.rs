@@ -3,6 +3,7 @@
 //! - `admin`: `/metrics`, the dashboard, the `/live` feed.
 //! - `echo`: the built-in WebSocket echo endpoint.
 //! - `static_serve`: static files (`sendfile` for large ones).
+//! - `compress`: on-the-fly compression of static files and proxied bodies (HTTP/1.1).
 //! - `proxy`: the HTTP backend path (keep-alive pools, retries); `relay`: streamed bodies.
 //! - `wsproxy`: WebSocket upgrades to a backend, checked `101`, then a tunnel.
 //! - `wstunnel`: tunnel mode (Ringway ends the WebSocket, raw TCP/UDS backend).
@@ -14,6 +15,7 @@
 //! `conn::accept`, which import the handlers.
 
 pub(crate) mod admin;
+pub(crate) mod compress;
 pub(crate) mod echo;
 pub(crate) mod forward;
 pub(crate) mod l4;

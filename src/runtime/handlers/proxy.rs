@@ -11,10 +11,12 @@ use tracing::{debug, warn};
 use crate::observe::metrics;
 use crate::policy::balance::Tried;
 use crate::protocol::http::chunked::ChunkedDecoder;
+use crate::protocol::http::coding::{push_chunk, Coding, Encoder, LAST_CHUNK};
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::head::{empty_headers, parse_response, Body};
 use crate::runtime::backend::pools::Lease;
 use crate::runtime::conn::client::{respond_error, respond_no_server, Client, Next};
+use crate::runtime::handlers::compress;
 use crate::runtime::net::idle;
 use crate::runtime::net::idle::Watch;
 use crate::runtime::net::io::{head_end, write_all_two, ReadBuf, ReadError};
@@ -36,6 +38,8 @@ pub struct ProxyPlan<'s> {
     /// `Vec` (`pool::take_vec`; empty when the request had none).
     pub client_host: Vec<u8>,
     pub host_override: Option<&'s str>,
+    /// The route compresses (`compress`): what the client accepts.
+    pub compress: Option<crate::runtime::handlers::compress::Negotiated<'s>>,
 }
 
 /// How an exchange failed.
@@ -198,7 +202,7 @@ async fn respond(
     // The backend's response head: the route's `timeouts.header` if it has one.
     let answer = c.timeouts.header.unwrap_or(read);
     let end = response_head(shard, lease, brb, &c.watch, stale, answer).await?;
-    let (out, body, backend_keep_alive) = {
+    let (out, body, backend_keep_alive, coding) = {
         let mut headers = empty_headers();
         let max = shard.config.limits.max_header_bytes;
         let resp = match parse_response(&brb.data()[..end], &mut headers, max) {
@@ -231,25 +235,54 @@ async fn respond(
             close,
         };
         let mut out = pool::take_vec();
-        write_response_head(&mut out, &resp, body, &rw);
+        let decision = plan
+            .compress
+            .as_ref()
+            .map(|n| n.decide(&resp, plan.method_head))
+            .unwrap_or_default();
+        let coding = decision.coding.filter(|_| body != Body::None);
+        if decision.vary || coding.is_some() {
+            compress::write_head(&mut out, &resp, body, &rw, decision);
+        } else {
+            write_response_head(&mut out, &resp, body, &rw);
+        }
         crate::runtime::conn::client::dress(c, &mut out);
-        (out, body, resp.keep_alive())
+        (out, body, resp.keep_alive(), coding)
     };
     c.head_written(out.len());
     brb.consume(end);
     let timeout = read;
     // The head goes out with the first body bytes (one send when they came in one read).
     let mut head: &[u8] = &out;
-    let streamed = stream_body(
-        &mut lease.conn,
-        &mut c.stream,
-        brb,
-        body,
-        &c.watch,
-        timeout,
-        &mut head,
-    )
-    .await;
+    let streamed = match coding {
+        Some(coding) => {
+            let r = stream_compressed(
+                &mut lease.conn,
+                &mut c.stream,
+                brb,
+                body,
+                &c.watch,
+                timeout,
+                head,
+                coding,
+            )
+            .await;
+            head = &[];
+            r
+        }
+        None => {
+            stream_body(
+                &mut lease.conn,
+                &mut c.stream,
+                brb,
+                body,
+                &c.watch,
+                timeout,
+                &mut head,
+            )
+            .await
+        }
+    };
     let head_sent = head.is_empty();
     pool::give_vec(out);
     streamed.map_err(|e| {
@@ -438,6 +471,112 @@ where
         left -= take as u64;
         if left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {
             return Ok(());
+        }
+    }
+}
+
+/// `proxy::stream_body` for a compressed response: the backend's body, framed as `body`,
+/// decoded from its chunks if chunked (trailers are dropped), compressed with `coding` and
+/// written to `dst` as chunks. `head` is written first, at once.
+#[allow(clippy::too_many_arguments)]
+pub async fn stream_compressed<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    buf: &mut ReadBuf,
+    body: Body,
+    watch: &Rc<Watch>,
+    idle: Duration,
+    head: &[u8],
+    coding: Coding,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    dst.write_all(head).await.map_err(|_| BodyError::Write)?;
+    let mut out = pool::take_vec();
+    let result = compress_body(src, dst, buf, body, watch, idle, coding, &mut out).await;
+    pool::give_vec(out);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compress_body<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    buf: &mut ReadBuf,
+    body: Body,
+    watch: &Rc<Watch>,
+    idle: Duration,
+    coding: Coding,
+    out: &mut Vec<u8>,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut enc = Encoder::new(coding);
+    let mut left = match body {
+        Body::None | Body::Length(0) => 0,
+        Body::Length(n) => n,
+        Body::Chunked | Body::UntilClose => u64::MAX,
+    };
+    let mut chunked = (body == Body::Chunked).then(ChunkedDecoder::default);
+    let mut trailers = Vec::new();
+    watch.restart(idle);
+    loop {
+        let done = left == 0 || chunked.as_ref().is_some_and(ChunkedDecoder::is_done);
+        let mut ended = done;
+        if !done && buf.is_empty() {
+            match buf.fill_watched(src, pool::BUF_BYTES, watch).await {
+                Ok(0) if body == Body::UntilClose => ended = true,
+                Ok(0) => return Err(BodyError::PeerClosed),
+                Ok(_) => watch.touch(),
+                Err(ReadError::TimedOut) => return Err(BodyError::ReadTimedOut),
+                Err(ReadError::Io) => return Err(BodyError::Read),
+            }
+        }
+        if ended {
+            enc.finish().map_err(|_| BodyError::Write)?;
+            push_chunk(out, enc.output());
+            out.extend_from_slice(LAST_CHUNK);
+            return dst.write_all(out).await.map_err(|_| BodyError::Write);
+        }
+        let take = (buf.len() as u64).min(left) as usize;
+        let data = &buf.data()[..take];
+        let mut failed = false;
+        let used = match chunked.as_mut() {
+            Some(d) => {
+                // Trailers are dropped (bounded by `feed_parts`).
+                d.feed_parts(
+                    data,
+                    |r| failed |= enc.write(&data[r]).is_err(),
+                    &mut trailers,
+                )
+                .map_err(|_| BodyError::Framing)?
+            }
+            None => {
+                failed = enc.write(data).is_err();
+                take
+            }
+        };
+        if failed {
+            return Err(BodyError::Write);
+        }
+        buf.consume(used);
+        if body != Body::Chunked {
+            left -= used as u64;
+        }
+        let more = left > 0 && !chunked.as_ref().is_some_and(ChunkedDecoder::is_done);
+        // The backend paused: what it sent so far goes to the client now.
+        if more && buf.is_empty() {
+            enc.flush().map_err(|_| BodyError::Write)?;
+        }
+        push_chunk(out, enc.output());
+        enc.output().clear();
+        if !out.is_empty() {
+            dst.write_all(out).await.map_err(|_| BodyError::Write)?;
+            out.clear();
         }
     }
 }

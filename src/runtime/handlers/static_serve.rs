@@ -10,6 +10,7 @@ use futures_lite::io::AsyncWriteExt;
 use crate::policy::static_files::{self, StaticResponse};
 use crate::protocol::http::response;
 use crate::runtime::conn::client::{Client, Next};
+use crate::runtime::handlers::compress;
 use crate::runtime::net::io::write_all_two;
 use crate::runtime::net::pool;
 
@@ -43,26 +44,58 @@ pub fn root_fd(doc_root: &Path) -> Option<BorrowedFd<'static>> {
     })
 }
 
-pub async fn send(c: &mut Client, resp: StaticResponse, is_head: bool, close: bool) -> Next {
+pub async fn send(
+    c: &mut Client,
+    resp: StaticResponse,
+    is_head: bool,
+    close: bool,
+    cache_control: Option<&str>,
+) -> Next {
     c.status = resp.status;
     let mut head = pool::take_vec();
-    let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(3);
+    let body = !is_head && resp.status != 304;
+    let compress = resp.compress.filter(|_| body && resp.file.is_some());
+    let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(10);
     fields.push(("Content-Type", resp.content_type.as_bytes()));
     if let Some(lm) = &resp.last_modified {
         fields.push(("Last-Modified", lm.as_bytes()));
     }
+    if let Some(tag) = &resp.etag {
+        fields.push(("ETag", tag.as_bytes()));
+    }
+    if let Some(cc) = cache_control.filter(|_| matches!(resp.status, 200 | 206 | 304)) {
+        fields.push(("Cache-Control", cc.as_bytes()));
+    }
+    if let Some(coding) = resp.content_encoding.or(compress) {
+        fields.push(("Content-Encoding", coding.token().as_bytes()));
+    }
+    if resp.vary {
+        fields.push(("Vary", b"Accept-Encoding"));
+    }
+    if resp.accept_ranges {
+        fields.push(("Accept-Ranges", b"bytes"));
+    }
+    if let Some(range) = &resp.content_range {
+        fields.push(("Content-Range", range.as_bytes()));
+    }
     if resp.allow {
         fields.push(("Allow", b"GET, HEAD"));
     }
-    // A 304 carries no Content-Length (RFC 9110 §15.4.5 allows omitting it).
-    let length = (resp.status != 304).then_some(resp.content_length);
+    if compress.is_some() {
+        fields.push(("Transfer-Encoding", b"chunked"));
+    }
+    // A 304 carries no Content-Length (RFC 9110 §15.4.5 allows omitting it); a body compressed
+    // on the fly has none to tell.
+    let length = (resp.status != 304 && compress.is_none()).then_some(resp.content_length);
     response::write_head(&mut head, resp.status, &fields, length, close);
     crate::runtime::conn::client::dress(c, &mut head);
     c.head_written(head.len());
-    let body = !is_head && resp.status != 304;
-    let ok = match resp.file {
+    let ok = match (resp.file, compress) {
+        (Some(file), Some(coding)) if body => {
+            compress::send_file(c, &head, file, resp.content_length, coding).await
+        }
         // The head goes out with the file's first bytes, in one write.
-        Some(file) if body => send_file(c, &head, file, resp.content_length).await,
+        (Some(file), None) if body => send_file(c, &head, file, resp.content_length).await,
         _ => {
             let text = if body {
                 static_files::error_body(resp.status)
