@@ -458,7 +458,7 @@ name = "q"
             (6, 46, "expected a string for an entry of \"domains\", found 7"),
             (7, 22, "unknown listener \"admin\""),
             (8, 12, "doc_root DIR/files/notadir does not exist"),
-            (9, 1, "unknown key \"wat\" in [[vhost]]; valid keys: name, domains, listeners, doc_root, tls, response_headers, request_headers, error_pages, websocket, context"),
+            (9, 1, "unknown key \"wat\" in [[vhost]]; valid keys: name, domains, listeners, doc_root, tls, response_headers, request_headers, error_pages, websocket, context, compress, compress_types, compress_min, precompressed, cache_control"),
             (11, 8, "duplicate vhost name \"v\" (first at line 5)"),
             (12, 11, "\"domains\" must not be empty"),
             (13, 1, "missing required key \"name\" in [[vhost]]"),
