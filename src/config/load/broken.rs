@@ -614,7 +614,7 @@ auth = 3
             (19, 11, "\"backend\" is only allowed with handler = \"proxy\", not \"echo\""),
             (21, 7, "uri \"echo\" must start with '/' (or be a regex written as \"exp:...\")"),
             (23, 1, "missing required key \"uri\" in [[vhost.context]]"),
-            (25, 1, "unknown key \"root\" in [[vhost.context]]; valid keys: uri, handler, backend, host, allow, auth, to, status, body, response_headers, request_headers, allow_from, deny_from, requests_per_ip, timeouts"),
+            (25, 1, "unknown key \"root\" in [[vhost.context]]; valid keys: uri, handler, backend, host, allow, auth, to, status, body, compress, compress_types, compress_min, precompressed, cache_control, response_headers, request_headers, allow_from, deny_from, requests_per_ip, timeouts"),
             (29, 11, "unknown backend \"nope\""),
             (30, 8, "expected a string for \"host\", found 3"),
             (31, 1, "\"allow\" is only for handler = \"connect\" (use \"allow_from\" for client addresses)"),
