@@ -81,6 +81,7 @@ pub enum Action<'s> {
         route: &'s WebSocketRoute,
         key: [u8; 24],
         head: Vec<u8>,
+        sticky: crate::policy::balance::Sticky,
     },
     /// A tunnel-mode route: Ringway answers the handshake (with the route's subprotocol
     /// `protocol`, an index, when the client asked for one it offers).
@@ -366,7 +367,12 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
         }
         Action::Static(resp, is_head) => static_serve::send(c, resp, is_head, close).await,
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
-        Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
+        Action::WsProxy {
+            route,
+            key,
+            head,
+            sticky,
+        } => wsproxy::run(shard, c, route, &key, head, sticky).await,
         Action::WsTunnel {
             route,
             accept,
@@ -586,13 +592,17 @@ fn plan<'s>(
                 close: false,
             },
         },
-        Some((Handler::Proxy { backend, host }, rules)) => Action::Proxy(plan_proxy(
-            c,
-            req,
-            *backend,
-            host.as_deref(),
-            [&vhost.request_headers, &rules.request_headers],
-        )),
+        Some((Handler::Proxy { backend, host }, rules)) => {
+            let mut plan = plan_proxy(
+                c,
+                req,
+                *backend,
+                host.as_deref(),
+                [&vhost.request_headers, &rules.request_headers],
+            );
+            plan.sticky = sticky_of(shard, *backend, req, &mut plan.head);
+            Action::Proxy(plan)
+        }
         // A CONNECT context answers only CONNECT (on a forward_proxy listener, above).
         Some((Handler::Connect { .. }, _)) => Action::Error {
             status: 405,
@@ -734,10 +744,12 @@ fn plan_ws_proxy<'s>(
                 &mut head,
                 [&vhost.request_headers, &route.rules.request_headers],
             );
+            let sticky = sticky_of(shard, route.backend, req, &mut head);
             Action::WsProxy {
                 route,
                 key: k,
                 head,
+                sticky,
             }
         }
         ws::Upgrade::Invalid { status, reason } => {
@@ -755,6 +767,41 @@ fn plan_ws_proxy<'s>(
             }
         }
     }
+}
+
+/// What the request brings to a sticky backend's choice (`balance = "hash"` / `"cookie"`), and
+/// the sticky cookie taken out of the forwarded `head`. Nothing is looked at or allocated for
+/// other backends.
+fn sticky_of(
+    shard: &Shard,
+    backend: usize,
+    req: &Request<'_, '_>,
+    head: &mut Vec<u8>,
+) -> crate::policy::balance::Sticky {
+    use crate::policy::balance::{Balance, Sticky};
+    if !matches!(
+        shard.config.backends[backend].balance,
+        Balance::Hash | Balance::Cookie
+    ) {
+        return Sticky::None;
+    }
+    let headers: Vec<(&[u8], &[u8])> = req
+        .headers
+        .iter()
+        .map(|h| (h.name.as_bytes(), h.value))
+        .collect();
+    let query = req.target.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let parts = crate::policy::sticky::RequestParts {
+        path: req.path().as_bytes(),
+        query: query.as_bytes(),
+        headers: &headers,
+    };
+    let sticky = shard.backends.sticky_of(backend, &parts);
+    if let Some(name) = shard.backends.sticky_cookie(backend) {
+        crate::policy::sticky::strip_cookie_from_head(head, name.as_bytes());
+    }
+    sticky
 }
 
 fn plan_proxy<'s>(
@@ -794,5 +841,6 @@ fn plan_proxy<'s>(
             h
         },
         host_override: host,
+        sticky: crate::policy::balance::Sticky::None,
     }
 }

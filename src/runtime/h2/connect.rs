@@ -302,6 +302,7 @@ async fn websocket(
         .acquire_within(
             route.backend,
             ctx.peer.ip(),
+            crate::policy::balance::Sticky::None,
             &mut Tried::default(),
             false,
             connect,

@@ -9,7 +9,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use crate::observe::metrics;
-use crate::policy::balance::Tried;
+use crate::policy::balance::{Sticky, Tried};
 use crate::protocol::http::chunked::ChunkedDecoder;
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
 use crate::protocol::http::head::{empty_headers, parse_response, Body};
@@ -36,6 +36,8 @@ pub struct ProxyPlan<'s> {
     /// `Vec` (`pool::take_vec`; empty when the request had none).
     pub client_host: Vec<u8>,
     pub host_override: Option<&'s str>,
+    /// What the request brings to a sticky backend's choice.
+    pub sticky: Sticky,
 }
 
 /// How an exchange failed.
@@ -62,7 +64,14 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
         let pooled = backends.poolable(plan.backend);
         let connect = c.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
         let mut lease = match backends
-            .acquire_within(plan.backend, c.peer.ip(), &mut tried, pooled, connect)
+            .acquire_within(
+                plan.backend,
+                c.peer.ip(),
+                plan.sticky,
+                &mut tried,
+                pooled,
+                connect,
+            )
             .await
         {
             Ok(l) => l,
@@ -232,6 +241,13 @@ async fn respond(
         };
         let mut out = pool::take_vec();
         write_response_head(&mut out, &resp, body, &rw);
+        let secure = c.stream.is_tls();
+        if let Some(v) = shard
+            .backends
+            .set_cookie(lease.backend, lease.server, plan.sticky, secure)
+        {
+            crate::protocol::http::forward::insert_header(&mut out, "Set-Cookie", v.as_bytes());
+        }
         crate::runtime::conn::client::dress(c, &mut out);
         (out, body, resp.keep_alive())
     };

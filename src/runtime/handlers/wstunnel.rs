@@ -500,6 +500,7 @@ pub async fn open(
         .acquire_within(
             route.backend,
             c.peer.ip(),
+            crate::policy::balance::Sticky::None,
             &mut crate::policy::balance::Tried::default(),
             false,
             connect,
