@@ -29,6 +29,7 @@ mod ocsp;
 mod operations;
 mod routing;
 mod static_files;
+mod sticky;
 mod tls;
 mod tls_resumption;
 mod truth;
