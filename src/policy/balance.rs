@@ -532,7 +532,8 @@ mod tests {
     fn sticky_pool(balance: Balance, n: usize) -> Pool {
         let mut p = Pool::new(settings(balance), vec![1; n], 1);
         for i in 0..n {
-            let id = crate::policy::sticky::server_id(b"secret", &format!("127.0.0.1:{}", 9000 + i));
+            let id =
+                crate::policy::sticky::server_id(b"secret", &format!("127.0.0.1:{}", 9000 + i));
             p.set_id_hash(i, crate::policy::sticky::id_hash(&id));
         }
         p
@@ -541,14 +542,26 @@ mod tests {
     #[test]
     fn hash_keeps_a_key_on_its_server_and_moves_only_a_drained_servers_keys() {
         let now = Instant::now();
-        let key = |n: u32| Sticky::Key(Some(crate::policy::sticky::key_hash(format!("sid{n}").as_bytes())));
+        let key = |n: u32| {
+            Sticky::Key(Some(crate::policy::sticky::key_hash(
+                format!("sid{n}").as_bytes(),
+            )))
+        };
         let mut a = sticky_pool(Balance::Hash, 4);
         // Another instance (another pool, another seed) with the same config picks the same.
         let mut b = sticky_pool(Balance::Hash, 4);
-        let before: Vec<usize> = (0..400).map(|n| a.pick(IP, key(n), &[], |_| true, now).unwrap()).collect();
+        let before: Vec<usize> = (0..400)
+            .map(|n| a.pick(IP, key(n), &[], |_| true, now).unwrap())
+            .collect();
         for n in 0..400 {
-            assert_eq!(b.pick(IP, key(n), &[], |_| true, now), Some(before[n as usize]));
-            assert_eq!(a.pick(IP, key(n), &[], |_| true, now), Some(before[n as usize]));
+            assert_eq!(
+                b.pick(IP, key(n), &[], |_| true, now),
+                Some(before[n as usize])
+            );
+            assert_eq!(
+                a.pick(IP, key(n), &[], |_| true, now),
+                Some(before[n as usize])
+            );
         }
         let mut used = [0; 4];
         before.iter().for_each(|&i| used[i] += 1);
@@ -564,7 +577,9 @@ mod tests {
             }
         }
         // No key: round robin over the rest.
-        let picks: Vec<usize> = (0..6).map(|_| a.pick(IP, Sticky::Key(None), &[], |_| true, now).unwrap()).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| a.pick(IP, Sticky::Key(None), &[], |_| true, now).unwrap())
+            .collect();
         assert!(!picks.contains(&1));
         assert!(picks.contains(&0) && picks.contains(&2) && picks.contains(&3));
         // A down server (active health) is skipped too, and its keys come back with it.
@@ -581,16 +596,31 @@ mod tests {
         let mut p = sticky_pool(Balance::Cookie, 3);
         let id = |i: usize| Sticky::Cookie(Some(p_id(i)));
         fn p_id(i: usize) -> u64 {
-            let id = crate::policy::sticky::server_id(b"secret", &format!("127.0.0.1:{}", 9000 + i));
+            let id =
+                crate::policy::sticky::server_id(b"secret", &format!("127.0.0.1:{}", 9000 + i));
             crate::policy::sticky::id_hash(&id)
         }
         for _ in 0..5 {
             assert_eq!(p.pick(IP, id(2), &[], |_| true, now), Some(2));
         }
         // No cookie or an unknown one: round robin.
-        let rr: Vec<usize> = (0..3).map(|_| p.pick(IP, Sticky::Cookie(None), &[], |_| true, now).unwrap()).collect();
-        assert_eq!({ let mut s = rr.clone(); s.sort(); s }, [0, 1, 2]);
-        assert!(p.pick(IP, Sticky::Cookie(Some(7)), &[], |_| true, now).is_some());
+        let rr: Vec<usize> = (0..3)
+            .map(|_| {
+                p.pick(IP, Sticky::Cookie(None), &[], |_| true, now)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            {
+                let mut s = rr.clone();
+                s.sort();
+                s
+            },
+            [0, 1, 2]
+        );
+        assert!(p
+            .pick(IP, Sticky::Cookie(Some(7)), &[], |_| true, now)
+            .is_some());
         // Draining, down, or passively out: the cookie is not honoured.
         p.set_usable(2, false);
         assert_ne!(p.pick(IP, id(2), &[], |_| true, now), Some(2));

@@ -169,7 +169,10 @@ pub fn strip_cookie_from_head(head: &mut Vec<u8>, name: &[u8]) {
     let mut out = Vec::with_capacity(head.len());
     let mut rest: &[u8] = head;
     while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
         let (line, tail) = rest.split_at(end);
         rest = tail;
         let bare = line.strip_suffix(b"\r\n").unwrap_or(line);

@@ -83,8 +83,7 @@ fn drain(rw: &Ringway, server: &str) {
 }
 
 #[test]
-fn hash_on_sid_is_the_same_on_two_instances_keeps_a_long_poll_and_a_drain_moves_only_its_keys()
-{
+fn hash_on_sid_is_the_same_on_two_instances_keeps_a_long_poll_and_a_drain_moves_only_its_keys() {
     let backends: Vec<HttpBackend> = ["a", "b", "c"].map(HttpBackend::named).into();
     let refs: Vec<&HttpBackend> = backends.iter().collect();
     let config = sticky_config(&refs, "balance = \"hash\"\nhash_key = \"query:sid\"");
@@ -96,7 +95,10 @@ fn hash_on_sid_is_the_same_on_two_instances_keeps_a_long_poll_and_a_drain_moves_
     for sid in &sids {
         let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
         let (one, two) = (who(&rw1, &path), who(&rw2, &path));
-        assert_eq!(one, two, "sid {sid}: instance 1 chose {one}, instance 2 {two}");
+        assert_eq!(
+            one, two,
+            "sid {sid}: instance 1 chose {one}, instance 2 {two}"
+        );
         owner.insert(sid.clone(), one);
     }
     let used: std::collections::BTreeSet<&String> = owner.values().collect();
@@ -116,10 +118,7 @@ fn hash_on_sid_is_the_same_on_two_instances_keeps_a_long_poll_and_a_drain_moves_
     assert!(plain.len() >= 2, "no sid, one server: {plain:?}");
     // Drain the server of sid 0 on instance 1: its sids move, every other sid stays.
     let drained_name = owner[sid].clone();
-    let drained = backends
-        .iter()
-        .find(|b| b.name() == drained_name)
-        .unwrap();
+    let drained = backends.iter().find(|b| b.name() == drained_name).unwrap();
     drain(&rw1, &drained.config_addr);
     assert!(
         wait_until(WAIT, || who(&rw1, &path) != drained_name),
@@ -127,11 +126,19 @@ fn hash_on_sid_is_the_same_on_two_instances_keeps_a_long_poll_and_a_drain_moves_
     );
     for sid in &sids {
         let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
-        let now = who(&rw1, &path);
         if owner[sid] == drained_name {
-            assert_ne!(now, drained_name, "sid {sid} still on the drained server");
+            // Each core applies the drain as it hears of it: wait for both.
+            let moved = || (0..4).all(|_| who(&rw1, &path) != drained_name);
+            assert!(
+                wait_until(WAIT, moved),
+                "sid {sid} still on the drained server"
+            );
         } else {
-            assert_eq!(now, owner[sid], "sid {sid} moved though its server was not drained");
+            let now = who(&rw1, &path);
+            assert_eq!(
+                now, owner[sid],
+                "sid {sid} moved though its server was not drained"
+            );
         }
         // Instance 2 was not told: everything where it was.
         assert_eq!(who(&rw2, &path), owner[sid], "sid {sid} on instance 2");
@@ -145,7 +152,9 @@ fn pinned(r: &Response) -> String {
         .unwrap_or_else(|| panic!("no Set-Cookie: {r}"));
     let (value, attrs) = set.split_once(';').unwrap_or((set, ""));
     assert_eq!(attrs, " Path=/; HttpOnly; SameSite=Lax", "{set}");
-    let id = value.strip_prefix("rw_srv=").unwrap_or_else(|| panic!("{set}"));
+    let id = value
+        .strip_prefix("rw_srv=")
+        .unwrap_or_else(|| panic!("{set}"));
     assert_eq!(id.len(), 16, "{set}");
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{set}");
     assert!(!id.contains("127.0.0.1"));
@@ -159,12 +168,19 @@ fn cookie_pins_a_client_on_both_instances_is_never_forwarded_and_a_drain_re_pins
     let config = sticky_config(&[&a, &b], "balance = \"cookie\"");
     let rw1 = Ringway::builder(config.clone()).start();
     let rw2 = Ringway::builder(config).start();
-    // Two clients without cookies: round robin, and each is told its server.
+    // Clients without cookies: round robin (per core: two cores may each pick their first
+    // server), and each is told its server.
     let first = send(&rw1, "GET", "/app", &[]);
-    let second = send(&rw1, "GET", "/app", &[]);
-    let (id1, id2) = (pinned(&first), pinned(&second));
-    assert_ne!(by(&first), by(&second), "round robin for new clients");
-    assert_ne!(id1, id2);
+    let id1 = pinned(&first);
+    let second = (0..20)
+        .map(|_| send(&rw1, "GET", "/app", &[]))
+        .find(|r| {
+            let id = pinned(r);
+            assert_eq!(id == id1, by(r) == by(&first), "one id per server");
+            by(r) != by(&first)
+        })
+        .expect("round robin for new clients");
+    let id2 = pinned(&second);
     // With the cookie, both instances send the client to its server and set nothing.
     let cookie1 = format!("theme=dark; rw_srv={id1}; lang=en");
     for i in 0..20 {
@@ -191,7 +207,12 @@ fn cookie_pins_a_client_on_both_instances_is_never_forwarded_and_a_drain_re_pins
     assert_eq!(seen.len(), 20);
     assert!(seen.iter().all(|c| c == "theme=dark; lang=en"), "{seen:?}");
     // A cookie that is only rw_srv leaves no Cookie field at all.
-    let r = send(&rw2, "GET", "/only", &[("Cookie", &format!("rw_srv={id2}"))]);
+    let r = send(
+        &rw2,
+        "GET",
+        "/only",
+        &[("Cookie", &format!("rw_srv={id2}"))],
+    );
     assert_eq!(by(&r), by(&second));
     let only: Vec<HttpRequest> = [&a, &b]
         .iter()
@@ -201,20 +222,23 @@ fn cookie_pins_a_client_on_both_instances_is_never_forwarded_and_a_drain_re_pins
     assert_eq!(only.len(), 1);
     assert!(!only[0].has("cookie"), "{:?}", only[0].get_all("cookie"));
     // An unknown id: balanced and re-pinned.
-    let r = send(&rw1, "GET", "/app", &[("Cookie", "rw_srv=0000000000000000")]);
+    let r = send(
+        &rw1,
+        "GET",
+        "/app",
+        &[("Cookie", "rw_srv=0000000000000000")],
+    );
     let id = pinned(&r);
     assert!(id == id1 || id == id2);
     // Drain client 1's server on instance 1: it is re-balanced and gets a new cookie there;
     // instance 2 still honours the old one.
     let server1 = if by(&first) == "a" { &a } else { &b };
     drain(&rw1, &server1.config_addr);
+    // Each core applies the drain as it hears of it: wait for both.
+    let moved =
+        || (0..4).all(|_| by(&send(&rw1, "GET", "/app", &[("Cookie", &cookie1)])) != by(&first));
     assert!(
-        wait_until(WAIT, || by(&send(
-            &rw1,
-            "GET",
-            "/app",
-            &[("Cookie", &cookie1)]
-        )) != by(&first)),
+        wait_until(WAIT, moved),
         "the cookie still reaches the drained server"
     );
     let r = send(&rw1, "GET", "/app", &[("Cookie", &cookie1)]);
@@ -245,4 +269,146 @@ fn hash_without_a_hash_key_is_a_check_error() {
         err.contains("balance = \"hash\" needs hash_key"),
         "{out}{err}"
     );
+}
+
+#[test]
+fn the_101_of_an_upgrade_pins_and_the_backend_never_sees_the_cookie() {
+    use crate::backend::EchoBackend;
+    use tungstenite::client::IntoClientRequest;
+    let (e1, e2) = (EchoBackend::tcp_v4(), EchoBackend::tcp_v4());
+    let config = format!(
+        "{}\n[[backend]]\nname = \"chat\"\nservers = [\"{}\", \"{}\"]\nbalance = \"cookie\"\n\
+         sticky_cookie = \"pin\"\n\n[[vhost]]\nname = \"site\"\ndomains = [\"*\"]\n\n\
+         [[vhost.websocket]]\nuri = \"/chat/\"\nbackend = \"chat\"\n",
+        base_config(1),
+        e1.config_addr,
+        e2.config_addr
+    );
+    let rw = Ringway::builder(config).start();
+    let (mut ws, resp) = ws_connect(rw.port(), rw.ws_url("/chat/first"));
+    let set = resp
+        .headers()
+        .get("set-cookie")
+        .expect("the 101 pins the client")
+        .to_str()
+        .unwrap()
+        .to_string();
+    ws_close(&mut ws);
+    let (value, attrs) = set.split_once(';').unwrap();
+    assert_eq!(attrs, " Path=/; HttpOnly; SameSite=Lax");
+    let id = value
+        .strip_prefix("pin=")
+        .expect("sticky_cookie names the cookie");
+    let first_on = |e: &EchoBackend| e.targets().iter().any(|t| t == "/chat/first");
+    let pinned_to = if first_on(&e1) { &e1 } else { &e2 };
+    for i in 0..6 {
+        let target = format!("/chat/again{i}");
+        let mut req = rw.ws_url(&target).into_client_request().unwrap();
+        req.headers_mut()
+            .insert("cookie", format!("x=1; pin={id}").parse().unwrap());
+        let (mut ws, resp) = ws_connect(rw.port(), req);
+        assert!(resp.headers().get("set-cookie").is_none(), "upgrade {i}");
+        ws_close(&mut ws);
+        assert!(
+            pinned_to.targets().contains(&target),
+            "upgrade {i} left its server"
+        );
+    }
+    for e in [&e1, &e2] {
+        for r in e.requests() {
+            assert!(
+                !r.get("cookie").unwrap_or("").contains("pin="),
+                "{:?}",
+                r.headers
+            );
+        }
+    }
+}
+
+#[test]
+fn tls_listeners_add_secure_over_http1_and_http2() {
+    use crate::pki::{tls_base, vhost, LeafOpts, Pki};
+    let a = HttpBackend::named("a");
+    let b = HttpBackend::named("b");
+    let dir = site();
+    let pki = Pki::new(dir.path());
+    let leaf = pki.leaf("site", 0x2001, &LeafOpts::dns(&["localhost"]));
+    let config = format!(
+        "{}\n[[backend]]\nname = \"api\"\nservers = [\"{}\", \"{}\"]\nbalance = \"cookie\"\n{}",
+        tls_base(1),
+        a.config_addr,
+        b.config_addr,
+        vhost(
+            "site",
+            &["localhost", "*"],
+            &leaf.chain_file(),
+            &leaf.key_file()
+        )
+        .context_proxy("/", "api")
+        .toml()
+    );
+    let rw = Ringway::builder(config).dir(dir).start();
+    let ca = pki.ca_path().display().to_string();
+    let resolve = format!("localhost:{}:127.0.0.1", rw.port());
+    let url = format!("https://localhost:{}/app", rw.port());
+    let curl = |version: &str, cookie: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "20",
+            version,
+            "--cacert",
+            &ca,
+            "--resolve",
+        ])
+        .args([&resolve, "-D", "-", "-o", "/dev/null", &url]);
+        if let Some(c) = cookie {
+            cmd.args(["-H", &format!("Cookie: {c}")]);
+        }
+        let out = cmd.output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    for version in ["--http1.1", "--http2"] {
+        let head = curl(version, None);
+        let want = if version == "--http2" {
+            "http/2 200"
+        } else {
+            "http/1.1 200"
+        };
+        assert!(head.starts_with(want), "{version}: {head}");
+        let line = head
+            .lines()
+            .find(|l| l.starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("{version}: no set-cookie in {head}"));
+        assert!(
+            line.trim_end()
+                .ends_with("; path=/; httponly; samesite=lax; secure"),
+            "{version}: {line}"
+        );
+        let id = line["set-cookie: rw_srv=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        // With the cookie: no new one, the same server, and the backend sees the rest only.
+        let before = a.served_count() + b.served_count();
+        let again = curl(version, Some(&format!("k=v; rw_srv={id}")));
+        assert!(!again.contains("set-cookie"), "{version}: {again}");
+        assert!(
+            wait_until(WAIT, || a.served_count() + b.served_count() > before),
+            "{version}: nothing served"
+        );
+        let seen: Vec<String> = [&a, &b]
+            .iter()
+            .flat_map(|s| s.requests())
+            .flat_map(|r| {
+                r.get_all("cookie")
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(seen.iter().all(|c| c == "k=v"), "{version}: {seen:?}");
+    }
 }

@@ -68,7 +68,13 @@ fn backend(
                 .bytes()
                 .any(|b| !(b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)));
         if bad {
-            p.add(text.at, format!("{what} must be a cookie name (letters, digits, -_.), found {:?}", text.v));
+            p.add(
+                text.at,
+                format!(
+                    "{what} must be a cookie name (letters, digits, -_.), found {:?}",
+                    text.v
+                ),
+            );
             return None;
         }
         Some(text.v.to_string())
@@ -267,7 +273,10 @@ mod tests {
         };
         let b = backend(&["balance = \"cookie\""]);
         assert_eq!(b.balance, Balance::Cookie);
-        assert_eq!((b.sticky_cookie.as_str(), b.sticky_secret.as_str()), ("rw_srv", "b"));
+        assert_eq!(
+            (b.sticky_cookie.as_str(), b.sticky_secret.as_str()),
+            ("rw_srv", "b")
+        );
         let b = backend(&[
             "balance = \"hash\"",
             "hash_key = \"query:sid\"",
@@ -276,7 +285,10 @@ mod tests {
         ]);
         assert_eq!(b.balance, Balance::Hash);
         assert_eq!(b.hash_key, Some(HashKey::Query("sid".into())));
-        assert_eq!((b.sticky_cookie.as_str(), b.sticky_secret.as_str()), ("srv", "s3cret"));
+        assert_eq!(
+            (b.sticky_cookie.as_str(), b.sticky_secret.as_str()),
+            ("srv", "s3cret")
+        );
         let lines = with(&[
             "[[backend]]",
             "name = \"b\"",

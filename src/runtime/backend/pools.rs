@@ -248,7 +248,11 @@ impl Backends {
         if had == Sticky::Cookie(Some(side.pool.id_hash(server))) {
             return None;
         }
-        Some(sticky::set_cookie(&b.sticky_cookie, &side.slots[server].id, secure))
+        Some(sticky::set_cookie(
+            &b.sticky_cookie,
+            &side.slots[server].id,
+            secure,
+        ))
     }
 
     /// The server's identity: its literal address, or `name:port (address)`.
