@@ -412,3 +412,116 @@ fn tls_listeners_add_secure_over_http1_and_http2() {
         assert!(seen.iter().all(|c| c == "k=v"), "{version}: {seen:?}");
     }
 }
+
+/// A TCP server that counts the connections it accepts and keeps each open (reading) until the
+/// peer closes: a tunnel-mode backend that says which server a tunnel reached.
+fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut b = [0u8; 4096];
+                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn tunnel_mode_upgrades_are_pinned_by_the_101_and_http2_websockets_hash_on_the_query() {
+    use crate::backend::EchoBackend;
+    use std::sync::atomic::Ordering;
+    use tungstenite::client::IntoClientRequest;
+    let ((l1, c1), (l2, c2)) = (counting_server(), counting_server());
+    let (e1, e2) = (EchoBackend::tcp_v4(), EchoBackend::tcp_v4());
+    let config = format!(
+        "{}http2 = true\n\n[[backend]]\nname = \"lines\"\nservers = [\"{l1}\", \"{l2}\"]\n\
+         balance = \"cookie\"\n\n[[backend]]\nname = \"rooms\"\nservers = [\"{}\", \"{}\"]\n\
+         balance = \"hash\"\nhash_key = \"query:room\"\n\n[[vhost]]\nname = \"site\"\n\
+         domains = [\"*\"]\n\n[[vhost.websocket]]\nuri = \"/feed/\"\nbackend = \"lines\"\n\
+         mode = \"tunnel\"\n\n[[vhost.websocket]]\nuri = \"/room/\"\nbackend = \"rooms\"\n",
+        base_config(1),
+        e1.config_addr,
+        e2.config_addr
+    );
+    let rw = Ringway::builder(config).start();
+    // Tunnel mode (HTTP/1.1): the 101 pins, the cookie keeps later tunnels on that server.
+    let (_ws, resp) = ws_connect(rw.port(), rw.ws_url("/feed/a"));
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("rw_srv="), "{set}");
+    assert!(wait_until(WAIT, || c1.load(Ordering::SeqCst)
+        + c2.load(Ordering::SeqCst)
+        == 1));
+    let pinned = if c1.load(Ordering::SeqCst) == 1 {
+        &c1
+    } else {
+        &c2
+    };
+    let mut open = Vec::new();
+    for i in 0..5 {
+        let mut req = rw.ws_url("/feed/b").into_client_request().unwrap();
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        let (ws, resp) = ws_connect(rw.port(), req);
+        assert!(resp.headers().get("set-cookie").is_none(), "tunnel {i}");
+        open.push(ws);
+    }
+    assert!(
+        wait_until(WAIT, || pinned.load(Ordering::SeqCst) == 6),
+        "the cookie's tunnels left their server: {} {}",
+        c1.load(Ordering::SeqCst),
+        c2.load(Ordering::SeqCst)
+    );
+    // RFC 8441 over h2c: a room's streams all reach one server.
+    let port = rw.port();
+    crate::h2::rt().block_on(async {
+        let client = crate::h2::h2c(port).await;
+        for room in ["lobby", "kitchen", "attic"] {
+            for i in 0..4 {
+                let mut req = http::Request::builder()
+                    .method(http::Method::CONNECT)
+                    .uri(format!("http://127.0.0.1:{port}/room/{i}?room={room}"))
+                    .header("sec-websocket-version", "13")
+                    .body(())
+                    .unwrap();
+                req.extensions_mut()
+                    .insert(h2::ext::Protocol::from_static("websocket"));
+                let (resp, _send) = client
+                    .clone()
+                    .ready()
+                    .await
+                    .unwrap()
+                    .send_request(req, false)
+                    .unwrap();
+                let resp = resp.await.unwrap();
+                assert_eq!(resp.status(), 200, "{room} {i}");
+            }
+        }
+    });
+    for room in ["lobby", "kitchen", "attic"] {
+        let on = |e: &EchoBackend| {
+            e.targets()
+                .iter()
+                .filter(|t| t.ends_with(&format!("?room={room}")))
+                .count()
+        };
+        assert!(
+            wait_until(WAIT, || on(&e1) + on(&e2) == 4),
+            "{room}: {} + {}",
+            on(&e1),
+            on(&e2)
+        );
+        assert!(
+            on(&e1) == 0 || on(&e2) == 0,
+            "room {room} split over both servers"
+        );
+    }
+}

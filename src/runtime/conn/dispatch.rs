@@ -89,6 +89,7 @@ pub enum Action<'s> {
         route: &'s WebSocketRoute,
         accept: [u8; 28],
         protocol: Option<usize>,
+        sticky: crate::policy::balance::Sticky,
     },
     Proxy(ProxyPlan<'s>),
     /// A request on the `[admin]` listener.
@@ -377,7 +378,11 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             route,
             accept,
             protocol,
-        } => crate::runtime::handlers::wstunnel::open(shard, c, route, &accept, protocol).await,
+            sticky,
+        } => {
+            crate::runtime::handlers::wstunnel::open(shard, c, route, &accept, protocol, sticky)
+                .await
+        }
         Action::Proxy(plan) => proxy::run(shard, c, plan).await,
         Action::Admin(req) => admin::serve(shard, c, req, close).await,
     }
@@ -727,6 +732,8 @@ fn plan_ws_proxy<'s>(
                         &mode.subprotocols,
                         &requested,
                     ),
+                    // No request reaches the backend: nothing to take the cookie out of.
+                    sticky: sticky_of(shard, route.backend, req, &mut Vec::new()),
                 };
             }
             let mut k = [0u8; 24];

@@ -114,7 +114,7 @@ pub(super) fn backend_head(
 
 /// What an HTTP/2 request brings to a sticky backend's choice (nothing is looked at for other
 /// backends). `target` is the path and query.
-fn sticky_of(
+pub(super) fn sticky_of(
     shard: &Shard,
     backend: usize,
     parts: &http::request::Parts,
