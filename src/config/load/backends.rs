@@ -304,6 +304,14 @@ mod tests {
             "balance = \"hash\"",
         ]);
         one_problem(&lines, 7, 1, "balance = \"hash\" needs hash_key");
+        let lines = with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "balance = \"cookie\"",
+            "sticky_cookie = \"a b\"",
+        ]);
+        one_problem(&lines, 11, 17, "must be a cookie name");
     }
 
     #[test]
