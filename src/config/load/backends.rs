@@ -59,7 +59,8 @@ fn backend(
         let text = string(v, what, p)?;
         HashKey::parse(text.v).map_err(|e| p.add(text.at, e)).ok()
     });
-    let hash_key_given = s.get("hash_key").is_some();
+    let hash_key_at = s.get("hash_key").map(|v| v.span().start);
+    let hash_key_given = hash_key_at.is_some();
     let sticky_cookie = s.opt("sticky_cookie", p, |v, what, p| {
         let text = string(v, what, p)?;
         let bad = text.v.is_empty()
@@ -92,6 +93,9 @@ fn backend(
             at,
             "balance = \"hash\" needs hash_key = \"cookie:NAME\" | \"query:NAME\" | \"header:NAME\" | \"path\"",
         );
+    }
+    if let Some(at) = hash_key_at.filter(|_| balance != Some(Balance::Hash)) {
+        p.warn(at, "hash_key has no effect without balance = \"hash\"");
     }
     if needs_tls && !tls_given {
         p.add(
@@ -312,6 +316,21 @@ mod tests {
             "sticky_cookie = \"a b\"",
         ]);
         one_problem(&lines, 11, 17, "must be a cookie name");
+        let (c, _dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "hash_key = \"path\"",
+        ]));
+        let w: Vec<(usize, usize, &str)> = c
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.col, w.message.as_str()))
+            .collect();
+        assert_eq!(
+            w,
+            [(10, 12, "hash_key has no effect without balance = \"hash\"")]
+        );
     }
 
     #[test]
