@@ -271,7 +271,16 @@ pub struct Backend {
     pub tls: Option<BackendTls>,
     /// A drained server's tunnels are closed spread evenly over this long (`drain_spread`).
     pub drain_spread: Duration,
+    /// `hash_key`: where a `balance = "hash"` backend finds a request's key.
+    pub hash_key: Option<crate::policy::sticky::HashKey>,
+    /// `sticky_cookie`: the cookie a `balance = "cookie"` backend pins clients with.
+    pub sticky_cookie: String,
+    /// `sticky_secret`: the key of the server ids in that cookie (default: the backend's name).
+    pub sticky_secret: String,
 }
+
+/// A backend's `sticky_cookie` when it has none.
+pub const STICKY_COOKIE_DEFAULT: &str = "rw_srv";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendTls {
@@ -342,7 +351,7 @@ impl Backend {
 
     pub fn single(address: Address, name: String) -> Backend {
         Backend {
-            name,
+            name: name.clone(),
             servers: vec![Server {
                 address,
                 weight: 1,
@@ -359,6 +368,9 @@ impl Backend {
             implicit: true,
             tls: None,
             drain_spread: DRAIN_SPREAD_DEFAULT,
+            hash_key: None,
+            sticky_cookie: STICKY_COOKIE_DEFAULT.to_string(),
+            sticky_secret: name.clone(),
         }
     }
 }

@@ -30,6 +30,25 @@ pub enum Balance {
     IpHash,
     /// Power of two random choices by active connections.
     RandomTwo,
+    /// `balance = "cookie"`: a cookie naming a ready server goes there; others round robin
+    /// (and the response sets the cookie).
+    Cookie,
+    /// `balance = "hash"`: weighted rendezvous hashing of the request's `hash_key`; round robin
+    /// without one.
+    Hash,
+}
+
+/// What a request brings to a sticky backend's choice, carried without its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sticky {
+    /// Not a sticky backend (or nothing to go by): the backend's own balancing.
+    #[default]
+    None,
+    /// `balance = "hash"`: the key's hash (`sticky::key_hash`); `None`: the request has no key.
+    Key(Option<u64>),
+    /// `balance = "cookie"`: the hash (`sticky::id_hash`) of the sticky cookie's value;
+    /// `None`: no cookie.
+    Cookie(Option<u64>),
 }
 
 /// A backend's balancing and passive-health settings, as its config states them.
@@ -52,6 +71,8 @@ struct ServerState {
     weight: i64,
     current: i64,
     active: u32,
+    /// `sticky::id_hash` of the server's id (rendezvous and cookie matching).
+    id_hash: u64,
     fails: u32,
     window_start: Option<Instant>,
     down_until: Option<Instant>,
@@ -152,6 +173,15 @@ impl Pool {
         self.servers[i].weight = i64::from(weight.max(1));
     }
 
+    /// Server `i`'s id hash (`sticky::id_hash(sticky::server_id(..))`), for `cookie`/`hash`.
+    pub fn set_id_hash(&mut self, i: usize, id_hash: u64) {
+        self.servers[i].id_hash = id_hash;
+    }
+
+    pub fn id_hash(&self, i: usize) -> u64 {
+        self.servers[i].id_hash
+    }
+
     /// Whether passive health lets server `i` take requests at `now`.
     pub fn passively_up(&self, i: usize, now: Instant) -> bool {
         self.servers[i].down_until.is_none_or(|t| now >= t)
@@ -162,6 +192,7 @@ impl Pool {
     pub fn pick(
         &mut self,
         client: IpAddr,
+        sticky: Sticky,
         tried: &[usize],
         healthy: impl Fn(usize) -> bool,
         now: Instant,
@@ -174,6 +205,21 @@ impl Pool {
             Balance::LeastConn => self.least_conn(|p, i| ok(p, i)),
             Balance::IpHash => self.ip_hash(client, |p, i| ok(p, i)),
             Balance::RandomTwo => self.random_two(|p, i| ok(p, i)),
+            Balance::Hash => match sticky {
+                Sticky::Key(Some(k)) => {
+                    let servers = self.servers.iter().map(|s| (s.id_hash, s.weight as u32));
+                    crate::policy::sticky::rendezvous_hashed(k, servers, |i| ok(self, i))
+                }
+                _ => self.round_robin(|p, i| ok(p, i)),
+            },
+            Balance::Cookie => {
+                let named = match sticky {
+                    Sticky::Cookie(Some(id)) => (0..self.servers.len())
+                        .find(|&i| self.servers[i].id_hash == id && ok(self, i)),
+                    _ => None,
+                };
+                named.or_else(|| self.round_robin(|p, i| ok(p, i)))
+            }
         }
     }
 
@@ -359,13 +405,13 @@ mod tests {
         let mut p = Pool::new(settings(Balance::RoundRobin), [5, 1, 1], 1);
         let now = Instant::now();
         let picks: Vec<usize> = (0..7)
-            .map(|_| p.pick(IP, &[], |_| true, now).unwrap())
+            .map(|_| p.pick(IP, Sticky::None, &[], |_| true, now).unwrap())
             .collect();
         // nginx's documented sequence for weights 5,1,1.
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
         let mut counts = [0; 3];
         for _ in 0..700 {
-            counts[p.pick(IP, &[], |_| true, now).unwrap()] += 1;
+            counts[p.pick(IP, Sticky::None, &[], |_| true, now).unwrap()] += 1;
         }
         assert_eq!(counts, [500, 100, 100]);
     }
@@ -375,10 +421,10 @@ mod tests {
         let mut p = Pool::new(settings(Balance::RoundRobin), [1, 1, 1], 1);
         let now = Instant::now();
         for _ in 0..10 {
-            let i = p.pick(IP, &[0], |i| i != 2, now).unwrap();
+            let i = p.pick(IP, Sticky::None, &[0], |i| i != 2, now).unwrap();
             assert_eq!(i, 1);
         }
-        assert_eq!(p.pick(IP, &[0, 1], |i| i != 2, now), None);
+        assert_eq!(p.pick(IP, Sticky::None, &[0, 1], |i| i != 2, now), None);
     }
 
     #[test]
@@ -389,15 +435,15 @@ mod tests {
         p.begin(0);
         p.begin(1);
         for _ in 0..5 {
-            assert_eq!(p.pick(IP, &[], |_| true, now), Some(1));
+            assert_eq!(p.pick(IP, Sticky::None, &[], |_| true, now), Some(1));
         }
         p.end(0);
         p.end(0);
-        assert_eq!(p.pick(IP, &[], |_| true, now), Some(0));
+        assert_eq!(p.pick(IP, Sticky::None, &[], |_| true, now), Some(0));
         // Ties alternate.
         let mut q = Pool::new(settings(Balance::LeastConn), [1, 1], 1);
-        let a = q.pick(IP, &[], |_| true, now).unwrap();
-        let b = q.pick(IP, &[], |_| true, now).unwrap();
+        let a = q.pick(IP, Sticky::None, &[], |_| true, now).unwrap();
+        let b = q.pick(IP, Sticky::None, &[], |_| true, now).unwrap();
         assert_ne!(a, b);
     }
 
@@ -410,11 +456,11 @@ mod tests {
             .collect();
         let before: Vec<usize> = ips
             .iter()
-            .map(|&ip| p.pick(ip, &[], |_| true, now).unwrap())
+            .map(|&ip| p.pick(ip, Sticky::None, &[], |_| true, now).unwrap())
             .collect();
         let again: Vec<usize> = ips
             .iter()
-            .map(|&ip| p.pick(ip, &[], |_| true, now).unwrap())
+            .map(|&ip| p.pick(ip, Sticky::None, &[], |_| true, now).unwrap())
             .collect();
         assert_eq!(before, again);
         let mut used = [0; 4];
@@ -422,7 +468,7 @@ mod tests {
         assert!(used.iter().all(|&n| n > 20), "spread: {used:?}");
         let after: Vec<usize> = ips
             .iter()
-            .map(|&ip| p.pick(ip, &[], |i| i != 2, now).unwrap())
+            .map(|&ip| p.pick(ip, Sticky::None, &[], |i| i != 2, now).unwrap())
             .collect();
         for (b, a) in before.iter().zip(&after) {
             if *b == 2 {
@@ -441,7 +487,7 @@ mod tests {
             p.begin(0);
         }
         let picks: Vec<usize> = (0..100)
-            .map(|_| p.pick(IP, &[], |_| true, now).unwrap())
+            .map(|_| p.pick(IP, Sticky::None, &[], |_| true, now).unwrap())
             .collect();
         // Server 0 wins only when both draws land on it (about a quarter).
         let zeros = picks.iter().filter(|&&i| i == 0).count();
@@ -456,13 +502,13 @@ mod tests {
         p.begin(0);
         p.remove(0);
         for _ in 0..4 {
-            assert_eq!(p.pick(IP, &[], |_| true, now), Some(1));
+            assert_eq!(p.pick(IP, Sticky::None, &[], |_| true, now), Some(1));
         }
         // Slot 0 still has a connection: a new server gets a new slot.
         assert_eq!(p.add(3), 2);
         let mut counts = [0; 3];
         for _ in 0..40 {
-            counts[p.pick(IP, &[], |_| true, now).unwrap()] += 1;
+            counts[p.pick(IP, Sticky::None, &[], |_| true, now).unwrap()] += 1;
         }
         assert_eq!(counts, [0, 10, 30]);
         p.end(0);
@@ -474,12 +520,117 @@ mod tests {
         p.set_weight(0, 2);
         let mut counts = [0; 3];
         for _ in 0..30 {
-            counts[p.pick(IP, &[], |_| true, now).unwrap()] += 1;
+            counts[p.pick(IP, Sticky::None, &[], |_| true, now).unwrap()] += 1;
         }
         assert_eq!(counts, [20, 10, 0]);
         p.set_usable(0, false);
         p.set_usable(1, false);
-        assert_eq!(p.pick(IP, &[], |_| true, now), None);
+        assert_eq!(p.pick(IP, Sticky::None, &[], |_| true, now), None);
+    }
+
+    /// A pool of `n` servers with the ids `s0`, `s1`, ... as a config would give them.
+    fn sticky_pool(balance: Balance, n: usize) -> Pool {
+        let mut p = Pool::new(settings(balance), vec![1; n], 1);
+        for i in 0..n {
+            let id =
+                crate::policy::sticky::server_id(b"secret", &format!("127.0.0.1:{}", 9000 + i));
+            p.set_id_hash(i, crate::policy::sticky::id_hash(&id));
+        }
+        p
+    }
+
+    #[test]
+    fn hash_keeps_a_key_on_its_server_and_moves_only_a_drained_servers_keys() {
+        let now = Instant::now();
+        let key = |n: u32| {
+            Sticky::Key(Some(crate::policy::sticky::key_hash(
+                format!("sid{n}").as_bytes(),
+            )))
+        };
+        let mut a = sticky_pool(Balance::Hash, 4);
+        // Another instance (another pool, another seed) with the same config picks the same.
+        let mut b = sticky_pool(Balance::Hash, 4);
+        let before: Vec<usize> = (0..400)
+            .map(|n| a.pick(IP, key(n), &[], |_| true, now).unwrap())
+            .collect();
+        for n in 0..400 {
+            assert_eq!(
+                b.pick(IP, key(n), &[], |_| true, now),
+                Some(before[n as usize])
+            );
+            assert_eq!(
+                a.pick(IP, key(n), &[], |_| true, now),
+                Some(before[n as usize])
+            );
+        }
+        let mut used = [0; 4];
+        before.iter().for_each(|&i| used[i] += 1);
+        assert!(used.iter().all(|&c| c > 50), "spread: {used:?}");
+        // Draining server 1: only its keys move.
+        a.set_usable(1, false);
+        for n in 0..400 {
+            let now_on = a.pick(IP, key(n), &[], |_| true, now).unwrap();
+            if before[n as usize] == 1 {
+                assert_ne!(now_on, 1);
+            } else {
+                assert_eq!(now_on, before[n as usize]);
+            }
+        }
+        // No key: round robin over the rest.
+        let picks: Vec<usize> = (0..6)
+            .map(|_| a.pick(IP, Sticky::Key(None), &[], |_| true, now).unwrap())
+            .collect();
+        assert!(!picks.contains(&1));
+        assert!(picks.contains(&0) && picks.contains(&2) && picks.contains(&3));
+        // A down server (active health) is skipped too, and its keys come back with it.
+        a.set_usable(1, true);
+        for n in 0..400 {
+            let on = a.pick(IP, key(n), &[], |i| i != 2, now).unwrap();
+            assert_eq!(on == before[n as usize], before[n as usize] != 2);
+        }
+    }
+
+    #[test]
+    fn cookie_goes_to_a_ready_named_server_else_round_robin() {
+        let now = Instant::now();
+        let mut p = sticky_pool(Balance::Cookie, 3);
+        let id = |i: usize| Sticky::Cookie(Some(p_id(i)));
+        fn p_id(i: usize) -> u64 {
+            let id =
+                crate::policy::sticky::server_id(b"secret", &format!("127.0.0.1:{}", 9000 + i));
+            crate::policy::sticky::id_hash(&id)
+        }
+        for _ in 0..5 {
+            assert_eq!(p.pick(IP, id(2), &[], |_| true, now), Some(2));
+        }
+        // No cookie or an unknown one: round robin.
+        let rr: Vec<usize> = (0..3)
+            .map(|_| {
+                p.pick(IP, Sticky::Cookie(None), &[], |_| true, now)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            {
+                let mut s = rr.clone();
+                s.sort();
+                s
+            },
+            [0, 1, 2]
+        );
+        assert!(p
+            .pick(IP, Sticky::Cookie(Some(7)), &[], |_| true, now)
+            .is_some());
+        // Draining, down, or passively out: the cookie is not honoured.
+        p.set_usable(2, false);
+        assert_ne!(p.pick(IP, id(2), &[], |_| true, now), Some(2));
+        p.set_usable(2, true);
+        assert_ne!(p.pick(IP, id(2), &[], |i| i != 2, now), Some(2));
+        for k in 0..3 {
+            p.failed(2, now + Duration::from_millis(k));
+        }
+        assert_ne!(p.pick(IP, id(2), &[], |_| true, now), Some(2));
+        assert_eq!(p.pick(IP, id(1), &[], |_| true, now), Some(1));
     }
 
     #[test]
@@ -501,7 +652,7 @@ mod tests {
         assert!(p.failed(0, t0 + Duration::from_secs(2)));
         let t = t0 + Duration::from_secs(3);
         for _ in 0..4 {
-            assert_eq!(p.pick(IP, &[], |_| true, t), Some(1));
+            assert_eq!(p.pick(IP, Sticky::None, &[], |_| true, t), Some(1));
         }
         let back = t0 + Duration::from_secs(12);
         assert!(p.passively_up(0, back));

@@ -145,6 +145,50 @@ pub fn server_id(secret: &[u8], address: &str) -> String {
         .collect()
 }
 
+/// The `Set-Cookie` value that pins a client to server `id`: `NAME=ID; Path=/; HttpOnly;
+/// SameSite=Lax`, and `; Secure` on TLS listeners.
+pub fn set_cookie(name: &str, id: &str, secure: bool) -> String {
+    let mut v = format!("{name}={id}; Path=/; HttpOnly; SameSite=Lax");
+    if secure {
+        v.push_str("; Secure");
+    }
+    v
+}
+
+/// Removes cookie `name` from the `Cookie` lines of a serialized HTTP/1 request head (a line
+/// left with no cookie is dropped). Other lines and cookies are kept as they were.
+pub fn strip_cookie_from_head(head: &mut Vec<u8>, name: &[u8]) {
+    let needle_in = |line: &[u8]| {
+        line.len() > 7
+            && line[..7].eq_ignore_ascii_case(b"cookie:")
+            && cookie_value(&[(&b"cookie"[..], &line[7..])], name).is_some()
+    };
+    if !head.split(|&b| b == b'\n').any(needle_in) {
+        return;
+    }
+    let mut out = Vec::with_capacity(head.len());
+    let mut rest: &[u8] = head;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        let bare = line.strip_suffix(b"\r\n").unwrap_or(line);
+        if needle_in(bare) {
+            if let Some(kept) = without_cookie(&bare[7..], name) {
+                out.extend_from_slice(b"Cookie: ");
+                out.extend_from_slice(&kept);
+                out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    *head = out;
+}
+
 /// A 64-bit hash of a server id, computed once per server (the rendezvous input).
 pub fn id_hash(id: &str) -> u64 {
     fnv1a(id.as_bytes())
@@ -157,7 +201,21 @@ pub fn rendezvous(
     servers: impl IntoIterator<Item = (u64, u32)>,
     ok: impl Fn(usize) -> bool,
 ) -> Option<usize> {
-    let k = fnv1a(key);
+    rendezvous_hashed(key_hash(key), servers, ok)
+}
+
+/// The 64-bit hash of a request's key (what `rendezvous_hashed` takes), so a request can carry
+/// its key without keeping the bytes.
+pub fn key_hash(key: &[u8]) -> u64 {
+    fnv1a(key)
+}
+
+/// `rendezvous` for a key already hashed by `key_hash`.
+pub fn rendezvous_hashed(
+    k: u64,
+    servers: impl IntoIterator<Item = (u64, u32)>,
+    ok: impl Fn(usize) -> bool,
+) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, (id, weight)) in servers.into_iter().enumerate() {
         if !ok(i) {
@@ -255,6 +313,26 @@ mod tests {
         assert_eq!(
             without_cookie(b"rw_srv_x=1;rw_srv=2", b"rw_srv").as_deref(),
             Some(&b"rw_srv_x=1"[..])
+        );
+    }
+
+    #[test]
+    fn the_sticky_cookie_leaves_a_request_head() {
+        let mut head =
+            b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1; rw_srv=0f\r\ncookie: rw_srv=0f\r\nX: rw_srv=1\r\n\r\n"
+                .to_vec();
+        strip_cookie_from_head(&mut head, b"rw_srv");
+        assert_eq!(
+            head,
+            b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nX: rw_srv=1\r\n\r\n"
+        );
+        let mut plain = b"GET / HTTP/1.1\r\nCookie: b=2\r\n\r\n".to_vec();
+        let before = plain.clone();
+        strip_cookie_from_head(&mut plain, b"rw_srv");
+        assert_eq!(plain, before);
+        assert_eq!(
+            set_cookie("rw_srv", "00ff", true),
+            "rw_srv=00ff; Path=/; HttpOnly; SameSite=Lax; Secure"
         );
     }
 

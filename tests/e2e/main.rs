@@ -30,6 +30,7 @@ mod operations;
 mod routing;
 mod static_edge;
 mod static_files;
+mod sticky;
 mod tls;
 mod tls_resumption;
 mod truth;

@@ -14,6 +14,7 @@ use super::tls::backend_tls;
 use super::values::{address, count, duration};
 use super::xref::Names;
 use crate::config::types::{Backend, Balance, Health, SendProxy, Server, RETRIES_DEFAULT};
+use crate::policy::sticky::HashKey;
 use crate::policy::upstream::Address;
 
 /// Bounds for a server's `weight`.
@@ -54,11 +55,48 @@ fn backend(
     let tls_given = s.get("tls").is_some();
     let tls = s.opt("tls", p, |v, _, p| backend_tls(v, base_dir, p));
     let drain_spread = s.opt("drain_spread", p, duration);
+    let hash_key = s.opt("hash_key", p, |v, what, p| {
+        let text = string(v, what, p)?;
+        HashKey::parse(text.v).map_err(|e| p.add(text.at, e)).ok()
+    });
+    let hash_key_at = s.get("hash_key").map(|v| v.span().start);
+    let hash_key_given = hash_key_at.is_some();
+    let sticky_cookie = s.opt("sticky_cookie", p, |v, what, p| {
+        let text = string(v, what, p)?;
+        let bad = text.v.is_empty()
+            || text
+                .v
+                .bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)));
+        if bad {
+            p.add(
+                text.at,
+                format!(
+                    "{what} must be a cookie name (letters, digits, -_.), found {:?}",
+                    text.v
+                ),
+            );
+            return None;
+        }
+        Some(text.v.to_string())
+    });
+    let sticky_secret = s.opt("sticky_secret", p, |v, what, p| {
+        string(v, what, p).map(|t| t.v.to_string())
+    });
     let at = s.at;
     s.finish(p);
     let needs_tls = servers
         .as_ref()
         .is_some_and(|ss: &Vec<Server>| ss.iter().any(|s| matches!(s.address, Address::Tls(_))));
+    if balance == Some(Balance::Hash) && !hash_key_given {
+        p.add(
+            at,
+            "balance = \"hash\" needs hash_key = \"cookie:NAME\" | \"query:NAME\" | \"header:NAME\" | \"path\"",
+        );
+    }
+    if let Some(at) = hash_key_at.filter(|_| balance != Some(Balance::Hash)) {
+        p.warn(at, "hash_key has no effect without balance = \"hash\"");
+    }
     if needs_tls && !tls_given {
         p.add(
             at,
@@ -81,6 +119,9 @@ fn backend(
     b.send_proxy = send_proxy;
     b.tls = tls;
     b.drain_spread = drain_spread.unwrap_or(b.drain_spread);
+    b.hash_key = hash_key;
+    b.sticky_cookie = sticky_cookie.unwrap_or(b.sticky_cookie);
+    b.sticky_secret = sticky_secret.unwrap_or(b.sticky_secret);
     // `tls://name:port`: the certificate is verified against that name unless `server_name`
     // says otherwise.
     if let Some(t) = b.tls.as_mut().filter(|t| t.server_name.is_none()) {
@@ -132,9 +173,11 @@ fn balance(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<Balance> {
         "least_conn" => Some(Balance::LeastConn),
         "ip_hash" => Some(Balance::IpHash),
         "random_two" => Some(Balance::RandomTwo),
+        "cookie" => Some(Balance::Cookie),
+        "hash" => Some(Balance::Hash),
         other => {
             let msg = format!(
-                "unknown balance {other:?}: expected \"round_robin\", \"least_conn\", \"ip_hash\" or \"random_two\""
+                "unknown balance {other:?}: expected \"round_robin\", \"least_conn\", \"ip_hash\", \"random_two\", \"cookie\" or \"hash\""
             );
             p.add(s.at, msg);
             None
@@ -223,6 +266,71 @@ mod tests {
             "keepalive_per_server = \"lots\"",
         ]);
         one_problem(&lines, 10, 24, "must be a count or \"unlimited\"");
+    }
+
+    #[test]
+    fn sticky_balancing_keys() {
+        let backend = |extra: &[&str]| {
+            let mut lines = vec!["[[backend]]", "name = \"b\"", "servers = [\"127.0.0.1:1\"]"];
+            lines.extend_from_slice(extra);
+            ok(&with(&lines)).0.backends[0].clone()
+        };
+        let b = backend(&["balance = \"cookie\""]);
+        assert_eq!(b.balance, Balance::Cookie);
+        assert_eq!(
+            (b.sticky_cookie.as_str(), b.sticky_secret.as_str()),
+            ("rw_srv", "b")
+        );
+        let b = backend(&[
+            "balance = \"hash\"",
+            "hash_key = \"query:sid\"",
+            "sticky_cookie = \"srv\"",
+            "sticky_secret = \"s3cret\"",
+        ]);
+        assert_eq!(b.balance, Balance::Hash);
+        assert_eq!(b.hash_key, Some(HashKey::Query("sid".into())));
+        assert_eq!(
+            (b.sticky_cookie.as_str(), b.sticky_secret.as_str()),
+            ("srv", "s3cret")
+        );
+        let lines = with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "balance = \"hash\"",
+            "hash_key = \"host\"",
+        ]);
+        one_problem(&lines, 11, 12, "invalid hash_key \"host\"");
+        let lines = with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "balance = \"hash\"",
+        ]);
+        one_problem(&lines, 7, 1, "balance = \"hash\" needs hash_key");
+        let lines = with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "balance = \"cookie\"",
+            "sticky_cookie = \"a b\"",
+        ]);
+        one_problem(&lines, 11, 17, "must be a cookie name");
+        let (c, _dir) = ok(&with(&[
+            "[[backend]]",
+            "name = \"b\"",
+            "servers = [\"127.0.0.1:1\"]",
+            "hash_key = \"path\"",
+        ]));
+        let w: Vec<(usize, usize, &str)> = c
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.col, w.message.as_str()))
+            .collect();
+        assert_eq!(
+            w,
+            [(10, 12, "hash_key has no effect without balance = \"hash\"")]
+        );
     }
 
     #[test]

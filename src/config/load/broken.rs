@@ -364,7 +364,7 @@ domains = ["*"]
         &[
             (6, 12, "invalid address \"nope\": expected IP:port, [IPv6]:port, name:port, uds:///path, tls://IP:port or srv://name"),
             (6, 20, "unix socket address \"uds://rel.sock\" needs an absolute path: uds:///path/to.sock"),
-            (7, 11, "unknown balance \"fastest\": expected \"round_robin\", \"least_conn\", \"ip_hash\" or \"random_two\""),
+            (7, 11, "unknown balance \"fastest\": expected \"round_robin\", \"least_conn\", \"ip_hash\", \"random_two\", \"cookie\" or \"hash\""),
             (8, 11, "\"retries\" must be between 0 and 100, found 101"),
             (9, 13, "\"max_fails\" must be between 1 and 1000, found 0"),
             (10, 15, "invalid duration \"x\": expected a whole number followed by ms, s, m or h (like \"10s\")"),
@@ -398,7 +398,7 @@ domains = ["*"]
             (6, 70, "missing required key \"address\" in a \"servers\" entry"),
             (6, 111, "unknown key \"wieght\" in a \"servers\" entry; valid keys: address, weight"),
             (6, 125, "expected a string for an entry of \"servers\", found true"),
-            (7, 1, "unknown key \"servers2\" in [[backend]]; valid keys: name, servers, balance, retries, max_fails, fail_window, fail_timeout, health, keepalive_per_server, send_proxy, tls, drain_spread"),
+            (7, 1, "unknown key \"servers2\" in [[backend]]; valid keys: name, servers, balance, retries, max_fails, fail_window, fail_timeout, health, keepalive_per_server, send_proxy, tls, drain_spread, hash_key, sticky_cookie, sticky_secret"),
             (8, 24, "\"keepalive_per_server\" must be between 0 and 100000, found 100001"),
         ],
     ),

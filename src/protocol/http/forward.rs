@@ -222,6 +222,15 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Adds a field at the end of a serialized head (one that ends with its blank line).
+pub fn insert_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    if out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+        push_field(out, name.as_bytes(), value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// If `value` is `http(s)://<backend authority>[/...]`, returns the path part (may be empty).
 fn rewrite_location<'v>(value: &'v [u8], rw: &ResponseRewrite<'_>) -> Option<&'v [u8]> {
     rw.client_host?;

@@ -19,7 +19,8 @@ use tracing::{info, warn};
 
 use crate::config::tls::Connector;
 use crate::config::{Config, Health, SendProxy};
-use crate::policy::balance::{Pool, Tried};
+use crate::policy::balance::{Balance, Pool, Sticky, Tried};
+use crate::policy::sticky;
 use crate::policy::upstream::Address;
 use crate::runtime::backend::servers::{Published, ServerSets};
 use crate::runtime::backend::upstream::{connect, Upstream};
@@ -36,6 +37,8 @@ pub struct Lease {
 /// One server in a core's pool: what the published set says of it, and its idle connections.
 struct Slot {
     key: Arc<str>,
+    /// `sticky::server_id` of `key` under the backend's `sticky_secret` (its cookie value).
+    id: Rc<str>,
     address: Address,
     /// `IP:port` as a backend writes it in `Location`.
     authority: Rc<str>,
@@ -137,7 +140,12 @@ impl Backends {
                     }
                     None => {
                         let i = side.pool.add(p.weight);
-                        let slot = slot(&b.name, p);
+                        let mut slot = slot(&b.name, p);
+                        if matches!(b.balance, Balance::Cookie | Balance::Hash) {
+                            let id = sticky::server_id(b.sticky_secret.as_bytes(), &p.key);
+                            side.pool.set_id_hash(i, sticky::id_hash(&id));
+                            slot.id = id.into();
+                        }
                         if i == side.slots.len() {
                             side.slots.push(slot);
                         } else {
@@ -195,6 +203,58 @@ impl Backends {
         out
     }
 
+    /// What a request brings to `backend`'s choice: its `hash_key` (`balance = "hash"`) or its
+    /// sticky cookie (`balance = "cookie"`); `Sticky::None` for other backends, without
+    /// looking at the request.
+    pub fn sticky_of(&self, backend: usize, req: &sticky::RequestParts<'_>) -> Sticky {
+        let b = &self.config.backends[backend];
+        match b.balance {
+            Balance::Hash => Sticky::Key(
+                b.hash_key
+                    .as_ref()
+                    .and_then(|k| sticky::key_of(k, req))
+                    .map(sticky::key_hash),
+            ),
+            Balance::Cookie => Sticky::Cookie(
+                sticky::cookie_value(req.headers, b.sticky_cookie.as_bytes())
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(sticky::id_hash),
+            ),
+            _ => Sticky::None,
+        }
+    }
+
+    /// The sticky cookie's name when `backend` is `balance = "cookie"` (it is removed from
+    /// what the backend sees).
+    pub fn sticky_cookie(&self, backend: usize) -> Option<&str> {
+        let b = &self.config.backends[backend];
+        (b.balance == Balance::Cookie).then_some(b.sticky_cookie.as_str())
+    }
+
+    /// The `Set-Cookie` value for a response from `server` when the request did not already
+    /// carry its cookie (`balance = "cookie"` only).
+    pub fn set_cookie(
+        &self,
+        backend: usize,
+        server: usize,
+        had: Sticky,
+        secure: bool,
+    ) -> Option<String> {
+        let b = &self.config.backends[backend];
+        if b.balance != Balance::Cookie {
+            return None;
+        }
+        let side = self.sides[backend].borrow();
+        if had == Sticky::Cookie(Some(side.pool.id_hash(server))) {
+            return None;
+        }
+        Some(sticky::set_cookie(
+            &b.sticky_cookie,
+            &side.slots[server].id,
+            secure,
+        ))
+    }
+
     /// The server's identity: its literal address, or `name:port (address)`.
     pub fn key(&self, backend: usize, server: usize) -> Arc<str> {
         self.sides[backend].borrow().slots[server].key.clone()
@@ -225,7 +285,7 @@ impl Backends {
         pooled: bool,
     ) -> Result<Lease, NoServer> {
         let limit = self.config.timeouts.connect;
-        self.acquire_within(backend, client, tried, pooled, limit)
+        self.acquire_within(backend, client, Sticky::None, tried, pooled, limit)
             .await
     }
 
@@ -234,6 +294,7 @@ impl Backends {
         &self,
         backend: usize,
         client: IpAddr,
+        sticky: Sticky,
         tried: &mut Tried,
         pooled: bool,
         connect_timeout: std::time::Duration,
@@ -248,6 +309,7 @@ impl Backends {
                 let slots = &side.slots;
                 side.pool.pick(
                     client,
+                    sticky,
                     tried.as_slice(),
                     |s| slots[s].up.load(Ordering::Relaxed),
                     now,
@@ -412,6 +474,7 @@ impl Backends {
 fn slot(backend: &str, p: &Published) -> Slot {
     Slot {
         key: p.key.clone(),
+        id: Rc::from(""),
         address: p.address.clone(),
         authority: authority(&p.address).into(),
         log_name: match &p.address {

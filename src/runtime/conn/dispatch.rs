@@ -82,6 +82,7 @@ pub enum Action<'s> {
         route: &'s WebSocketRoute,
         key: [u8; 24],
         head: Vec<u8>,
+        sticky: crate::policy::balance::Sticky,
     },
     /// A tunnel-mode route: Ringway answers the handshake (with the route's subprotocol
     /// `protocol`, an index, when the client asked for one it offers).
@@ -89,6 +90,7 @@ pub enum Action<'s> {
         route: &'s WebSocketRoute,
         accept: [u8; 28],
         protocol: Option<usize>,
+        sticky: crate::policy::balance::Sticky,
     },
     Proxy(ProxyPlan<'s>),
     /// A request on the `[admin]` listener.
@@ -369,12 +371,21 @@ async fn handle(shard: &Rc<Shard>, c: &mut Client, end: usize) -> Next {
             static_serve::send(c, resp, is_head, close, cache_control).await
         }
         Action::EchoUpgrade { accept } => echo::run(shard, c, &accept).await,
-        Action::WsProxy { route, key, head } => wsproxy::run(shard, c, route, &key, head).await,
+        Action::WsProxy {
+            route,
+            key,
+            head,
+            sticky,
+        } => wsproxy::run(shard, c, route, &key, head, sticky).await,
         Action::WsTunnel {
             route,
             accept,
             protocol,
-        } => crate::runtime::handlers::wstunnel::open(shard, c, route, &accept, protocol).await,
+            sticky,
+        } => {
+            crate::runtime::handlers::wstunnel::open(shard, c, route, &accept, protocol, sticky)
+                .await
+        }
         Action::Proxy(plan) => proxy::run(shard, c, plan).await,
         Action::Admin(req) => admin::serve(shard, c, req, close).await,
     }
@@ -604,14 +615,18 @@ fn plan<'s>(
                 close: false,
             },
         },
-        Some((Handler::Proxy { backend, host }, rules)) => Action::Proxy(plan_proxy(
-            c,
-            req,
-            *backend,
-            host.as_deref(),
-            [&vhost.request_headers, &rules.request_headers],
-            route.context.map(|ctx| &ctx.delivery),
-        )),
+        Some((Handler::Proxy { backend, host }, rules)) => {
+            let mut plan = plan_proxy(
+                c,
+                req,
+                *backend,
+                host.as_deref(),
+                [&vhost.request_headers, &rules.request_headers],
+                route.context.map(|ctx| &ctx.delivery),
+            );
+            plan.sticky = sticky_of(shard, *backend, req, &mut plan.head);
+            Action::Proxy(plan)
+        }
         // A CONNECT context answers only CONNECT (on a forward_proxy listener, above).
         Some((Handler::Connect { .. }, _)) => Action::Error {
             status: 405,
@@ -739,6 +754,8 @@ fn plan_ws_proxy<'s>(
                         &mode.subprotocols,
                         &requested,
                     ),
+                    // No request reaches the backend: nothing to take the cookie out of.
+                    sticky: sticky_of(shard, route.backend, req, &mut Vec::new()),
                 };
             }
             let mut k = [0u8; 24];
@@ -756,10 +773,12 @@ fn plan_ws_proxy<'s>(
                 &mut head,
                 [&vhost.request_headers, &route.rules.request_headers],
             );
+            let sticky = sticky_of(shard, route.backend, req, &mut head);
             Action::WsProxy {
                 route,
                 key: k,
                 head,
+                sticky,
             }
         }
         ws::Upgrade::Invalid { status, reason } => {
@@ -777,6 +796,41 @@ fn plan_ws_proxy<'s>(
             }
         }
     }
+}
+
+/// What the request brings to a sticky backend's choice (`balance = "hash"` / `"cookie"`), and
+/// the sticky cookie taken out of the forwarded `head`. Nothing is looked at or allocated for
+/// other backends.
+fn sticky_of(
+    shard: &Shard,
+    backend: usize,
+    req: &Request<'_, '_>,
+    head: &mut Vec<u8>,
+) -> crate::policy::balance::Sticky {
+    use crate::policy::balance::{Balance, Sticky};
+    if !matches!(
+        shard.config.backends[backend].balance,
+        Balance::Hash | Balance::Cookie
+    ) {
+        return Sticky::None;
+    }
+    let headers: Vec<(&[u8], &[u8])> = req
+        .headers
+        .iter()
+        .map(|h| (h.name.as_bytes(), h.value))
+        .collect();
+    let query = req.target.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let parts = crate::policy::sticky::RequestParts {
+        path: req.path().as_bytes(),
+        query: query.as_bytes(),
+        headers: &headers,
+    };
+    let sticky = shard.backends.sticky_of(backend, &parts);
+    if let Some(name) = shard.backends.sticky_cookie(backend) {
+        crate::policy::sticky::strip_cookie_from_head(head, name.as_bytes());
+    }
+    sticky
 }
 
 fn plan_proxy<'s>(
@@ -824,5 +878,6 @@ fn plan_proxy<'s>(
                 chunked_ok: req.minor_version == 1,
             }
         }),
+        sticky: crate::policy::balance::Sticky::None,
     }
 }

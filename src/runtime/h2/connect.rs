@@ -298,10 +298,12 @@ async fn websocket(
     let backends = &shard.backends;
     let name = backends.name(route.backend);
     let connect = ex.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
+    let sticky = super::proxy::sticky_of(shard, route.backend, parts, target);
     let mut lease = match backends
         .acquire_within(
             route.backend,
             ctx.peer.ip(),
+            sticky,
             &mut Tried::default(),
             false,
             connect,
@@ -326,6 +328,9 @@ async fn websocket(
     }
     let mut early = Vec::new();
     let mut ok = Response::builder().status(200);
+    if let Some(v) = backends.set_cookie(lease.backend, lease.server, sticky, ctx.tls) {
+        ok = ok.header(http::header::SET_COOKIE, v);
+    }
     let terminate = match &route.tunnel {
         Some(mode) => {
             let (with_protocol, terminate) = tunnel_mode(mode, parts, ok);
@@ -344,6 +349,9 @@ async fn websocket(
                 forward::Upgrade::WebSocket,
                 None,
             );
+            if let Some(name) = backends.sticky_cookie(route.backend) {
+                crate::policy::sticky::strip_cookie_from_head(&mut head, name.as_bytes());
+            }
             let rules = [&vhost.request_headers, &route.rules.request_headers];
             if rules.iter().any(|r| !r.is_empty()) {
                 let mut scratch = pool::take_vec();

@@ -116,6 +116,35 @@ pub(super) fn backend_head(
     out
 }
 
+/// What an HTTP/2 request brings to a sticky backend's choice (nothing is looked at for other
+/// backends). `target` is the path and query.
+pub(super) fn sticky_of(
+    shard: &Shard,
+    backend: usize,
+    parts: &http::request::Parts,
+    target: &str,
+) -> crate::policy::balance::Sticky {
+    use crate::policy::balance::{Balance, Sticky};
+    if !matches!(
+        shard.config.backends[backend].balance,
+        Balance::Hash | Balance::Cookie
+    ) {
+        return Sticky::None;
+    }
+    let headers: Vec<(&[u8], &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let parts = crate::policy::sticky::RequestParts {
+        path: path.as_bytes(),
+        query: query.as_bytes(),
+        headers: &headers,
+    };
+    shard.backends.sticky_of(backend, &parts)
+}
+
 /// Why a proxied exchange failed.
 enum ProxyFail {
     /// Nothing was answered yet: this status goes to the client.
@@ -170,7 +199,14 @@ pub(super) async fn proxy(
     let pooled = backends.poolable(backend);
     let connect = ex.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
     let mut lease = match backends
-        .acquire_within(backend, ctx.peer.ip(), &mut tried, pooled, connect)
+        .acquire_within(
+            backend,
+            ctx.peer.ip(),
+            sticky_of(shard, backend, parts, target),
+            &mut tried,
+            pooled,
+            connect,
+        )
         .await
     {
         Ok(l) => l,
@@ -188,6 +224,8 @@ pub(super) async fn proxy(
         return respond_status(respond, ex, 502, &[], head_only);
     }
     ex.backend = Some((lease.backend, lease.server));
+    let had = sticky_of(shard, backend, parts, target);
+    let cookie = backends.set_cookie(lease.backend, lease.server, had, ctx.tls);
     let mut head = backend_head(
         ctx,
         parts,
@@ -198,13 +236,16 @@ pub(super) async fn proxy(
         forward::Upgrade::None,
         host_override,
     );
+    if let Some(name) = backends.sticky_cookie(backend) {
+        crate::policy::sticky::strip_cookie_from_head(&mut head, name.as_bytes());
+    }
     if rules.iter().any(|r| !r.is_empty()) {
         let mut scratch = pool::take_vec();
         crate::policy::headers::rewrite(&mut head, rules, &mut scratch);
         pool::give_vec(scratch);
     }
     let result = exchange(
-        shard, &mut lease, &head, &mut body, framing, respond, ex, head_only, compress,
+        shard, &mut lease, &head, &mut body, framing, respond, ex, head_only, compress, cookie,
     )
     .await;
     pool::give_vec(head);
@@ -236,6 +277,7 @@ async fn exchange(
     ex: &mut Exchange,
     head_only: bool,
     compress: Option<(&Delivery, Accept)>,
+    cookie: Option<String>,
 ) -> Result<bool, ProxyFail> {
     if lease.conn.write_all(head).await.is_err() {
         return Err(ProxyFail::Status(502));
@@ -244,7 +286,10 @@ async fn exchange(
         request_body(&mut lease.conn, body, framing == Body::Chunked, ex).await?;
     }
     let mut brb = ReadBuf::from_vec(pool::take_read_vec());
-    let r = response(shard, lease, &mut brb, respond, ex, head_only, compress).await;
+    let r = response(
+        shard, lease, &mut brb, respond, ex, head_only, compress, cookie,
+    )
+    .await;
     pool::give_read_vec(brb.into_vec());
     r
 }
@@ -323,6 +368,7 @@ pub(super) async fn response_head(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn response(
     shard: &Shard,
     lease: &mut Lease,
@@ -331,6 +377,7 @@ async fn response(
     ex: &mut Exchange,
     head_only: bool,
     compress: Option<(&Delivery, Accept)>,
+    cookie: Option<String>,
 ) -> Result<bool, ProxyFail> {
     // One watch for the exchange: the head's deadline, then each silence of the body.
     let read = ex
@@ -345,6 +392,9 @@ async fn response(
     // The head in one shared buffer: every field value is a slice of it (no copy per field).
     let head = Bytes::copy_from_slice(&brb.data()[..end]);
     let (mut resp, framing, keep_alive) = response_parts(shard, lease, &head, head_only, ex)?;
+    if let Some(v) = cookie.and_then(|v| http::HeaderValue::try_from(v).ok()) {
+        resp.headers_mut().append(http::header::SET_COOKIE, v);
+    }
     super::ctx::dress(ex, &mut resp);
     brb.consume(end);
     let mut enc = compress

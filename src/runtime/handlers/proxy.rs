@@ -9,7 +9,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use crate::observe::metrics;
-use crate::policy::balance::Tried;
+use crate::policy::balance::{Sticky, Tried};
 use crate::protocol::http::chunked::ChunkedDecoder;
 use crate::protocol::http::coding::{push_chunk, Coding, Encoder, LAST_CHUNK};
 use crate::protocol::http::forward::{write_response_head, ResponseRewrite};
@@ -40,6 +40,8 @@ pub struct ProxyPlan<'s> {
     pub host_override: Option<&'s str>,
     /// The route compresses (`compress`): what the client accepts.
     pub compress: Option<crate::runtime::handlers::compress::Negotiated<'s>>,
+    /// What the request brings to a sticky backend's choice.
+    pub sticky: Sticky,
 }
 
 /// How an exchange failed.
@@ -66,7 +68,14 @@ pub async fn run(shard: &Rc<Shard>, c: &mut Client, mut plan: ProxyPlan<'_>) -> 
         let pooled = backends.poolable(plan.backend);
         let connect = c.timeouts.connect.unwrap_or(shard.config.timeouts.connect);
         let mut lease = match backends
-            .acquire_within(plan.backend, c.peer.ip(), &mut tried, pooled, connect)
+            .acquire_within(
+                plan.backend,
+                c.peer.ip(),
+                plan.sticky,
+                &mut tried,
+                pooled,
+                connect,
+            )
             .await
         {
             Ok(l) => l,
@@ -245,6 +254,13 @@ async fn respond(
             compress::write_head(&mut out, &resp, body, &rw, decision);
         } else {
             write_response_head(&mut out, &resp, body, &rw);
+        }
+        let secure = c.stream.is_tls();
+        if let Some(v) = shard
+            .backends
+            .set_cookie(lease.backend, lease.server, plan.sticky, secure)
+        {
+            crate::protocol::http::forward::insert_header(&mut out, "Set-Cookie", v.as_bytes());
         }
         crate::runtime::conn::client::dress(c, &mut out);
         (out, body, resp.keep_alive(), coding)

@@ -29,6 +29,7 @@ pub async fn run(
     route: &WebSocketRoute,
     key: &[u8; 24],
     head: Vec<u8>,
+    sticky: crate::policy::balance::Sticky,
 ) -> Next {
     let backends = &shard.backends;
     let name = backends.name(route.backend);
@@ -38,6 +39,7 @@ pub async fn run(
         .acquire_within(
             route.backend,
             c.peer.ip(),
+            sticky,
             &mut Tried::default(),
             false,
             connect,
@@ -62,7 +64,8 @@ pub async fn run(
         backends.release(lease, false);
         return respond_error(c, 502, true).await;
     }
-    match handshake(shard, c, &mut lease.conn, name, key, head).await {
+    let cookie = backends.set_cookie(lease.backend, lease.server, sticky, c.stream.is_tls());
+    match handshake(shard, c, &mut lease.conn, name, key, head, cookie).await {
         Handshake::Done => {
             c.status = 101;
             Next::Tunnel(lease)
@@ -89,6 +92,7 @@ async fn handshake(
     name: &str,
     key: &[u8; 24],
     head: Vec<u8>,
+    cookie: Option<String>,
 ) -> Handshake {
     let sent = backend.write_all(&head).await;
     pool::give_vec(head);
@@ -116,7 +120,7 @@ async fn handshake(
         }
     };
     match verdict {
-        Ok(101) => early_bytes(c, backend, brb, resp_end).await,
+        Ok(101) => early_bytes(c, backend, brb, resp_end, cookie).await,
         Ok(code) => {
             info!(core = shard.id, backend = %name, code, "backend refused the upgrade; relayed, no tunnel");
             metrics::with(|m| m.upgrade_rejected(Rejected::Not101));
@@ -163,11 +167,17 @@ async fn early_bytes(
     backend: &mut Upstream,
     brb: ReadBuf,
     head_end: usize,
+    cookie: Option<String>,
 ) -> Handshake {
-    let written = if c.style.as_deref().is_some_and(|s| !s.response.is_empty()) {
-        // The route's response rules apply to the 101 (the bytes after it pass as they came).
+    let dressed = c.style.as_deref().is_some_and(|s| !s.response.is_empty());
+    let written = if dressed || cookie.is_some() {
+        // The route's response rules apply to the 101 (the bytes after it pass as they came),
+        // and a sticky backend's cookie joins it.
         let mut out = pool::take_vec();
         out.extend_from_slice(&brb.data()[..head_end]);
+        if let Some(v) = &cookie {
+            crate::protocol::http::forward::insert_header(&mut out, "Set-Cookie", v.as_bytes());
+        }
         crate::runtime::conn::client::dress(c, &mut out);
         // The 101 head is not body bytes in the access log.
         c.head_written(out.len());

@@ -487,6 +487,7 @@ pub async fn open(
     route: &crate::config::WebSocketRoute,
     accept: &[u8; 28],
     protocol: Option<usize>,
+    sticky: crate::policy::balance::Sticky,
 ) -> crate::runtime::conn::client::Next {
     use crate::runtime::conn::client::{respond_error, Next};
     use futures_lite::io::AsyncWriteExt;
@@ -500,6 +501,7 @@ pub async fn open(
         .acquire_within(
             route.backend,
             c.peer.ip(),
+            sticky,
             &mut crate::policy::balance::Tried::default(),
             false,
             connect,
@@ -532,6 +534,10 @@ pub async fn open(
     if let Some(p) = protocol.and_then(|i| mode.subprotocols.get(i)) {
         head.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         head.extend_from_slice(p.as_bytes());
+    }
+    if let Some(v) = backends.set_cookie(lease.backend, lease.server, sticky, c.stream.is_tls()) {
+        head.extend_from_slice(b"\r\nSet-Cookie: ");
+        head.extend_from_slice(v.as_bytes());
     }
     head.extend_from_slice(b"\r\n\r\n");
     crate::runtime::conn::client::dress(c, &mut head);
