@@ -224,7 +224,8 @@ fn check_refuses_missing_malformed_and_empty_key_files() {
             write_file(dir.path(), name, text);
         }
         let cfg = config(1, &leaf, &format!("\n[tls]\nticket_keys = \"{name}\"\n"))
-            .replace("@PORT@", "1");
+            .replace("@PORT@", "1")
+            .replace("@DIR@", dir.path().to_str().unwrap());
         let path = write_file(dir.path(), "ringway.toml", &cfg);
         let (status, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
         let text = format!("{out}{err}");
@@ -246,7 +247,8 @@ fn check_refuses_missing_malformed_and_empty_key_files() {
         &leaf,
         "\n[tls]\nticket_keys = \"good.keys\"\nsession_cache = 50000\n",
     )
-    .replace("@PORT@", "1");
+    .replace("@PORT@", "1")
+    .replace("@DIR@", dir.path().to_str().unwrap());
     let path = write_file(dir.path(), "ringway.toml", &cfg);
     let (status, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(0), "{out}{err}");
