@@ -1,10 +1,12 @@
-//! CONNECT: rule syntax, targets, the allow decision and the post-DNS check on arbitrary text,
-//! and Basic credentials on arbitrary header bytes.
+//! CONNECT: rule syntax, targets, the allow decision and the post-DNS check on arbitrary text;
+//! Basic credentials on arbitrary header bytes, and users files (`policy::access`) on arbitrary
+//! text.
 #![no_main]
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use ringway::policy::connect::{allowed, authorized, parse_target, usable, Rule, Target};
+use ringway::policy::access::{basic_credentials, parse_users, verify};
+use ringway::policy::connect::{allowed, parse_target, usable, Rule, Target};
 
 fuzz_target!(
     |input: (Vec<String>, String, Vec<u8>, Vec<([u8; 4], u16)>)| {
@@ -25,7 +27,16 @@ fuzz_target!(
                 assert!(ok.iter().all(|a| addrs.contains(a)));
             }
         }
-        let users = vec![("alice".to_string(), "s3cret".to_string())];
-        let _ = authorized(Some(&auth), &users);
+        // Any text as a users file: parsed or refused, never a panic (bcrypt lines are only
+        // parsed here; verifying one costs milliseconds).
+        let _ = parse_users(&target);
+        if let (Some((user, password)), Ok(file)) = (
+            basic_credentials(Some(&auth)),
+            parse_users("alice:s3cret\n"),
+        ) {
+            if let Some(secret) = file.users.secret(&user) {
+                let _ = verify(secret, &password);
+            }
+        }
     }
 );

@@ -1,14 +1,20 @@
 //! Routing on arbitrary Host and path bytes, over a config with exact, wildcard and default
 //! vhosts and prefix, exact and regex routes.
 #![no_main]
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use ringway::config::Routes;
 
+/// The routing tables, compiled once per thread (they are per core in Ringway, and not `Sync`:
+/// route styles and per-IP tables live in `Rc` and `RefCell`).
 fn routes() -> &'static Routes {
-    static R: OnceLock<Routes> = OnceLock::new();
-    R.get_or_init(|| {
+    thread_local! {
+        static R: &'static Routes = Box::leak(Box::new(compile()));
+    }
+    R.with(|r| *r)
+}
+
+fn compile() -> Routes {
+    {
         let dir = std::env::temp_dir().join("ringway-fuzz-routes");
         std::fs::create_dir_all(dir.join("www")).unwrap();
         let text = r#"
@@ -35,7 +41,7 @@ name = "default"
 domains = ["*"]
 "#;
         Routes::compile(&ringway::config::load_str(text, &dir).expect("fuzz config"))
-    })
+    }
 }
 
 fuzz_target!(|input: (Vec<u8>, String)| {
