@@ -106,6 +106,9 @@ impl Interner {
     }
 }
 
+/// Server names one core interns before new ones share their backend's `(other)` entry.
+pub const SERVER_NAMES_MAX: usize = 16_384;
+
 /// Grows `v` so that index `id` exists.
 fn slot<T: Default + Clone>(v: &mut Vec<T>, id: usize) -> &mut T {
     if v.len() <= id {
@@ -232,12 +235,17 @@ impl CoreMetrics {
         ids
     }
 
-    /// Interns one server of a backend (servers found at run time, by DNS).
+    /// Interns one server of a backend (servers found at run time, by DNS). Addresses come and go
+    /// with every deploy, and an interned name is kept (its counters stay meaningful across
+    /// reloads): past `SERVER_NAMES_MAX` names, a new server is counted under its backend's
+    /// `(other)` entry instead, so the table stays bounded however long the process runs.
     pub fn server_id(&self, backend: &str, server: &str) -> usize {
-        self.tables
-            .borrow_mut()
-            .servers
-            .id(&format!("{backend}\0{server}"))
+        let mut t = self.tables.borrow_mut();
+        let name = format!("{backend}\0{server}");
+        if t.servers.names.len() >= SERVER_NAMES_MAX && !t.servers.index.contains_key(&name) {
+            return t.servers.id(&format!("{backend}\0(other)"));
+        }
+        t.servers.id(&name)
     }
 
     pub fn connection_opened(&self, listener: usize) {
@@ -343,5 +351,34 @@ impl CoreMetrics {
         if let Some(i) = WS_CLOSE_CODES.iter().position(|&c| c == code) {
             self.ws_closes[i].set(self.ws_closes[i].get() + 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_stay_bounded_as_addresses_come_and_go() {
+        // A fresh thread: its own core metrics.
+        std::thread::spawn(|| {
+            with(|m| {
+                let first = m.server_id("chat", "10.0.0.1:9001");
+                assert_eq!(m.server_id("chat", "10.0.0.1:9001"), first, "interned once");
+                for i in 0..SERVER_NAMES_MAX + 100 {
+                    m.server_id("chat", &format!("pod-{i}:9001"));
+                }
+                let other = m.server_id("chat", "one-more:9001");
+                assert_eq!(m.server_id("chat", "and-another:9001"), other);
+                assert_eq!(
+                    m.server_id("chat", "10.0.0.1:9001"),
+                    first,
+                    "known names keep theirs"
+                );
+                assert!(m.tables.borrow().servers.names.len() <= SERVER_NAMES_MAX + 1);
+            })
+        })
+        .join()
+        .unwrap();
     }
 }
