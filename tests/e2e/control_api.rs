@@ -23,7 +23,7 @@ use crate::operations::{echo_round, get, open_tunnels};
 /// @PORT1@ with the control socket `control.sock` next to the config; `timeouts` and `admin`
 /// (extra `[admin]` keys) added.
 fn control_config(server: &str, timeouts: &[(&str, &str)], admin: &str) -> String {
-    format!(
+    let head = format!(
         r#"{}
 [[listener]]
 name = "admin"
@@ -33,27 +33,10 @@ address = "127.0.0.1:@PORT1@"
 listener = "admin"
 socket = "control.sock"
 {admin}
-
-[[backend]]
-name = "chat"
-servers = ["{server}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-
-[[vhost.context]]
-uri = "/"
-handler = "static"
 "#,
         base_config_timeouts(2, timeouts)
-    )
+    );
+    ws_site(&head, server)
 }
 
 fn socket_path(rw: &Ringway) -> PathBuf {

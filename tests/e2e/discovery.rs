@@ -157,6 +157,21 @@ impl Server {
     fn closes(&self) -> Vec<Option<u16>> {
         self.closes.lock().unwrap().clone()
     }
+
+    /// Waits until at least `count` tunnels have closed here, then checks that every close
+    /// Ringway sent this server carried `code`.
+    fn assert_closed(&self, count: usize, code: u16) {
+        assert!(
+            wait_until(WAIT, || self.closes().len() >= count),
+            "backend closes: {:?}",
+            self.closes()
+        );
+        assert!(
+            self.closes().iter().all(|c| *c == Some(code)),
+            "{:?}",
+            self.closes()
+        );
+    }
 }
 
 fn serve_ws(stream: TcpStream, me: &str, closes: &Mutex<Vec<Option<u16>>>) {
@@ -208,38 +223,13 @@ fn config(dns: &Dns, server: &str, extra_backend: &str) -> String {
 
 /// `route`: more keys of the `/chat/` route (`mode = "tunnel"`).
 fn config_route(dns: &Dns, server: &str, extra_backend: &str, route: &str) -> String {
-    format!(
-        r#"{}
-[[listener]]
-name = "admin"
-address = "127.0.0.1:@PORT1@"
-
-[admin]
-listener = "admin"
-
-[dns]
-servers = ["{}"]
-min_ttl = "1s"
-
-[[backend]]
-name = "chat"
-servers = ["{server}"]
-{extra_backend}
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-{route}
-"#,
+    let head = format!(
+        "{}\n[[listener]]\nname = \"admin\"\naddress = \"127.0.0.1:@PORT1@\"\n\n\
+         [admin]\nlistener = \"admin\"\n\n[dns]\nservers = [\"{}\"]\nmin_ttl = \"1s\"\n",
         base_config(2),
         dns.addr()
-    )
+    );
+    chat_site(&head, &[server], extra_backend, route)
 }
 
 /// Opens a tunnel and asks the backend who it is.
@@ -363,16 +353,7 @@ fn names_resolve_at_start_changes_are_followed_and_a_removed_server_is_drained()
     let span = when[when.len() - 1] - when[0];
     assert!(span >= Duration::from_millis(900), "closes at {when:?}");
 
-    assert!(
-        wait_until(WAIT, || a.closes().len() >= 6),
-        "backend closes: {:?}",
-        a.closes()
-    );
-    assert!(
-        a.closes().iter().all(|c| *c == Some(1001)),
-        "{:?}",
-        a.closes()
-    );
+    a.assert_closed(6, 1001);
     // The other server's tunnel was not touched.
     let mut kept = seen_b.take().unwrap();
     kept.send(Message::text("still here")).unwrap();
@@ -709,25 +690,8 @@ fn sigterm_with_drain_spread_spreads_its_1001_closes() {
     let dir = site();
     let port = shared_port();
     let a = Server::start("127.0.0.2", port);
-    let text = format!(
-        r#"{}
-[[backend]]
-name = "chat"
-servers = ["{}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-"#,
-        base_config_timeouts(2, &[("drain", "20s"), ("drain_spread", "2s")]),
-        a.addr
-    );
+    let head = base_config_timeouts(2, &[("drain", "20s"), ("drain_spread", "2s")]);
+    let text = chat_site(&head, &[&a.addr], "", "");
     let mut rw = Ringway::builder(text).dir(dir).start();
     let tunnels: Vec<Ws> = (0..8).map(|_| upgrade_who(&rw).0).collect();
     let started = Instant::now();
@@ -757,16 +721,7 @@ backend = "chat"
         .wait_exit(Duration::from_secs(15))
         .expect("ringway did not exit");
     assert!(status.success(), "{status}");
-    assert!(
-        wait_until(WAIT, || a.closes().len() == 8),
-        "{:?}",
-        a.closes()
-    );
-    assert!(
-        a.closes().iter().all(|c| *c == Some(1001)),
-        "{:?}",
-        a.closes()
-    );
+    a.assert_closed(8, 1001);
 }
 
 #[test]
@@ -808,16 +763,7 @@ fn http2_websocket_streams_of_a_drained_server_get_1012_on_their_stream() {
         codes
     });
     assert_eq!(codes, vec![1012; 3]);
-    assert!(
-        wait_until(WAIT, || a.closes().len() == 3),
-        "{:?}",
-        a.closes()
-    );
-    assert!(
-        a.closes().iter().all(|c| *c == Some(1001)),
-        "{:?}",
-        a.closes()
-    );
+    a.assert_closed(3, 1001);
 }
 
 #[test]
@@ -859,35 +805,12 @@ fn drain_600_tunnels_with_spread_6s_through_the_api() {
     let port = shared_port();
     let a = Server::start("127.0.0.2", port);
     let b = Server::start("127.0.0.3", port);
-    let text = format!(
-        r#"{}
-[[listener]]
-name = "admin"
-address = "127.0.0.1:@PORT1@"
-
-[admin]
-listener = "admin"
-allow = ["127.0.0.0/8"]
-
-[[backend]]
-name = "chat"
-servers = ["{}", "{}"]
-balance = "round_robin"
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-"#,
-        base_config(2),
-        a.addr,
-        b.addr
+    let head = format!(
+        "{}\n[[listener]]\nname = \"admin\"\naddress = \"127.0.0.1:@PORT1@\"\n\n\
+         [admin]\nlistener = \"admin\"\nallow = [\"127.0.0.0/8\"]\n",
+        base_config(2)
     );
+    let text = chat_site(&head, &[&a.addr, &b.addr], "balance = \"round_robin\"", "");
     let rw = Ringway::builder(text).dir(dir).nofile(8192).start();
     let mut on_a = Vec::new();
     let mut on_b = Vec::new();

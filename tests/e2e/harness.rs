@@ -122,6 +122,42 @@ address = "127.0.0.1:@PORT@"
     )
 }
 
+/// The suite's common site: `head` (a `base_config`, with any extra sections), then backend
+/// `chat` with `servers` (and `backend_extra` lines), then vhost `site` (every domain, listener
+/// `main`, doc root `www`) with `/chat/` proxied to it; `tail` follows (more routes or
+/// sections). `ws_site` adds a static context for the rest.
+pub fn chat_site(head: &str, servers: &[&str], backend_extra: &str, tail: &str) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"{head}
+[[backend]]
+name = "chat"
+servers = [{}]
+{backend_extra}
+[[vhost]]
+name = "site"
+domains = ["*"]
+listeners = ["main"]
+doc_root = "www"
+
+[[vhost.websocket]]
+uri = "/chat/"
+backend = "chat"
+{tail}"#,
+        servers.join(", ")
+    )
+}
+
+/// `chat_site` with one server and a static context for everything but `/chat/`.
+pub fn ws_site(head: &str, server: &str) -> String {
+    chat_site(
+        head,
+        &[server],
+        "",
+        "\n[[vhost.context]]\nuri = \"/\"\nhandler = \"static\"\n",
+    )
+}
+
 /// Removes ANSI colour sequences (in case the logger colours its output).
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -30,36 +30,12 @@ fn ops_config_timeouts(
     server: &str,
     extra: &str,
 ) -> String {
-    format!(
-        r#"{}
-[[listener]]
-name = "admin"
-address = "127.0.0.1:@PORT1@"
-
-[admin]
-listener = "admin"
-
-[[backend]]
-name = "chat"
-servers = ["{server}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-
-[[vhost.context]]
-uri = "/"
-handler = "static"
-{extra}
-"#,
+    let head = format!(
+        "{}\n[[listener]]\nname = \"admin\"\naddress = \"127.0.0.1:@PORT1@\"\n\n\
+         [admin]\nlistener = \"admin\"\n",
         base_config_timeouts(cores, timeouts)
-    )
+    );
+    format!("{}{extra}\n", ws_site(&head, server))
 }
 
 /// One core, everything proxied to the HTTP backend `server`.

@@ -131,25 +131,7 @@ fn same_uri_without_upgrade_served_by_static_fallback() {
     let echo = EchoBackend::tcp_v4();
     let dir = site();
     write_file(dir.path(), "www/chat/hello.txt", "hello from doc_root\n");
-    let config = format!(
-        r#"{}
-[[backend]]
-name = "chat"
-servers = ["{}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-"#,
-        base_config(1),
-        echo.config_addr
-    );
+    let config = chat_site(&base_config(1), &[&echo.config_addr], "", "");
     let rw = Ringway::builder(config).dir(dir).start();
     let r = request(rw.port(), Req::get("/chat/hello.txt", "app.test").bytes());
     assert_eq!(r.status, 200, "{r}");

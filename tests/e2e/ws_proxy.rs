@@ -11,28 +11,7 @@ use crate::harness::*;
 
 /// One vhost "*" with `/chat/` proxied to `server`, static for the rest, `timeouts` set.
 fn ws_config(server: &str, timeouts: &[(&str, &str)]) -> String {
-    format!(
-        r#"{}
-[[backend]]
-name = "chat"
-servers = ["{server}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-
-[[vhost.context]]
-uri = "/"
-handler = "static"
-"#,
-        base_config_timeouts(1, timeouts)
-    )
+    ws_site(&base_config_timeouts(1, timeouts), server)
 }
 
 fn forbidden_403() -> Reply {
