@@ -90,7 +90,11 @@ struct Conn {
 
 /// A wss:// target: the client config and the name the certificate is verified against.
 struct TlsTarget {
-    config: Arc<ClientConfig>,
+    /// One config for every connection, or (`--resume`) one per connection slot: each slot is
+    /// a client of its own with its own session store, as in a real reconnect storm. (One store
+    /// shared by all slots holds at most 8 TLS 1.3 tickets per server, each used once, so more
+    /// than 8 concurrent slots would find it empty and fall back to full handshakes.)
+    configs: Vec<Arc<ClientConfig>>,
     name: ServerName<'static>,
 }
 
@@ -140,9 +144,9 @@ fn main() {
 
 fn run(args: Args) -> Result<(), String> {
     let url = parse_ws_url(&args.url)?;
-    let tls_target = match (url.tls, &args.ca) {
+    let mut tls_target = match (url.tls, &args.ca) {
         (true, Some(ca)) => Some(TlsTarget {
-            config: tls::client_config(ca, args.resume)?,
+            configs: vec![tls::client_config(ca, args.resume)?],
             name: tls::server_name(args.sni.as_deref().unwrap_or(&url.hostname))?,
         }),
         (true, None) => {
@@ -175,6 +179,12 @@ fn run(args: Args) -> Result<(), String> {
         .unwrap_or(if mode == Mode::Bulk { 65536 } else { 64 });
     if conns == 0 {
         return Err("--conns must be at least 1".into());
+    }
+    // --resume: a session store per connection slot (see `TlsTarget::configs`).
+    if let (Some(t), Some(ca), true) = (tls_target.as_mut(), &args.ca, args.resume) {
+        while t.configs.len() < conns {
+            t.configs.push(tls::client_config(ca, true)?);
+        }
     }
     if conns as u64 + 64 > nofile {
         eprintln!("ringway-bench: warning: {conns} connections but the fd limit is {nofile}");

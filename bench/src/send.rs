@@ -35,7 +35,7 @@ impl Gen {
         c.since = now;
         c.tls = None;
         if let Some(t) = &self.tls {
-            match ClientConnection::new(t.config.clone(), t.name.clone()) {
+            match ClientConnection::new(t.configs[i % t.configs.len()].clone(), t.name.clone()) {
                 Ok(tc) => c.tls = Some(Box::new(tc)),
                 Err(e) => {
                     c.st = St::Failed;
