@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Runs `ip ARGS`, panicking with its stderr when it fails.
@@ -72,8 +73,9 @@ pub fn require_root() {
     assert!(ok, "`ip netns` does not work here (Debian: iproute2)");
 }
 
-/// Namespaces `PREFIX-NAME` on one bridge (`br0` in namespace `PREFIX-sw`), subnet
-/// 198.18.0.0/24. Dropping it ends their processes and deletes them all.
+/// Namespaces `PREFIX<pid>-NAME` on one bridge (`br0` in namespace `PREFIX<pid>-sw`), subnet
+/// 198.18.0.0/24 (each lab has its own bridge, so two runs at once do not meet). Dropping it
+/// ends their processes and deletes them all.
 pub struct Lab {
     prefix: String,
     made: Vec<String>,
@@ -82,12 +84,21 @@ pub struct Lab {
 impl Lab {
     pub fn new(prefix: &str) -> Lab {
         require_root();
-        // A previous run that crashed may have left namespaces (and processes in them).
-        for ns in existing(&format!("{prefix}-")) {
-            remove(&ns);
+        // A run that crashed may have left namespaces (and processes in them): those whose
+        // pid is gone (or is this process's) are removed; a run going on now is left alone.
+        let me = std::process::id();
+        for ns in existing(prefix) {
+            let pid: Option<u32> = ns[prefix.len()..]
+                .split('-')
+                .next()
+                .and_then(|p| p.parse().ok());
+            let running = pid.is_some_and(|p| p != me && Path::new(&format!("/proc/{p}")).exists());
+            if !running {
+                remove(&ns);
+            }
         }
         let mut lab = Lab {
-            prefix: prefix.to_string(),
+            prefix: format!("{prefix}{me}"),
             made: Vec::new(),
         };
         let sw = lab.ns("sw");
