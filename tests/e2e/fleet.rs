@@ -733,9 +733,15 @@ impl Instance {
             .spawn()
             .expect("spawn ringway");
         self.child = Some(child);
+        wait_until(LONG, || {
+            self.log().matches("ringway ready").count() > before
+                || self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+        });
         assert!(
-            wait_until(LONG, || self.log().matches("ringway ready").count()
-                > before),
+            self.log().matches("ringway ready").count() > before,
             "{} not ready:\n{}",
             self.name,
             self.log()
