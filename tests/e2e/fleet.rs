@@ -379,7 +379,7 @@ async fn echo(
     loop {
         while let Some((_, op, payload)) = parse_frame(buf).map_err(std::io::Error::other)? {
             match op {
-                0 | 1 | 2 => sock.write_all(&frame(op, &payload, None)).await?,
+                0..=2 => sock.write_all(&frame(op, &payload, None)).await?,
                 8 => {
                     let code = close_code(&payload).unwrap_or(1005);
                     *stats.closes.lock().unwrap().entry(code).or_default() += 1;
