@@ -114,9 +114,15 @@ struct Stats {
     failures: Mutex<Vec<String>>,
     /// Reconnect attempts per second since the start.
     reconnect_secs: Mutex<BTreeMap<u64, u64>>,
+    /// Closes (1001, 1012) received per second since the start.
+    close_secs: Mutex<BTreeMap<u64, u64>>,
+    /// The client thread's worst lateness (ms) per second: how far behind a busy machine let
+    /// it fall (a 100 ms timer that fired late), to read the per-second figures by.
+    lag_secs: Mutex<BTreeMap<u64, u64>>,
     polls: AtomicU64,
-    /// Per long-poll session: (when the request was sent, which backend answered).
-    poll_log: Mutex<BTreeMap<usize, Vec<(Duration, String)>>>,
+    /// Per long-poll session: (when the request was sent, when its answer came, which backend
+    /// answered).
+    poll_log: Mutex<BTreeMap<usize, Vec<(Duration, Duration, String)>>>,
 }
 
 enum Fail {
@@ -425,6 +431,18 @@ fn spawn_clients(
                 let start = ramp.mul_f64(sid as f64 / polls.max(1) as f64);
                 tasks.push(tokio::spawn(poll_client(sid, start, stats.clone(), t0)));
             }
+            let probe = stats.clone();
+            tasks.push(tokio::spawn(async move {
+                while !probe.stop.load(Relaxed) {
+                    let t = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let late = t.elapsed().saturating_sub(Duration::from_millis(100));
+                    let sec = t0.elapsed().as_secs();
+                    let mut lag = probe.lag_secs.lock().unwrap();
+                    let e = lag.entry(sec).or_default();
+                    *e = (*e).max(late.as_millis() as u64);
+                }
+            }));
             for t in tasks {
                 let _ = t.await;
             }
@@ -444,7 +462,7 @@ async fn ws_client(id: usize, start: Duration, every: Duration, stats: Arc<Stats
             *stats.reconnect_secs.lock().unwrap().entry(sec).or_default() += 1;
         }
         first = false;
-        match ws_session(id, &mut seq, every, &stats, &mut rng).await {
+        match ws_session(id, &mut seq, every, &stats, &mut rng, t0).await {
             // Closed with 1001 or 1012: back after a jitter of up to a second.
             Ok(()) => tokio::time::sleep(Duration::from_millis(rng.below(1000))).await,
             Err(f) => {
@@ -472,6 +490,7 @@ async fn ws_session(
     every: Duration,
     stats: &Stats,
     rng: &mut Rng,
+    t0: Instant,
 ) -> Result<(), Fail> {
     let sock = TcpStream::connect((LB, 80))
         .await
@@ -507,7 +526,7 @@ async fn ws_session(
     }
     stats.upgrades.fetch_add(1, Relaxed);
     stats.connected.fetch_add(1, Relaxed);
-    let r = ws_talk(id, seq, every, stats, rng, &mut rd, &mut wr, &mut buf).await;
+    let r = ws_talk(id, seq, every, stats, rng, t0, &mut rd, &mut wr, &mut buf).await;
     stats.connected.fetch_sub(1, Relaxed);
     r
 }
@@ -519,6 +538,7 @@ async fn ws_talk(
     every: Duration,
     stats: &Stats,
     rng: &mut Rng,
+    t0: Instant,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     buf: &mut Vec<u8>,
@@ -549,6 +569,8 @@ async fn ws_talk(
                 }
                 8 => {
                     let code = close_code(&payload);
+                    let sec = t0.elapsed().as_secs();
+                    *stats.close_secs.lock().unwrap().entry(sec).or_default() += 1;
                     stats.unanswered.fetch_add(pending.len() as u64, Relaxed);
                     let _ = wr.write_all(&frame(8, &payload, mask(rng))).await;
                     // The server closes the connection after our answer.
@@ -627,7 +649,7 @@ async fn poll_client(sid: usize, start: Duration, stats: Arc<Stats>, t0: Instant
                     .unwrap()
                     .entry(sid)
                     .or_default()
-                    .push((sent, who));
+                    .push((sent, t0.elapsed(), who));
             }
             Err(f) => stats.fail(f),
         }
@@ -998,6 +1020,14 @@ struct Event {
     closes: (u64, u64),
     /// The most reconnects in one second while it ran.
     peak: u64,
+    /// The same, each second's count divided by (1 + the client thread's worst lateness in it
+    /// or the second before, in seconds): when the machine stalls the clients for 2 s, the
+    /// reconnects of 3 s come in one.
+    peak_adjusted: f64,
+    /// The most closes received in one second while it ran.
+    peak_closes: u64,
+    /// The client thread's worst lateness while it ran (ms).
+    lag_ms: u64,
 }
 
 impl Event {
@@ -1148,6 +1178,9 @@ fn run_fleet(set: Settings) {
             at,
             closes: (now.0 - before.0, now.1 - before.1),
             peak: 0,
+            peak_adjusted: 0.0,
+            peak_closes: 0,
+            lag_ms: 0,
         });
     };
     for round in 0..set.rounds {
@@ -1264,6 +1297,8 @@ fn run_fleet(set: Settings) {
     let g = |a: &AtomicU64| a.load(Relaxed);
     // Reconnects per second, each second counted for the step that ran then.
     let secs = stats.reconnect_secs.lock().unwrap().clone();
+    let close_secs = stats.close_secs.lock().unwrap().clone();
+    let lag_secs = stats.lag_secs.lock().unwrap().clone();
     let ends: Vec<u64> = events
         .iter()
         .skip(1)
@@ -1271,11 +1306,28 @@ fn run_fleet(set: Settings) {
         .chain([u64::MAX])
         .collect();
     for (e, end) in events.iter_mut().zip(ends) {
-        e.peak = secs
+        let most = |bins: &BTreeMap<u64, u64>| {
+            bins.range(e.at.as_secs()..end)
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(0)
+        };
+        e.peak = most(&secs);
+        e.peak_adjusted = secs
             .range(e.at.as_secs()..end)
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(0);
+            .map(|(sec, n)| {
+                // A stall that began in the second before may end in this one.
+                let lag = lag_secs
+                    .range(sec.saturating_sub(1)..=*sec)
+                    .map(|(_, ms)| *ms)
+                    .max()
+                    .unwrap_or(0) as f64
+                    / 1000.0;
+                *n as f64 / (1.0 + lag)
+            })
+            .fold(0.0, f64::max);
+        e.peak_closes = most(&close_secs);
+        e.lag_ms = most(&lag_secs);
     }
     let outside: u64 = secs
         .range(..events.first().map_or(u64::MAX, |e| e.at.as_secs()))
@@ -1283,7 +1335,7 @@ fn run_fleet(set: Settings) {
         .sum();
     let storms: Vec<&Event> = events
         .iter()
-        .filter(|e| e.peak as f64 > 2.0 * e.rate())
+        .filter(|e| e.peak_adjusted > 2.0 * e.rate())
         .collect();
     // Long polls: a session may move only off a server that left DNS meanwhile.
     let polls = stats.poll_log.lock().unwrap().clone();
@@ -1292,18 +1344,19 @@ fn run_fleet(set: Settings) {
     let mut bad_moves = Vec::new();
     for (sid, log) in &polls {
         for w in log.windows(2) {
-            let ((t_prev, from), (t_now, to)) = (&w[0], &w[1]);
+            let ((t_prev, _, from), (t_now, t_answer, to)) = (&w[0], &w[1]);
             if from == to {
                 continue;
             }
             moves += 1;
-            // A move off a server that left DNS (before this request) is the drain. The
+            // A move off a server that left DNS (between the previous request and this one's
+            // answer: a busy machine may delay a request past the removal) is the drain. The
             // instances learn of a change within a TTL and a resolution, so for 3 s after a
             // removal a session may still be sent back to the drained server once.
             let left = |server: &str, lo: Duration| {
                 removed_at
                     .get(server)
-                    .is_some_and(|ts| ts.iter().any(|r| *r >= lo && r <= t_now))
+                    .is_some_and(|ts| ts.iter().any(|r| *r >= lo && r <= t_answer))
             };
             let drained = left(from, t_prev.saturating_sub(Duration::from_secs(1)));
             let bounce = !drained && left(to, t_now.saturating_sub(Duration::from_secs(3)));
@@ -1346,18 +1399,21 @@ fn run_fleet(set: Settings) {
         be_closes
     );
     println!(
-        "fleet: each step: tunnels closed with 1001 / 1012, the spread's rate (closed / {} s), the most reconnects in one second (at most 2x the rate)",
+        "fleet: each step: tunnels closed with 1001 / 1012, the spread's rate (closed / {} s), the most reconnects in one second, and that divided by (1 + the client thread's lateness then, s): at most 2x the rate",
         SPREAD.as_secs()
     );
     for e in &events {
         println!(
-            "fleet:   at {:6.1} s  {:<28} closed {:4} / {:4}  rate {:5.1}/s  max reconnects {:4}/s",
+            "fleet:   at {:6.1} s  {:<28} closed {:4} / {:4}  rate {:5.1}/s  max reconnects {:4}/s, for the lag {:5.1}/s  (max closes {:4}/s, client lag {:5} ms)",
             e.at.as_secs_f64(),
             e.what,
             e.closes.0,
             e.closes.1,
             e.rate(),
-            e.peak
+            e.peak,
+            e.peak_adjusted,
+            e.peak_closes,
+            e.lag_ms
         );
     }
     println!("fleet: reconnects before the first step: {outside}");
