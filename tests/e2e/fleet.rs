@@ -153,6 +153,15 @@ impl Stats {
     }
 }
 
+/// Stops the clients when dropped (the scenario's end, or a panic in it).
+struct StopOnDrop(Arc<Stats>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Relaxed);
+    }
+}
+
 fn io_fail(what: &str, e: std::io::Error) -> Fail {
     use std::io::ErrorKind::*;
     let text = format!("{what}: {e}");
@@ -1156,6 +1165,8 @@ fn run_fleet(set: Settings) {
     // The load.
     let stats = Arc::new(Stats::default());
     let clients = spawn_clients(client_ns.clone(), &set, stats.clone(), t0);
+    // A failed assertion below must not leave 2,000 clients retrying for the rest of the suite.
+    let _stop = StopOnDrop(stats.clone());
     let all_connected =
         |stats: &Stats| wait_until(LONG, || stats.connected.load(Relaxed) == set.clients);
     assert!(
