@@ -91,6 +91,9 @@ impl Settings {
 // What the clients and backends saw
 
 /// The clients' figures, shared by the client thread and the scenario.
+/// One long poll: (when it was sent, when its answer came, which backend answered).
+type Poll = (Duration, Duration, String);
+
 #[derive(Default)]
 struct Stats {
     stop: AtomicBool,
@@ -122,7 +125,7 @@ struct Stats {
     polls: AtomicU64,
     /// Per long-poll session: (when the request was sent, when its answer came, which backend
     /// answered).
-    poll_log: Mutex<BTreeMap<usize, Vec<(Duration, Duration, String)>>>,
+    poll_log: Mutex<BTreeMap<usize, Vec<Poll>>>,
 }
 
 enum Fail {
