@@ -17,8 +17,10 @@ command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # nginx serves the same tree as Ringway in the static_edge side-by-side test (gzip_static).
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
-# HAProxy sends the PROXY protocol in the edge tests.
+# HAProxy sends the PROXY protocol in the edge tests, and is the L4 balancer of the fleet test.
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+# The fleet test builds its data centre with network namespaces and veth pairs (ip netns).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # The HTTP/2 tests run an h2load smoke load (curl's HTTP/2 comes with Debian's curl).
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 # The Autobahn|Testsuite (tests/autobahn.sh) runs in a Python 3 venv, patched with patch(1).

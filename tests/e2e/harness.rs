@@ -1,11 +1,16 @@
 //! Test harness: a guarded ringway process, config files in a temp dir, free ports, log
 //! capture, and the CLI runner. Raw HTTP/1.1 helpers (send bytes, read a response with a
-//! deadline) are in `harness::raw_http`, WebSocket client helpers in `harness::ws_client`; both
-//! are re-exported here, so tests import everything with `use crate::harness::*`.
+//! deadline) are in `harness::raw_http`, WebSocket client helpers in `harness::ws_client`, a
+//! DNS probe in `harness::dns`; these are re-exported here, so tests import everything with
+//! `use crate::harness::*`. Network namespaces (the fleet test's data centre) are
+//! `harness::netns`.
 
+mod dns;
+pub mod netns;
 mod raw_http;
 mod ws_client;
 
+pub use dns::*;
 pub use raw_http::*;
 pub use ws_client::*;
 

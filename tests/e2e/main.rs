@@ -16,6 +16,7 @@ mod echo;
 mod edge;
 mod edge_server;
 mod faults;
+mod fleet;
 mod h2;
 mod h2_websockets;
 mod harden;
