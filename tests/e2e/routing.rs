@@ -143,27 +143,12 @@ fn same_uri_without_upgrade_served_by_static_fallback() {
 
 /// One vhost with `/chat/` proxied, an echo context at `/echo`, static for the rest.
 fn echo_context_config(backend: &str) -> String {
-    format!(
-        r#"{}
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-address = "{backend}"
-
-[[vhost.context]]
-uri = "/echo"
-handler = "echo"
-
-[[vhost.context]]
-uri = "/"
-handler = "static"
-"#,
-        base_config(1)
+    chat_site(
+        &base_config(1),
+        &[backend],
+        "",
+        "\n[[vhost.context]]\nuri = \"/echo\"\nhandler = \"echo\"\n\n\
+         [[vhost.context]]\nuri = \"/\"\nhandler = \"static\"\n",
     )
 }
 
