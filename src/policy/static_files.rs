@@ -81,6 +81,9 @@ pub struct StaticResponse {
     pub last_modified: Option<String>,
     /// The opened file: `Some` only for 200 on GET.
     pub file: Option<File>,
+    /// Where the body starts in `file` (a 206's range start, else 0); the file already stands
+    /// there, so this is for positional sends (`sendfile`) that need no `lseek` to learn it.
+    pub offset: u64,
     /// True for 405: the caller adds `Allow: GET, HEAD`.
     pub allow: bool,
     /// Strong `ETag` of what is served (the file, or its precompressed variant).
@@ -118,6 +121,7 @@ impl StaticResponse {
             content_length: error_body(status).len() as u64,
             last_modified: None,
             file: None,
+            offset: 0,
             allow: status == 405,
             etag: None,
             content_encoding: None,
@@ -597,6 +601,7 @@ fn build(
         content_length: size,
         last_modified: mtime.map(httpdate::fmt_http_date),
         file: None,
+        offset: 0,
         allow: false,
         etag,
         content_encoding,
@@ -625,6 +630,7 @@ fn build(
                 return StaticResponse::error(500);
             }
             resp.status = 206;
+            resp.offset = start;
             resp.accept_ranges = false;
             resp.content_length = end - start + 1;
             resp.content_range = Some(conditional::content_range(start, end, size));
