@@ -17,6 +17,8 @@ command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # nginx serves the same tree as Ringway in the static_edge side-by-side test (gzip_static).
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+# strace counts the system calls of a static request in the static_cost test.
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 # HAProxy sends the PROXY protocol in the edge tests, and is the L4 balancer of the fleet test.
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 # The fleet test builds its data centre with network namespaces and veth pairs (ip netns).

@@ -81,6 +81,9 @@ pub struct StaticResponse {
     pub last_modified: Option<String>,
     /// The opened file: `Some` only for 200 on GET.
     pub file: Option<File>,
+    /// Where the body starts in `file` (a 206's range start, else 0); the file already stands
+    /// there, so this is for positional sends (`sendfile`) that need no `lseek` to learn it.
+    pub offset: u64,
     /// True for 405: the caller adds `Allow: GET, HEAD`.
     pub allow: bool,
     /// Strong `ETag` of what is served (the file, or its precompressed variant).
@@ -118,6 +121,7 @@ impl StaticResponse {
             content_length: error_body(status).len() as u64,
             last_modified: None,
             file: None,
+            offset: 0,
             allow: status == 405,
             etag: None,
             content_encoding: None,
@@ -204,22 +208,86 @@ pub fn serve_with(
         _ => return StaticResponse::error(405),
     };
     let outcome = request_segments(target).and_then(|segments| {
-        let fast = root_fd.and_then(|fd| open_beneath(fd, doc_root, &segments));
+        let accept = Accept::parse(conditions.accept_encoding);
+        let rel = relative(&segments);
+        let mut logical = doc_root.to_path_buf();
+        logical.extend(&segments);
+        // Variants first (the `openat2` path): a fresh one is served without opening the
+        // original; otherwise what was learnt spares the probes below.
+        let mut absent = Vec::new();
+        if let Some(fd) = root_fd.filter(|_| !delivery.precompressed.is_empty()) {
+            if !segments.is_empty() && !ends_in_slash(target) {
+                match variant_first(fd, &rel, &accept, &delivery.precompressed) {
+                    First::Variant(coding, file, meta) => {
+                        let content_type = content_type_for(&logical);
+                        let chosen = Chosen {
+                            file,
+                            meta,
+                            content_encoding: Some(coding),
+                            compress: None,
+                            vary: true,
+                        };
+                        return Ok(build(content_type, chosen, head, conditions));
+                    }
+                    First::Absent(codings) => absent = codings,
+                }
+            }
+        }
+        let fast = root_fd.and_then(|fd| open_beneath(fd, &rel));
         let (file, meta, logical, at) = match fast {
             Some(opened) => {
-                let (file, meta, logical, rel) = opened?;
+                let (file, meta, index) = opened?;
+                let mut rel = rel;
+                if index {
+                    // What the variant-first look found holds beside the file it looked at,
+                    // not beside a directory's index.html.
+                    absent.clear();
+                    logical.push("index.html");
+                    rel = if rel == "." {
+                        "index.html".to_owned()
+                    } else {
+                        rel + "/index.html"
+                    };
+                }
                 (file, meta, logical, Where::Beneath(root_fd, rel))
             }
             None => {
+                absent.clear();
                 let (canonical, logical) = resolve(doc_root, &segments)?;
                 let (file, meta) = open_regular(&canonical)?;
                 (file, meta, logical, Where::Canonical(doc_root, canonical))
             }
         };
         let opened = Opened { file, meta, at };
-        Ok(respond(&logical, opened, head, conditions, delivery))
+        Ok(respond(
+            &logical, opened, head, conditions, delivery, &accept, &absent,
+        ))
     });
     outcome.unwrap_or_else(StaticResponse::error)
+}
+
+/// `segments` joined with `/` (`.` for the root itself): the path beneath the root descriptor.
+fn relative(segments: &[String]) -> String {
+    let mut rel = String::with_capacity(64);
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            rel.push('/');
+        }
+        rel.push_str(segment);
+    }
+    if rel.is_empty() {
+        rel.push('.');
+    }
+    rel
+}
+
+/// The target's path (before `?` / `#`) ends in `/`: a directory is meant.
+fn ends_in_slash(target: &[u8]) -> bool {
+    let end = target
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(target.len());
+    target[..end].last() == Some(&b'/')
 }
 
 /// Opens `doc_root` (canonical) once, for [`serve`]'s `root_fd`.
@@ -234,30 +302,15 @@ pub fn open_root(doc_root: &Path) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(dir))
 }
 
-/// The fast path: `segments` opened beneath `root` with `openat2(RESOLVE_BENEATH |
-/// RESOLVE_NO_MAGICLINKS)`, so `..` and symlinks cannot lead out; a directory serves its
-/// `index.html`. The open is non-blocking (a FIFO never blocks it) and only regular files are
-/// served. `None` hands the request to the canonicalizing path: the kernel has no `openat2`
-/// (before 5.6), or resolution left the root (EXDEV: a symlink leading out, which that path
-/// refuses with 403, or an absolute one pointing back inside, which it serves).
-fn open_beneath(
-    root: BorrowedFd<'_>,
-    doc_root: &Path,
-    segments: &[String],
-) -> Option<Result<(File, Metadata, PathBuf, String), u16>> {
-    let mut rel = String::with_capacity(64);
-    for (i, segment) in segments.iter().enumerate() {
-        if i > 0 {
-            rel.push('/');
-        }
-        rel.push_str(segment);
-    }
-    if rel.is_empty() {
-        rel.push('.');
-    }
-    let mut logical = doc_root.to_path_buf();
-    logical.extend(segments);
-    let file = match openat2_beneath(root, &rel)? {
+/// The fast path: `rel` (the request's segments, [`relative`]) opened beneath `root` with
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, so `..` and symlinks cannot lead out; a
+/// directory serves its `index.html` (then `true`). The open is non-blocking (a FIFO never blocks
+/// it) and only regular files are served. `None` hands the request to the canonicalizing path:
+/// the kernel has no `openat2` (before 5.6), or resolution left the root (EXDEV: a symlink
+/// leading out, which that path refuses with 403, or an absolute one pointing back inside, which
+/// it serves).
+fn open_beneath(root: BorrowedFd<'_>, rel: &str) -> Option<Result<(File, Metadata, bool), u16>> {
+    let file = match openat2_beneath(root, rel)? {
         Ok(f) => f,
         Err(status) => return Some(Err(status)),
     };
@@ -278,17 +331,12 @@ fn open_beneath(
         if !meta.is_file() {
             return Some(Err(404));
         }
-        let rel = if rel == "." {
-            "index.html".to_owned()
-        } else {
-            rel + "/index.html"
-        };
-        return Some(Ok((index, meta, logical.join("index.html"), rel)));
+        return Some(Ok((index, meta, true)));
     }
     if !meta.is_file() {
         return Some(Err(404));
     }
-    Some(Ok((file, meta, logical, rel)))
+    Some(Ok((file, meta, false)))
 }
 
 /// `openat2(dir, path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, RESOLVE_BENEATH |
@@ -365,22 +413,116 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// What the variant-first look ([`variant_first`]) found.
+enum First {
+    /// A fresh variant of a regular, world-readable original: served without opening the
+    /// original.
+    Variant(Coding, File, Metadata),
+    /// The variants of these codings are not usable beside the original (not there, not regular
+    /// files, unreadable, or older than the original); empty when nothing is known.
+    Absent(Vec<Coding>),
+}
+
+/// Precompressed variants looked for before the original (the `openat2` path), in the order the
+/// client prefers: each `rel<suffix>` opened beneath the root like a file (`openat2`,
+/// `RESOLVE_BENEATH`), and the original at `rel` looked at with `fstatat(AT_SYMLINK_NOFOLLOW)`
+/// through the root descriptor. That look stays inside the root: the directories on the way are
+/// the ones the variant's confined open has just walked (a change in the tree between the two
+/// calls is the race the module docs put out of scope), and the last name is not followed. A
+/// variant is served only when the original is a regular file (not a symlink, not a directory),
+/// readable by anyone (`o+r`; otherwise its own open decides, 403 when unreadable), and not newer
+/// than the variant. Anything else leaves the request to the usual path (the original opened
+/// first), which then skips the variants found absent here.
+fn variant_first(root: BorrowedFd<'_>, rel: &str, accept: &Accept, offered: &[Coding]) -> First {
+    let mut untried = offered.to_vec();
+    let mut absent = Vec::new();
+    let mut original: Option<libc::stat> = None;
+    while let Some(coding) = accept.choose(&untried) {
+        untried.retain(|&u| u != coding);
+        let mut name = String::with_capacity(rel.len() + 3);
+        name.push_str(rel);
+        name.push_str(coding.suffix());
+        let Some(opened) = openat2_beneath(root, &name) else {
+            // Left the root or no openat2: the canonicalizing path decides everything.
+            return First::Absent(Vec::new());
+        };
+        let Some((file, meta)) = opened
+            .ok()
+            .and_then(|f| f.metadata().ok().map(|m| (f, m)))
+            .filter(|(_, m)| m.is_file())
+        else {
+            absent.push(coding);
+            continue;
+        };
+        let orig = match original {
+            Some(st) => st,
+            None => match stat_nofollow(root, rel) {
+                Some(st) => *original.insert(st),
+                None => return First::Absent(Vec::new()),
+            },
+        };
+        let regular = orig.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if !regular || orig.st_mode & libc::S_IROTH == 0 {
+            return First::Absent(Vec::new());
+        }
+        use std::os::unix::fs::MetadataExt;
+        if (meta.mtime(), meta.mtime_nsec()) >= (orig.st_mtime, orig.st_mtime_nsec) {
+            return First::Variant(coding, file, meta);
+        }
+        absent.push(coding);
+    }
+    First::Absent(absent)
+}
+
+/// `fstatat(dir, path, AT_SYMLINK_NOFOLLOW)`; `None` on any error.
+fn stat_nofollow(dir: BorrowedFd<'_>, path: &str) -> Option<libc::stat> {
+    let cpath = std::ffi::CString::new(path).ok()?;
+    // SAFETY: `stat` is plain data, filled in by the kernel on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid dirfd, NUL-terminated path, and a `stat` buffer of the right type.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            cpath.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    (rc == 0).then_some(st)
+}
+
+/// The representation chosen for a request: the body's file, and how it is sent.
+struct Chosen {
+    file: File,
+    meta: Metadata,
+    /// A precompressed variant in this coding.
+    content_encoding: Option<Coding>,
+    /// Compressed on the fly in this coding.
+    compress: Option<Coding>,
+    vary: bool,
+}
+
 /// Builds the 200 / 206 / 304 / 416 response for an opened regular file (see [`serve_with`]).
+/// `absent`: codings whose variants are known not to be usable beside it (see [`variant_first`]).
 fn respond(
     logical: &Path,
     opened: Opened<'_>,
     head: bool,
     conditions: &Conditions<'_>,
     delivery: &Delivery,
+    accept: &Accept,
+    absent: &[Coding],
 ) -> StaticResponse {
     let content_type = content_type_for(logical);
-    let accept = Accept::parse(conditions.accept_encoding);
     // The representation: a precompressed variant the client takes, or the file itself.
     // The best acceptable coding whose variant is on disk and fresh (then the next best).
     let mut untried = delivery.precompressed.clone();
     let mut variant = None;
     while let Some(c) = accept.choose(&untried) {
         untried.retain(|&u| u != c);
+        if absent.contains(&c) {
+            continue;
+        }
         if let Some((f, m)) = opened.variant(c) {
             variant = Some((c, f, m));
             break;
@@ -388,9 +530,18 @@ fn respond(
     }
     // Like nginx's gzip_static: the answer varies when a variant exists at all, whichever the
     // client takes (one probe per configured coding not tried above when none was served).
-    let mut vary = variant.is_some() || untried.iter().any(|&c| opened.variant(c).is_some());
-    let (file, meta, content_encoding, compress) = match variant {
-        Some((coding, file, meta)) => (file, meta, Some(coding), None),
+    let mut vary = variant.is_some()
+        || untried
+            .iter()
+            .any(|&c| !absent.contains(&c) && opened.variant(c).is_some());
+    let chosen = match variant {
+        Some((coding, file, meta)) => Chosen {
+            file,
+            meta,
+            content_encoding: Some(coding),
+            compress: None,
+            vary,
+        },
         None => {
             let facts = ResponseFacts {
                 status: 200,
@@ -398,11 +549,34 @@ fn respond(
                 content_length: Some(opened.meta.len()),
                 ..ResponseFacts::default()
             };
-            let decision = delivery.compress_for(&accept, head, conditions.chunked_ok, &facts);
+            let decision = delivery.compress_for(accept, head, conditions.chunked_ok, &facts);
             vary |= decision.vary;
-            (opened.file, opened.meta, None, decision.coding)
+            Chosen {
+                file: opened.file,
+                meta: opened.meta,
+                content_encoding: None,
+                compress: decision.coding,
+                vary,
+            }
         }
     };
+    build(content_type, chosen, head, conditions)
+}
+
+/// The response for the chosen representation: validators, then `Range` (see [`serve_with`]).
+fn build(
+    content_type: &'static str,
+    chosen: Chosen,
+    head: bool,
+    conditions: &Conditions<'_>,
+) -> StaticResponse {
+    let Chosen {
+        file,
+        meta,
+        content_encoding,
+        compress,
+        vary,
+    } = chosen;
     let size = meta.len();
     let mtime = meta.modified().ok();
     let etag = mtime.map(|t| {
@@ -427,6 +601,7 @@ fn respond(
         content_length: size,
         last_modified: mtime.map(httpdate::fmt_http_date),
         file: None,
+        offset: 0,
         allow: false,
         etag,
         content_encoding,
@@ -455,6 +630,7 @@ fn respond(
                 return StaticResponse::error(500);
             }
             resp.status = 206;
+            resp.offset = start;
             resp.accept_ranges = false;
             resp.content_length = end - start + 1;
             resp.content_range = Some(conditional::content_range(start, end, size));
@@ -929,6 +1105,101 @@ mod tests {
         }
         let resp = serve(&fx.root, b"GET", b"/hello.txt", Some(b"\xff\xfe"));
         assert_eq!(resp.status, 200);
+    }
+
+    /// Variants looked for before the original (the `openat2` path) keep every rule of the
+    /// original-first path: both paths give the same answers.
+    #[test]
+    fn variants_first_keep_the_rules() {
+        let fx = fixture();
+        let gz = |name: &str, body: &[u8]| fs::write(fx.root.join(name), body).unwrap();
+        gz("hello.txt.gz", b"HELLO GZ");
+        gz("missing.txt.gz", b"NO ORIGINAL");
+        gz("link_in.gz", b"LINK GZ");
+        gz("a.gz", b"A DIR GZ");
+        gz("a/index.html.gz", b"A INDEX GZ");
+        gz("link_out.gz", b"OUT GZ");
+        gz("unreadable.txt.gz", b"UNREADABLE GZ");
+        symlink("../outside/secret.txt", fx.root.join("style.css.gz")).unwrap();
+        gz("noext.gz", b"STALE");
+        let old = UNIX_EPOCH + Duration::from_secs(HELLO_MTIME_SECS - 10);
+        let stale = File::options()
+            .write(true)
+            .open(fx.root.join("noext.gz"))
+            .unwrap();
+        stale.set_modified(old).unwrap();
+        let pre = Delivery {
+            precompressed: vec![Coding::Gzip],
+            ..Delivery::default()
+        };
+        let gzip = Conditions {
+            accept_encoding: Some(b"gzip"),
+            ..Conditions::default()
+        };
+        let check = |target: &str, status: u16, coding: Option<Coding>, body: Option<&[u8]>| {
+            for mut r in serve_both(&fx.root, target, &gzip, &pre) {
+                assert_eq!(r.status, status, "{target}");
+                assert_eq!(r.content_encoding, coding, "{target}");
+                assert_eq!(body_of(&mut r).as_deref(), body, "{target}");
+            }
+        };
+        check("/hello.txt", 200, Some(Coding::Gzip), Some(b"HELLO GZ"));
+        // No original: 404, whatever lies beside it.
+        check("/missing.txt", 404, None, None);
+        // A symlink original (inside): its own open decides. The canonicalizing path looks
+        // beside the target (`hello.txt.gz`), the `openat2` one beside the name, as before.
+        let [mut slow, mut fast] = serve_both(&fx.root, "/link_in", &gzip, &pre);
+        assert_eq!(body_of(&mut slow).as_deref(), Some(&b"HELLO GZ"[..]));
+        assert_eq!(body_of(&mut fast).as_deref(), Some(&b"LINK GZ"[..]));
+        // A directory serves its index.html (and that one's variant), never `a.gz`.
+        check("/a", 200, Some(Coding::Gzip), Some(b"A INDEX GZ"));
+        check("/a/", 200, Some(Coding::Gzip), Some(b"A INDEX GZ"));
+        // An original leading out stays refused, with a variant inside or not.
+        check("/link_out", 403, None, None);
+        // A variant leading out is never served: the original goes out, no Vary.
+        check("/style.css", 200, None, Some(b"body{}\n"));
+        for r in serve_both(&fx.root, "/style.css", &gzip, &pre) {
+            assert!(!r.vary, "no usable variant");
+        }
+        // A stale variant is no variant (no Vary either).
+        check("/noext", 200, None, Some(b"\x00\x01"));
+        for r in serve_both(&fx.root, "/noext", &gzip, &pre) {
+            assert!(!r.vary, "the only variant is stale");
+        }
+        // HEAD: the variant's headers, no body.
+        let root_fd = open_root(&fx.root).unwrap();
+        let r = serve_with(
+            &fx.root,
+            Some(root_fd.as_fd()),
+            b"HEAD",
+            b"/hello.txt",
+            &gzip,
+            &pre,
+        );
+        assert_eq!((r.status, r.content_encoding), (200, Some(Coding::Gzip)));
+        assert_eq!(r.content_length, 8);
+        assert!(r.vary && r.file.is_none());
+        // An original not readable by everyone: its own open decides (readable by us here).
+        let path = fx.root.join("unreadable.txt");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        check(
+            "/unreadable.txt",
+            200,
+            Some(Coding::Gzip),
+            Some(b"UNREADABLE GZ"),
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
+        if File::open(&path).is_ok() {
+            // CAP_DAC_OVERRIDE (root): mode 000 stops no read; the variant goes out.
+            check(
+                "/unreadable.txt",
+                200,
+                Some(Coding::Gzip),
+                Some(b"UNREADABLE GZ"),
+            );
+        } else {
+            check("/unreadable.txt", 403, None, None);
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod observability;
 mod ocsp;
 mod operations;
 mod routing;
+mod static_cost;
 mod static_edge;
 mod static_files;
 mod sticky;

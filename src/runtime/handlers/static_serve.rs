@@ -95,7 +95,9 @@ pub async fn send(
             compress::send_file(c, &head, file, resp.content_length, coding).await
         }
         // The head goes out with the file's first bytes, in one write.
-        (Some(file), None) if body => send_file(c, &head, file, resp.content_length).await,
+        (Some(file), None) if body => {
+            send_file(c, &head, file, resp.offset, resp.content_length).await
+        }
         _ => {
             let text = if body {
                 static_files::error_body(resp.status)
@@ -113,17 +115,31 @@ pub async fn send(
     }
 }
 
+/// Files of at least this many bytes go out by `sendfile(2)` on plain TCP; smaller ones by one
+/// `read` and one `sendmsg` with the head. Both take two system calls; `sendfile` copies nothing
+/// through user space (the socket takes the page cache's pages). Measured on loopback
+/// (perf/RESULTS.md, 2026-12-07 issue 21): a 13 KB file cost less CPU by `sendfile` in 9 of 10
+/// paired runs, a 5 KB one was even within the noise.
+pub const SENDFILE_MIN: u64 = 8 * 1024;
+
 /// Writes `head`, then `length` bytes of the file (the first read goes out with the head).
 /// Reads are plain blocking reads: static files are the demo page and small assets, served from
 /// the page cache. A file that shrinks under us ends the connection (the promised
 /// Content-Length cannot be met).
 ///
-/// On plain TCP a file larger than one buffer goes out with `sendfile(2)` after the head: no
-/// copy through user space, and a client that stops reading holds no buffer of Ringway's while
-/// `timeouts.send` runs (a pooled 64 KiB buffer per slow reader otherwise).
-async fn send_file(c: &mut Client, mut head: &[u8], mut file: std::fs::File, length: u64) -> bool {
-    if length > pool::BUF_BYTES as u64 && !c.stream.is_tls() {
-        return sendfile(c, head, &file, length).await;
+/// On plain TCP a file of [`SENDFILE_MIN`] bytes or more goes out with `sendfile(2)` after the
+/// head: no copy through user space, and a client that stops reading holds no buffer of
+/// Ringway's while `timeouts.send` runs (a pooled 64 KiB buffer per slow reader otherwise).
+/// `offset` is where the body starts in `file` (where the file stands).
+async fn send_file(
+    c: &mut Client,
+    mut head: &[u8],
+    mut file: std::fs::File,
+    offset: u64,
+    length: u64,
+) -> bool {
+    if length >= SENDFILE_MIN && !c.stream.is_tls() {
+        return sendfile(c, head, &file, offset, length).await;
     }
     let mut buf = pool::take();
     let mut left = length;
@@ -151,15 +167,32 @@ async fn send_file(c: &mut Client, mut head: &[u8], mut file: std::fs::File, len
     ok
 }
 
-/// `send_file` for plain TCP: the head, then `length` bytes of the file by `sendfile(2)`.
-async fn sendfile(c: &mut Client, head: &[u8], file: &std::fs::File, length: u64) -> bool {
+/// `send_file` for plain TCP: the head with `MSG_MORE` (it leaves with the file's first bytes,
+/// in one segment), then `length` bytes of the file from `offset` by `sendfile(2)` (which
+/// takes the offset itself: no `lseek`).
+async fn sendfile(
+    c: &mut Client,
+    mut head: &[u8],
+    file: &std::fs::File,
+    offset: u64,
+    length: u64,
+) -> bool {
     use std::os::unix::io::AsRawFd;
-    if c.stream.write_all(head).await.is_err() {
-        return false;
+    let unsupported = || std::task::Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()));
+    while !head.is_empty() {
+        let sent = futures_lite::future::poll_fn(|cx| {
+            c.stream
+                .poll_write_more(cx, head)
+                .unwrap_or_else(unsupported)
+        })
+        .await;
+        match sent {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head = &head[n.min(head.len())..],
+        }
     }
     let fd = file.as_raw_fd();
-    // From wherever the file stands (it has not been read: the start).
-    let Ok(mut offset) = std::io::Seek::stream_position(&mut &*file).map(|p| p as i64) else {
+    let Ok(mut offset) = i64::try_from(offset) else {
         return false;
     };
     let mut left = length;
@@ -168,15 +201,13 @@ async fn sendfile(c: &mut Client, head: &[u8], file: &std::fs::File, length: u64
         let sent = futures_lite::future::poll_fn(|cx| {
             c.stream
                 .poll_sendfile(cx, fd, &mut offset, count)
-                .unwrap_or(std::task::Poll::Ready(Err(
-                    std::io::ErrorKind::Unsupported.into()
-                )))
+                .unwrap_or_else(unsupported)
         })
         .await;
         match sent {
             // Ok(0): the file shrank under us; the promised length cannot be met.
             Ok(0) | Err(_) => return false,
-            Ok(n) => left -= n as u64,
+            Ok(n) => left = left.saturating_sub(n as u64),
         }
     }
     true

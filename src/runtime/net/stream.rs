@@ -125,6 +125,25 @@ impl ClientStream {
         Some(counted(r, &mut self.bytes_out, |m| &m.bytes_out))
     }
 
+    /// Plain TCP only (`None` for TLS): writes what fits of `buf` with `MSG_MORE`, so that it
+    /// leaves with the next send (a head before [`Self::poll_sendfile`]: one segment, not two).
+    /// Counted and bounded by `timeouts.send` like a write.
+    pub fn poll_write_more(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Option<std::task::Poll<std::io::Result<usize>>> {
+        let Inner::Plain(tcp) = &mut self.inner else {
+            return None;
+        };
+        if self.send.timed_out {
+            return Some(timed_out());
+        }
+        let r = tcp.poll_write_more(cx, buf);
+        let r = self.send.check(cx, r);
+        Some(counted(r, &mut self.bytes_out, |m| &m.bytes_out))
+    }
+
     /// Whether the last write to the client failed by `timeouts.send`.
     pub fn send_timed_out(&self) -> bool {
         self.send.timed_out

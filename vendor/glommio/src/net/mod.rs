@@ -38,36 +38,60 @@ fn yolo_send(fd: RawFd, buf: &[u8]) -> Option<io::Result<usize>> {
 }
 
 /// Ringway patch 12 (poll_sendfile): a non-blocking `sendfile` of up to `count` bytes of `file`
-/// from `*offset` (advanced by what was sent). The socket is blocking (glommio sends with
-/// `MSG_DONTWAIT`) and `sendfile` takes no flags, so `O_NONBLOCK` is set for the call and put back
-/// after it.
+/// from `*offset` (advanced by what was sent). glommio's sockets are blocking (it sends with
+/// `MSG_DONTWAIT`) and `sendfile` takes no flags. Ringway patch 14 (sendfile-nonblock): the
+/// first `sendfile` on a stream sets `O_NONBLOCK` and leaves it set (`*nonblocking` remembers
+/// it), instead of setting and clearing it around every call: nothing else on a stream depends on
+/// the socket blocking (reads and writes pass `MSG_DONTWAIT`, readiness comes from io_uring polls,
+/// and io_uring's own socket requests retry by poll either way).
 fn yolo_sendfile(
     fd: RawFd,
     file: RawFd,
     offset: &mut i64,
     count: usize,
+    nonblocking: &mut bool,
 ) -> Option<io::Result<usize>> {
     // SAFETY: plain fcntl/sendfile calls on descriptors the caller owns; `offset` is a valid
     // pointer for the duration of the call.
-    let (n, err) = unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Some(Err(io::Error::last_os_error()));
+    let n = unsafe {
+        if !*nonblocking {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 {
+                return Some(Err(io::Error::last_os_error()));
+            }
+            if flags & libc::O_NONBLOCK == 0
+                && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+            {
+                return Some(Err(io::Error::last_os_error()));
+            }
+            *nonblocking = true;
         }
-        if libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Some(Err(io::Error::last_os_error()));
-        }
-        let n = libc::sendfile(fd, file, offset as *mut i64, count);
-        let err = io::Error::last_os_error();
-        libc::fcntl(fd, libc::F_SETFL, flags);
-        (n, err)
+        libc::sendfile(fd, file, offset as *mut i64, count)
     };
     if n >= 0 {
         return Some(Ok(n as usize));
     }
+    let err = io::Error::last_os_error();
     match err.kind() {
         io::ErrorKind::WouldBlock => None,
         _ => Some(Err(err)),
+    }
+}
+
+/// Ringway patch 14 (sendfile-nonblock): a non-blocking send with `MSG_MORE`: the bytes wait in
+/// the socket for the next send (a head for the `sendfile` that follows it: one segment, not two).
+fn yolo_send_more(fd: RawFd, buf: &[u8]) -> Option<io::Result<usize>> {
+    match sys::send_syscall(
+        fd,
+        buf.as_ptr(),
+        buf.len(),
+        MsgFlags::MSG_DONTWAIT.bits() | libc::MSG_MORE,
+    ) {
+        Ok(x) => Some(Ok(x)),
+        Err(err) => match err.kind() {
+            io::ErrorKind::WouldBlock => None,
+            _ => Some(Err(err)),
+        },
     }
 }
 

@@ -279,6 +279,9 @@ pub(crate) struct NonBufferedStream<S> {
     /// Ringway patch 5 (multishot-polls): the readiness polls are armed (no completion since ended
     /// one).
     polls_armed: bool,
+    /// Ringway patch 14 (sendfile-nonblock): `O_NONBLOCK` is set on the socket (by the first
+    /// `sendfile`, see `yolo_sendfile`).
+    nonblocking: bool,
     write_timeout: LazyTimeout,
     read_timeout: LazyTimeout,
 }
@@ -462,7 +465,17 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         offset: &mut i64,
         count: usize,
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |fd| super::yolo_sendfile(fd, file, offset, count))
+        let mut nonblocking = self.nonblocking;
+        let r = self.poll_write_with(cx, |fd| {
+            super::yolo_sendfile(fd, file, offset, count, &mut nonblocking)
+        });
+        self.nonblocking = nonblocking;
+        r
+    }
+
+    /// Ringway patch 14 (sendfile-nonblock): a write with `MSG_MORE` (see `yolo_send_more`).
+    pub(crate) fn poll_write_more(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |fd| super::yolo_send_more(fd, buf))
     }
 
     /// Ringway patch 5 (multishot-polls): drops the wakers a waiting read left on the readiness
@@ -569,6 +582,7 @@ where
             rx_ready: true,
             hup: false,
             polls_armed: false,
+            nonblocking: false,
             write_timeout: LazyTimeout::default(),
             read_timeout: LazyTimeout::default(),
         };
@@ -682,6 +696,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         count: usize,
     ) -> Poll<io::Result<usize>> {
         self.stream.poll_sendfile(cx, file, offset, count)
+    }
+
+    /// Ringway patch 14 (sendfile-nonblock): see `NonBufferedStream::poll_write_more`.
+    pub(crate) fn poll_write_more(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_more(cx, buf)
     }
 
     /// Ringway patch 3 (vectored-write): see `NonBufferedStream::is_read_quiet`.

@@ -667,6 +667,13 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.poll_sendfile(cx, file, offset, count)
     }
 
+    /// Ringway patch 14 (sendfile-nonblock): writes what fits of `buf` with `MSG_MORE`: the bytes
+    /// wait in the socket for the next send (a head for the `poll_sendfile` that follows it, so
+    /// that both leave in one segment); pending while the socket has no room, like a write.
+    pub fn poll_write_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_more(cx, buf)
+    }
+
     /// Ringway patch 3 (vectored-write): whether nothing (data, hang-up, error) has been reported
     /// on the stream since a read drained it, so that a pooled keep-alive connection can be reused
     /// without a `MSG_PEEK` probe. False whenever that is not known (no read has waited yet, the
