@@ -27,6 +27,7 @@ mod http_upstream_errors;
 mod observability;
 mod ocsp;
 mod operations;
+mod percore;
 mod routing;
 mod static_edge;
 mod static_files;
