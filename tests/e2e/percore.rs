@@ -219,6 +219,43 @@ fn the_admin_listener_on_one_core_pinned_cores_and_their_settings_shown() {
             "read_buffer": 65536, "max_connections": 300}),
         "{text}"
     );
+
+    // The dashboard page shows them in its cores table (headless Chromium runs its script).
+    let profile = temp_dir();
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("http://127.0.0.1:{admin}/"))
+        .output()
+        .expect("chromium (apt-get install chromium)");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = |core: usize| {
+        let at = dom
+            .find(&format!("data-core=\"{core}\""))
+            .unwrap_or_else(|| panic!("no row for core {core}:\n{dom}"));
+        let end = dom[at..].find("</tr>").unwrap() + at;
+        dom[at..end].to_string()
+    };
+    let (row0, row1) = (row(0), row(1));
+    for cell in [
+        format!("c-cpu\">{cpu0}<"),
+        "c-listeners\">main<".to_string(),
+        "c-ring\">128<".to_string(),
+        "c-readbuf\">4KiB<".to_string(),
+        "c-maxconns\">50000<".to_string(),
+    ] {
+        assert!(row0.contains(&cell), "{cell} not in {row0}");
+    }
+    for cell in [
+        format!("c-cpu\">{cpu1}<"),
+        "c-listeners\">admin<".to_string(),
+        "c-ring\">256<".to_string(),
+        "c-readbuf\">64KiB<".to_string(),
+        "c-maxconns\">300<".to_string(),
+    ] {
+        assert!(row1.contains(&cell), "{cell} not in {row1}");
+    }
 }
 
 #[test]
