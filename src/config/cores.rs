@@ -68,9 +68,7 @@ impl Runtime {
             ring_entries: o
                 .and_then(|o| o.ring_entries)
                 .unwrap_or(RING_ENTRIES_DEFAULT),
-            read_buffer: o
-                .and_then(|o| o.read_buffer)
-                .unwrap_or(READ_BUFFER_DEFAULT),
+            read_buffer: o.and_then(|o| o.read_buffer).unwrap_or(READ_BUFFER_DEFAULT),
             max_connections: o
                 .and_then(|o| o.max_connections)
                 .unwrap_or(self.max_connections),
@@ -216,7 +214,10 @@ mod tests {
         let s1 = r.settings(1, &ls, &cpus);
         assert_eq!(s1.cpu, Some(7));
         assert_eq!(s1.listeners, vec!["admin".to_string()]);
-        assert_eq!((s1.ring_entries, s1.read_buffer, s1.max_connections), (1024, 65536, 5));
+        assert_eq!(
+            (s1.ring_entries, s1.read_buffer, s1.max_connections),
+            (1024, 65536, 5)
+        );
         // No entry: every listener; the default pinning wraps around the allowed CPUs.
         let s2 = r.settings(2, &ls, &cpus);
         assert_eq!(s2.cpu, Some(0));

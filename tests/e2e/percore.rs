@@ -114,7 +114,10 @@ fn core_threads(pid: u32) -> Vec<(usize, String)> {
 /// The submission-queue sizes of the process's io_uring instances (fdinfo's `SqMask` + 1).
 fn ring_sizes(pid: u32) -> Vec<usize> {
     let mut out = Vec::new();
-    for fd in fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+    for fd in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
         let info = fs::read_to_string(fd.path()).unwrap_or_default();
         if let Some(mask) = info.lines().find_map(|l| l.strip_prefix("SqMask:")) {
             let mask = mask.trim().trim_start_matches("0x");
@@ -170,7 +173,10 @@ fn the_admin_listener_on_one_core_pinned_cores_and_their_settings_shown() {
         sum(
             &m,
             "ringway_connections_total",
-            &[&format!("core=\"{core}\""), &format!("listener=\"{listener}\"")],
+            &[
+                &format!("core=\"{core}\""),
+                &format!("listener=\"{listener}\""),
+            ],
         )
     };
     assert_eq!(accepted("0", "main"), 21.0, "{m:?}");
@@ -178,7 +184,13 @@ fn the_admin_listener_on_one_core_pinned_cores_and_their_settings_shown() {
     assert_eq!(accepted("0", "admin"), 0.0, "{m:?}");
     assert_eq!(accepted("1", "admin"), 6.0, "{m:?}");
     // The tunnel's bytes went through core 0.
-    assert!(sum(&m, "ringway_bytes_total", &["core=\"0\"", "direction=\"in\""]) > 600e3);
+    assert!(
+        sum(
+            &m,
+            "ringway_bytes_total",
+            &["core=\"0\"", "direction=\"in\""]
+        ) > 600e3
+    );
 
     // Pinning: every thread of core N may run only on its CPU.
     let threads = core_threads(rw.pid());
@@ -223,7 +235,12 @@ fn the_admin_listener_on_one_core_pinned_cores_and_their_settings_shown() {
     // The dashboard page shows them in its cores table (headless Chromium runs its script).
     let profile = temp_dir();
     let out = std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
         .arg(format!("http://127.0.0.1:{admin}/"))
@@ -324,7 +341,10 @@ fn check_refuses_a_cpu_outside_the_affinity_and_a_listener_no_core_accepts_on() 
 
     // An unknown listener name, and a ring size that is not a power of two.
     let text = good
-        .replace("listeners = [\"admin\"]", "listeners = [\"admin\", \"nope\"]")
+        .replace(
+            "listeners = [\"admin\"]",
+            "listeners = [\"admin\", \"nope\"]",
+        )
         .replace("ring_entries = 256", "ring_entries = 300");
     let (code, file, stderr) = check(dir.path(), &text);
     assert_eq!(code, Some(1), "{stderr}");
@@ -354,9 +374,14 @@ fn a_reload_keeps_the_per_core_settings_and_refuses_an_unaccepted_listener() {
     // A changed read buffer: logged as needing a restart; the reload itself goes through.
     rw.rewrite_config(&template.replace("read_buffer = \"64KiB\"", "read_buffer = \"8KiB\""));
     rw.signal(libc::SIGHUP);
-    assert!(rw.wait_log("configuration reloaded generation=2", 1, WAIT), "{}", rw.log());
     assert!(
-        rw.log().contains("[[runtime.core]] changed: that needs a restart"),
+        rw.wait_log("configuration reloaded generation=2", 1, WAIT),
+        "{}",
+        rw.log()
+    );
+    assert!(
+        rw.log()
+            .contains("[[runtime.core]] changed: that needs a restart"),
         "{}",
         rw.log()
     );
@@ -364,15 +389,21 @@ fn a_reload_keeps_the_per_core_settings_and_refuses_an_unaccepted_listener() {
     assert_eq!(get(main, "/index.html").status, 200);
     let m = scrape(admin);
     assert_eq!(
-        sum(&m, "ringway_connections_total", &["core=\"1\"", "listener=\"main\""]),
+        sum(
+            &m,
+            "ringway_connections_total",
+            &["core=\"1\"", "listener=\"main\""]
+        ),
         0.0
     );
 
     // A new listener that only the new (not yet applied) core lists: refused, as no running
     // core would accept on it.
     let extra = "\n[[listener]]\nname = \"extra\"\naddress = \"127.0.0.1:@PORT2@\"\n";
-    let added = template.replace("listeners = [\"admin\"]", "listeners = [\"admin\", \"extra\"]")
-        + extra;
+    let added = template.replace(
+        "listeners = [\"admin\"]",
+        "listeners = [\"admin\", \"extra\"]",
+    ) + extra;
     let port2 = free_port();
     fs::write(
         rw.config_path(),

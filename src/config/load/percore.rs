@@ -99,20 +99,23 @@ mod tests {
             "id = 1",
             "listeners = [\"main\"]",
         ]);
-        one_problem(
-            &lines,
-            5,
-            8,
-            "listener \"admin\": no core accepts on it",
-        );
+        one_problem(&lines, 5, 8, "listener \"admin\": no core accepts on it");
         // A core without a list accepts on every listener.
-        ok(&two(&["[[runtime.core]]", "id = 0", "listeners = [\"main\"]"]));
+        ok(&two(&[
+            "[[runtime.core]]",
+            "id = 0",
+            "listeners = [\"main\"]",
+        ]));
     }
 
     #[test]
     fn unknown_and_empty_listener_lists() {
         one_problem(
-            &two(&["[[runtime.core]]", "id = 1", "listeners = [\"main\", \"nope\"]"]),
+            &two(&[
+                "[[runtime.core]]",
+                "id = 1",
+                "listeners = [\"main\", \"nope\"]",
+            ]),
             15,
             22,
             "unknown listener \"nope\"",
@@ -142,9 +145,21 @@ mod tests {
             "id = 1",
         ]));
         let want: &[(usize, usize, &str)] = &[
-            (15, 7, "cpu 99999 is outside this process's CPU affinity (allowed: "),
-            (16, 16, "\"ring_entries\" must be a power of two between 16 and 32768, found 100"),
-            (17, 15, "\"read_buffer\" must be between 4KiB and 16MiB, found 1KiB"),
+            (
+                15,
+                7,
+                "cpu 99999 is outside this process's CPU affinity (allowed: ",
+            ),
+            (
+                16,
+                16,
+                "\"ring_entries\" must be a power of two between 16 and 32768, found 100",
+            ),
+            (
+                17,
+                15,
+                "\"read_buffer\" must be between 4KiB and 16MiB, found 1KiB",
+            ),
             (20, 7, "cpu -1 is outside this process's CPU affinity"),
             (21, 16, "found 65536"),
             (22, 15, "found 32MiB"),

@@ -170,8 +170,10 @@ fn ring_entries(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<usize> {
     match usize::try_from(n.v) {
         Ok(e) if (lo..=hi).contains(&e) && e.is_power_of_two() => Some(e),
         _ => {
-            let msg =
-                format!("{what} must be a power of two between {lo} and {hi}, found {}", n.v);
+            let msg = format!(
+                "{what} must be a power of two between {lo} and {hi}, found {}",
+                n.v
+            );
             p.add(n.at, msg);
             None
         }
