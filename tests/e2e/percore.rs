@@ -419,3 +419,55 @@ fn a_reload_keeps_the_per_core_settings_and_refuses_an_unaccepted_listener() {
     assert_eq!(sum(&scrape(admin), "ringway_config_generation", &[]), 2.0);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port2)).is_err());
 }
+
+#[test]
+fn an_upgrade_hands_each_core_only_its_listeners() {
+    let cpus = allowed_cpus();
+    let echo = EchoBackend::tcp_v4();
+    let config = two_core_config(cpus[0], cpus[0], &echo.config_addr, "")
+        .replace("pin = false\n", "pin = false\npid_file = \"ringway.pid\"\n");
+    let mut rw = Ringway::builder(config).dir(site()).start();
+    let (main, admin) = (rw.port(), rw.port_n(1));
+    let pid_file = rw.dir_path().join("ringway.pid");
+    let old_pid = rw.pid().to_string();
+    assert!(wait_until(WAIT, || fs::read_to_string(&pid_file)
+        .is_ok_and(|p| p.trim() == old_pid)));
+    let (status, out, err) = run_cli(&["upgrade", "--config", rw.config_path().to_str().unwrap()]);
+    assert!(status.success(), "{out}{err}");
+    let exit = rw
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("old process exits");
+    assert!(exit.success(), "{exit}");
+    let new_pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new_pid.to_string(), old_pid);
+    // One socket per core that accepts on a listener: "main" (core 0) and "admin" (core 1).
+    let log = rw.log();
+    assert!(
+        log.contains("took over the parent's listening sockets sockets=2"),
+        "{log}"
+    );
+    assert!(!log.contains("inherited socket not needed"), "{log}");
+    for _ in 0..10 {
+        assert_eq!(get(main, "/index.html").status, 200);
+    }
+    let m = scrape(admin);
+    // SAFETY: the new Ringway (our grandchild) is stopped by its pid.
+    unsafe { libc::kill(new_pid, libc::SIGKILL) };
+    let accepted = |core: &str, listener: &str| {
+        sum(
+            &m,
+            "ringway_connections_total",
+            &[
+                &format!("core=\"{core}\""),
+                &format!("listener=\"{listener}\""),
+            ],
+        )
+    };
+    assert_eq!(accepted("0", "main"), 10.0, "{m:?}");
+    assert_eq!(accepted("1", "main") + accepted("0", "admin"), 0.0, "{m:?}");
+    assert_eq!(accepted("1", "admin"), 1.0, "{m:?}");
+}
