@@ -6,7 +6,10 @@
 #                    [--quick] [--duration SECS] [--rounds N] [--idle-conns N] [--out FILE] [--keep]
 #
 # Target ringway-b (not in the default set) runs the binary named by RINGWAY_B with the same
-# config as ringway: an A/B comparison of two builds in one run.
+# config as ringway: an A/B comparison of two builds in one run. RINGWAY_B_CORE="KEY = VALUE ..."
+# (newline- or ';'-separated) gives ringway-b a [[runtime.core]] entry for its one core on top of
+# that config, e.g. RINGWAY_B=target/release/ringway RINGWAY_B_CORE='read_buffer = "16KiB"': an
+# A/B comparison of two per-core settings of one build.
 # Target ringway-admin (not in the default set) runs this build with an [admin] listener (the
 # metrics endpoint) added to ringway's config, and scrapes /metrics once a second during the
 # measured interval (the scrapes' CPU counts against it).
@@ -338,6 +341,13 @@ EOF
 }
 ringway_conf 0 > "$TMP/ringway.toml"
 any_tls_test && ringway_conf 1 > "$TMP/ringway-tls.toml"
+ringway_b_conf() {   # tls (0|1): ringway's config, plus RINGWAY_B_CORE as core 0's entry
+  ringway_conf "$1"
+  [ -n "${RINGWAY_B_CORE:-}" ] && printf '[[runtime.core]]\nid = 0\n%s\n' "$(printf '%s' "$RINGWAY_B_CORE" | tr ';' '\n')"
+  return 0
+}
+ringway_b_conf 0 > "$TMP/ringway-b.toml"
+any_tls_test && ringway_b_conf 1 > "$TMP/ringway-b-tls.toml"
 admin_conf() {   # tls (0|1): ringway's config plus the admin listener (the vhost stays on main)
   ringway_conf "$1" | sed '/^\[\[backend\]\]/,$d'
   printf '[[listener]]\nname = "admin"\naddress = "127.0.0.1:%s"\n[admin]\nlistener = "admin"\n' "$ADMIN_PORT"
@@ -484,7 +494,7 @@ start_proxy() {   # target [tls] → PROXY_PID (empty for direct); tls=1: the TL
     direct) return 0 ;;
     bare) taskset -c 1 "$BARE" --listen "127.0.0.1:$port" --backend "127.0.0.1:$BACKEND_PORT" >>"$TMP/$t.log" 2>&1 & ;;
     ringway) taskset -c 1 "$RINGWAY" --config "$TMP/ringway$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
-    ringway-b) taskset -c 1 "$RINGWAY_B" --config "$TMP/ringway$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
+    ringway-b) taskset -c 1 "$RINGWAY_B" --config "$TMP/ringway-b$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
     ringway-admin) taskset -c 1 "$RINGWAY" --config "$TMP/ringway-admin$sfx.toml" --log-level warn >>"$TMP/$t.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx$sfx.conf" -e "$TMP/nginx/logs/error.log" >>"$TMP/$t.log" 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -db -f "$TMP/haproxy$sfx.cfg" >>"$TMP/$t.log" 2>&1 & ;;

@@ -1,6 +1,7 @@
 //! Configuration: TOML text → validated `Config` (`load`), with every problem reported as
 //! `FILE:LINE:COL: message` (what `ringway check` prints).
 
+pub mod cores;
 pub(crate) mod load;
 mod routes;
 pub mod tickets;

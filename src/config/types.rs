@@ -179,10 +179,19 @@ pub struct RunAs {
     pub gid: u32,
 }
 
-#[derive(Debug, Clone)]
+/// One `[[runtime.core]]` entry (`config::cores` lays it over the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoreOverride {
     pub id: usize,
     pub max_connections: Option<usize>,
+    /// `cpu`: pin the core to this CPU (checked against the process's affinity).
+    pub cpu: Option<usize>,
+    /// `listeners`: accept only on these (names of `[[listener]]`s); `None`: on every one.
+    pub listeners: Option<Vec<String>>,
+    /// `ring_entries`: the io_uring rings' size (a power of two).
+    pub ring_entries: Option<usize>,
+    /// `read_buffer`: bytes one tunnel read takes at most.
+    pub read_buffer: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -62,6 +62,8 @@ pub struct Core {
     pub(crate) accepting: std::cell::Cell<usize>,
     /// The active health checks (core 0 only): restarted on reload, following the servers.
     pub(crate) checks: RefCell<backends::Checks>,
+    /// What `[[runtime.core]]` made of this core at start (a change needs a restart).
+    pub(crate) settings: crate::config::cores::CoreSettings,
 }
 
 impl Core {

@@ -15,6 +15,7 @@ use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::info;
 
+use crate::config::cores::{allowed_cpus, show_size, CoreSettings};
 use crate::config::Config;
 use crate::runtime::backend::pools as backends;
 use crate::runtime::conn::accept::{bind_listeners, listening_socket};
@@ -24,7 +25,7 @@ use crate::runtime::control::lifecycle::{control_loop, start_checks};
 use crate::runtime::control::ocsp as ocsp_core;
 use crate::runtime::control::signals::{self, Inherited};
 use crate::runtime::control::{api, socket};
-use crate::runtime::net::idle;
+use crate::runtime::net::{idle, pool};
 use crate::runtime::shard::{build_shard, Core};
 use crate::runtime::{preflight, privdrop};
 
@@ -52,7 +53,8 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
             if inherited.has(&l.name, l.address) {
                 continue;
             }
-            for _ in 0..config.runtime.cores {
+            // One socket per core that accepts on it (`[[runtime.core]] listeners`).
+            for _ in 0..config.runtime.cores_accepting(&l.name) {
                 let fd = listening_socket(l.address).map_err(|e| {
                     format!("listener {}: cannot listen on {}: {e}", l.name, l.address)
                 })?;
@@ -88,15 +90,16 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let mut handles = Vec::new();
     for id in 0..config.runtime.cores {
-        let cpu = config.runtime.pin.then(|| cpus[id % cpus.len()]);
-        let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+        let settings = config.runtime.settings(id, &config.listeners, &cpus);
+        let placement = settings.cpu.map_or(Placement::Unbound, Placement::Fixed);
         let (hub, gen, ready) = (hub.clone(), gen.clone(), ready_tx.clone());
         let inherited = inherited.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("ringway-core-{id}"))
             .io_memory(IO_MEMORY_BYTES)
+            .ring_depth(settings.ring_entries)
             .spawn(move || async move {
-                core_main(id, cpu, hub.clone(), gen, inherited, ready).await;
+                core_main(id, settings, hub.clone(), gen, inherited, ready).await;
                 hub.stopped
                     .fetch_add(1, std::sync::atomic::Ordering::Release);
             })
@@ -135,42 +138,9 @@ pub fn run(config: Config, config_path: std::path::PathBuf) -> Result<(), String
     Ok(())
 }
 
-/// CPUs this process may run on (its affinity mask), in order.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set, and sched_getaffinity writes at most
-    // size_of::<cpu_set_t>() bytes into it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
-            == 0;
-    let cpus: Vec<usize> = if ok {
-        (0..libc::CPU_SETSIZE as usize)
-            // SAFETY: `cpu` is below CPU_SETSIZE.
-            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if cpus.is_empty() {
-        vec![0]
-    } else {
-        cpus
-    }
-}
-
-fn max_connections(config: &Config, id: usize) -> usize {
-    config
-        .runtime
-        .core_overrides
-        .iter()
-        .find(|o| o.id == id)
-        .and_then(|o| o.max_connections)
-        .unwrap_or(config.runtime.max_connections)
-}
-
 async fn core_main(
     id: usize,
-    cpu: Option<usize>,
+    settings: CoreSettings,
     hub: Arc<Hub>,
     gen: Arc<Generation>,
     inherited: Arc<Inherited>,
@@ -184,7 +154,9 @@ async fn core_main(
         }
     };
     let config = gen.config.clone();
-    let max_conns = max_connections(&config, id);
+    let max_conns = settings.max_connections;
+    // Before any tunnel reads: the core's read buffer has this core's size.
+    pool::set_scratch_bytes(settings.read_buffer);
     let core = Rc::new(Core {
         id,
         current: RefCell::new(shard),
@@ -194,6 +166,7 @@ async fn core_main(
         stopping: RefCell::new(Vec::new()),
         accepting: std::cell::Cell::new(0),
         checks: RefCell::new(backends::Checks::default()),
+        settings,
     });
     if let Err(e) = bind_listeners(&core, &config, &inherited) {
         // Said once, by `main` (the first core's error ends the start).
@@ -217,16 +190,7 @@ async fn core_main(
         }
     })
     .detach();
-    let bound: Vec<String> = config
-        .listeners
-        .iter()
-        .map(|l| format!("{}@{}", l.name, l.address))
-        .collect();
-    info!(
-        "core={id} cpu={} listeners={} max_connections={max_conns}",
-        cpu.map_or("any".to_string(), |c| c.to_string()),
-        bound.join(",")
-    );
+    info!("{}", startup_line(id, &core.settings, &config));
     let fds = core
         .listeners
         .borrow()
@@ -236,4 +200,23 @@ async fn core_main(
     let _ = ready.send(Ok((id, fds)));
     control_loop(&core, &hub).await;
     access::flush();
+}
+
+/// The start-up line of core `id`: `core=0 cpu=0 listeners=main@127.0.0.1:8080
+/// ring_entries=128 read_buffer=256KiB max_connections=50000`.
+fn startup_line(id: usize, s: &CoreSettings, config: &Config) -> String {
+    let bound: Vec<String> = config
+        .listeners
+        .iter()
+        .filter(|l| s.listeners.contains(&l.name))
+        .map(|l| format!("{}@{}", l.name, l.address))
+        .collect();
+    format!(
+        "core={id} cpu={} listeners={} ring_entries={} read_buffer={} max_connections={}",
+        s.cpu.map_or("any".to_string(), |c| c.to_string()),
+        bound.join(","),
+        s.ring_entries,
+        show_size(s.read_buffer),
+        s.max_connections
+    )
 }

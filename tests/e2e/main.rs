@@ -28,6 +28,7 @@ mod http_upstream_errors;
 mod observability;
 mod ocsp;
 mod operations;
+mod percore;
 mod routing;
 mod static_cost;
 mod static_edge;

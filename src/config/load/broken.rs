@@ -42,7 +42,7 @@ domains = ["*"]
             (8, 6, "core id 7 is out of range: ids go from 0 to 1"),
             (10, 6, "core id -3 is out of range: ids go from 0 to 1"),
             (11, 19, "\"max_connections\" must be at least 1, found 0"),
-            (12, 1, "unknown key \"foo\" in [[runtime.core]]; valid keys: id, max_connections"),
+            (12, 1, "unknown key \"foo\" in [[runtime.core]]; valid keys: id, max_connections, cpu, listeners, ring_entries, read_buffer"),
             (13, 1, "missing required key \"id\" in [[runtime.core]]"),
         ],
     ),

@@ -41,6 +41,7 @@ mod delivery;
 mod dns;
 mod edge;
 mod listeners;
+mod percore;
 mod problems;
 mod runtime;
 mod spanned;
@@ -120,10 +121,11 @@ pub fn load_str(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
 /// Reads the sections in a fixed order (later ones refer to earlier ones by name).
 fn walk(root: &DeTable<'_>, base_dir: &Path, p: &mut Problems) -> Config {
     let mut s = Section::new(root, 0, "");
-    let runtime = runtime(s.get("runtime"), base_dir, p);
+    let (runtime, core_listeners) = runtime(s.get("runtime"), base_dir, p);
     let timeouts = timeouts(s.get("timeouts"), p);
     let limits = limits(s.get("limits"), p);
     let (mut listeners, listener_names) = listeners(s.get("listener"), p);
+    percore::listeners_accepted(&runtime, &core_listeners, &listeners, &listener_names, p);
     let (backends, backend_names) = backends(s.get("backend"), base_dir, p);
     let refs = Refs::new(&listener_names, &backend_names, &backends);
     let vhosts = s

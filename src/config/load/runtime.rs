@@ -6,8 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::problems::Problems;
-use super::spanned::{boolean, integer, string, tables, At, Section, Val};
+use super::spanned::{boolean, integer, list, string, tables, At, Section, Val};
 use super::values::{absolute, auto_cores, cores, count, duration, parse_duration, positive, size};
+use crate::config::cores::{
+    allowed_cpus, cpu_list, READ_BUFFER_MAX, READ_BUFFER_MIN, RING_ENTRIES_MAX, RING_ENTRIES_MIN,
+};
 use crate::config::types::{
     CoreOverride, Limits, RunAs, Runtime, Timeouts, CONNECTIONS_PER_CORE_MAX_DEFAULT,
     CONNECT_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT, HEADER_BYTES_MAX_DEFAULT,
@@ -20,7 +23,13 @@ use crate::config::types::{
 const HEADER_BYTES_MIN: usize = 1024;
 const HEADER_BYTES_MAX: usize = 1024 * 1024;
 
-pub(super) fn runtime(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) -> Runtime {
+/// `[runtime]`, and the listener names its `[[runtime.core]]` entries list (checked against
+/// the listeners by `load::cores` once those are read).
+pub(super) fn runtime(
+    v: Option<&Val<'_>>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> (Runtime, Vec<At<String>>) {
     let mut r = Runtime {
         cores: auto_cores(),
         pin: true,
@@ -29,8 +38,9 @@ pub(super) fn runtime(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) ->
         pid_file: None,
         user: None,
     };
+    let mut refs = Vec::new();
     let Some(mut s) = v.and_then(|v| Section::of(v, "[runtime]", p)) else {
-        return r;
+        return (r, refs);
     };
     let cores_given = s.get("cores").is_some();
     let cores = s.opt("cores", p, cores);
@@ -55,9 +65,9 @@ pub(super) fn runtime(v: Option<&Val<'_>>, base_dir: &Path, p: &mut Problems) ->
     // When `cores` itself is wrong, ids cannot be checked against it.
     let known_cores = if cores_given { cores } else { Some(r.cores) };
     if let Some(v) = overrides {
-        r.core_overrides = core_overrides(v, known_cores, p);
+        r.core_overrides = core_overrides(v, known_cores, &mut refs, p);
     }
-    r
+    (r, refs)
 }
 
 /// `user` and `group`, looked up in the system's user and group databases.
@@ -90,22 +100,84 @@ fn run_as(user: At<&str>, group: Option<At<&str>>, p: &mut Problems) -> Option<R
     })
 }
 
-fn core_overrides(v: &Val<'_>, cores: Option<usize>, p: &mut Problems) -> Vec<CoreOverride> {
+fn core_overrides(
+    v: &Val<'_>,
+    cores: Option<usize>,
+    refs: &mut Vec<At<String>>,
+    p: &mut Problems,
+) -> Vec<CoreOverride> {
     let mut seen: HashMap<i64, usize> = HashMap::new();
     let mut out = Vec::new();
+    let allowed = allowed_cpus();
     for mut s in tables(v, "[[runtime.core]]", p) {
         let id = s.req("id", p, integer);
         let max_connections = s.opt("max_connections", p, positive);
+        let cpu = s.opt("cpu", p, |v, what, p| cpu(v, what, &allowed, p));
+        let listeners = s.opt("listeners", p, |v, what, p| {
+            list(v, what, true, p, |v, what, p| {
+                string(v, what, p).map(|t| At {
+                    v: t.v.to_string(),
+                    at: t.at,
+                })
+            })
+        });
+        let ring_entries = s.opt("ring_entries", p, ring_entries);
+        let read_buffer = s.opt("read_buffer", p, |v, what, p| {
+            size(v, what, READ_BUFFER_MIN..=READ_BUFFER_MAX, p)
+        });
         s.finish(p);
         let Some(id) = id else { continue };
         if let Some(id) = core_id(&id, cores, &mut seen, p) {
+            let names = listeners.map(|ls| {
+                let names = ls.iter().map(|l| l.v.clone()).collect();
+                refs.extend(ls);
+                names
+            });
             out.push(CoreOverride {
                 id,
                 max_connections,
+                cpu,
+                listeners: names,
+                ring_entries,
+                read_buffer,
             });
         }
     }
     out
+}
+
+/// `cpu`: a CPU this process may run on (its `sched_getaffinity` mask).
+fn cpu(v: &Val<'_>, what: &str, allowed: &[usize], p: &mut Problems) -> Option<usize> {
+    let n = integer(v, what, p)?;
+    match usize::try_from(n.v) {
+        Ok(c) if allowed.contains(&c) => Some(c),
+        _ => {
+            let msg = format!(
+                "cpu {} is outside this process's CPU affinity (allowed: {})",
+                n.v,
+                cpu_list(allowed)
+            );
+            p.add(n.at, msg);
+            None
+        }
+    }
+}
+
+/// `ring_entries`: a power of two from `RING_ENTRIES_MIN` to `RING_ENTRIES_MAX`.
+fn ring_entries(v: &Val<'_>, what: &str, p: &mut Problems) -> Option<usize> {
+    let n = integer(v, what, p)?;
+    let (lo, hi) = (RING_ENTRIES_MIN, RING_ENTRIES_MAX);
+    match usize::try_from(n.v) {
+        Ok(e) if (lo..=hi).contains(&e) && e.is_power_of_two() => Some(e),
+        _ => {
+            let msg = format!(
+                "{what} must be a power of two between {lo} and {hi}, found {}",
+                n.v
+            );
+            p.add(n.at, msg);
+            None
+        }
+    }
 }
 
 /// Checks one `[[runtime.core]] id`: in range and not repeated.

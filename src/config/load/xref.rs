@@ -27,6 +27,16 @@ impl Names {
         }
     }
 
+    /// Where `name` was first defined.
+    pub(super) fn at(&self, name: &str) -> Option<usize> {
+        self.seen.get(name).copied()
+    }
+
+    /// Whether `name` is defined.
+    pub(super) fn has(&self, name: &str) -> bool {
+        self.seen.contains_key(name)
+    }
+
     pub(super) fn add(&mut self, name: &At<&str>, p: &mut Problems) {
         if let Some(first) = self.seen.get(name.v) {
             let line = p.line(*first);

@@ -1,5 +1,6 @@
 //! The dashboard's JSON (`/live` on the admin listener, one snapshot a second): per-core
-//! totals, the merged request latency with its buckets, backend health and OCSP staples.
+//! totals and settings (`[[runtime.core]]`), the merged request latency with its buckets, backend
+//! health and OCSP staples.
 //!
 //! Serialized by `serde_json` from the structs below (their field order is the text's), so
 //! names from the config are escaped correctly by construction. Numbers are written as the
@@ -15,6 +16,7 @@ use serde_json::value::RawValue;
 
 use super::histogram::BUCKETS_S;
 use super::snapshot::{request_latency, CoreSnapshot, Global};
+use crate::config::cores::CoreSettings;
 
 #[derive(Serialize)]
 struct Live<'a> {
@@ -24,19 +26,23 @@ struct Live<'a> {
     time: Box<RawValue>,
     /// 1 decimal.
     uptime_s: Box<RawValue>,
-    cores: Vec<Core>,
+    cores: Vec<Core<'a>>,
     latency: Latency,
     backends: Vec<Backend<'a>>,
     staples: Vec<Staple<'a>>,
 }
 
 #[derive(Serialize)]
-struct Core {
+struct Core<'a> {
     core: usize,
     connections_active: i64,
     tunnels_active: i64,
     requests_total: u64,
     messages_total: u64,
+    /// The core's `[[runtime.core]]` settings (cpu, listeners, ring_entries, read_buffer,
+    /// max_connections); left out when the snapshot has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<&'a CoreSettings>,
 }
 
 #[derive(Serialize)]
@@ -115,6 +121,7 @@ pub fn live_json(cores: &[CoreSnapshot], g: &Global) -> String {
                 tunnels_active: c.tunnels_active(),
                 requests_total: c.requests_total(),
                 messages_total: c.messages_total(),
+                settings: c.settings.as_ref(),
             })
             .collect(),
         latency: Latency {

@@ -18,6 +18,7 @@ impl CoreMetrics {
             send_timeouts: self.send_timeouts.get(),
             pooled_bytes: 0,
             passive_out: Vec::new(),
+            settings: None,
             ws_ping_timeouts: self.ws_ping_timeouts.get(),
             ws_closes: std::array::from_fn(|i| self.ws_closes[i].get()),
             client_errors: std::array::from_fn(|i| self.client_errors[i].get()),
@@ -43,6 +44,8 @@ pub struct CoreSnapshot {
     /// Set by the runtime: (backend, server key) pairs of the core's current configuration
     /// that its passive health has taken out now.
     pub passive_out: Vec<(String, String)>,
+    /// Set by the runtime: the core's `[[runtime.core]]` settings (the dashboard shows them).
+    pub settings: Option<crate::config::cores::CoreSettings>,
     pub(super) ws_ping_timeouts: u64,
     pub(super) ws_closes: [u64; WS_CLOSE_CODES.len()],
     pub(super) client_errors: [u64; KINDS.len()],

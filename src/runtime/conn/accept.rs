@@ -25,15 +25,17 @@ use crate::runtime::handlers::{l4, wsproxy};
 use crate::runtime::net::{idle, io, pool, stream};
 use crate::runtime::shard::{Bound, Core, Shard};
 
-/// Binds (or takes over from an upgrading parent) every listener of `config` this core does
-/// not have yet.
+/// Binds (or takes over from an upgrading parent) every listener of `config` this core accepts
+/// on (`[[runtime.core]] listeners`) and does not have yet.
 pub(crate) fn bind_listeners(
     core: &Rc<Core>,
     config: &Config,
     inherited: &Inherited,
 ) -> Result<(), String> {
     for l in &config.listeners {
-        if core.listeners.borrow().iter().any(|b| b.name == l.name) {
+        if !config.runtime.accepts(core.id, &l.name)
+            || core.listeners.borrow().iter().any(|b| b.name == l.name)
+        {
             continue;
         }
         let (listener, fd) = match inherited.take(&l.name, l.address) {

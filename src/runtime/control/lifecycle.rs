@@ -41,6 +41,7 @@ pub(crate) async fn control_loop(core: &Rc<Core>, hub: &Arc<Hub>) {
                 let mut snap = m.snapshot(core.id);
                 snap.pooled_bytes = pool::pooled_bytes();
                 snap.passive_out = core.current().backends.passive_out();
+                snap.settings = Some(core.settings.clone());
                 snap
             })),
             Some(Msg::Reload(gen, ack)) => {

@@ -427,6 +427,11 @@ impl Control {
             );
             config.runtime.cores = old.runtime.cores;
         }
+        if let Err(e) = keep_core_settings(&mut config, old) {
+            error!("{e}; the running config keeps serving");
+            self.hub.count_reload(false);
+            return Err(vec![e]);
+        }
         match self.prepare(config) {
             Ok(gen) => {
                 for slot in self.gen.slots.iter().flatten() {
@@ -683,5 +688,29 @@ fn receive_listeners(path: &Path) -> Result<(Sockets, UnixStream), String> {
             let addr: SocketAddr = addr.parse().map_err(|_| "bad socket address")?;
             out.push((name.to_string(), addr, fd));
         }
+    }
+}
+
+/// `pin` and the `[[runtime.core]]` entries need a restart (executors are built with their CPU
+/// and ring size, listeners are handed over by core at an upgrade): a change is logged and the
+/// running settings are kept. A reload that would then leave a listener with no core accepting
+/// on it is refused.
+fn keep_core_settings(config: &mut Config, old: &Config) -> Result<(), String> {
+    let (new, was) = (&mut config.runtime, &old.runtime);
+    if new.core_overrides != was.core_overrides || new.pin != was.pin {
+        warn!(
+            "runtime.pin or [[runtime.core]] changed: that needs a restart; keeping the running \
+             per-core settings"
+        );
+        new.core_overrides = was.core_overrides.clone();
+        new.pin = was.pin;
+    }
+    match crate::config::cores::unaccepted(&config.runtime, &config.listeners) {
+        Some(l) => Err(format!(
+            "reload refused: no core accepts on listener {:?} with the running [[runtime.core]] \
+             settings (a change to them needs a restart)",
+            l.name
+        )),
+        None => Ok(()),
     }
 }

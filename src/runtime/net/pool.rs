@@ -78,12 +78,27 @@ pub fn give(buf: Box<[u8]>) {
     FREE.with(|f| f.borrow_mut().push(buf));
 }
 
-/// The per-core scratch buffer the tunnels read into (as large as a bulk read can use; the
-/// bare epoll forwarder uses the same size).
-pub const SCRATCH_BYTES: usize = 256 * 1024;
+/// The per-core scratch buffer the tunnels read into, unless `[[runtime.core]] read_buffer`
+/// says otherwise (`set_scratch_bytes`): as large as a bulk read can use; the bare epoll
+/// forwarder uses the same size.
+pub const SCRATCH_BYTES: usize = crate::config::cores::READ_BUFFER_DEFAULT;
 
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice());
+    static SCRATCH_SIZE: std::cell::Cell<usize> = const { std::cell::Cell::new(SCRATCH_BYTES) };
+    static SCRATCH: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0u8; SCRATCH_SIZE.get()].into_boxed_slice());
+}
+
+/// Sizes this core's scratch buffer (`read_buffer`): the most one tunnel read takes. Called
+/// once as the core starts, before any tunnel runs.
+pub fn set_scratch_bytes(bytes: usize) {
+    SCRATCH_SIZE.set(bytes);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() != bytes {
+            *s = vec![0u8; bytes].into_boxed_slice();
+        }
+    });
 }
 
 /// Runs `f` with this core's scratch buffer. `f` must not yield: the buffer is shared by every
