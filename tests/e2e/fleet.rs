@@ -1049,7 +1049,12 @@ impl Event {
     }
 }
 
+/// Ignored by a plain `cargo test`: it loads the whole machine for about 2 minutes (three
+/// Ringways, HAProxy, dnsmasq, 2,000 clients), which would make the suite's timing-sensitive
+/// tests beside it fail. `scripts/test.sh` (the README's test command, run by `.ci/run`) runs
+/// it alone after the suite; `bench/fleet.sh` runs it longer.
 #[test]
+#[ignore = "run alone: scripts/test.sh runs it after the suite"]
 fn fleet_short() {
     run_fleet(Settings::from_env());
 }

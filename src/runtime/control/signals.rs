@@ -670,8 +670,17 @@ fn receive_listeners(path: &Path) -> Result<(Sockets, UnixStream), String> {
         .set_read_timeout(Some(UPGRADE_WAIT))
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
+    let deadline = Instant::now() + UPGRADE_WAIT;
     loop {
-        let (payload, fds) = recv_fds(&stream).map_err(|e| e.to_string())?;
+        // This runs before the signal thread exists, so a signal with a handler can land in
+        // this thread; with a receive time-out set, the kernel then fails the call with EINTR
+        // instead of restarting it (seen once in the suite): try again until the deadline.
+        let (payload, fds) = match recv_fds(&stream) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && Instant::now() < deadline => {
+                continue
+            }
+            r => r.map_err(|e| e.to_string())?,
+        };
         if payload.is_empty() {
             return Err("the parent closed the upgrade socket".into());
         }
