@@ -200,7 +200,9 @@ fn run(args: Args) -> Result<(), String> {
             return Err("--rate wants a positive number of messages per second".into());
         }
         if args.verify {
-            return Err("--rate and --verify do not mix (several messages in flight share a frame)".into());
+            return Err(
+                "--rate and --verify do not mix (several messages in flight share a frame)".into(),
+            );
         }
     }
     if conns as u64 + 64 > nofile {

@@ -138,10 +138,8 @@ impl Gen {
         if let Some(rate) = args.rate {
             // Wake often enough that each tick sends about one message, but at most every
             // 100 µs and at least every 1 ms.
-            let tick = Duration::from_secs_f64(1.0 / rate).clamp(
-                Duration::from_micros(100),
-                Duration::from_millis(1),
-            );
+            let tick = Duration::from_secs_f64(1.0 / rate)
+                .clamp(Duration::from_micros(100), Duration::from_millis(1));
             let timer = match sys::interval_timer(tick) {
                 Ok(t) => t,
                 Err(e) => {
