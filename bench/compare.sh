@@ -38,6 +38,11 @@
 #            ((VmRSS with them − VmRSS before) / open count, summed over the proxy's processes),
 #            and how many still echo at the end
 #   churn    32 loops of connect → handshake → one message → close: handshakes/s
+#   echo-rate (opt-in, not in the default set) echo at partial load: first the floor's maximum
+#            (bare-forwarder, closed-loop echo as above, once per run), then every target at
+#            25 %, 50 % and 100 % of it, open loop (ringway-bench --rate: 64 connections × 64 B,
+#            a fixed schedule, latency from the scheduled send time): msg/s, p99 µs and CPU
+#            µs/msg per level, in a table of its own with ratios to bare and to nginx
 #   cpu      the proxy's own CPU time (utime+stime of all its processes and threads, from
 #            /proc/PID/stat) over the measured interval, per request / message / MB / handshake
 #   TLS tests (ringway, nginx and HAProxy only; TLS 1.3, one throwaway ECDSA P-256 certificate
@@ -60,7 +65,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL_TARGETS="direct,bare,ringway,nginx,haproxy"
 PLAIN_TESTS="http,static,static-gzip,echo,bulk,idle,churn"
 TLS_TESTS="https,wss-echo,wss-churn,wss-resume"
-ALL_TESTS="$PLAIN_TESTS,$TLS_TESTS"
+EXTRA_TESTS="echo-rate"
+ALL_TESTS="$PLAIN_TESTS,$TLS_TESTS,$EXTRA_TESTS"
 TARGETS=$ALL_TARGETS
 TESTS=$PLAIN_TESTS
 QUICK=0
@@ -693,6 +699,20 @@ run_test() {   # target test
       case $t in ringway|ringway-b|ringway-admin|nginx) ;; *) return 0 ;; esac
       run_wrk "$t" static-gzip /static/gz/app.js http "Accept-Encoding: gzip"
       run_wrk "$t" static-gzip-pre /static/pre/app.js http "Accept-Encoding: gzip" ;;
+    echo-rate)
+      local pct rate
+      for pct in 25 50 100; do
+        rate=$(awk -v m="$FLOOR_MAX" -v p="$pct" 'BEGIN { printf "%.0f", m * p / 100 }')
+        run_gen "$t" "echo-rate$pct" echo --conns 64 --size 64 --rate "$rate" --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
+        line=$GEN_LINE; [ -n "$line" ] || continue
+        record "$t" "echo-rate${pct}_msgs" "$(jget "$line" msgs_per_s)"
+        record "$t" "echo-rate${pct}_p99" "$(jget "$line" p99_us)"
+        record "$t" "echo-rate${pct}_skipped" "$(jget "$line" skipped)"
+        record "$t" echo-rate_failed "$(jget "$line" failed)"
+        cpu=$(marks_cpu_s)
+        [ -n "$PROXY_PID" ] && record "$t" "echo-rate${pct}_cpu" "$(div "$(awk -v c="$cpu" 'BEGIN { print c * 1e6 }')" "$(jget "$line" messages)")"
+      done
+      ;;
     echo)
       run_gen "$t" echo echo --conns 64 --size 64 --duration "${DUR}s" --warmup "${WARM}s" --on-measure "sh $TMP/mark.sh"
       line=$GEN_LINE; [ -n "$line" ] || return 0
@@ -774,6 +794,26 @@ run_test() {   # target test
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
   log "warning: load average is $LOAD_START before starting; other work on these CPUs will skew throughput and latency (CPU-per-operation figures suffer least)"
+fi
+# echo-rate: the floor's maximum (bare-forwarder, closed loop), once, before the rounds.
+FLOOR_MAX=""
+if has "$TESTS" echo-rate; then
+  round=0
+  start_backend
+  if start_proxy bare 0; then
+    log "echo-rate: measuring the floor's maximum (bare, closed-loop echo)"
+    run_gen bare echo-rate-floor echo --conns 64 --size 64 --duration "${DUR}s" --warmup "${WARM}s"
+    FLOOR_MAX=$(jget "$GEN_LINE" msgs_per_s)
+    stop_proxy bare
+  fi
+  stop_pid "$BACKEND_PID"
+  wait_gone "$BACKEND_PORT" || true
+  if [ -z "$FLOOR_MAX" ]; then
+    log "echo-rate: the floor's maximum could not be measured: echo-rate left out"
+    TESTS=$(echo ",$TESTS," | sed 's/,echo-rate,/,/; s/^,//; s/,$//')
+  else
+    log "echo-rate: the floor echoes $FLOOR_MAX msg/s at most; levels 25, 50, 100 % of it"
+  fi
 fi
 log "targets=$TARGETS tests=$TESTS duration=${DUR}s warmup=${WARM}s idle=$IDLE_N rounds=$ROUNDS (tmp $TMP)"
 for round in $(seq 1 "$ROUNDS"); do
@@ -887,7 +927,36 @@ failures_note() {   # tests... → one line per (target, test) whose generator c
   return 0
 }
 
-any_plain_test() { local t; for t in ${TESTS//,/ }; do is_tls_test "$t" || return 0; done; return 1; }
+any_plain_test() { local t; for t in ${TESTS//,/ }; do is_tls_test "$t" || [ "$t" = echo-rate ] || return 0; done; return 1; }
+
+rate_ratio() {   # value base → "0.93×" or empty
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b + 0 > 0) printf "%.2f×", a / b }'
+}
+
+emit_rate_table() {   # echo-rate: per level msg/s, p99 and CPU µs/msg (× bare, × nginx)
+  local hdr="| target |" sep="|---|" row t pct v c rb rn
+  for pct in 25 50 100; do
+    hdr="$hdr ${pct} % msg/s | ${pct} % p99 µs | ${pct} % CPU µs/msg |"; sep="$sep---:|---:|---:|"
+  done
+  echo "$hdr"; echo "$sep"
+  for t in ${TARGETS//,/ }; do
+    row="| $t |"
+    for pct in 25 50 100; do
+      v=${R["$t.echo-rate${pct}_msgs"]:-}
+      row="$row $([ -n "$v" ] && fmt "$v" 0 || echo n/a) |"
+      v=${R["$t.echo-rate${pct}_p99"]:-}
+      row="$row $([ -n "$v" ] && fmt "$v" 0 || echo n/a) |"
+      c=${R["$t.echo-rate${pct}_cpu"]:-}
+      if [ -z "$c" ]; then row="$row n/a |"; continue; fi
+      rb=""; rn=""
+      [ "$t" != bare ] && rb=$(rate_ratio "$c" "${R["bare.echo-rate${pct}_cpu"]:-}")
+      [ "$t" != nginx ] && rn=$(rate_ratio "$c" "${R["nginx.echo-rate${pct}_cpu"]:-}")
+      local paren="${rb:+$rb bare}${rb:+${rn:+, }}${rn:+$rn nginx}"
+      row="$row $(fmt "$c" 2)${paren:+ ($paren)} |"
+    done
+    echo "$row"
+  done
+}
 any_tls_target() { local t; for t in ${TARGETS//,/ }; do tls_capable "$t" && return 0; done; return 1; }
 
 TABLE=$TMP/table.md
@@ -899,6 +968,20 @@ TABLE=$TMP/table.md
     echo
     echo "CPU = the proxy's utime+stime (all processes and threads) over the measured interval. direct = no proxy (CPU and RSS n/a). static: HAProxy serves no files; direct/bare have no static path. static-gzip: a 100 KiB JavaScript file with Accept-Encoding: gzip, compressed on the fly at gzip level 5 (both) or served from app.js.gz."
     failures_note echo churn
+  fi
+  if has "$TESTS" echo-rate; then
+    echo
+    echo "echo-rate: open-loop echo (ringway-bench --rate, 64 connections × 64 B) at 25, 50 and 100 % of the floor's maximum, $FLOOR_MAX msg/s (bare-forwarder, closed loop, measured once at the start). p99 from each message's scheduled send time. CPU ratios are to bare (the floor) and to nginx at the same level."
+    echo
+    emit_rate_table
+    echo
+    for t in ${TARGETS//,/ }; do
+      for pct in 25 50 100; do
+        sk=${R["$t.echo-rate${pct}_skipped"]:-0}
+        [ "$sk" != 0 ] && echo "- $t at $pct %: $sk scheduled messages skipped (64 already in flight on their connection): the target fell behind the schedule"
+      done
+    done
+    failures_note echo-rate
   fi
   if any_tls_test && any_tls_target; then
     echo

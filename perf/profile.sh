@@ -14,6 +14,8 @@
 # `perf/profile-diff.py DIR_BARE DIR_RINGWAY` shows where Ringway's extra CPU per message goes.
 # With --callgrind: runs Ringway under valgrind --tool=callgrind instead and reports
 # instructions per message (deterministic; counters zeroed after warm-up).
+# RINGWAY_BIN=PATH profiles that Ringway binary instead of target/release/ringway (e.g. a copy of
+# the build before a change, for before/after callgrind counts in one sitting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +36,7 @@ case $proxy in ringway|bare) ;; *) echo "--proxy: ringway or bare" >&2; exit 2 ;
 mkdir -p "$out"
 cargo build --release -q -p ringway -p ringway-bench
 bin=target/release
+ringway_bin=${RINGWAY_BIN:-$bin/ringway}
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -64,7 +67,7 @@ TOML
 if [ "$callgrind" = 1 ]; then
     command -v valgrind >/dev/null || { echo "valgrind is needed for --callgrind" >&2; exit 1; }
     taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-        "$bin/ringway" --config "$cfg" --log-level warn 2>"$out/valgrind.log" & pids+=($!)
+        "$ringway_bin" --config "$cfg" --log-level warn 2>"$out/valgrind.log" & pids+=($!)
     wait_port "$proxy_port"
     "$bin/ringway-bench" echo --url "ws://127.0.0.1:$proxy_port/ws" --conns "$conns" --size "$size" --duration 2s >/dev/null
     callgrind_control --zero "${pids[-1]}" >/dev/null
@@ -86,7 +89,7 @@ if [ "$proxy" = bare ]; then
     taskset -c 1 "$bin/bare-forwarder" --listen "127.0.0.1:$proxy_port" \
         --backend "127.0.0.1:$backend_port" 2>/dev/null & pids+=($!)
 else
-    taskset -c 1 "$bin/ringway" --config "$cfg" --log-level warn & pids+=($!)
+    taskset -c 1 "$ringway_bin" --config "$cfg" --log-level warn & pids+=($!)
 fi
 rw=${pids[-1]}
 wait_port "$proxy_port"

@@ -92,6 +92,13 @@ pub(crate) struct Args {
     /// time). The event loop waits for it, so keep it short. Its stdout goes to our stderr.
     #[arg(long)]
     pub(crate) on_measure: Option<String>,
+    /// Echo: open loop at N messages/s in all instead of the closed loop. Message k goes to
+    /// connection k mod conns at start + k/N (a fixed schedule, sent whether or not earlier echoes
+    /// came back), and its latency is measured from that scheduled time, so a stalled proxy's
+    /// delay is counted, not hidden. At most 64 messages in flight per connection; what the
+    /// schedule cannot send past that counts in `skipped`.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub(crate) json: bool,

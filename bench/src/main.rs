@@ -19,7 +19,7 @@ mod recv;
 mod report;
 mod send;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
@@ -84,6 +84,8 @@ struct Conn {
     recv_seq: u64,
     differs: bool,
     sent_at: Instant,
+    /// --rate: the scheduled send times of the messages in flight, oldest first.
+    sched: VecDeque<Instant>,
     /// When the current connection attempt (or churn cycle) started.
     since: Instant,
 }
@@ -132,6 +134,20 @@ struct Gen {
     pending: usize,
     errors: BTreeMap<String, u64>,
     last_sweep: Instant,
+    /// --rate: the open-loop schedule.
+    pace: Option<Pace>,
+}
+
+/// --rate's schedule: message k (counted from `start`) is due at start + k / rate, on
+/// connection k mod conns.
+struct Pace {
+    rate: f64,
+    start: Instant,
+    next: u64,
+    /// Scheduled messages not sent (connection not open, or 64 already in flight on it).
+    skipped: u64,
+    /// The interval timer (timerfd) that wakes the loop to send what is due.
+    timer: std::os::fd::OwnedFd,
 }
 
 fn main() {
@@ -186,6 +202,19 @@ fn run(args: Args) -> Result<(), String> {
             t.configs.push(tls::client_config(ca, true)?);
         }
     }
+    if let Some(r) = args.rate {
+        if mode != Mode::Echo {
+            return Err("--rate applies to echo only".into());
+        }
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate wants a positive number of messages per second".into());
+        }
+        if args.verify {
+            return Err(
+                "--rate and --verify do not mix (several messages in flight share a frame)".into(),
+            );
+        }
+    }
     if conns as u64 + 64 > nofile {
         eprintln!("ringway-bench: warning: {conns} connections but the fd limit is {nofile}");
     }
@@ -234,6 +263,7 @@ fn run(args: Args) -> Result<(), String> {
             recv_seq: 0,
             differs: false,
             sent_at: now,
+            sched: VecDeque::new(),
             since: now,
         });
     }
@@ -269,6 +299,7 @@ fn run(args: Args) -> Result<(), String> {
         pending: 0,
         errors: BTreeMap::new(),
         last_sweep: now,
+        pace: None,
     };
     let mut rep = Report::default();
     rep.s("mode", mode.name());

@@ -11,7 +11,10 @@ use ringway_bench::sys;
 
 use crate::cli::{Args, Mode};
 use crate::report::Report;
-use crate::{Gen, St};
+use crate::{Gen, Pace, St};
+
+/// The --rate timer's token (connections use their index).
+const PACE_TOKEN: mio::Token = mio::Token(usize::MAX);
 
 /// Runs `cmd` (if any) through sh -c with RINGWAY_BENCH_PHASE=phase and waits for it.
 fn hook(cmd: &Option<String>, phase: &str) {
@@ -46,8 +49,15 @@ impl Gen {
             return;
         }
         for ev in events.iter() {
+            if ev.token() == PACE_TOKEN {
+                if let Some(p) = &self.pace {
+                    sys::drain_timer(&p.timer);
+                }
+                continue;
+            }
             self.handle(ev.token().0, ev);
         }
+        self.pace();
         if self.last_sweep.elapsed() >= Duration::from_millis(100) {
             self.sweep();
         }
@@ -125,7 +135,40 @@ impl Gen {
         } else {
             1
         };
+        if let Some(rate) = args.rate {
+            // Wake often enough that each tick sends about one message, but at most every
+            // 100 µs and at least every 1 ms.
+            let tick = Duration::from_secs_f64(1.0 / rate)
+                .clamp(Duration::from_micros(100), Duration::from_millis(1));
+            let timer = match sys::interval_timer(tick) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("ringway-bench: timerfd: {e}");
+                    std::process::exit(2);
+                }
+            };
+            use std::os::fd::AsRawFd;
+            let fd = timer.as_raw_fd();
+            if let Err(e) = self.poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                PACE_TOKEN,
+                mio::Interest::READABLE,
+            ) {
+                eprintln!("ringway-bench: timerfd: {e}");
+                std::process::exit(2);
+            }
+            self.pace = Some(Pace {
+                rate,
+                start: Instant::now(),
+                next: 0,
+                skipped: 0,
+                timer,
+            });
+        }
         for i in 0..self.conns.len() {
+            if self.pace.is_some() {
+                break;
+            }
             if self.conns[i].st == St::Open {
                 for _ in 0..per_conn {
                     self.send_msg(i);
@@ -137,10 +180,15 @@ impl Gen {
         hook(&args.on_measure, "start");
         self.measuring = true;
         self.hist.reset();
+        let skipped0 = self.pace.as_ref().map_or(0, |p| p.skipped);
         let elapsed = self.run_for(&mut events, args.duration).as_secs_f64();
         self.measuring = false;
         hook(&args.on_measure, "end");
         self.running = false;
+        if let Some(p) = self.pace.take() {
+            rep.f("rate", p.rate, 1);
+            rep.i("skipped", p.skipped - skipped0);
+        }
         let secs = elapsed.max(1e-9);
         rep.f("duration_s", elapsed, 3);
         rep.i("messages", self.messages);

@@ -279,7 +279,21 @@ impl Gen {
             return;
         }
         c.in_flight -= 1;
-        let sent_at = c.sent_at;
+        let mut sent_at = c.sent_at;
+        if self.pace.is_some() {
+            // Open loop: latency from the scheduled send time; nothing is sent in reply.
+            sent_at = c.sched.pop_front().unwrap_or(sent_at);
+            if let Some(&next) = c.sched.front() {
+                c.sent_at = next;
+            }
+            if self.measuring {
+                self.messages += 1;
+                let _ = self
+                    .hist
+                    .record((sent_at.elapsed().as_nanos() as u64).max(1));
+            }
+            return;
+        }
         if c.in_flight > 0 {
             c.sent_at = Instant::now();
         }

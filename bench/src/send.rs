@@ -13,6 +13,9 @@ use ringway_bench::sys;
 
 use crate::{is_wouldblock, verify_byte, Gen, St};
 
+/// --rate: messages in flight per connection at most (the schedule skips past it).
+const PACED_IN_FLIGHT_MAX: usize = 64;
+
 impl Gen {
     // ---- connection lifecycle -------------------------------------------------------------
 
@@ -113,6 +116,37 @@ impl Gen {
         }
         c.data_pending += 1;
         c.in_flight += 1;
+    }
+
+    /// --rate: sends what the schedule says is due by now, each on its connection.
+    pub(crate) fn pace(&mut self) {
+        let Some(p) = self.pace.as_ref() else { return };
+        let (rate, start) = (p.rate, p.start);
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        let n = self.conns.len() as u64;
+        let mut k = p.next;
+        let mut skipped = 0;
+        while k < due {
+            let at = start + std::time::Duration::from_secs_f64(k as f64 / rate);
+            let i = (k % n) as usize;
+            k += 1;
+            let c = &mut self.conns[i];
+            if c.st != St::Open || c.sched.len() >= PACED_IN_FLIGHT_MAX {
+                skipped += 1;
+                continue;
+            }
+            if c.sched.is_empty() {
+                c.sent_at = at;
+            }
+            c.sched.push_back(at);
+            c.data_pending += 1;
+            c.in_flight += 1;
+            self.flush(i);
+        }
+        if let Some(p) = self.pace.as_mut() {
+            p.next = k;
+            p.skipped += skipped;
+        }
     }
 
     pub(crate) fn flush(&mut self, i: usize) {

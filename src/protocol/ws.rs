@@ -294,6 +294,19 @@ impl FrameTracker {
     pub fn feed(&mut self, mut data: &[u8]) -> u64 {
         let mut messages = 0;
         while !data.is_empty() {
+            // Fast path: at a boundary with the whole header in `data` (a tunnel's usual read:
+            // one or more whole small frames), the header is read in place, not copied.
+            if self.head_len == 0 && self.remaining == 0 {
+                if let Some((len, fin_data, close, hl)) = header_in_place(data) {
+                    messages += u64::from(fin_data);
+                    self.close_seen |= close;
+                    data = &data[hl..];
+                    let n = data.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+                    self.remaining = len - n as u64;
+                    data = &data[n..];
+                    continue;
+                }
+            }
             if self.remaining > 0 {
                 let n = data
                     .len()
@@ -355,6 +368,37 @@ impl FrameTracker {
         let have = usize::from(self.head_len);
         header_len(&self.head[..have]).unwrap_or(2) - have
     }
+}
+
+/// A whole frame header at the start of `data`: (payload length, whether it starts the final
+/// frame of a data message, whether it is a Close, header length). `None` if `data` holds less
+/// than the whole header.
+#[inline]
+fn header_in_place(data: &[u8]) -> Option<(u64, bool, bool, usize)> {
+    let (b0, b1) = (*data.first()?, *data.get(1)?);
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    let (len, ext) = match b1 & 0x7F {
+        126 => (
+            u64::from(u16::from_be_bytes([*data.get(2)?, *data.get(3)?])),
+            2,
+        ),
+        127 => {
+            let n: [u8; 8] = data.get(2..10)?.try_into().ok()?;
+            (u64::from_be_bytes(n), 8)
+        }
+        n => (u64::from(n), 0),
+    };
+    let hl = 2 + ext + mask;
+    if data.len() < hl {
+        return None;
+    }
+    let opcode = b0 & 0x0F;
+    Some((
+        len,
+        b0 & 0x80 != 0 && opcode < 0x8,
+        opcode == opcode::CLOSE,
+        hl,
+    ))
 }
 
 /// The full header length once its first two bytes are known.
@@ -497,6 +541,53 @@ mod tests {
             }
         }
         assert_eq!(landed, ends);
+    }
+
+    #[test]
+    fn tracker_reads_whole_headers_in_place_as_it_does_byte_by_byte() {
+        // Many small frames (the fast path: whole headers in one read) mixed with 16- and
+        // 64-bit lengths, masked and not, fed in chunks of every size from 1 to 40: after
+        // each chunk the state matches a tracker fed the same bytes one at a time.
+        let mut stream = Vec::new();
+        for i in 0..40u8 {
+            let len = match i % 5 {
+                0 => 0,
+                1 => 64,
+                2 => 125,
+                3 => 126,
+                _ => 300,
+            };
+            stream.push(if i % 7 == 6 { 0x88 } else { 0x80 | (i % 3) });
+            let masked = if i % 2 == 0 { 0x80 } else { 0 };
+            if i == 13 {
+                stream.push(masked | 127);
+                stream.extend_from_slice(&(len as u64).to_be_bytes());
+            } else if len >= 126 {
+                stream.push(masked | 126);
+                stream.extend_from_slice(&(len as u16).to_be_bytes());
+            } else {
+                stream.push(masked | len as u8);
+            }
+            if masked != 0 {
+                stream.extend_from_slice(&[1, 2, 3, 4]);
+            }
+            stream.extend(std::iter::repeat_n(i, len));
+        }
+        for chunk in 1..=40 {
+            let (mut fast, mut slow) = (FrameTracker::default(), FrameTracker::default());
+            let (mut m_fast, mut m_slow) = (0, 0);
+            for part in stream.chunks(chunk) {
+                m_fast += fast.feed(part);
+                m_slow += part.iter().map(|b| slow.feed(&[*b])).sum::<u64>();
+                assert_eq!(fast.at_boundary(), slow.at_boundary(), "chunk {chunk}");
+                assert_eq!(fast.to_boundary(), slow.to_boundary(), "chunk {chunk}");
+                assert_eq!(fast.close_seen, slow.close_seen, "chunk {chunk}");
+                assert_eq!(m_fast, m_slow, "chunk {chunk}");
+            }
+            assert!(fast.at_boundary());
+            // Final data frames: every frame but the Closes (i % 7 == 6) has FIN and opcode < 8.
+            assert_eq!(m_fast, 40 - (0..40).filter(|i| i % 7 == 6).count() as u64);
+        }
     }
 
     #[test]

@@ -131,3 +131,13 @@ impl Upstream {
         }
     }
 }
+
+/// Plain TCP: glommio's answer; Unix sockets and TLS: false (not known).
+impl crate::runtime::net::tunnel::QuietRead for Upstream {
+    fn read_would_pend(&self, waker: &std::task::Waker) -> bool {
+        match self {
+            Upstream::Tcp(tcp) => tcp.read_would_pend(waker),
+            Upstream::Unix(_) | Upstream::Tls(_) => false,
+        }
+    }
+}

@@ -174,6 +174,16 @@ fn counted(
     r
 }
 
+/// Plain TCP: glommio's answer; TLS: false (rustls may hold plaintext already).
+impl crate::runtime::net::tunnel::QuietRead for ClientStream {
+    fn read_would_pend(&self, waker: &std::task::Waker) -> bool {
+        match &self.inner {
+            Inner::Plain(tcp) => tcp.read_would_pend(waker),
+            Inner::Tls(_) => false,
+        }
+    }
+}
+
 impl futures_lite::io::AsyncRead for ClientStream {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,

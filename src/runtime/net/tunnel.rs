@@ -31,6 +31,23 @@ use crate::runtime::net::evict::{Ticket, CLOSE_SERVICE_RESTART};
 use crate::runtime::net::idle::{self, Watch};
 use crate::runtime::net::pool;
 
+/// A stream that can tell, without reading, that a read now would only wait: the last read
+/// drained it, nothing has been reported since, and `waker` is the one a report will wake
+/// (glommio patch 15). A tunnel wakes once for both directions and skips the read of the side
+/// that has nothing; the answer is false whenever that is not known (TLS: rustls may hold
+/// plaintext; HTTP/2 streams).
+pub trait QuietRead {
+    fn read_would_pend(&self, _waker: &std::task::Waker) -> bool {
+        false
+    }
+}
+
+impl QuietRead for glommio::net::TcpStream {
+    fn read_would_pend(&self, waker: &std::task::Waker) -> bool {
+        glommio::net::TcpStream::read_would_pend(self, waker)
+    }
+}
+
 /// Close status 1001, "going away" (RFC 6455 §7.4.1): the server is shutting down.
 const CLOSE_GOING_AWAY: u16 = 1001;
 
@@ -122,7 +139,7 @@ fn poll_half<R, W>(
     closing: Option<u16>,
 ) -> Poll<io::Result<()>>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + QuietRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     for _ in 0..TURNS_PER_POLL_MAX {
@@ -195,6 +212,9 @@ where
                     }
                 }
             }
+        }
+        if src.read_would_pend(cx.waker()) {
+            return Poll::Pending;
         }
         match pool::with_scratch(|buf| {
             let n = buf.len().min(limit);
@@ -312,8 +332,8 @@ pub(crate) fn write_some<W: AsyncWrite + Unpin>(
 
 impl<A, B> Future for Tunnel<'_, A, B>
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: AsyncRead + AsyncWrite + QuietRead + Unpin,
+    B: AsyncRead + AsyncWrite + QuietRead + Unpin,
 {
     /// Ends when both directions are done (byte counts live in the client stream).
     type Output = io::Result<()>;

@@ -488,6 +488,26 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         }
     }
 
+    /// Ringway patch 15 (quiet-read-skip): whether `poll_read` would return `Pending` with
+    /// nothing to do: the last read drained the socket, the polls are armed and live, nothing
+    /// came from them, and `waker` is already the one they wake. A task that polls several
+    /// streams per wake-up (a tunnel) skips those reads. False whenever that is not known.
+    pub(crate) fn read_would_pend(&self, waker: &Waker) -> bool {
+        if !self.polls_armed || self.rx_ready || self.hup || self.read_timeout.armed().is_some() {
+            return false;
+        }
+        let Some(rx) = self.source_rx.as_ref() else {
+            return false;
+        };
+        if !rx.quiet_for(waker) {
+            return false;
+        }
+        match self.source_hup.as_ref() {
+            None => !MULTISHOT_POLL.with(|m| m.get()),
+            Some(hup) => hup.quiet_for(waker),
+        }
+    }
+
     /// Ringway patch 3 (vectored-write): whether no data, hang-up or error has been reported on
     /// the stream since a read drained it: both polls are armed and nothing came from them. A
     /// pooled keep-alive connection that is quiet needs no `MSG_PEEK` probe before reuse
@@ -706,6 +726,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// Ringway patch 3 (vectored-write): see `NonBufferedStream::is_read_quiet`.
     pub(crate) fn is_read_quiet(&self) -> bool {
         self.stream.is_read_quiet()
+    }
+
+    /// Ringway patch 15 (quiet-read-skip): see `NonBufferedStream::read_would_pend`.
+    pub(crate) fn read_would_pend(&self, waker: &Waker) -> bool {
+        self.rx_buf.is_empty() && !self.rx_done.get() && self.stream.read_would_pend(waker)
     }
 
     /// Ringway patch 5 (multishot-polls): see `NonBufferedStream::forget_read_wakers`.

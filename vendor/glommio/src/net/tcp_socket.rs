@@ -682,6 +682,14 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.is_read_quiet()
     }
 
+    /// Ringway patch 15 (quiet-read-skip): whether a read now would return `Pending` at once
+    /// with nothing to do: the last read drained the socket, nothing has been reported since,
+    /// and `waker` is the one a report will wake. A task polling several streams per wake-up
+    /// (a tunnel) can skip the read. False whenever that is not known.
+    pub fn read_would_pend(&self, waker: &std::task::Waker) -> bool {
+        self.stream.read_would_pend(waker)
+    }
+
     /// Ringway patch 5 (multishot-polls): lets go of the waker the last waiting read left behind
     /// (call it when the stream outlives the task that read it, e.g. a pooled keep-alive
     /// connection).

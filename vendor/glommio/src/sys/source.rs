@@ -269,6 +269,19 @@ impl Source {
         self.inner.borrow_mut().wakers.waiters.clear();
     }
 
+    /// Ringway patch 15 (quiet-read-skip): still queued or in the kernel, no completion untaken,
+    /// and `waker` is the one a completion wakes (`add_waiter_single`'s).
+    pub(crate) fn quiet_for(&self, waker: &Waker) -> bool {
+        let inner = self.inner.borrow();
+        inner.enqueued.is_some()
+            && inner.wakers.result.is_none()
+            && inner
+                .wakers
+                .waiters
+                .first()
+                .is_some_and(|w| w.will_wake(waker))
+    }
+
     /// Ringway patch 5 (multishot-polls): whether a completion arrived that `take_result` has not
     /// taken.
     pub(crate) fn has_result(&self) -> bool {
