@@ -35,7 +35,7 @@ fn allowed_cpus() -> Vec<usize> {
 /// Two cores: core 0 accepts on "main" only (pinned to `cpu0`, 4 KiB reads), core 1 on
 /// "admin" only (pinned to `cpu1`, 256-entry rings, 64 KiB reads, 300 connections).
 fn two_core_config(cpu0: usize, cpu1: usize, echo: &str, extra: &str) -> String {
-    format!(
+    let head = format!(
         r#"[runtime]
 cores = 2
 pin = false
@@ -68,26 +68,9 @@ address = "127.0.0.1:@PORT1@"
 
 [admin]
 listener = "admin"
-
-[[backend]]
-name = "chat"
-servers = ["{echo}"]
-
-[[vhost]]
-name = "site"
-domains = ["*"]
-listeners = ["main"]
-doc_root = "www"
-
-[[vhost.websocket]]
-uri = "/chat/"
-backend = "chat"
-
-[[vhost.context]]
-uri = "/"
-handler = "static"
-{extra}"#
-    )
+"#
+    );
+    format!("{}{extra}", ws_site(&head, echo))
 }
 
 /// The CPUs each `ringway-core-N` thread may run on: (N, Cpus_allowed_list), one per thread.
