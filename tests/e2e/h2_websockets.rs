@@ -3,7 +3,6 @@
 //! flow control toward a slow client, and the built-in echo endpoint.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -282,24 +281,16 @@ fn chromium_opens_wss_over_http2_with_rfc_8441() {
     let mut dom = String::new();
     for _ in 0..3 {
         let profile = temp_dir();
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-extensions",
+        dom = chromium_dump_dom(
+            profile.path(),
+            &format!("https://localhost:{}/ws.html", rw.port()),
+            &[
                 // The test CA is not in Chromium's store; the TLS is real all the same.
                 "--ignore-certificate-errors",
                 "--virtual-time-budget=10000",
                 "--host-resolver-rules=MAP localhost 127.0.0.1",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--dump-dom")
-            .arg(format!("https://localhost:{}/ws.html", rw.port()))
-            .output()
-            .expect("chromium (apt-get install chromium)");
-        dom = String::from_utf8_lossy(&out.stdout).into_owned();
+            ],
+        );
         if page_done.load(Ordering::SeqCst) {
             break;
         }

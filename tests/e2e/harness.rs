@@ -163,6 +163,26 @@ pub fn ws_site(head: &str, server: &str) -> String {
     )
 }
 
+/// Headless Chromium loads `url` (with `extra` flags) using the profile folder `profile`, runs
+/// its scripts, and returns the DOM it dumps.
+pub fn chromium_dump_dom(profile: &std::path::Path, url: &str, extra: &[&str]) -> String {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+        ])
+        .args(extra)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("chromium (apt-get install chromium)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Removes ANSI colour sequences (in case the logger colours its output).
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -291,20 +291,7 @@ fn dashboard_in_headless_chromium_shows_what_metrics_says() {
     echo_round(&mut tunnels, 0);
     echo_round(&mut tunnels, 1);
     let profile = temp_dir();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-extensions",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("http://127.0.0.1:{admin}/"))
-        .output()
-        .expect("chromium (apt-get install chromium)");
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dom = chromium_dump_dom(profile.path(), &format!("http://127.0.0.1:{admin}/"), &[]);
     assert!(dom.contains("data-core=\"1\""), "{dom}");
     // The page renders: a screenshot of it.
     let png = profile.path().join("dashboard.png");

@@ -217,19 +217,7 @@ fn the_admin_listener_on_one_core_pinned_cores_and_their_settings_shown() {
 
     // The dashboard page shows them in its cores table (headless Chromium runs its script).
     let profile = temp_dir();
-    let out = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("http://127.0.0.1:{admin}/"))
-        .output()
-        .expect("chromium (apt-get install chromium)");
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dom = chromium_dump_dom(profile.path(), &format!("http://127.0.0.1:{admin}/"), &[]);
     let row = |core: usize| {
         let at = dom
             .find(&format!("data-core=\"{core}\""))
