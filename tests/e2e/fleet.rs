@@ -313,15 +313,20 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 // ---------------------------------------------------------------------------------------------
 // Backends
 
+/// This thread enters namespace `ns`, and gets a current-thread tokio runtime for its sockets.
+fn runtime_in(ns: &str) -> tokio::runtime::Runtime {
+    enter(ns);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// A backend server on `ip`:9000 in its namespace: WebSocket echo, and long polls answered
 /// after `POLL_HOLD` with the server's name.
 fn spawn_backend(ns: String, name: &'static str, ip: &'static str, stats: Arc<BackendStats>) {
     thread::spawn(move || {
-        enter(&ns);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let rt = runtime_in(&ns);
         rt.block_on(async move {
             let listener = TcpListener::bind((ip, BACKEND_PORT))
                 .await
@@ -426,11 +431,7 @@ fn spawn_clients(
 ) -> thread::JoinHandle<()> {
     let (clients, polls, every) = (set.clients, set.polls, set.every);
     thread::spawn(move || {
-        enter(&ns);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let rt = runtime_in(&ns);
         rt.block_on(async move {
             let mut tasks = Vec::new();
             // Started over 10 s, so that the first connections are no storm either.

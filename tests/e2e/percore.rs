@@ -73,6 +73,18 @@ listener = "admin"
     format!("{}{extra}", ws_site(&head, echo))
 }
 
+/// Connections `core` accepted on `listener`, from a metrics scrape.
+fn accepted_on(m: &[(String, f64)], core: &str, listener: &str) -> f64 {
+    sum(
+        m,
+        "ringway_connections_total",
+        &[
+            &format!("core=\"{core}\""),
+            &format!("listener=\"{listener}\""),
+        ],
+    )
+}
+
 /// The CPUs each `ringway-core-N` thread may run on: (N, Cpus_allowed_list), one per thread.
 fn core_threads(pid: u32) -> Vec<(usize, String)> {
     let mut out = Vec::new();
@@ -152,16 +164,7 @@ fn the_admin_listener_on_one_core_pinned_cores_and_their_settings_shown() {
     }
     ws_close(&mut ws);
     let m = scrape(admin);
-    let accepted = |core: &str, listener: &str| {
-        sum(
-            &m,
-            "ringway_connections_total",
-            &[
-                &format!("core=\"{core}\""),
-                &format!("listener=\"{listener}\""),
-            ],
-        )
-    };
+    let accepted = |core: &str, listener: &str| accepted_on(&m, core, listener);
     assert_eq!(accepted("0", "main"), 21.0, "{m:?}");
     assert_eq!(accepted("1", "main"), 0.0, "{m:?}");
     assert_eq!(accepted("0", "admin"), 0.0, "{m:?}");
@@ -428,16 +431,7 @@ fn an_upgrade_hands_each_core_only_its_listeners() {
     let m = scrape(admin);
     // SAFETY: the new Ringway (our grandchild) is stopped by its pid.
     unsafe { libc::kill(new_pid, libc::SIGKILL) };
-    let accepted = |core: &str, listener: &str| {
-        sum(
-            &m,
-            "ringway_connections_total",
-            &[
-                &format!("core=\"{core}\""),
-                &format!("listener=\"{listener}\""),
-            ],
-        )
-    };
+    let accepted = |core: &str, listener: &str| accepted_on(&m, core, listener);
     assert_eq!(accepted("0", "main"), 10.0, "{m:?}");
     assert_eq!(accepted("1", "main") + accepted("0", "admin"), 0.0, "{m:?}");
     assert_eq!(accepted("1", "admin"), 1.0, "{m:?}");
