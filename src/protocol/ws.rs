@@ -356,6 +356,21 @@ impl FrameTracker {
         self.head_len == 0 && self.remaining == 0
     }
 
+    /// Payload bytes of the current frame still to come (0 at a boundary or inside a header):
+    /// bytes that can pass unseen (spliced), followed with `skip_payload`.
+    pub fn payload_left(&self) -> u64 {
+        if self.head_len == 0 {
+            self.remaining
+        } else {
+            0
+        }
+    }
+
+    /// `n` payload bytes (at most `payload_left()`) went by without being fed.
+    pub fn skip_payload(&mut self, n: u64) {
+        self.remaining -= n.min(self.remaining);
+    }
+
     /// How many more bytes reach the next frame boundary at most (0 at a boundary). A reader
     /// that reads no more than this never passes a boundary.
     pub fn to_boundary(&self) -> usize {

@@ -30,6 +30,7 @@ mod ocsp;
 mod operations;
 mod percore;
 mod routing;
+mod splice;
 mod static_cost;
 mod static_edge;
 mod static_files;

@@ -150,6 +150,9 @@ pub struct CoreMetrics {
     /// WebSocket frames that ended a message, client → backend and backend → client.
     pub messages_in: Cell<u64>,
     pub messages_out: Cell<u64>,
+    /// Tunnel bytes moved socket → pipe → socket with `splice(2)`, counted once when they leave
+    /// the pipe (bulk tunnels, `net::splice`).
+    pub spliced_bytes: Cell<u64>,
     /// Refused by the per-IP limits: connections closed, upgrades answered 429.
     pub limited_connections: Cell<u64>,
     pub limited_upgrades: Cell<u64>,
@@ -197,6 +200,7 @@ impl CoreMetrics {
             bytes_out: Cell::new(0),
             messages_in: Cell::new(0),
             messages_out: Cell::new(0),
+            spliced_bytes: Cell::new(0),
             limited_connections: Cell::new(0),
             limited_upgrades: Cell::new(0),
             send_timeouts: Cell::new(0),

@@ -160,6 +160,19 @@ pub fn render(cores: &[CoreSnapshot], g: &Global) -> String {
     }
     family(
         o,
+        "ringway_tunnel_spliced_bytes_total",
+        "counter",
+        "Tunnel bytes moved with splice(2), socket to pipe to socket (bulk tunnels).",
+    );
+    for c in cores {
+        let _ = writeln!(
+            o,
+            "ringway_tunnel_spliced_bytes_total{{core=\"{}\"}} {}",
+            c.core, c.spliced_bytes
+        );
+    }
+    family(
+        o,
         "ringway_ws_messages_total",
         "counter",
         "WebSocket messages through tunnels (in: client to backend).",

@@ -14,6 +14,7 @@ impl CoreMetrics {
             bytes_out: self.bytes_out.get(),
             messages_in: self.messages_in.get(),
             messages_out: self.messages_out.get(),
+            spliced_bytes: self.spliced_bytes.get(),
             limited: [self.limited_connections.get(), self.limited_upgrades.get()],
             send_timeouts: self.send_timeouts.get(),
             pooled_bytes: 0,
@@ -37,6 +38,7 @@ pub struct CoreSnapshot {
     pub(super) bytes_out: u64,
     pub(super) messages_in: u64,
     pub(super) messages_out: u64,
+    pub(super) spliced_bytes: u64,
     pub(super) limited: [u64; 2],
     pub(super) send_timeouts: u64,
     /// Set by the runtime when it takes the snapshot (`ringway_buffer_pool_bytes`).

@@ -132,6 +132,48 @@ impl Upstream {
     }
 }
 
+/// Plain TCP splices; Unix sockets and TLS do not.
+impl crate::runtime::net::splice::Splice for Upstream {
+    fn can_splice(&self) -> bool {
+        matches!(self, Upstream::Tcp(_))
+    }
+
+    fn poll_splice_in(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        pipe_w: std::os::unix::io::RawFd,
+        len: usize,
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self {
+            Upstream::Tcp(tcp) => tcp.poll_splice_in(cx, pipe_w, len),
+            _ => std::task::Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    fn poll_splice_out(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        pipe_r: std::os::unix::io::RawFd,
+        len: usize,
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self {
+            Upstream::Tcp(tcp) => tcp.poll_splice_out(cx, pipe_r, len),
+            _ => std::task::Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    fn poll_write_more(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self {
+            Upstream::Tcp(tcp) => tcp.poll_write_more(cx, buf),
+            _ => futures_lite::io::AsyncWrite::poll_write(std::pin::Pin::new(self), cx, buf),
+        }
+    }
+}
+
 /// Plain TCP: glommio's answer; Unix sockets and TLS: false (not known).
 impl crate::runtime::net::tunnel::QuietRead for Upstream {
     fn read_would_pend(&self, waker: &std::task::Waker) -> bool {

@@ -80,6 +80,9 @@ fn h2_io_error(e: h2::Error) -> io::Error {
 /// Not known without polling the h2 stream: always read.
 impl crate::runtime::net::tunnel::QuietRead for H2Io {}
 
+/// An HTTP/2 stream cannot splice.
+impl crate::runtime::net::splice::Splice for H2Io {}
+
 impl AsyncRead for H2Io {
     fn poll_read(
         mut self: Pin<&mut Self>,

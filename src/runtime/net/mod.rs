@@ -9,6 +9,7 @@
 //! - `tunnel`: the byte pump between a client and a backend (WebSocket, CONNECT, L4), with
 //!   frame tracking for the drain.
 //! - `evict`: open WebSocket tunnels by backend server, closed spread over time by a drain.
+//! - `splice`: bulk tunnels' zero-copy path (pipes, `splice(2)`), used by `tunnel`.
 //!
 //! May import: nothing else in the runtime.
 
@@ -18,5 +19,6 @@ pub(crate) mod io;
 pub(crate) mod memory;
 pub mod pool;
 pub(crate) mod process;
+pub mod splice;
 pub(crate) mod stream;
 pub mod tunnel;

@@ -184,6 +184,55 @@ impl crate::runtime::net::tunnel::QuietRead for ClientStream {
     }
 }
 
+/// Plain TCP splices (counted, and bounded by `timeouts.send` on the way out, like reads and
+/// writes); TLS cannot.
+impl crate::runtime::net::splice::Splice for ClientStream {
+    fn can_splice(&self) -> bool {
+        matches!(self.inner, Inner::Plain(_))
+    }
+
+    fn poll_splice_in(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        pipe_w: std::os::unix::io::RawFd,
+        len: usize,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let Inner::Plain(tcp) = &mut self.inner else {
+            return std::task::Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()));
+        };
+        let r = tcp.poll_splice_in(cx, pipe_w, len);
+        counted(r, &mut self.bytes_in, |m| &m.bytes_in)
+    }
+
+    fn poll_splice_out(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        pipe_r: std::os::unix::io::RawFd,
+        len: usize,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let Inner::Plain(tcp) = &mut self.inner else {
+            return std::task::Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()));
+        };
+        if self.send.timed_out {
+            return timed_out();
+        }
+        let r = tcp.poll_splice_out(cx, pipe_r, len);
+        let r = self.send.check(cx, r);
+        counted(r, &mut self.bytes_out, |m| &m.bytes_out)
+    }
+
+    fn poll_write_more(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match ClientStream::poll_write_more(self, cx, buf) {
+            Some(r) => r,
+            None => futures_lite::io::AsyncWrite::poll_write(std::pin::Pin::new(self), cx, buf),
+        }
+    }
+}
+
 impl futures_lite::io::AsyncRead for ClientStream {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,

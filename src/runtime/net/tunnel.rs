@@ -14,6 +14,11 @@
 //! inside one — and from then on drops what its source sends until the source's own Close
 //! (the other half of the handshake) or EOF. The tunnel ends when both handshakes are done.
 //!
+//! Bulk directions (large reads in a row, plain TCP both sides) move bytes with `splice(2)`
+//! through a pipe instead (`net::splice`): raw tunnels splice everything; WebSocket tunnels read
+//! each frame header (buffered, so the tracker sees it) and splice only its payload, never past
+//! its end, so the drain above still finds every boundary.
+//!
 //! A tunnel with an `evict::Ticket` is closed the same way when a drain reaches its ticket: a
 //! server drain sends the client 1012 (Service Restart) and the backend 1001; a SIGTERM drain
 //! with `timeouts.drain_spread` sends both 1001, each tunnel at its turn.
@@ -30,6 +35,7 @@ use crate::protocol::ws::{close_frame, FrameTracker};
 use crate::runtime::net::evict::{Ticket, CLOSE_SERVICE_RESTART};
 use crate::runtime::net::idle::{self, Watch};
 use crate::runtime::net::pool;
+use crate::runtime::net::splice::{self, Pipe, Splice};
 
 /// A stream that can tell, without reading, that a read now would only wait: the last read
 /// drained it, nothing has been reported since, and `waker` is the one a report will wake
@@ -77,6 +83,32 @@ struct Half {
     to_client: bool,
     /// Raw bytes (L4 routes, TLS passthrough): no frames followed, nothing injected.
     raw: bool,
+    /// Reads of at least `splice::BULK_READ_BYTES` in a row; `splice::BULK_STREAK` and more:
+    /// bulk (splicing); `NO_SPLICE`: an end cannot splice (TLS, HTTP/2, Unix socket).
+    streak: u8,
+    /// Bulk, while bytes flow: the pipe they pass through (none while the source is quiet).
+    pipe: Option<Box<Pipe>>,
+}
+
+/// `Half::streak` of a direction that never splices.
+const NO_SPLICE: u8 = u8::MAX;
+
+impl Half {
+    fn bulk(&self) -> bool {
+        self.streak >= splice::BULK_STREAK && self.streak != NO_SPLICE
+    }
+
+    /// Back to copying (the pipe, empty, goes back to the pool).
+    fn unbulk(&mut self) {
+        self.streak = 0;
+        self.give_pipe();
+    }
+
+    fn give_pipe(&mut self) {
+        if let Some(p) = self.pipe.take() {
+            splice::give(p);
+        }
+    }
 }
 
 pub struct Tunnel<'a, A, B> {
@@ -126,6 +158,7 @@ impl<A, B> Drop for Tunnel<'_, A, B> {
             if let Some(spill) = half.spill.take() {
                 pool::give_vec(spill);
             }
+            half.give_pipe();
         }
     }
 }
@@ -139,8 +172,8 @@ fn poll_half<R, W>(
     closing: Option<u16>,
 ) -> Poll<io::Result<()>>
 where
-    R: AsyncRead + QuietRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + QuietRead + Splice + Unpin,
+    W: AsyncWrite + Splice + Unpin,
 {
     for _ in 0..TURNS_PER_POLL_MAX {
         if half.done {
@@ -158,6 +191,18 @@ where
             if let Some(spill) = half.spill.take() {
                 pool::give_vec(spill);
             }
+        }
+        if let Some(p) = half.pipe.as_mut().filter(|p| p.held > 0) {
+            match dst.poll_splice_out(cx, p.read_fd(), p.held) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(k)) => {
+                    p.held -= k;
+                    metrics::with(|m| m.spliced_bytes.set(m.spliced_bytes.get() + k as u64));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            continue;
         }
         if half.eof && half.stage == Stage::Closing {
             half.done = true;
@@ -214,7 +259,34 @@ where
             }
         }
         if src.read_would_pend(cx.waker()) {
+            half.give_pipe();
             return Poll::Pending;
+        }
+        if half.bulk() {
+            let left = if half.raw {
+                usize::MAX
+            } else {
+                usize::try_from(half.frames.payload_left()).unwrap_or(usize::MAX)
+            };
+            if left > 0 {
+                match splice_in(cx, src, half, left.min(limit)) {
+                    Poll::Ready(Ok(true)) => watch.touch(),
+                    Poll::Ready(Ok(false)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        half.give_pipe();
+                        return Poll::Pending;
+                    }
+                }
+                continue;
+            }
+            // A WebSocket frame header comes: read it alone (buffered), so the tracker sees it.
+            limit = limit.min(match half.frames.to_boundary() {
+                0 => splice::HEADER_READ_BYTES,
+                n => n,
+            });
+        } else if half.pipe.is_some() {
+            half.give_pipe();
         }
         match pool::with_scratch(|buf| {
             let n = buf.len().min(limit);
@@ -230,6 +302,41 @@ where
     Poll::Pending
 }
 
+/// Bulk: splices up to `len` bytes (`len` > 0) from `src` into the direction's pipe (taken
+/// from the core's pool if it has none); `poll_half` splices them on to the destination next.
+/// `Ok(true)`: bytes moved.
+fn splice_in<R: Splice>(
+    cx: &mut Context<'_>,
+    src: &mut R,
+    half: &mut Half,
+    len: usize,
+) -> Poll<io::Result<bool>> {
+    let pipe = match half.pipe.take() {
+        Some(p) => half.pipe.insert(p),
+        None => half.pipe.insert(splice::take()?),
+    };
+    let n = match src.poll_splice_in(cx, pipe.write_fd(), len.min(pipe.cap)) {
+        Poll::Ready(Ok(0)) => {
+            half.eof = true;
+            return Poll::Ready(Ok(false));
+        }
+        Poll::Ready(Ok(n)) => n,
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Pending => return Poll::Pending,
+    };
+    pipe.held = n;
+    if half.raw {
+        if n < splice::SPLICE_RAW_MIN {
+            // Small pieces: copying costs no more system calls. (The pipe is let go once
+            // these bytes are out: `unbulk` keeps a pipe that holds bytes.)
+            half.streak = 0;
+        }
+    } else {
+        half.frames.skip_payload(n as u64);
+    }
+    Poll::Ready(Ok(true))
+}
+
 /// Reads into the core's scratch buffer and writes what it got straight on; what the destination
 /// does not take now is copied into a spill buffer. `Ok(true)`: bytes moved.
 fn read_then_write<R, W>(
@@ -240,8 +347,8 @@ fn read_then_write<R, W>(
     half: &mut Half,
 ) -> Poll<io::Result<bool>>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Splice + Unpin,
+    W: AsyncWrite + Splice + Unpin,
 {
     let n = match Pin::new(&mut *src).poll_read(cx, buf) {
         Poll::Ready(Ok(0)) => {
@@ -255,9 +362,34 @@ where
     if !half.raw {
         follow_frames(half, &buf[..n]);
     }
+    // The header of a frame whose payload is spliced next leaves with it (`MSG_MORE`).
+    let mut more = false;
+    if half.bulk() {
+        if half.frames.payload_left() >= splice::SPLICE_PAYLOAD_MIN {
+            more = true;
+        } else if half.frames.at_boundary() || half.frames.payload_left() > 0 {
+            // A small frame: back to copying.
+            half.unbulk();
+        }
+    } else if half.streak != NO_SPLICE {
+        if n >= splice::BULK_READ_BYTES {
+            half.streak += 1;
+            if half.streak == splice::BULK_STREAK && !(src.can_splice() && dst.can_splice()) {
+                half.streak = NO_SPLICE;
+            }
+        } else {
+            half.streak = 0;
+        }
+    }
     let mut sent = 0;
     while sent < n {
-        match write_some(cx, dst, &buf[sent..n]) {
+        let r = if more {
+            dst.poll_write_more(cx, &buf[sent..n])
+        } else {
+            write_some(cx, dst, &buf[sent..n])
+        };
+        match r {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(k)) => sent += k,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => break,
@@ -332,8 +464,8 @@ pub(crate) fn write_some<W: AsyncWrite + Unpin>(
 
 impl<A, B> Future for Tunnel<'_, A, B>
 where
-    A: AsyncRead + AsyncWrite + QuietRead + Unpin,
-    B: AsyncRead + AsyncWrite + QuietRead + Unpin,
+    A: AsyncRead + AsyncWrite + QuietRead + Splice + Unpin,
+    B: AsyncRead + AsyncWrite + QuietRead + Splice + Unpin,
 {
     /// Ends when both directions are done (byte counts live in the client stream).
     type Output = io::Result<()>;

@@ -78,6 +78,52 @@ fn yolo_sendfile(
     }
 }
 
+/// Ringway patch 16 (splice): sets `O_NONBLOCK` on `fd` once (`*nonblocking` remembers it, as
+/// patch 14 does for `sendfile`): `splice(2)` takes its socket side's blocking mode from the file.
+fn set_nonblocking_once(fd: RawFd, nonblocking: &mut bool) -> io::Result<()> {
+    if *nonblocking {
+        return Ok(());
+    }
+    // SAFETY: plain fcntl calls on a descriptor the caller owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK == 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    *nonblocking = true;
+    Ok(())
+}
+
+/// Ringway patch 16 (splice): a non-blocking `splice(2)` of up to `len` bytes from `fd_in` to
+/// `fd_out` (one of them a pipe; the socket side must be `O_NONBLOCK`, see
+/// `set_nonblocking_once`). EAGAIN (nothing to read, or no room) is `None`.
+fn yolo_splice(fd_in: RawFd, fd_out: RawFd, len: usize) -> Option<io::Result<usize>> {
+    // SAFETY: splice on descriptors the caller owns; null offsets (neither side is seekable).
+    let n = unsafe {
+        libc::splice(
+            fd_in,
+            std::ptr::null_mut(),
+            fd_out,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    if n >= 0 {
+        return Some(Ok(n as usize));
+    }
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::WouldBlock => None,
+        _ => Some(Err(err)),
+    }
+}
+
 /// Ringway patch 14 (sendfile-nonblock): a non-blocking send with `MSG_MORE`: the bytes wait in
 /// the socket for the next send (a head for the `sendfile` that follows it: one segment, not two).
 fn yolo_send_more(fd: RawFd, buf: &[u8]) -> Option<io::Result<usize>> {

@@ -332,6 +332,51 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         cx: &Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        let want = buf.len();
+        self.poll_read_with(cx, want, true, |fd| super::yolo_recv(fd, buf))
+    }
+
+    /// Ringway patch 16 (splice): `splice(2)` of up to `len` bytes from the socket into the pipe
+    /// `pipe_w`, with a read's readiness (`poll_read`); `Ready(Ok(0))` is EOF. The caller's pipe
+    /// must have room (empty is best). A short splice is not taken as "drained" (the pipe's
+    /// slots may have been the limit): the next one finds out, by EAGAIN.
+    pub(crate) fn poll_splice_in(
+        &mut self,
+        cx: &Context<'_>,
+        pipe_w: RawFd,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = super::set_nonblocking_once(self.stream.as_raw_fd(), &mut self.nonblocking)
+        {
+            return Poll::Ready(Err(e));
+        }
+        self.poll_read_with(cx, len, false, |fd| super::yolo_splice(fd, pipe_w, len))
+    }
+
+    /// Ringway patch 16 (splice): `splice(2)` of up to `len` bytes from the pipe `pipe_r` to the
+    /// socket, waiting for room like a write.
+    pub(crate) fn poll_splice_out(
+        &mut self,
+        cx: &Context<'_>,
+        pipe_r: RawFd,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = super::set_nonblocking_once(self.stream.as_raw_fd(), &mut self.nonblocking)
+        {
+            return Poll::Ready(Err(e));
+        }
+        self.poll_write_with(cx, |fd| super::yolo_splice(pipe_r, fd, len))
+    }
+
+    /// `poll_read` with the receive step given (Ringway patch 16, splice: a `recv` or a
+    /// `splice`); `short_drains`: a result shorter than `want` means the socket was drained.
+    fn poll_read_with(
+        &mut self,
+        cx: &Context<'_>,
+        want: usize,
+        short_drains: bool,
+        recv: impl FnOnce(RawFd) -> Option<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
@@ -375,13 +420,13 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         }
 
         if self.rx_ready || self.hup {
-            match super::yolo_recv(self.stream.as_raw_fd(), buf) {
+            match recv(self.stream.as_raw_fd()) {
                 Some(result) => {
                     if let Some(t) = self.read_timeout.armed() {
                         t.cancel_timer(reactor);
                     }
                     let result = poll_err!(result);
-                    if result > 0 && result < buf.len() {
+                    if short_drains && result > 0 && result < want {
                         // Drained; `hup` (if set) still sends the next read to the EOF.
                         self.rx_ready = false;
                         self.arm_rx(reactor);
@@ -721,6 +766,33 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// Ringway patch 14 (sendfile-nonblock): see `NonBufferedStream::poll_write_more`.
     pub(crate) fn poll_write_more(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.stream.poll_write_more(cx, buf)
+    }
+
+    /// Ringway patch 16 (splice): see `NonBufferedStream::poll_splice_in`. Bytes already in the
+    /// read buffer must be read first (`Unsupported` until then), and an EOF seen is `Ok(0)`.
+    pub(crate) fn poll_splice_in(
+        &mut self,
+        cx: &Context<'_>,
+        pipe_w: RawFd,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if !self.rx_buf.is_empty() {
+            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+        }
+        if self.rx_done.get() {
+            return Poll::Ready(Ok(0));
+        }
+        self.stream.poll_splice_in(cx, pipe_w, len)
+    }
+
+    /// Ringway patch 16 (splice): see `NonBufferedStream::poll_splice_out`.
+    pub(crate) fn poll_splice_out(
+        &mut self,
+        cx: &Context<'_>,
+        pipe_r: RawFd,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_splice_out(cx, pipe_r, len)
     }
 
     /// Ringway patch 3 (vectored-write): see `NonBufferedStream::is_read_quiet`.

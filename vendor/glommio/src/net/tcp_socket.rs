@@ -674,6 +674,31 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.poll_write_more(cx, buf)
     }
 
+    /// Ringway patch 16 (splice): moves up to `len` bytes from the socket into the pipe whose
+    /// write end is `pipe_w` with `splice(2)` (no copy through user space), waiting for data like
+    /// a read; `Ready(Ok(0))` is EOF. The pipe must be empty (`O_NONBLOCK` is set on the socket
+    /// for good, as `poll_sendfile` does). Fails with `Unsupported` while a read buffer holds
+    /// bytes.
+    pub fn poll_splice_in(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe_w: RawFd,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_splice_in(cx, pipe_w, len)
+    }
+
+    /// Ringway patch 16 (splice): moves up to `len` bytes from the pipe whose read end is
+    /// `pipe_r` to the socket with `splice(2)`, waiting for room like a write.
+    pub fn poll_splice_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe_r: RawFd,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_splice_out(cx, pipe_r, len)
+    }
+
     /// Ringway patch 3 (vectored-write): whether nothing (data, hang-up, error) has been reported
     /// on the stream since a read drained it, so that a pooled keep-alive connection can be reused
     /// without a `MSG_PEEK` probe. False whenever that is not known (no read has waited yet, the
