@@ -69,11 +69,23 @@ enum Stage {
 /// Reads per direction per poll before yielding, so one busy tunnel cannot starve a core.
 const TURNS_PER_POLL_MAX: usize = 16;
 
-/// One direction. `spill` holds bytes read but not yet written (only while the destination
+/// What a direction holds between polls: nothing (an idle tunnel), a spill of bytes read but not
+/// yet written, or (bulk, while bytes flow) the pipe they pass through. One field for both, so
+/// that splicing adds nothing to an idle tunnel's size (a spill and a pipe never hold bytes at
+/// the same time: neither is filled again before it is drained).
+#[derive(Default)]
+enum Held {
+    #[default]
+    Nothing,
+    Spill(Vec<u8>),
+    Pipe(Box<Pipe>),
+}
+
+/// One direction. `held` holds bytes read but not yet written (only while the destination
 /// pushes back); otherwise a direction holds no memory at all.
 #[derive(Default)]
 struct Half {
-    spill: Option<Vec<u8>>,
+    held: Held,
     pos: usize,
     eof: bool,
     done: bool,
@@ -86,8 +98,6 @@ struct Half {
     /// Reads of at least `splice::BULK_READ_BYTES` in a row; `splice::BULK_STREAK` and more:
     /// bulk (splicing); `NO_SPLICE`: an end cannot splice (TLS, HTTP/2, Unix socket).
     streak: u8,
-    /// Bulk, while bytes flow: the pipe they pass through (none while the source is quiet).
-    pipe: Option<Box<Pipe>>,
 }
 
 /// `Half::streak` of a direction that never splices.
@@ -104,10 +114,28 @@ impl Half {
         self.give_pipe();
     }
 
-    fn give_pipe(&mut self) {
-        if let Some(p) = self.pipe.take() {
-            splice::give(p);
+    /// Lets go of what the direction holds: a spill goes back to the buffer pool, a pipe to
+    /// the pipe pool (closed if it still holds bytes).
+    fn give_held(&mut self) {
+        match std::mem::take(&mut self.held) {
+            Held::Nothing => {}
+            Held::Spill(v) => pool::give_vec(v),
+            Held::Pipe(p) => splice::give(p),
         }
+    }
+
+    /// Bulk, the source quiet: the (empty) pipe goes back to the pool.
+    fn give_pipe(&mut self) {
+        if matches!(self.held, Held::Pipe(_)) {
+            self.give_held();
+        }
+    }
+
+    /// Bytes the destination did not take, to be written first.
+    fn set_spill(&mut self, spill: Vec<u8>) {
+        self.give_held();
+        self.held = Held::Spill(spill);
+        self.pos = 0;
     }
 }
 
@@ -155,10 +183,7 @@ impl<'a, A, B> Tunnel<'a, A, B> {
 impl<A, B> Drop for Tunnel<'_, A, B> {
     fn drop(&mut self) {
         for half in [&mut self.a_to_b, &mut self.b_to_a] {
-            if let Some(spill) = half.spill.take() {
-                pool::give_vec(spill);
-            }
-            half.give_pipe();
+            half.give_held();
         }
     }
 }
@@ -179,7 +204,7 @@ where
         if half.done {
             return Poll::Ready(Ok(()));
         }
-        if let Some(spill) = &half.spill {
+        if let Held::Spill(spill) = &half.held {
             match write_some(cx, dst, &spill[half.pos..]) {
                 Poll::Ready(Ok(n)) => half.pos += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -188,21 +213,21 @@ where
             if half.pos < spill.len() {
                 continue;
             }
-            if let Some(spill) = half.spill.take() {
-                pool::give_vec(spill);
-            }
+            half.give_held();
         }
-        if let Some(p) = half.pipe.as_mut().filter(|p| p.held > 0) {
-            match dst.poll_splice_out(cx, p.read_fd(), p.held) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(k)) => {
-                    p.held -= k;
-                    metrics::with(|m| m.spliced_bytes.set(m.spliced_bytes.get() + k as u64));
+        if let Held::Pipe(p) = &mut half.held {
+            if p.held > 0 {
+                match dst.poll_splice_out(cx, p.read_fd(), p.held) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(k)) => {
+                        p.held -= k;
+                        metrics::with(|m| m.spliced_bytes.set(m.spliced_bytes.get() + k as u64));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                continue;
             }
-            continue;
         }
         if half.eof && half.stage == Stage::Closing {
             half.done = true;
@@ -239,8 +264,7 @@ where
                         let (frame, n) = close_frame(code, mask);
                         let mut spill = pool::take_vec();
                         spill.extend_from_slice(&frame[..n]);
-                        half.spill = Some(spill);
-                        half.pos = 0;
+                        half.set_spill(spill);
                     }
                     continue;
                 }
@@ -285,7 +309,7 @@ where
                 0 => splice::HEADER_READ_BYTES,
                 n => n,
             });
-        } else if half.pipe.is_some() {
+        } else {
             half.give_pipe();
         }
         match pool::with_scratch(|buf| {
@@ -311,9 +335,13 @@ fn splice_in<R: Splice>(
     half: &mut Half,
     len: usize,
 ) -> Poll<io::Result<bool>> {
-    let pipe = match half.pipe.take() {
-        Some(p) => half.pipe.insert(p),
-        None => half.pipe.insert(splice::take()?),
+    if !matches!(half.held, Held::Pipe(_)) {
+        // Nothing is held here (a spill is written out before any read).
+        half.give_held();
+        half.held = Held::Pipe(splice::take()?);
+    }
+    let Held::Pipe(pipe) = &mut half.held else {
+        return Poll::Ready(Err(io::ErrorKind::Other.into()));
     };
     let n = match src.poll_splice_in(cx, pipe.write_fd(), len.min(pipe.cap)) {
         Poll::Ready(Ok(0)) => {
@@ -398,8 +426,7 @@ where
     if sent < n {
         let mut spill = pool::take_vec_for(n - sent);
         spill.extend_from_slice(&buf[sent..n]);
-        half.spill = Some(spill);
-        half.pos = 0;
+        half.set_spill(spill);
     }
     Poll::Ready(Ok(true))
 }
@@ -493,5 +520,16 @@ where
             return Poll::Ready(Ok(()));
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Splicing adds nothing to an idle tunnel: a direction is 64 bytes, as before bulk
+    /// tunnels could splice (the pipe shares the spill's field).
+    #[test]
+    fn a_direction_is_no_larger_than_before_splicing() {
+        assert_eq!(std::mem::size_of::<super::Held>(), 24);
+        assert!(std::mem::size_of::<super::Half>() <= 64);
     }
 }
