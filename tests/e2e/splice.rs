@@ -301,3 +301,48 @@ fn drain_during_a_spliced_transfer_closes_with_1001_at_a_frame_boundary() {
         .is_empty()));
     assert_eq!(backend_closes.lock().unwrap().clone(), vec![Some(1001)]);
 }
+
+#[test]
+fn a_client_that_stops_reading_a_spliced_transfer_is_cut_by_the_send_timeout() {
+    let (addr, _) = bulk_backend();
+    let head = format!(
+        "{}\n[[listener]]\nname = \"admin\"\naddress = \"127.0.0.1:@PORT1@\"\n\n\
+         [admin]\nlistener = \"admin\"\n",
+        base_config_timeouts(1, &[("send", "2s")])
+    );
+    let rw = Ringway::builder(ws_site(&head, &addr)).dir(site()).start();
+    let admin = rw.port_n(1);
+    let (mut ws, _) = ws_connect(rw.port(), rw.ws_url("/chat/bulk").as_str());
+    ws.send(Message::text("big 200")).unwrap();
+    for i in 0..6u8 {
+        match ws_next(&mut ws) {
+            Message::Binary(b) => assert!(b.len() == MIB && b.iter().all(|&x| x == i)),
+            other => panic!("message {i}: expected binary, got {other:?}"),
+        }
+    }
+    assert!(
+        wait_until(WAIT, || spliced(admin) > 0.0),
+        "nothing was spliced"
+    );
+    // The client stops reading: Ringway's splice to it makes no progress, and timeouts.send
+    // (2 s) closes the connection.
+    assert!(
+        wait_until(WAIT, || sum(
+            &scrape(admin),
+            "ringway_send_timeouts_total",
+            &[]
+        ) >= 1.0),
+        "no send timeout counted"
+    );
+    // What was already in flight may still be read, then the connection ends well before the
+    // 200 MiB the backend meant to send.
+    let mut got = 6usize;
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(_)) => got += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        assert!(got < 200, "the whole transfer arrived: nothing was cut");
+    }
+}
