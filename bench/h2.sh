@@ -3,6 +3,10 @@
 #
 #   bench/h2.sh [--targets ringway,nginx,haproxy] [--duration SECS] [--rounds N] [--out FILE]
 #
+# Target ringway-b (not in the default set) runs the binary named by RINGWAY_B with ringway's
+# config, as in bench/compare.sh: an A/B comparison of two builds in one run, e.g.
+#   RINGWAY_B=/tmp/ringway-before bench/h2.sh --targets ringway,ringway-b,haproxy --rounds 3
+#
 # Layout as bench/compare.sh: bench-backend and the load generators on CPU 0, the proxy on
 # CPU 1 with one worker; h2c (prior knowledge) on every proxy, HTTP/1.1 to the backend.
 #   h2        h2load -c16 -m10 -t1 through the proxy's HTTP path (/api/ → the backend's 200):
@@ -32,6 +36,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 log() { echo "h2.sh: $*" >&2; }
+for t in ${TARGETS//,/ }; do
+  case $t in ringway|ringway-b|nginx|haproxy) ;; *) log "unknown target $t"; exit 2 ;; esac
+done
+case ",$TARGETS," in *,ringway-b,*) [ -x "${RINGWAY_B:-}" ] || { log "target ringway-b needs RINGWAY_B=/path/to/another/ringway binary"; exit 1; } ;; esac
 for t in h2load nginx haproxy taskset; do command -v $t >/dev/null || { log "needs $t (apt-get install nghttp2-client nginx haproxy)"; exit 1; }; done
 
 (cd "$ROOT" && cargo build --release -q --bin ringway && cd bench && cargo build --release -q) || exit 1
@@ -133,13 +141,14 @@ backend app
     server s1 127.0.0.1:$BP
 EOF
 
-port_of() { case $1 in ringway) echo $RP ;; nginx) echo $NP ;; haproxy) echo $HP ;; esac; }
+port_of() { case $1 in ringway|ringway-b) echo $RP ;; nginx) echo $NP ;; haproxy) echo $HP ;; esac; }
 # HTTP/1.1 port for ws1 (Ringway serves both on one port).
-port1_of() { case $1 in ringway) echo $RP ;; nginx) echo $NP1 ;; haproxy) echo $((HP + 2)) ;; esac; }
+port1_of() { case $1 in ringway|ringway-b) echo $RP ;; nginx) echo $NP1 ;; haproxy) echo $((HP + 2)) ;; esac; }
 PROXY_PID=""
 start_proxy() {
   case $1 in
     ringway) taskset -c 1 "$RINGWAY" --config "$TMP/ringway.toml" --log-level warn >>"$TMP/ringway.log" 2>&1 & ;;
+    ringway-b) taskset -c 1 "$RINGWAY_B" --config "$TMP/ringway.toml" --log-level warn >>"$TMP/ringway-b.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" >>"$TMP/nginx.log" 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -db -f "$TMP/haproxy.cfg" >>"$TMP/haproxy.log" 2>&1 & ;;
   esac

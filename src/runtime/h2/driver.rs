@@ -24,12 +24,12 @@ use bytes::Bytes;
 use h2::server::{Connection, SendResponse};
 use h2::{Reason, RecvStream};
 use http::Request;
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tracing::{debug, info};
 
 use crate::protocol::http::h2map::PrefaceState;
 
 use super::ctx::ConnCtx;
+use super::io::Wire;
 use super::preface::Prefaced;
 use super::stream::{handle, serve_inline};
 use crate::observe::loglimit::Kind;
@@ -170,7 +170,7 @@ async fn handshake(
     stream: Prefaced<ClientStream>,
     shard: &Shard,
     peer: SocketAddr,
-) -> Option<Connection<Compat<Prefaced<ClientStream>>, Bytes>> {
+) -> Option<Connection<Wire<Prefaced<ClientStream>>, Bytes>> {
     let cfg = &shard.config;
     let mut builder = h2::server::Builder::new();
     builder
@@ -181,7 +181,7 @@ async fn handshake(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(256 * 1024)
         .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS_MAX);
-    let handshake = async { Some(builder.handshake::<_, Bytes>(stream.compat()).await) };
+    let handshake = async { Some(builder.handshake::<_, Bytes>(Wire::new(stream)).await) };
     let timer = async {
         glommio::timer::sleep(cfg.timeouts.header).await;
         None

@@ -1,7 +1,7 @@
 //! HTTP/2 downstream (RFC 9113) with RFC 8441 WebSockets, over the `h2` crate.
 //!
-//! A connection is an `h2` server connection driven over the client stream (tokio-util's
-//! `compat` maps glommio's futures-io traits onto the tokio ones `h2` takes). Its task polls
+//! A connection is an `h2` server connection driven over the client stream (`io::Wire` maps
+//! glommio's futures-io traits onto the tokio ones `h2` takes). Its task polls
 //! the connection (which does its I/O) and spawns one task per stream. A stream is routed like
 //! an HTTP/1.1 request on the same listener: vhost by `:authority`, then the URI's route.
 //! Errors get the same statuses as over HTTP/1.1.
@@ -13,7 +13,7 @@
 //!   SETTINGS) is complete.
 //! - `ctx`: what a connection's streams share (`ConnCtx`, with the rapid-reset count), one
 //!   stream's record for the access log and metrics (`Exchange`), the error answer.
-//! - `io`: sending within a stream's flow-control window; `H2Io`, a stream's DATA frames as a
+//! - `io`: the client stream under h2 (`Wire`); sending within a stream's flow-control window; `H2Io`, a stream's DATA frames as a
 //!   byte stream.
 //! - `proxy`: a stream proxied to an HTTP/1.1 backend, bodies streamed both ways, trailers.
 //! - `connect`: extended CONNECT (RFC 8441): WebSocket proxy mode, tunnel mode, echo.
