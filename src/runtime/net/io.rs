@@ -265,6 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn a_released_buffer_goes_back_to_the_pool_and_serves_the_next_connection() {
+        let mut src: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+        let mut first = ReadBuf::new();
+        futures_lite::future::block_on(first.fill(&mut src, 8192)).unwrap();
+        let ptr = first.data().as_ptr();
+        // Pending bytes keep the buffer; once consumed, release gives it back.
+        first.release();
+        assert_eq!(first.data().as_ptr(), ptr);
+        first.consume(first.len());
+        first.release();
+        let mut next = ReadBuf::new();
+        let mut src: &[u8] = b"xy";
+        futures_lite::future::block_on(next.fill(&mut src, 8192)).unwrap();
+        assert_eq!(next.data(), b"xy");
+        assert_eq!(next.data().as_ptr(), ptr, "the pooled buffer was reused");
+        // A dropped one goes back as well, cut to the initial size when it is taken again.
+        drop(next);
+        let mut third = ReadBuf::new();
+        let mut src: &[u8] = b"z";
+        futures_lite::future::block_on(third.fill(&mut src, 8192)).unwrap();
+        assert_eq!(third.data().as_ptr(), ptr);
+        assert_eq!(third.into_vec().len(), super::READ_BUF_BYTES_INITIAL);
+    }
+
+    #[test]
     fn a_reused_vec_reads_into_its_initialized_bytes() {
         // A Vec from the pool keeps its length: the stale bytes are read space, never data.
         let mut rb = ReadBuf::from_vec(vec![b'x'; 4096]);
