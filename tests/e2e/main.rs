@@ -9,6 +9,7 @@ mod pki;
 mod tls_clients;
 
 mod bad_input;
+mod churn;
 mod cli;
 mod control_api;
 mod discovery;

@@ -123,6 +123,12 @@ async fn accept_loop(
 ) {
     let mut warned_full = false;
     let mut warned_at: Option<Instant> = None;
+    // A listener bound to one address accepts only connections to it: their local address is
+    // the listener's, known without a getsockname per connection. A wildcard listener asks.
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     while !stop.get() {
         // Wait for a free slot first: at the cap, connections queue in the kernel's backlog.
         if core.slots.available() == 0 && !warned_full {
@@ -153,7 +159,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        let local = match bound {
+            Some(a) => Ok(a),
+            None => stream.local_addr(),
+        };
+        let (Ok(peer), Ok(local)) = (stream.peer_addr(), local) else {
             continue;
         };
         let shard = core.current();

@@ -233,13 +233,17 @@ pub fn run_tunnel(
                     .await
             }
             Some(t) => {
-                let end = crate::runtime::handlers::wstunnel::Endpoint::new(
-                    &mut job.stream,
-                    &mut job.lease.conn,
-                    &watch,
-                    t,
+                // Boxed: tunnel mode's endpoint is larger than a plain tunnel, and inline it
+                // would size every proxied tunnel's future to it.
+                let end = Box::pin(
+                    crate::runtime::handlers::wstunnel::Endpoint::new(
+                        &mut job.stream,
+                        &mut job.lease.conn,
+                        &watch,
+                        t,
+                    )
+                    .evictable(&ticket),
                 )
-                .evictable(&ticket)
                 .await;
                 end.map(|end| debug!(core = job.shard.id, peer = %job.peer, ?end, "websocket tunnel ended"))
             }

@@ -11,9 +11,15 @@ use std::task::Poll;
 use futures_lite::io::{AsyncRead, AsyncReadExt};
 
 use crate::runtime::net::idle::Watch;
+use crate::runtime::net::pool;
 
 /// A connection's read buffer: bytes `[start, end)` are received and not yet consumed. It grows
 /// on demand up to a limit (the head limit while reading heads).
+///
+/// Its memory comes from the core's pool (`pool::take_read_vec`) at the first read and goes
+/// back there when it is released or dropped, so a connection does not allocate and zero a
+/// fresh 4 KiB per request head (the WebSocket churn profile: 13 % of all instructions were
+/// that memset, two buffers per connection).
 pub struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
@@ -49,8 +55,8 @@ impl ReadBuf {
     }
 
     /// The underlying `Vec`, to return to the pool.
-    pub fn into_vec(self) -> Vec<u8> {
-        self.buf
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 
     pub fn data(&self) -> &[u8] {
@@ -78,10 +84,13 @@ impl ReadBuf {
         }
     }
 
-    /// Frees the buffer (e.g. once a tunnel takes over) if nothing is pending.
+    /// Gives the buffer back to the core's pool (e.g. once a tunnel takes over) if nothing is
+    /// pending.
     pub fn release(&mut self) {
         if self.is_empty() {
-            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            pool::give_read_vec(std::mem::take(&mut self.buf));
         }
     }
 
@@ -92,6 +101,15 @@ impl ReadBuf {
         s: &mut S,
         limit: usize,
     ) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            // First read (or first since `release`): a pooled buffer, cut to the size a fresh
+            // one starts at so that the limits behave as with a fresh one; only a buffer new
+            // to the pool is zeroed.
+            let mut v = pool::take_read_vec();
+            v.truncate(READ_BUF_BYTES_INITIAL);
+            v.resize(READ_BUF_BYTES_INITIAL.min(limit.max(1)), 0);
+            self.buf = v;
+        }
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -125,6 +143,14 @@ impl ReadBuf {
             fill.as_mut().poll(cx).map_err(|_| ReadError::Io)
         })
         .await
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if self.buf.capacity() > 0 {
+            pool::give_read_vec(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -236,6 +262,31 @@ mod tests {
         for from in 0..full.len() {
             assert_eq!(head_end(full, from), Some(full.len()), "from {from}");
         }
+    }
+
+    #[test]
+    fn a_released_buffer_goes_back_to_the_pool_and_serves_the_next_connection() {
+        let mut src: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+        let mut first = ReadBuf::new();
+        futures_lite::future::block_on(first.fill(&mut src, 8192)).unwrap();
+        let ptr = first.data().as_ptr();
+        // Pending bytes keep the buffer; once consumed, release gives it back.
+        first.release();
+        assert_eq!(first.data().as_ptr(), ptr);
+        first.consume(first.len());
+        first.release();
+        let mut next = ReadBuf::new();
+        let mut src: &[u8] = b"xy";
+        futures_lite::future::block_on(next.fill(&mut src, 8192)).unwrap();
+        assert_eq!(next.data(), b"xy");
+        assert_eq!(next.data().as_ptr(), ptr, "the pooled buffer was reused");
+        // A dropped one goes back as well, cut to the initial size when it is taken again.
+        drop(next);
+        let mut third = ReadBuf::new();
+        let mut src: &[u8] = b"z";
+        futures_lite::future::block_on(third.fill(&mut src, 8192)).unwrap();
+        assert_eq!(third.data().as_ptr(), ptr);
+        assert_eq!(third.into_vec().len(), super::READ_BUF_BYTES_INITIAL);
     }
 
     #[test]

@@ -170,9 +170,11 @@ pub fn take_read_vec() -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Returns a read `Vec` (also from `ReadBuf`'s `Drop`, so it may run while the thread's
+/// locals are being torn down: then the `Vec` is simply freed). An empty one is not kept.
 pub fn give_read_vec(v: Vec<u8>) {
-    if v.capacity() <= KEPT_VEC_BYTES_MAX {
-        FREE_READ_VECS.with(|f| f.borrow_mut().push(v));
+    if v.capacity() > 0 && v.capacity() <= KEPT_VEC_BYTES_MAX {
+        let _ = FREE_READ_VECS.try_with(|f| f.borrow_mut().push(v));
     }
 }
 

@@ -282,6 +282,10 @@ pub(crate) struct NonBufferedStream<S> {
     /// Ringway patch 14 (sendfile-nonblock): `O_NONBLOCK` is set on the socket (by the first
     /// `sendfile`, see `yolo_sendfile`).
     nonblocking: bool,
+    /// Ringway patch 18 (shut-once): the write side was shut by `poll_close`; a second close is a
+    /// no-op instead of a `shutdown` that fails with ENOTCONN once the peer has closed too (a
+    /// tunnel propagates each half-close, then its owner closes both streams again).
+    shut_wr: bool,
     write_timeout: LazyTimeout,
     read_timeout: LazyTimeout,
 }
@@ -609,7 +613,13 @@ impl<S: AsRawFd> NonBufferedStream<S> {
 
     pub(crate) fn poll_close(&mut self, _: &Context<'_>) -> Poll<io::Result<()>> {
         self.source_tx.take();
-        Poll::Ready(sys::shutdown(self.stream.as_raw_fd(), Shutdown::Write))
+        // Ringway patch 18 (shut-once): see `shut_wr`.
+        if self.shut_wr {
+            return Poll::Ready(Ok(()));
+        }
+        let r = sys::shutdown(self.stream.as_raw_fd(), Shutdown::Write);
+        self.shut_wr = r.is_ok();
+        Poll::Ready(r)
     }
 
     /// io_uring has support for shutdown now, but it is not in any released
@@ -648,6 +658,7 @@ where
             hup: false,
             polls_armed: false,
             nonblocking: false,
+            shut_wr: false,
             write_timeout: LazyTimeout::default(),
             read_timeout: LazyTimeout::default(),
         };
