@@ -1140,14 +1140,41 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// Ringway patch 19 (park-wait): whether `io_uring_enter` takes a wait timeout directly
+    /// (`IORING_FEAT_EXT_ARG`, Linux 5.11+).
+    fn has_ext_arg(&self) -> bool {
+        self.ring.raw().features & uring_sys::IORING_FEAT_EXT_ARG != 0
+    }
+
+    /// Parks the thread in this ring until a completion arrives (or `timeout` passes).
+    ///
+    /// Ringway patch 19 (park-wait): `link` (the poll of the other ring's fd that wakes us when
+    /// that ring completes something) is `None` when the one armed by an earlier park is still
+    /// in the kernel, so a park costs no new `POLL_ADD`. The link's submission and the wait are
+    /// one `io_uring_enter`, and a timeout (a user timer's deadline) rides on that call as
+    /// `IORING_ENTER_EXT_ARG`'s timespec instead of a `TIMEOUT` SQE on the latency ring (and its
+    /// cancellation on wake-up). `timeout` is only passed when `has_ext_arg()`.
+    fn sleep(&mut self, link: Option<&Source>, timeout: Option<Duration>) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+        let mut link_sqe = None;
+        if let Some(link) = link {
+            let mut sq = self.ring.sq();
+            let Some(mut sqe) = sq.prepare_sqe() else {
+                drop(sq);
+                // Can't link rings because we ran out of `CQE`s. Just can't sleep.
+                // Submit what we have, once we're out of here we'll consume them
+                // and at some point will be able to sleep again.
+                return self
+                    .submit_sqes()
+                    .or_else(Reactor::busy_ok)
+                    .or_else(Reactor::again_ok)
+                    .or_else(Reactor::intr_ok);
+            };
+            link_sqe = Some(unsafe { sqe.raw_mut() as *mut _ });
             let op = UringDescriptor {
                 fd: link.raw(),
                 flags: SubmissionFlags::empty(),
@@ -1164,42 +1191,67 @@ impl SleepableRing {
                 DmaBuffer::new,
                 &mut self.source_map.borrow_mut(),
             );
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
-            }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
         }
+
+        // SAFETY: our own ring; publishes the SQE prepared above (if any) to the kernel.
+        let to_submit =
+            unsafe { uring_sys::__io_uring_flush_sq(self.ring.raw_mut()) }.max(0) as u32;
+        let ts;
+        let arg;
+        let (flags, argp, argsz) = match timeout {
+            Some(dur) => {
+                ts = uring_sys::__kernel_timespec {
+                    tv_sec: dur.as_secs() as _,
+                    tv_nsec: dur.subsec_nanos() as _,
+                };
+                arg = uring_sys::io_uring_getevents_arg {
+                    ts: &ts as *const _ as u64,
+                    // _NSIG / 8; no signal mask is passed.
+                    sigmask_sz: 8,
+                    ..Default::default()
+                };
+                (
+                    uring_sys::IORING_ENTER_GETEVENTS | uring_sys::IORING_ENTER_EXT_ARG,
+                    &arg as *const _ as *const libc::c_void,
+                    std::mem::size_of::<uring_sys::io_uring_getevents_arg>(),
+                )
+            }
+            // _NSIG / 8, as liburing passes it (no signal mask).
+            None => (uring_sys::IORING_ENTER_GETEVENTS, ptr::null(), 8),
+        };
+        // SAFETY: a plain io_uring_enter on our own ring fd; `arg` and `ts` outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.ring_fd(),
+                to_submit,
+                1u32,
+                flags,
+                argp,
+                argsz,
+            )
+        };
+        let err = (ret < 0).then(io::Error::last_os_error);
+        // What the kernel did not take is still in the SQ (a wait is only done once everything
+        // was submitted).
+        let pending = self.waiting_kernel_submission() as u32;
+        self.in_kernel += to_submit.saturating_sub(pending) as usize;
+        if pending > 0 {
+            if let Some(sqe_ptr) = link_sqe {
+                // We failed to submit the `SQE` that links the rings, so we did not sleep.
+                // We make the SQE a no-op (it completes the link source when submitted later).
+                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                return Err(io::Error::from_raw_os_error(libc::EBUSY));
+            }
+        }
+        match err {
+            None => Ok(1),
+            Some(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            Some(e) => Err(e),
+        }
+        .or_else(Reactor::busy_ok)
+        .or_else(Reactor::again_ok)
+        .or_else(Reactor::intr_ok)
     }
 }
 
@@ -1339,6 +1391,11 @@ pub(crate) struct Reactor {
     /// is a preemption timer (None: no timer, or a user timer armed for a sleep).
     latency_preemption_armed: Cell<Option<Duration>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    /// Ringway patch 19 (park-wait): the main ring's poll of the latency ring's fd, armed by a
+    /// park and kept until it completes (a later park reuses it instead of arming another).
+    link_rings_src: Cell<Option<Source>>,
+    /// Ringway patch 19 (park-wait): how long the last sleep lasted.
+    last_sleep: Cell<Duration>,
 
     link_fd: RawFd,
 
@@ -1489,6 +1546,8 @@ impl Reactor {
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_armed: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_rings_src: Cell::new(None),
+            last_sleep: Cell::new(Duration::ZERO),
             blocking_thread,
             link_fd,
             notifier,
@@ -1874,15 +1933,35 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+    ///
+    /// Ringway patch 19 (park-wait): the link poll is kept (`link_rings_src`) while it is in the
+    /// kernel, and a new one is armed only once it has completed; `timeout` is the user timer's
+    /// wait, when the ring takes it as an `io_uring_enter` argument.
+    fn link_rings_and_sleep(
+        &self,
+        ring: &mut SleepableRing,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let held = self.link_rings_src.take().filter(|s| s.is_live());
+        let (link_rings, new) = match held {
+            Some(src) => (src, false),
+            None => (
+                Source::new(
+                    IoRequirements::default(),
+                    self.link_fd,
+                    SourceType::LinkRings,
+                    None,
+                    None,
+                ),
+                true,
+            ),
+        };
+        let ret = ring
+            .sleep(new.then_some(&link_rings), timeout)
+            .or_else(Self::busy_ok)
+            .map(|_| {});
+        self.link_rings_src.set(Some(link_rings));
+        ret
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1974,11 +2053,21 @@ impl Reactor {
         //
         // On the park path (no preemption timer wanted: we may sleep) the latency timer is
         // cancelled as before; so it is when the wanted period got shorter than the armed one.
-        let keep_latency_timer = preempt_timer().is_some_and(|want| {
-            self.latency_preemption_armed
-                .get()
-                .is_some_and(|armed| armed <= want)
-        }) && {
+        //
+        // Ringway patch 19 (park-wait): where the main ring can wait with a timeout of its own
+        // (`IORING_ENTER_EXT_ARG`), the park path keeps an armed preemption timer too: it fires
+        // at most once while the executor sleeps (one wake-up, after which nothing re-arms it
+        // until task queues run again), instead of a cancellation at every park and a new timer
+        // at every wake-up (two latency-ring `io_uring_enter`s per wake-up at partial load).
+        // Only while the executor's sleeps are short (the last one took less than a quarter of
+        // the timer's period): after a long sleep (light load, idle with periodic timers) the
+        // timer is cancelled on park as before, so that it does not add a wake-up to each.
+        let park_wait = main_ring.has_ext_arg();
+        let armed = self.latency_preemption_armed.get();
+        let keep_latency_timer = match preempt_timer() {
+            Some(want) => armed.is_some_and(|armed| armed <= want),
+            None => park_wait && armed.is_some_and(|armed| self.last_sleep.get() < armed / 4),
+        } && {
             let src = self.latency_preemption_timeout_src.take();
             let live = src.as_ref().is_some_and(|s| s.is_live());
             self.latency_preemption_timeout_src.set(src);
@@ -2031,7 +2120,10 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
+            // Ringway patch 19 (park-wait): with `IORING_ENTER_EXT_ARG` the timer's deadline is
+            // the wait's own timeout (`link_rings_and_sleep`); the latency timer kept above
+            // stays armed.
+            if let Some(dur) = user_timer.filter(|_| !park_wait) {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
                 assert!(flush_rings!(lat_ring)? > 0);
@@ -2048,8 +2140,12 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    self.link_rings_and_sleep(&mut main_ring)
+                    // Ringway patch 19 (park-wait): the sleep's length decides whether the next
+                    // park keeps the preemption timer (above).
+                    let slept_at = Instant::now();
+                    self.link_rings_and_sleep(&mut main_ring, user_timer.filter(|_| park_wait))
                         .expect("some error");
+                    self.last_sleep.set(slept_at.elapsed());
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;

@@ -92,6 +92,9 @@ pub const IORING_CQ_EVENTFD_DISABLED: libc::c_uint = 1 << 0;
 // io_uring_enter flags
 pub const IORING_ENTER_GETEVENTS: libc::c_uint = 1 << 0;
 pub const IORING_ENTER_SQ_WAKEUP: libc::c_uint = 1 << 1;
+/// Ringway patch 19 (park-wait): `io_uring_enter`'s last two arguments are a
+/// `struct io_uring_getevents_arg` and its size (Linux 5.11+, `IORING_FEAT_EXT_ARG`).
+pub const IORING_ENTER_EXT_ARG: libc::c_uint = 1 << 3;
 
 // io_uring_params.features flags
 pub const IORING_FEAT_SINGLE_MMAP: libc::__u32 = 1 << 0;
@@ -101,6 +104,8 @@ pub const IORING_FEAT_RW_CUR_POS: libc::__u32 = 1 << 3;
 pub const IORING_FEAT_CUR_PERSONALITY: libc::__u32 = 1 << 4;
 pub const IORING_FEAT_FAST_POLL: libc::__u32 = 1 << 5;
 pub const IORING_FEAT_POLL_32BITS: libc::__u32 = 1 << 6;
+/// Ringway patch 19 (park-wait): the kernel takes `IORING_ENTER_EXT_ARG`.
+pub const IORING_FEAT_EXT_ARG: libc::__u32 = 1 << 8;
 
 // io_uring_register opcodes and arguments
 pub const IORING_REGISTER_BUFFERS: libc::c_uint = 0;
@@ -287,8 +292,24 @@ pub struct __kernel_timespec {
     pub tv_nsec: libc::c_longlong,
 }
 
+/// Ringway patch 19 (park-wait): `struct io_uring_getevents_arg` (include/uapi/linux/io_uring.h):
+/// a wait's signal mask and timeout, passed with `IORING_ENTER_EXT_ARG`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct io_uring_getevents_arg {
+    pub sigmask: libc::__u64,
+    pub sigmask_sz: libc::__u32,
+    pub pad: libc::__u32,
+    pub ts: libc::__u64,
+}
+
 #[link(name = "uring")]
 extern "C" {
+    /// Ringway patch 19 (park-wait): liburing's own helper (queue.c) that publishes the SQEs
+    /// prepared so far to the kernel's SQ tail and returns how many are pending, so that one
+    /// raw `io_uring_enter` can submit them and wait.
+    pub fn __io_uring_flush_sq(ring: *mut io_uring) -> libc::c_int;
+
     pub fn io_uring_queue_init(
         entries: libc::c_uint,
         ring: *mut io_uring,
