@@ -3,51 +3,16 @@
 //! default is two), and a client that resumes with it gets a fresh one, so resumption goes on.
 //! Client: `openssl s_client -msg`, which prints every handshake message it receives.
 
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use crate::harness::{temp_dir, Ringway, WAIT};
+use crate::harness::{temp_dir, Ringway};
 use crate::pki::{tls_base, vhost, LeafOpts, Pki};
+use crate::tls_resumption::s_client;
 
 /// One TLS 1.3 connection that sends one request; resumes from `session` if it exists and saves
 /// the newest session there. Returns (resumed, NewSessionTicket messages received).
 fn connect(port: u16, session: &Path) -> (bool, usize) {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", "a.example", "-tls1_3", "-ign_eof", "-msg"])
-        .arg("-sess_out")
-        .arg(session);
-    if session.exists() {
-        cmd.arg("-sess_in").arg(session);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn openssl");
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n");
-    drop(stdin);
-    let mut out = child.stdout.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("openssl s_client did not finish within {WAIT:?}");
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-    let text = reader.join().unwrap();
+    let text = s_client(port, &["-tls1_3", "-msg"], session);
     assert!(
         text.contains("HTTP/1.1 "),
         "no HTTP response through TLS:\n{text}"

@@ -35,19 +35,18 @@ fn config(cores: usize, leaf: &crate::pki::Leaf, tls_table: &str) -> String {
         + tls_table
 }
 
-/// One connection: resumes from `session` if it exists, saves the new session there. Returns
-/// whether the session was reused (`None`: the handshake failed).
-fn connect(port: u16, version: &str, session: &Path, no_ticket: bool) -> Option<bool> {
+/// One `openssl s_client` connection to `a.example` on `port` with `args` added, sending one
+/// request: resumes from `session` if it exists and saves the newest session there. Returns
+/// everything it printed. Shared with `churn` (which adds `-msg` to count tickets).
+pub(crate) fn s_client(port: u16, args: &[&str], session: &Path) -> String {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", "a.example", version, "-ign_eof"])
+        .args(["-servername", "a.example", "-ign_eof"])
+        .args(args)
         .arg("-sess_out")
         .arg(session);
     if session.exists() {
         cmd.arg("-sess_in").arg(session);
-    }
-    if no_ticket {
-        cmd.arg("-no_ticket");
     }
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -65,10 +64,7 @@ fn connect(port: u16, version: &str, session: &Path, no_ticket: bool) -> Option<
         s
     });
     let deadline = Instant::now() + WAIT;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
+    while child.try_wait().unwrap().is_none() {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
@@ -76,7 +72,18 @@ fn connect(port: u16, version: &str, session: &Path, no_ticket: bool) -> Option<
         }
         thread::sleep(Duration::from_millis(2));
     }
-    let text = reader.join().unwrap();
+    reader.join().unwrap()
+}
+
+/// One connection: resumes from `session` if it exists, saves the new session there. Returns
+/// whether the session was reused (`None`: the handshake failed).
+fn connect(port: u16, version: &str, session: &Path, no_ticket: bool) -> Option<bool> {
+    let args: &[&str] = if no_ticket {
+        &[version, "-no_ticket"]
+    } else {
+        &[version]
+    };
+    let text = s_client(port, args, session);
     if text.contains("Reused, TLSv1") {
         Some(true)
     } else if text.contains("New, TLSv1") && !text.contains("Cipher is (NONE)") {
