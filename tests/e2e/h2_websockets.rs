@@ -18,22 +18,7 @@ use crate::pki::{tls_base, vhost, LeafOpts, Pki};
 
 /// A masked client frame (RFC 6455 §5.3; RFC 8441 keeps the framing as it is).
 fn ws_frame(op: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0xA1, 0x5E, 0x07, 0x3C];
-    let mut f = vec![0x80 | op];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    client_frame(true, op, payload)
 }
 
 /// Parses one unmasked server frame from `buf`: (opcode, payload, bytes used).

@@ -21,26 +21,6 @@ fn spliced(admin: u16) -> f64 {
     sum(&scrape(admin), "ringway_tunnel_spliced_bytes_total", &[])
 }
 
-/// A masked client frame of any length (`fin`, `opcode`), for fragmented messages.
-fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5au8, 0x0f, 0xc3, 0x81];
-    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
 #[test]
 fn bulk_websocket_messages_are_spliced_and_arrive_byte_exact() {
     let echo = EchoBackend::tcp_v4();
