@@ -397,8 +397,8 @@ fn send_proxy_v1_and_v2_to_a_backend_that_parses_the_header() {
 // L4 routes and TLS passthrough
 
 /// A raw TCP backend: echoes what it reads as it reads it; at the client's EOF it shuts down
-/// its write side (a half-close passed back).
-fn tcp_echo_backend() -> String {
+/// its write side (a half-close passed back). Shared with `splice`.
+pub(crate) fn tcp_echo_backend() -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -12,6 +12,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
 
 use crate::backend::EchoBackend;
+use crate::edge::tcp_echo_backend;
 use crate::harness::*;
 use crate::operations::{ops_config, scrape, sum};
 
@@ -90,32 +91,6 @@ fn bulk_websocket_messages_are_spliced_and_arrive_byte_exact() {
     assert!(bytes("direction=\"in\"") >= payload_bytes as f64);
     assert!(bytes("direction=\"out\"") >= payload_bytes as f64);
     ws_close(&mut ws);
-}
-
-/// A raw TCP backend: echoes what it reads; at the client's EOF it shuts down its write side.
-fn tcp_echo_backend() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let mut s = s;
-                let mut buf = vec![0u8; 1 << 17];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    addr
 }
 
 #[test]
